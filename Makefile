@@ -1,0 +1,36 @@
+# make train / make eval / make test set everything up on first use (a .venv with the package and its dev extras).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+ARGS ?=
+
+.PHONY: install train eval convert test test-full clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+train: install            ## the default experiment (make train ARGS="pipeline=queue")
+	$(PY) -m runner $(ARGS)
+
+eval: install             ## evaluate the latest run's latest checkpoint (or RUN=outputs/DATE/TIME)
+	@run="$${RUN:-$$(ls -td outputs/*/*/checkpoints 2>/dev/null | head -n 1 | xargs -r dirname)}"; \
+	if [ -z "$$run" ]; then echo "no trained run under outputs/; run 'make train' first" >&2; exit 2; fi; \
+	$(PY) -m runner mode=eval run_dir=$$run $(ARGS)
+
+convert: install          ## write the dataset's TFRecords (make convert ARGS="dataset=mnist")
+	$(PY) -m runner mode=convert $(ARGS)
+
+test: install             ## the fast suite (slow tests skipped)
+	$(PY) -m pytest -m "not slow" -n 2 -q
+
+test-full: install        ## everything, slow tests included
+	$(PY) -m pytest -n 2 -q
+
+clean:
+	rm -rf outputs multirun .pytest_cache build *.egg-info
+	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +

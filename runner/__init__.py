@@ -1,0 +1,1 @@
+"""runner: a declarative experiment runner for TensorFlow input pipelines and training setups."""

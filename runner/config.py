@@ -1,0 +1,212 @@
+"""Typed config schemas (registered with Hydra's ConfigStore) and the range checks that run before TensorFlow loads.
+
+Each group option's YAML starts from its schema (``defaults: [/schema/pipeline/queue@_here_]``), so a wrong type or
+an unknown key fails at composition with the key named. Ranges live in field metadata and are checked by
+:func:`validate`, which names the key and the allowed range.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+
+from runner.errors import ConfigError
+
+
+def bounded(default: Any, lo: float | None = None, hi: float | None = None, *, lo_open: bool = False) -> Any:
+    """A field whose value must lie in [lo, hi] (or (lo, hi] with ``lo_open``); None bounds are open-ended."""
+    return field(default=default, metadata={"lo": lo, "hi": hi, "lo_open": lo_open})
+
+
+def one_of(default: str, *choices: str) -> Any:
+    return field(default=default, metadata={"choices": choices})
+
+
+# ---------------------------------------------------------------------------------------------- dataset
+@dataclass
+class DatasetConfig:
+    name: str = MISSING
+    data_dir: str = MISSING  # where the files live (or are downloaded/generated to)
+    validation_size: int = bounded(5000, 0)  # the first N training examples form the validation split
+
+
+@dataclass
+class DigitsConfig(DatasetConfig):
+    num_train: int = bounded(60000, 1)  # generated training examples (validation included)
+    num_test: int = bounded(10000, 1)
+    generator_seed: int = 20261125  # the data are a pure function of this seed and the sizes
+
+
+@dataclass
+class MnistConfig(DatasetConfig):
+    download: bool = True  # fetch missing files from the mirrors
+    mirrors: list[str] = field(default_factory=list)  # base URLs, tried in order
+
+
+# ---------------------------------------------------------------------------------------------- model
+@dataclass
+class MlpConfig:
+    name: str = "mlp"
+    hidden1: int = bounded(128, 1)
+    hidden2: int = bounded(32, 1)
+
+
+# ---------------------------------------------------------------------------------------------- pipeline
+@dataclass
+class PipelineConfig:
+    name: str = MISSING
+
+
+@dataclass
+class QueueConfig(PipelineConfig):
+    num_threads: int = bounded(4, 1, 256)  # threads running the reader + decode op into shuffle_batch
+    min_fraction_of_examples_in_queue: float = bounded(0.4, 0.0, 1.0, lo_open=True)
+
+
+@dataclass
+class TfDataConfig(PipelineConfig):
+    shuffle_buffer: int = bounded(10000, 1)  # records; each epoch is still a permutation of the split
+    num_parallel_calls: int = bounded(-1, -1)  # -1 = tf.data.AUTOTUNE
+    prefetch: int = bounded(-1, -1)  # batches; -1 = tf.data.AUTOTUNE
+
+
+# ---------------------------------------------------------------------------------------------- optimizer
+@dataclass
+class OptimizerConfig:
+    name: str = MISSING
+    lr: float = bounded(0.01, 0.0, lo_open=True)  # initial learning rate
+
+
+@dataclass
+class MomentumConfig(OptimizerConfig):
+    momentum: float = bounded(0.9, 0.0, 1.0)
+    use_nesterov: bool = False
+
+
+@dataclass
+class AdamConfig(OptimizerConfig):
+    lr: float = bounded(0.001, 0.0, lo_open=True)
+    beta1: float = bounded(0.9, 0.0, 1.0)
+    beta2: float = bounded(0.999, 0.0, 1.0)
+    epsilon: float = bounded(1e-8, 0.0, lo_open=True)
+
+
+# ---------------------------------------------------------------------------------------------- schedule
+@dataclass
+class ScheduleConfig:
+    name: str = MISSING
+
+
+@dataclass
+class ExponentialDecayConfig(ScheduleConfig):
+    decay_epochs: float = bounded(350.0, 0.0, lo_open=True)  # epochs between decays
+    decay_rate: float = bounded(0.1, 0.0, lo_open=True)  # lr multiplier per decay
+    staircase: bool = True
+
+
+# ---------------------------------------------------------------------------------------------- hardware
+@dataclass
+class HardwareConfig:
+    name: str = MISSING
+    device_type: str = one_of("cpu", "cpu", "gpu")
+    num_devices: int = bounded(1, 1, 64)  # towers: one model replica per device
+    variable_device: str = one_of("cpu", "cpu", "gpu")  # where variables live
+    intra_op_threads: int = bounded(0, 0)  # 0 = TensorFlow picks
+    inter_op_threads: int = bounded(0, 0)
+    soft_placement: bool = True
+    strict: bool = False  # fail instead of warning when fewer devices exist than asked
+
+
+# ---------------------------------------------------------------------------------------------- top level
+@dataclass
+class RunnerConfig:
+    mode: str = one_of("train", "train", "eval", "bench", "convert")
+    batch_size: int = bounded(100, 1)  # per tower
+    max_steps: int = bounded(2000, 1)
+    seed: int = 0
+    run_dir: str = MISSING  # where checkpoints, events and summaries go (Hydra's run dir)
+    trainer: str = "single"
+    log_every: int = bounded(100, 1)  # steps between progress lines and summaries
+    checkpoint_every: int = bounded(1000, 1)  # steps between checkpoints (each followed by an eval)
+    keep_checkpoints: int = bounded(5, 1)
+    eval_splits: list[str] = field(default_factory=lambda: ["train", "validation", "test"])
+    verbose: bool = False  # show TensorFlow's C++ logs and deprecation warnings
+    dataset: Any = MISSING
+    model: Any = MISSING
+    pipeline: Any = MISSING
+    optimizer: Any = MISSING
+    schedule: Any = MISSING
+    hardware: Any = MISSING
+
+
+SCHEMAS = {
+    "dataset": {"digits": DigitsConfig, "mnist": MnistConfig},
+    "model": {"mlp": MlpConfig},
+    "pipeline": {"base": PipelineConfig, "queue": QueueConfig, "tf_data": TfDataConfig},
+    "optimizer": {"base": OptimizerConfig, "momentum": MomentumConfig, "adam": AdamConfig},
+    "schedule": {"base": ScheduleConfig, "exponential_decay": ExponentialDecayConfig},
+    "hardware": {"base": HardwareConfig},
+}
+"""Schemas by group, stored as ``schema/<group>/<name>``; several options may share one (``base``)."""
+
+
+def register_schemas() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="runner_schema", node=RunnerConfig)
+    for group, options in SCHEMAS.items():
+        for name, schema in options.items():
+            cs.store(group=f"schema/{group}", name=name, node=schema)
+
+
+def _subdir(mode: str) -> str:
+    """Hydra's output subdir: a training run owns ``.hydra``; eval/bench runs in that dir get their own."""
+    return ".hydra" if mode == "train" else f".hydra/{mode}"
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("runner.subdir"):
+        OmegaConf.register_new_resolver("runner.subdir", _subdir)
+
+
+# ---------------------------------------------------------------------------------------------- validation
+def _check_field(path: str, value: Any, meta: dict) -> None:
+    if value is None:
+        return
+    if "choices" in meta and value not in meta["choices"]:
+        allowed = ", ".join(meta["choices"])
+        raise ConfigError(f"{path}={value!r} is not allowed; choose one of: {allowed}")
+    lo, hi, lo_open = meta.get("lo"), meta.get("hi"), meta.get("lo_open", False)
+    if lo is None and hi is None:
+        return
+    bad = isinstance(value, float) and not math.isfinite(value)
+    bad = bad or (lo is not None and (value <= lo if lo_open else value < lo))
+    bad = bad or (hi is not None and value > hi)
+    if bad:
+        left = "(" if lo_open else "["
+        rng = f"{left}{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
+        raise ConfigError(f"{path}={value} is out of range; allowed: {rng}")
+
+
+def _walk(node: DictConfig, prefix: str) -> None:
+    schema = OmegaConf.get_type(node)
+    metas = {f.name: f.metadata for f in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema) else {}
+    for key in node.keys():
+        path = f"{prefix}{key}"
+        child = node._get_node(key)
+        if isinstance(child, DictConfig):
+            _walk(child, path + ".")
+        elif not isinstance(child, ListConfig) and key in metas:
+            _check_field(path, node[key], metas[key])
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check every bounded field and the cross-field rules; raises ConfigError naming the key."""
+    _walk(cfg, "")
+    known = {"train", "validation", "test"}
+    for split in cfg.eval_splits:
+        if split not in known:
+            raise ConfigError(f"eval_splits contains {split!r}; known splits: {', '.join(sorted(known))}")

@@ -1,0 +1,60 @@
+"""Downloads that are verified by md5 and written atomically: nothing half-written is ever left behind."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from runner.errors import DataError
+
+log = logging.getLogger("runner")
+_CHUNK = 1 << 20
+
+
+def md5sum(path: str | os.PathLike) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fetch(url: str, dest: Path, md5: str, timeout: float) -> None:
+    """Streams url to a temporary file beside dest, checks its md5, then renames it into place."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    try:
+        digest = hashlib.md5()
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+            for chunk in iter(lambda: response.read(_CHUNK), b""):
+                digest.update(chunk)
+                out.write(chunk)
+        if digest.hexdigest() != md5:
+            raise DataError(f"md5 mismatch for {url}: got {digest.hexdigest()}, expected {md5}")
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def download(filename: str, dest_dir: str | os.PathLike, mirrors: list[str], md5: str, timeout: float = 60.0) -> Path:
+    """Fetches ``filename`` from the first mirror that serves it with the right md5; returns its path."""
+    dest_dir = Path(dest_dir)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    dest = dest_dir / filename
+    failures = []
+    for base in mirrors:
+        url = base.rstrip("/") + "/" + filename
+        log.info("Downloading %s", url)
+        try:
+            _fetch(url, dest, md5, timeout)
+            log.info("Downloaded %s (%d bytes, md5 %s)", dest, dest.stat().st_size, md5)
+            return dest
+        except (urllib.error.URLError, OSError, DataError) as err:
+            failures.append(f"  {url}: {err}")
+    tried = "\n".join(failures) or "  (no mirrors configured)"
+    raise DataError(f"could not download {filename} into {dest_dir}; tried:\n{tried}\n"
+                    f"Copy the file there by hand, or set dataset.mirrors to a reachable mirror.")

@@ -1,0 +1,73 @@
+"""MNIST to TFRecords, as convert_to_records: one tf.train.Example per image with height, width, depth, label and
+image_raw. Records are cached beside the data and rebuilt when the source files or the validation split change."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from runner.errors import DataError
+
+log = logging.getLogger("runner")
+
+FEATURES = {
+    "height": tf.io.FixedLenFeature([], tf.int64),
+    "width": tf.io.FixedLenFeature([], tf.int64),
+    "depth": tf.io.FixedLenFeature([], tf.int64),
+    "label": tf.io.FixedLenFeature([], tf.int64),
+    "image_raw": tf.io.FixedLenFeature([], tf.string),
+}
+
+
+def _int64(value: int) -> tf.train.Feature:
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
+
+
+def write_records(images: np.ndarray, labels: np.ndarray, path: str | os.PathLike) -> None:
+    """Writes uint8 images [N, H, W, D] and labels [N] as Example protos, atomically."""
+    if len(images) != len(labels):
+        raise DataError(f"images size {len(images)} does not match labels size {len(labels)} for {path}")
+    _, height, width, depth = images.shape
+    tmp = f"{path}.part"
+    with tf.io.TFRecordWriter(tmp) as writer:
+        for image, label in zip(images, labels):
+            example = tf.train.Example(features=tf.train.Features(feature={
+                "height": _int64(height), "width": _int64(width), "depth": _int64(depth), "label": _int64(label),
+                "image_raw": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image.tobytes()])),
+            }))
+            writer.write(example.SerializeToString())
+    os.replace(tmp, path)
+
+
+def parse_examples(serialized: tf.Tensor, image_shape: tuple[int, int, int]) -> tuple[tf.Tensor, tf.Tensor]:
+    """A batch [B] of serialized Examples -> (uint8 images [B, H, W, D], int32 labels [B])."""
+    parsed = tf.io.parse_example(serialized, FEATURES)
+    images = tf.reshape(tf.io.decode_raw(parsed["image_raw"], tf.uint8), [-1, *image_shape])
+    return images, tf.cast(parsed["label"], tf.int32)
+
+
+def _stamp(dataset) -> dict:
+    files = {str(p): [p.stat().st_size, p.stat().st_mtime_ns] for p in dataset.source_files()}
+    return {"source": files, "validation_size": dataset.validation_size}
+
+
+def ensure_records(dataset) -> dict[str, Path]:
+    """Returns {split: path} of the dataset's TFRecords, converting first when missing or stale."""
+    out = dataset.data_dir / "tfrecords" / f"validation_{dataset.validation_size}"
+    paths = {split: out / f"{split}.tfrecords" for split in ("train", "validation", "test")}
+    stamp_path = out / "source.json"
+    dataset.prepare()
+    stamp = _stamp(dataset)
+    if stamp_path.exists() and all(p.exists() for p in paths.values()):
+        if json.loads(stamp_path.read_text()) == stamp:
+            return paths
+    out.mkdir(parents=True, exist_ok=True)
+    for split, path in paths.items():
+        log.info("Writing %s", path)
+        write_records(*dataset.arrays(split), path)
+    stamp_path.write_text(json.dumps(stamp))
+    return paths

@@ -1,0 +1,134 @@
+"""The graph-mode engine shared by training and evaluation: shared model variables, eval ops, and sessions that
+initialize or restore variables, load pipelines and run queue runners under a Coordinator."""
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import tensorflow as tf
+
+from runner.errors import RunnerError
+from runner.pipelines.base import Batch, num_batches
+
+v1 = tf.compat.v1
+log = logging.getLogger("runner")
+
+SPLIT_TITLES = {"train": "Training Data Eval:", "validation": "Validation Data Eval:", "test": "Test Data Eval:"}
+
+
+@dataclass
+class Parts:
+    """The built parts of a run; only runner.build reads the config to make them."""
+
+    dataset: Any
+    pipeline: Any
+    model: Callable[..., tf.Tensor]  # (images, training) -> logits, variables shared between calls
+    trainer: Callable
+    make_lr: Callable  # (global_step, steps_per_epoch) -> learning-rate tensor
+    make_optimizer: Callable  # learning rate -> tf.compat.v1.train.Optimizer
+    devices: list[str]  # one tower per device
+    session_config: v1.ConfigProto
+
+
+def shared_model(fn: Callable, num_classes: int, params: dict) -> Callable[..., tf.Tensor]:
+    """Wraps a registered model so every call (towers, eval) shares one set of variables."""
+
+    def model(images: tf.Tensor, training: bool) -> tf.Tensor:
+        with v1.variable_scope(v1.get_variable_scope(), reuse=v1.AUTO_REUSE):
+            return fn(images, num_classes=num_classes, training=training, **params)
+
+    return model
+
+
+def count_parameters() -> int:
+    return int(sum(np.prod(v.shape.as_list()) for v in v1.trainable_variables()))
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+@dataclass
+class EvalOp:
+    split: str
+    batch: Batch
+    correct: tf.Tensor  # correct top-1 predictions in one batch
+    count: tf.Tensor  # examples in that batch
+    steps: int  # batches per pass: every example once
+
+
+def build_evals(parts: Parts, splits: list[str], batch_size: int) -> dict[str, EvalOp]:
+    evals = {}
+    for split in splits:
+        with tf.name_scope(f"eval_{split}"):
+            batch = parts.pipeline.build(split, batch_size, training=False)
+            with tf.device(parts.devices[0]):
+                logits = parts.model(batch.images, training=False)
+                correct = tf.reduce_sum(tf.cast(tf.math.in_top_k(targets=batch.labels, predictions=logits, k=1), tf.int64))
+            count = tf.shape(batch.labels, out_type=tf.int64)[0]
+        evals[split] = EvalOp(split, batch, correct, count, num_batches(batch.num_examples, batch_size))
+    return evals
+
+
+def run_eval(sess: v1.Session, op: EvalOp) -> dict:
+    """One pass over the split; prints the original's eval lines and returns the counts."""
+    correct = total = 0
+    for _ in range(op.steps):
+        c, n = sess.run([op.correct, op.count], op.batch.feed() if op.batch.feed else None)
+        correct += int(c)
+        total += int(n)
+    if total != op.batch.num_examples:
+        raise RunnerError(f"eval of {op.split} saw {total} examples, expected {op.batch.num_examples}")
+    precision = correct / total
+    log.info(SPLIT_TITLES[op.split])
+    log.info("  Num examples: %d  Num correct: %d  Precision @ 1: %0.04f", total, correct, precision)
+    return {"split": op.split, "num_examples": total, "num_correct": correct, "precision": precision}
+
+
+def merged_feed(batches: list[Batch]) -> dict | None:
+    feeds = [b.feed() for b in batches if b.feed]
+    return {k: v for feed in feeds for k, v in feed.items()} if feeds else None
+
+
+# ---------------------------------------------------------------------------------------------- sessions
+def checkpoint_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+@contextlib.contextmanager
+def session(graph: tf.Graph, config: v1.ConfigProto, batches: list[Batch], saver: v1.train.Saver,
+            run_dir: str | Path, must_restore: bool = False) -> Iterator[tuple[v1.Session, str | None]]:
+    """Opens a session: restores the latest checkpoint of run_dir (or initializes), loads the pipelines, and runs
+    queue runners under a Coordinator that is stopped and joined on the way out (re-raising a reader's error)."""
+    with graph.as_default():  # the compat.v1 session APIs require the graph to be the default one
+        global_init = v1.global_variables_initializer()
+        local_init = v1.local_variables_initializer()
+        sess = v1.Session(graph=graph, config=config)
+        coord = v1.train.Coordinator()
+        threads: list = []
+        try:
+            ckpt = tf.train.latest_checkpoint(str(checkpoint_dir(run_dir)))
+            if ckpt:
+                saver.restore(sess, ckpt)
+            elif must_restore:
+                raise RunnerError(f"no checkpoint in {checkpoint_dir(run_dir)}; train first "
+                                  f"(python -m runner run_dir={run_dir}) or point run_dir at a trained run")
+            else:
+                sess.run(global_init)
+            sess.run(local_init)
+            hooks = {id(b.on_session): b.on_session for b in batches if b.on_session}
+            for hook in hooks.values():
+                hook(sess)
+            threads = v1.train.start_queue_runners(sess, coord)
+            yield sess, ckpt
+        except (tf.errors.OutOfRangeError, tf.errors.CancelledError):
+            if coord.should_stop():  # a queue was closed because a reader thread failed: surface its error
+                coord.join(threads, stop_grace_period_secs=10)
+            raise
+        finally:
+            coord.request_stop()
+            try:
+                coord.join(threads, stop_grace_period_secs=10)
+            finally:
+                sess.close()

@@ -1,0 +1,66 @@
+"""What every pipeline hands the trainer, and the epoch contract they all keep.
+
+Training batches stream over repeated epochs; each epoch visits the split in a new order (``queue`` mixes across
+epoch boundaries, as shuffle_batch does). Eval batches (``training=False``) come in order and cycle: a pass of
+``ceil(N / batch_size)`` batches visits every example exactly once, the last batch being short when
+``batch_size`` does not divide N.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import numpy as np
+import tensorflow as tf
+
+
+@dataclass
+class Batch:
+    """One split's batches, as graph tensors, plus how to drive them."""
+
+    images: tf.Tensor  # float32 [batch, H, W, C], batch dimension None
+    labels: tf.Tensor  # int32 [batch]
+    num_examples: int  # examples in one epoch of the split
+    feed: Callable[[], dict] | None = None  # feed_dict: the placeholders' values for the next step
+    on_session: Callable[[tf.compat.v1.Session], None] | None = None  # after variables are initialized/restored
+
+
+class Pipeline(Protocol):
+    name: str
+
+    def build(self, split: str, batch_size: int, training: bool) -> Batch: ...
+
+
+def num_batches(num_examples: int, batch_size: int) -> int:
+    """Batches in one eval pass: every example once, the last batch possibly short."""
+    return -(-num_examples // batch_size)
+
+
+class EpochOrder:
+    """Indices of a split batch by batch, for pipelines that pick examples by index (feed_dict, preloaded).
+
+    Training: a fresh permutation every epoch; a batch that crosses an epoch boundary takes the end of one
+    permutation and the start of the next. Eval: in order, the last batch of each pass short.
+    """
+
+    def __init__(self, num_examples: int, training: bool, seed: int):
+        self.n = num_examples
+        self.training = training
+        self.rng = np.random.default_rng(seed)
+        self.order = self.rng.permutation(self.n) if training else np.arange(self.n)
+        self.pos = 0
+
+    def next(self, batch_size: int) -> np.ndarray:
+        if not self.training:
+            idx = self.order[self.pos:self.pos + batch_size]
+            self.pos = (self.pos + len(idx)) % self.n
+            return idx
+        parts, need = [], batch_size
+        while need:
+            if self.pos == self.n:
+                self.order, self.pos = self.rng.permutation(self.n), 0
+            take = self.order[self.pos:self.pos + need]
+            parts.append(take)
+            self.pos += len(take)
+            need -= len(take)
+        return np.concatenate(parts)

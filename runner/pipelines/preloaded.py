@@ -1,0 +1,70 @@
+"""Preloaded data: the split held in a variable (initialized from a placeholder, so it stays out of the GraphDef);
+each step slices its batch in the graph through an index permutation kept in variables too."""
+from __future__ import annotations
+
+import tensorflow as tf
+
+from runner.pipelines import PIPELINES
+from runner.pipelines.base import Batch
+
+v1 = tf.compat.v1
+
+
+def _local(name: str, initial) -> tf.Variable:
+    return v1.get_variable(name, initializer=initial, trainable=False,
+                           collections=[v1.GraphKeys.LOCAL_VARIABLES], use_resource=True)
+
+
+def _next_indices(n: int, batch_size: int, training: bool, seed: int) -> tf.Tensor:
+    """Index of the next batch; advances the cursor (and reshuffles at epoch ends when training)."""
+    cursor = _local("cursor", tf.constant(0, tf.int32))
+    if not training:  # in order; the last batch of a pass is short
+        start = cursor.read_value()
+        end = tf.minimum(start + batch_size, n)
+        with tf.control_dependencies([cursor.assign(tf.math.floormod(end, n))]):
+            return tf.range(start, end)
+    perm = _local("permutation", tf.random.shuffle(tf.range(n), seed=seed))
+    start = cursor.read_value()
+    head = perm.read_value()[start:tf.minimum(start + batch_size, n)]
+    need = batch_size - tf.shape(head)[0]
+    with tf.control_dependencies([head]):
+        fresh = tf.cond(need > 0, lambda: perm.assign(tf.random.shuffle(tf.range(n), seed=seed + 1)),
+                        lambda: perm.read_value())
+    # Batches never span more than two epochs (batch_size <= n is checked by the builder).
+    with tf.control_dependencies([cursor.assign(tf.where(need > 0, need, start + batch_size))]):
+        return tf.concat([head, fresh[:need]], 0)
+
+
+@PIPELINES.register("preloaded")
+class Preloaded:
+    name = "preloaded"
+
+    def __init__(self, dataset, seed: int = 0):
+        self.dataset = dataset
+        self.seed = seed
+        self._data: dict[str, tuple] = {}  # split -> (images var, labels var, init fn): one copy per split
+
+    def _variables(self, split: str):
+        if split not in self._data:
+            images, labels = self.dataset.arrays(split)
+            with v1.variable_scope(f"preloaded_{split}"):
+                images_ph = v1.placeholder(tf.uint8, images.shape, name="images_init")
+                labels_ph = v1.placeholder(tf.int32, labels.shape, name="labels_init")
+                # collections=[]: neither saved in checkpoints nor touched by the global initializer.
+                images_var = v1.Variable(images_ph, trainable=False, collections=[], name="images")
+                labels_var = v1.Variable(labels_ph, trainable=False, collections=[], name="labels")
+
+            def load(sess):
+                sess.run([images_var.initializer, labels_var.initializer], {images_ph: images, labels_ph: labels})
+
+            self._data[split] = (images_var, labels_var, load)
+        return self._data[split]
+
+    def build(self, split: str, batch_size: int, training: bool) -> Batch:
+        images_var, labels_var, load = self._variables(split)
+        n = self.dataset.num_examples(split)
+        with v1.variable_scope(None, default_name=f"preloaded_{split}_{'train' if training else 'eval'}"):
+            idx = _next_indices(n, batch_size, training, self.seed)
+            images = self.dataset.preprocess(tf.gather(images_var, idx), training)
+            labels = tf.gather(labels_var, idx)
+        return Batch(images, labels, n, on_session=load)

@@ -1,0 +1,51 @@
+"""tf.data: record files -> shuffle -> repeat -> batch -> parallel map (decode + preprocess, batched) -> prefetch.
+
+Mapping after batching decodes and preprocesses a whole batch per call, which is cheaper than one image at a time.
+Iterators are initializable and initialized once the session exists.
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+
+from runner.pipelines import PIPELINES
+from runner.pipelines.base import Batch
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def record_dataset(dataset, split: str) -> tf.data.Dataset:
+    files = dataset.record_files(split)
+    if dataset.record_kind == "tfrecord":
+        return tf.data.TFRecordDataset(files)
+    return tf.data.FixedLengthRecordDataset(files, dataset.record_bytes)
+
+
+@PIPELINES.register("tf_data")
+class TfData:
+    name = "tf_data"
+
+    def __init__(self, dataset, seed: int = 0, shuffle_buffer: int = 10000, num_parallel_calls: int = -1,
+                 prefetch: int = -1):
+        self.dataset = dataset
+        self.seed = seed
+        self.shuffle_buffer = shuffle_buffer
+        self.num_parallel_calls = AUTOTUNE if num_parallel_calls == -1 else num_parallel_calls
+        self.prefetch = AUTOTUNE if prefetch == -1 else prefetch
+
+    def build(self, split: str, batch_size: int, training: bool) -> Batch:
+        ds = record_dataset(self.dataset, split)
+        if training:  # shuffle before repeat: every epoch is a permutation of the split
+            ds = ds.shuffle(self.shuffle_buffer, seed=self.seed, reshuffle_each_iteration=True).repeat()
+            ds = ds.batch(batch_size, drop_remainder=True)
+        else:  # batch before repeat: each pass ends with its own short batch
+            ds = ds.batch(batch_size).repeat()
+
+        def decode(records):
+            images, labels = self.dataset.decode(records)
+            return self.dataset.preprocess(images, training), labels
+
+        ds = ds.map(decode, num_parallel_calls=self.num_parallel_calls).prefetch(self.prefetch)
+        iterator = tf.compat.v1.data.make_initializable_iterator(ds, shared_name=None)
+        images, labels = iterator.get_next(name=f"{split}_batch")
+        return Batch(images, labels, self.dataset.num_examples(split),
+                     on_session=lambda sess: sess.run(iterator.initializer))

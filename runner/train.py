@@ -1,0 +1,175 @@
+"""Training: the graph for a run, then the loop with progress lines, summaries, checkpoints, evals, resume and
+clean stops on SIGINT/SIGTERM. Writes checkpoints/, TensorBoard events, metrics.jsonl and summary.json."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import tensorflow as tf
+
+from runner.engine import Parts, build_evals, checkpoint_dir, count_parameters, merged_feed, run_eval, session
+from runner.errors import RunnerError, TrainingError
+
+v1 = tf.compat.v1
+log = logging.getLogger("runner")
+
+
+@dataclass
+class Settings:
+    run_dir: str
+    batch_size: int
+    max_steps: int
+    seed: int
+    log_every: int
+    checkpoint_every: int
+    keep_checkpoints: int
+    eval_splits: list[str]
+
+
+class Interrupted(RunnerError):
+    """SIGINT/SIGTERM: a checkpoint was written; rerunning in the same run dir resumes."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+class StopSignals:
+    """Turns SIGINT/SIGTERM into a flag the loop checks between steps (main thread only)."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous: dict = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class Metrics:
+    """metrics.jsonl lines plus TensorBoard scalars."""
+
+    def __init__(self, run_dir: Path, writer: v1.summary.FileWriter):
+        self.path = run_dir / "metrics.jsonl"
+        self.writer = writer
+
+    def write(self, step: int, **values) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps({"step": step, "time": time.time(), **values}) + "\n")
+
+    def scalars(self, step: int, **values: float) -> None:
+        self.writer.add_summary(v1.Summary(value=[v1.Summary.Value(tag=k, simple_value=v) for k, v in values.items()]),
+                                step)
+
+
+def train(parts: Parts, s: Settings, config: dict) -> dict:
+    run_dir = Path(s.run_dir)
+    graph = tf.Graph()
+    with graph.as_default():
+        v1.set_random_seed(s.seed)
+        global_step = v1.train.get_or_create_global_step()
+        batches = [parts.pipeline.build("train", s.batch_size, training=True) for _ in parts.devices]
+        examples_per_step = s.batch_size * len(batches)
+        lr = parts.make_lr(global_step, batches[0].num_examples / examples_per_step)
+        loss, train_op = parts.trainer(parts.model, batches, parts.make_optimizer(lr), global_step, parts.devices)
+        evals = build_evals(parts, s.eval_splits, s.batch_size)
+        v1.summary.scalar("loss", loss)
+        v1.summary.scalar("learning_rate", lr)
+        summary_op = v1.summary.merge_all()
+        no_summary = tf.no_op()
+        saver = v1.train.Saver(max_to_keep=s.keep_checkpoints)
+        num_params = count_parameters()
+        writer = v1.summary.FileWriter(str(run_dir), graph)
+
+    all_batches = batches + [e.batch for e in evals.values()]
+    metrics = Metrics(run_dir, writer)
+    ckpt_path = str(checkpoint_dir(run_dir) / "model.ckpt")
+    final: dict = {}
+    started = time.time()
+    train_time, trained_steps = 0.0, 0
+    try:
+        with session(graph, parts.session_config, all_batches, saver, run_dir) as (sess, ckpt), \
+                StopSignals() as stop:
+            step = int(sess.run(global_step))
+            if ckpt:
+                log.info("Resuming from %s at step %d", ckpt, step)
+
+            def checkpoint_and_eval() -> None:
+                saver.save(sess, ckpt_path, global_step=step)
+                for split, op in evals.items():
+                    result = run_eval(sess, op)
+                    final[split] = result["precision"]
+                    metrics.write(step, **result)
+                    metrics.scalars(step, **{f"precision/{split}": result["precision"]})
+                writer.flush()
+
+            window_start, window_steps = time.time(), 0
+            saved_at = step if ckpt else None
+            while step < s.max_steps:
+                if stop.signum is not None:
+                    saver.save(sess, ckpt_path, global_step=step)
+                    name = signal.Signals(stop.signum).name
+                    raise Interrupted(f"{name} at step {step}: checkpoint saved in {checkpoint_dir(run_dir)}; "
+                                      f"rerun with run_dir={run_dir} to resume", stop.signum)
+                log_now = (step + 1) % s.log_every == 0 or step + 1 == s.max_steps
+                fetches = [train_op, loss, summary_op if log_now else no_summary]
+                t0 = time.time()
+                _, loss_value, summary = sess.run(fetches, merged_feed(batches))
+                train_time += time.time() - t0
+                step += 1
+                trained_steps += 1
+                window_steps += 1
+                if not math.isfinite(loss_value):
+                    raise TrainingError(f"loss is {loss_value} at step {step}; nothing was saved from this step "
+                                        f"on (checkpoints in {checkpoint_dir(run_dir)} are kept). Lower the "
+                                        f"learning rate (optimizer.lr) or check the input data.")
+                if log_now:
+                    elapsed = time.time() - window_start
+                    eps = window_steps * examples_per_step / elapsed
+                    log.info("Step %d: loss = %.2f (%.3f sec; %.1f examples/sec)", step, loss_value,
+                             elapsed / window_steps, eps)
+                    writer.add_summary(summary, step)
+                    metrics.scalars(step, examples_per_sec=eps)
+                    metrics.write(step, loss=float(loss_value), learning_rate=float(sess.run(lr)),
+                                  examples_per_sec=eps)
+                if step % s.checkpoint_every == 0 or step == s.max_steps:
+                    checkpoint_and_eval()
+                    saved_at = step
+                if log_now:
+                    window_start, window_steps = time.time(), 0
+            if saved_at != step or not final:  # resumed at or past max_steps: still report the precisions
+                checkpoint_and_eval()
+    finally:
+        writer.close()
+
+    summary = {
+        "final_precision": final,
+        "steps": step,
+        "steps_this_run": trained_steps,
+        "examples_per_sec": trained_steps * examples_per_step / train_time if train_time else None,
+        "wall_time_sec": time.time() - started,
+        "trainable_parameters": num_params,
+        "pipeline": config["pipeline"]["name"],
+        "dataset": config["dataset"]["name"],
+        "model": config["model"]["name"],
+        "devices": parts.devices,
+        "config": config,
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    log.info("Results in %s (summary.json, metrics.jsonl, checkpoints/, TensorBoard events)", run_dir)
+    return summary
