@@ -33,9 +33,46 @@ def _task(cfg: DictConfig) -> dict | None:
     except RunnerError as err:
         if hydra_cfg.mode == RunMode.MULTIRUN:
             raise  # the sweep records this job as failed and goes on with the others
-        log.error("error: %s", err)
-        sys.exit(2)
+        code = getattr(err, "exit_code", 2)  # an interrupted run exits 128 + signal number
+        log.error("%s: %s", "error" if code == 2 else "stopped", err)
+        sys.exit(code)
+
+
+HELP = """\
+runner: run, compare and sweep TensorFlow input pipelines and training setups from YAML.
+
+Usage: python -m runner [KEY=VALUE ...] [GROUP=OPTION ...]        (or: runner ..., make train ARGS="...")
+       python -m runner -m KEY=V1,V2 ...                             a Hydra sweep, one job per combination
+       python -m runner --cfg job                                    print the composed config
+       python -m runner --hydra-help                                 Hydra's own options
+
+Examples:
+  python -m runner pipeline=queue batch_size=128
+  python -m runner experiment=mnist_fully_connected_feed
+  python -m runner mode=eval run_dir=outputs/2026-11-25/10-00-00
+  python -m runner -m pipeline=feed_dict,queue,tf_data,preloaded
+
+Config groups (GROUP=OPTION):
+{groups}
+Top-level keys (conf/config.yaml):
+{keys}"""
+
+
+def _help() -> str:
+    """The app's help, read straight from conf/ (Hydra's own --help composes every group and takes seconds)."""
+    conf = Path(CONF_DIR)
+    groups = "".join(
+        f"  {d.name:<11} {', '.join(sorted(p.stem for p in d.glob('*.yaml')))}\n"
+        for d in sorted(conf.iterdir()) if d.is_dir())
+    lines = (conf / "config.yaml").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("mode:"))
+    end = next(i for i, line in enumerate(lines) if line.startswith("hydra:"))
+    keys = "".join(f"  {line}\n" for line in lines[start:end] if line.strip())
+    return HELP.format(groups=groups, keys=keys)
 
 
 def main() -> None:
+    if any(arg in ("--help", "-h") for arg in sys.argv[1:]):
+        print(_help(), end="")
+        return
     _task()

@@ -8,30 +8,30 @@ import os
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 
 from runner.errors import DataError
 
 log = logging.getLogger("runner")
 
-FEATURES = {
-    "height": tf.io.FixedLenFeature([], tf.int64),
-    "width": tf.io.FixedLenFeature([], tf.int64),
-    "depth": tf.io.FixedLenFeature([], tf.int64),
-    "label": tf.io.FixedLenFeature([], tf.int64),
-    "image_raw": tf.io.FixedLenFeature([], tf.string),
-}
 
+def _features() -> dict:
+    import tensorflow as tf
 
-def _int64(value: int) -> tf.train.Feature:
-    return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
+    spec = {key: tf.io.FixedLenFeature([], tf.int64) for key in ("height", "width", "depth", "label")}
+    return {**spec, "image_raw": tf.io.FixedLenFeature([], tf.string)}
 
 
 def write_records(images: np.ndarray, labels: np.ndarray, path: str | os.PathLike) -> None:
     """Writes uint8 images [N, H, W, D] and labels [N] as Example protos, atomically."""
+    import tensorflow as tf
+
     if len(images) != len(labels):
         raise DataError(f"images size {len(images)} does not match labels size {len(labels)} for {path}")
     _, height, width, depth = images.shape
+
+    def _int64(value: int) -> tf.train.Feature:
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
+
     tmp = f"{path}.part"
     with tf.io.TFRecordWriter(tmp) as writer:
         for image, label in zip(images, labels):
@@ -43,9 +43,11 @@ def write_records(images: np.ndarray, labels: np.ndarray, path: str | os.PathLik
     os.replace(tmp, path)
 
 
-def parse_examples(serialized: tf.Tensor, image_shape: tuple[int, int, int]) -> tuple[tf.Tensor, tf.Tensor]:
+def parse_examples(serialized, image_shape: tuple[int, int, int]):
     """A batch [B] of serialized Examples -> (uint8 images [B, H, W, D], int32 labels [B])."""
-    parsed = tf.io.parse_example(serialized, FEATURES)
+    import tensorflow as tf
+
+    parsed = tf.io.parse_example(serialized, _features())
     images = tf.reshape(tf.io.decode_raw(parsed["image_raw"], tf.uint8), [-1, *image_shape])
     return images, tf.cast(parsed["label"], tf.int32)
 

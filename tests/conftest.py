@@ -1,0 +1,47 @@
+"""Shared fixtures: a tiny generated digits dataset per test session, composed configs, subprocess runs."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["dataset.num_train=1200", "dataset.num_test=300", "dataset.validation_size=200"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def data_root(tmp_path_factory) -> Path:
+    """Every test (and subprocess) reads and writes data under a private folder, never the user's cache."""
+    root = tmp_path_factory.mktemp("data")
+    os.environ["RUNNER_DATA_DIR"] = str(root)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    return root
+
+
+def compose(*overrides: str):
+    """The config `python -m runner OVERRIDES` would run, composed in-process."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from runner.app import CONF_DIR  # registers schemas and resolvers
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return hydra_compose("config", overrides=list(overrides))
+
+
+@pytest.fixture(scope="session")
+def tiny_digits(data_root):
+    """The default dataset at test size (1000 train, 200 validation, 300 test), generated once."""
+    from runner.build import build_dataset
+
+    dataset = build_dataset(compose(*TINY))
+    dataset.prepare()
+    return dataset
+
+
+def run_cli(*args: str, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "runner", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
