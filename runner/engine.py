@@ -97,10 +97,11 @@ def checkpoint_dir(run_dir: str | Path) -> Path:
 
 
 @contextlib.contextmanager
-def session(graph: tf.Graph, config: v1.ConfigProto, batches: list[Batch], saver: v1.train.Saver,
-            run_dir: str | Path, must_restore: bool = False) -> Iterator[tuple[v1.Session, str | None]]:
+def session(graph: tf.Graph, config: v1.ConfigProto | None, batches: list[Batch], saver: v1.train.Saver | None = None,
+            run_dir: str | Path | None = None, must_restore: bool = False) -> Iterator[tuple[v1.Session, str | None]]:
     """Opens a session: restores the latest checkpoint of run_dir (or initializes), loads the pipelines, and runs
-    queue runners under a Coordinator that is stopped and joined on the way out (re-raising a reader's error)."""
+    queue runners under a Coordinator that is stopped and joined on the way out (re-raising a reader's error).
+    Without a saver nothing is restored."""
     with graph.as_default():  # the compat.v1 session APIs require the graph to be the default one
         global_init = v1.global_variables_initializer()
         local_init = v1.local_variables_initializer()
@@ -108,7 +109,7 @@ def session(graph: tf.Graph, config: v1.ConfigProto, batches: list[Batch], saver
         coord = v1.train.Coordinator()
         threads: list = []
         try:
-            ckpt = tf.train.latest_checkpoint(str(checkpoint_dir(run_dir)))
+            ckpt = tf.train.latest_checkpoint(str(checkpoint_dir(run_dir))) if saver else None
             if ckpt:
                 saver.restore(sess, ckpt)
             elif must_restore:

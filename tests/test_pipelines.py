@@ -1,0 +1,79 @@
+"""Every registered pipeline keeps the same epoch contract (see runner/pipelines/base.py)."""
+from collections import Counter
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from runner.engine import session
+from runner.pipelines import PIPELINES
+
+ALL = PIPELINES.names()
+
+
+def _keys(images: np.ndarray, labels: np.ndarray) -> list[tuple[bytes, int]]:
+    """One hashable key per example: its pixels (back to uint8) and its label."""
+    pixels = np.rint(np.asarray(images, np.float64) * 255).astype(np.uint8)
+    return [(p.tobytes(), int(y)) for p, y in zip(pixels, labels)]
+
+
+def _pull(dataset, name: str, split: str, batch_size: int, training: bool, steps: int):
+    graph = tf.Graph()
+    with graph.as_default():
+        pipeline = PIPELINES.get(name)(dataset, seed=3)
+        batch = pipeline.build(split, batch_size, training)
+    out = []
+    with session(graph, None, [batch]) as (sess, _):
+        for _ in range(steps):
+            out.append(sess.run([batch.images, batch.labels], batch.feed() if batch.feed else None))
+    return batch, out
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_eval_pass_visits_every_example_exactly_once(tiny_digits, name):
+    expected = sorted(_keys(tiny_digits.preprocess_np(tiny_digits.arrays("test")[0], False, None),
+                            tiny_digits.arrays("test")[1]))
+    batch, batches = _pull(tiny_digits, name, "test", 64, training=False, steps=10)  # two passes of 5
+    assert batch.num_examples == 300
+    assert [len(labels) for _, labels in batches] == [64, 64, 64, 64, 44] * 2
+    for first in (0, 5):
+        seen = [k for images, labels in batches[first:first + 5] for k in _keys(images, labels)]
+        assert sorted(seen) == expected
+    assert batches[0][0].shape[1:] == tiny_digits.output_shape and batches[0][0].dtype == np.float32
+
+
+@pytest.mark.parametrize("name", [n for n in ALL if n != "queue"])
+def test_training_epochs_are_fresh_permutations(tiny_digits, name):
+    n = tiny_digits.num_examples("train")
+    expected = sorted(_keys(tiny_digits.preprocess_np(tiny_digits.arrays("train")[0], True, None),
+                            tiny_digits.arrays("train")[1]))
+    _, batches = _pull(tiny_digits, name, "train", 50, training=True, steps=2 * n // 50)
+    seen = [k for images, labels in batches for k in _keys(images, labels)]
+    assert sorted(seen[:n]) == expected and sorted(seen[n:]) == expected
+    assert seen[:n] != seen[n:]  # reshuffled every epoch
+    assert seen[:n] != sorted(seen[:n])
+
+
+def test_batches_crossing_an_epoch_boundary_keep_epochs_exact(tiny_digits):
+    # 1000 examples in batches of 300: the fourth batch takes 100 from epoch 1 and 200 from epoch 2.
+    for name in ("feed_dict", "preloaded"):
+        _, batches = _pull(tiny_digits, name, "train", 300, training=True, steps=7)
+        seen = [k for images, labels in batches for k in _keys(images, labels)]
+        assert len(set(seen[:1000])) == 1000 and len(set(seen[1000:2000])) == 1000
+
+
+def test_queue_training_mixes_epochs_but_covers_the_split(tiny_digits):
+    n = tiny_digits.num_examples("train")
+    _, batches = _pull(tiny_digits, "queue", "train", 50, training=True, steps=3 * n // 50)
+    counts = Counter(k for images, labels in batches for k in _keys(images, labels))
+    assert len(counts) == n  # every example seen within three epochs' worth of batches
+    assert max(counts.values()) <= 7
+
+
+def test_preloaded_data_stays_out_of_the_graph_def(tiny_digits):
+    graph = tf.Graph()
+    with graph.as_default():
+        PIPELINES.get("preloaded")(tiny_digits).build("train", 10, True)
+    assert graph.as_graph_def().ByteSize() < 100_000  # the 784 KB of pixels are fed, not embedded
+    saved = graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES)
+    assert not [v.name for v in saved if "preloaded" in v.name]  # data is not written into checkpoints

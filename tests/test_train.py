@@ -1,0 +1,82 @@
+"""Smoke tier: short runs of every pipeline on the default dataset, checking the run dir; resume; eval; NaN."""
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from runner.build import run
+from runner.errors import ConfigError, TrainingError
+from runner.pipelines import PIPELINES
+from tests.conftest import ROOT, TINY, compose, run_cli
+
+FAST = [*TINY, "optimizer.lr=0.1", "log_every=50", "checkpoint_every=150"]
+
+
+@pytest.mark.parametrize("pipeline", PIPELINES.names())
+def test_short_run_beats_chance_and_fills_the_run_dir(tmp_path, tiny_digits, pipeline):
+    summary = run(compose(*FAST, f"pipeline={pipeline}", "max_steps=300"), str(tmp_path))
+    assert summary["steps"] == 300 and summary["pipeline"] == pipeline
+    assert summary["final_precision"]["test"] > 0.5, summary["final_precision"]  # chance is 0.1
+    assert summary["trainable_parameters"] == 784 * 128 + 128 + 128 * 32 + 32 + 32 * 10 + 10
+    assert summary["examples_per_sec"] > 0 and summary["config"]["pipeline"]["name"] == pipeline
+    assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 300
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    evals = [m for m in lines if "split" in m]
+    assert [(m["step"], m["split"], m["num_examples"]) for m in evals] == [
+        (150, "train", 1000), (150, "validation", 200), (150, "test", 300),
+        (300, "train", 1000), (300, "validation", 200), (300, "test", 300)]
+    assert [m["step"] for m in lines if "loss" in m] == [50, 100, 150, 200, 250, 300]
+    assert {p.name for p in (tmp_path / "checkpoints").iterdir()} >= {"checkpoint", "model.ckpt-300.index"}
+    assert list(tmp_path.glob("events.out.tfevents.*"))
+
+
+def test_rerun_resumes_from_the_last_checkpoint_and_eval_mode_reads_it(tmp_path, tiny_digits):
+    run(compose(*FAST, "max_steps=150"), str(tmp_path))
+    summary = run(compose(*FAST, "max_steps=200"), str(tmp_path))
+    assert summary["steps"] == 200 and summary["steps_this_run"] == 50
+    # mode=eval reads the run's saved config; here the test writes it as Hydra would.
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "config.yaml").write_text(json.dumps(summary["config"]))
+    result = run(compose("mode=eval", "eval_splits=[test]"), str(tmp_path))
+    assert result["step"] == 200 and result["results"]["test"]["num_examples"] == 300
+    assert result["results"]["test"]["precision"] == pytest.approx(summary["final_precision"]["test"])
+
+
+def test_keeps_only_the_last_checkpoints(tmp_path, tiny_digits):
+    run(compose(*TINY, "max_steps=50", "checkpoint_every=10", "keep_checkpoints=2", "eval_splits=[test]"),
+        str(tmp_path))
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("*.index")) == \
+        ["model.ckpt-40.index", "model.ckpt-50.index"]
+
+
+def test_nan_loss_stops_with_a_clear_error(tmp_path, tiny_digits):
+    with pytest.raises(TrainingError, match=r"loss is (nan|inf) at step \d+.*optimizer.lr"):
+        run(compose(*TINY, "optimizer.lr=1e30", "max_steps=100"), str(tmp_path))
+
+
+def test_batch_larger_than_the_split_is_refused(tmp_path, tiny_digits):
+    with pytest.raises(ConfigError, match="batch_size=5000 is larger than the 1000 training examples"):
+        run(compose(*TINY, "batch_size=5000"), str(tmp_path))
+
+
+def test_sigint_writes_a_checkpoint_and_the_rerun_resumes(tmp_path, tiny_digits):
+    args = [*TINY, "pipeline=queue", "log_every=10", "checkpoint_every=100000", f"run_dir={tmp_path}"]
+    proc = subprocess.Popen([sys.executable, "-m", "runner", *args, "max_steps=1000000"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:  # wait until training runs
+        if line.startswith("Step "):
+            break
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out = proc.stdout.read()
+    assert proc.wait(timeout=60) == 128 + signal.SIGINT, out
+    assert "stopped: SIGINT at step" in out and "rerun with run_dir=" in out
+    step = int(out.split("SIGINT at step ")[1].split(":")[0])
+    assert (tmp_path / "checkpoints" / f"model.ckpt-{step}.index").exists()
+    resumed = run_cli(*args, f"max_steps={step + 20}", "eval_splits=[test]")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"Resuming from {tmp_path}/checkpoints/model.ckpt-{step} at step {step}" in resumed.stdout
+    assert json.loads((tmp_path / "summary.json").read_text())["steps_this_run"] == 20
