@@ -121,7 +121,9 @@ def run(cfg: DictConfig, run_dir: str) -> dict | None:
         saved = _saved_config(run_dir)
         parts = build_parts(saved)
         _describe(saved, parts, run_dir)
-        return evaluate(parts, run_dir, saved.batch_size, list(cfg.eval_splits))
+        decay = saved.get("moving_average_decay") if cfg.eval_moving_average else None
+        return evaluate(parts, run_dir, saved.batch_size, list(cfg.eval_splits), moving_average_decay=decay,
+                        once=cfg.eval_once, interval_secs=cfg.eval_interval_secs)
     if cfg.mode == "train":
         from runner.train import Settings, train
 
@@ -129,6 +131,8 @@ def run(cfg: DictConfig, run_dir: str) -> dict | None:
         _describe(cfg, parts, run_dir)
         settings = Settings(run_dir=run_dir, batch_size=cfg.batch_size, max_steps=cfg.max_steps, seed=cfg.seed,
                             log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every,
-                            keep_checkpoints=cfg.keep_checkpoints, eval_splits=list(cfg.eval_splits))
+                            keep_checkpoints=cfg.keep_checkpoints, eval_splits=list(cfg.eval_splits),
+                            moving_average_decay=cfg.moving_average_decay,
+                            eval_moving_average=cfg.eval_moving_average)
         return train(parts, settings, OmegaConf.to_container(cfg, resolve=True))
     raise ConfigError(f"mode={cfg.mode} is not available yet; use mode=train, eval or convert")

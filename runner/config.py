@@ -42,6 +42,21 @@ class DigitsConfig(DatasetConfig):
 
 
 @dataclass
+class ShapesConfig(DatasetConfig):
+    validation_size: int = bounded(0, 0)
+    num_train: int = bounded(50000, 1)  # generated training records, spread over data_batch_1..5.bin
+    num_test: int = bounded(10000, 1)
+    generator_seed: int = 20261125
+
+
+@dataclass
+class Cifar10Config(DatasetConfig):
+    validation_size: int = bounded(0, 0)
+    download: bool = True  # fetch cifar-10-binary.tar.gz when neither the batches nor the archive are there
+    url: str = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
+
+
+@dataclass
 class MnistConfig(DatasetConfig):
     download: bool = True  # fetch missing files from the mirrors
     mirrors: list[str] = field(default_factory=list)  # base URLs, tried in order
@@ -55,6 +70,12 @@ class MlpConfig:
     hidden2: int = bounded(32, 1)
 
 
+@dataclass
+class Cifar10CnnConfig:
+    name: str = "cifar10_cnn"
+    weight_decay: float = bounded(0.004, 0.0)  # L2 on the local3/local4 weights, added to the loss
+
+
 # ---------------------------------------------------------------------------------------------- pipeline
 @dataclass
 class PipelineConfig:
@@ -63,7 +84,7 @@ class PipelineConfig:
 
 @dataclass
 class QueueConfig(PipelineConfig):
-    num_threads: int = bounded(4, 1, 256)  # threads running the reader + decode op into shuffle_batch
+    num_threads: int = bounded(16, 1, 256)  # threads running the reader + decode op into shuffle_batch
     min_fraction_of_examples_in_queue: float = bounded(0.4, 0.0, 1.0, lo_open=True)
 
 
@@ -134,6 +155,10 @@ class RunnerConfig:
     checkpoint_every: int = bounded(1000, 1)  # steps between checkpoints (each followed by an eval)
     keep_checkpoints: int = bounded(5, 1)
     eval_splits: list[str] = field(default_factory=lambda: ["train", "validation", "test"])
+    moving_average_decay: Optional[float] = bounded(None, 0.0, 1.0, lo_open=True)  # None: no averages
+    eval_moving_average: bool = True  # evaluate with the averaged variables when they exist
+    eval_once: bool = True  # mode=eval: one pass, or re-evaluate new checkpoints every eval_interval_secs
+    eval_interval_secs: float = bounded(300.0, 0.0, lo_open=True)
     verbose: bool = False  # show TensorFlow's C++ logs and deprecation warnings
     dataset: Any = MISSING
     model: Any = MISSING
@@ -144,8 +169,8 @@ class RunnerConfig:
 
 
 SCHEMAS = {
-    "dataset": {"digits": DigitsConfig, "mnist": MnistConfig},
-    "model": {"mlp": MlpConfig},
+    "dataset": {"digits": DigitsConfig, "mnist": MnistConfig, "shapes": ShapesConfig, "cifar10": Cifar10Config},
+    "model": {"mlp": MlpConfig, "cifar10_cnn": Cifar10CnnConfig},
     "pipeline": {"base": PipelineConfig, "queue": QueueConfig, "tf_data": TfDataConfig},
     "optimizer": {"base": OptimizerConfig, "momentum": MomentumConfig, "adam": AdamConfig},
     "schedule": {"base": ScheduleConfig, "exponential_decay": ExponentialDecayConfig},

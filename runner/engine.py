@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import tensorflow as tf
 
-from runner.errors import RunnerError
+from runner.errors import DataError, RunnerError
 from runner.pipelines.base import Batch, num_batches
 
 v1 = tf.compat.v1
@@ -35,13 +35,25 @@ class Parts:
 
 
 def shared_model(fn: Callable, num_classes: int, params: dict) -> Callable[..., tf.Tensor]:
-    """Wraps a registered model so every call (towers, eval) shares one set of variables."""
+    """Wraps a registered model so every call (towers, eval) shares one set of variables. ``getter`` (a
+    variable_scope custom getter) lets evaluation read other values, such as moving averages."""
 
-    def model(images: tf.Tensor, training: bool) -> tf.Tensor:
-        with v1.variable_scope(v1.get_variable_scope(), reuse=v1.AUTO_REUSE):
+    def model(images: tf.Tensor, training: bool, getter: Callable | None = None) -> tf.Tensor:
+        with v1.variable_scope(v1.get_variable_scope(), reuse=v1.AUTO_REUSE, custom_getter=getter):
             return fn(images, num_classes=num_classes, training=training, **params)
 
     return model
+
+
+def moving_average_getter(ema: v1.train.ExponentialMovingAverage) -> Callable:
+    """A custom getter that hands out each variable's moving average (the variable itself if it has none)."""
+
+    def average_getter(getter, name, *args, **kwargs):  # TensorFlow passes the next getter as ``getter``
+        var = getter(name, *args, **kwargs)
+        average = ema.average(var)
+        return var if average is None else average
+
+    return average_getter
 
 
 def count_parameters() -> int:
@@ -58,13 +70,14 @@ class EvalOp:
     steps: int  # batches per pass: every example once
 
 
-def build_evals(parts: Parts, splits: list[str], batch_size: int) -> dict[str, EvalOp]:
+def build_evals(parts: Parts, splits: list[str], batch_size: int, getter: Callable | None = None
+                ) -> dict[str, EvalOp]:
     evals = {}
     for split in splits:
         with tf.name_scope(f"eval_{split}"):
             batch = parts.pipeline.build(split, batch_size, training=False)
             with tf.device(parts.devices[0]):
-                logits = parts.model(batch.images, training=False)
+                logits = parts.model(batch.images, training=False, getter=getter)
                 correct = tf.reduce_sum(tf.cast(tf.math.in_top_k(targets=batch.labels, predictions=logits, k=1), tf.int64))
             count = tf.shape(batch.labels, out_type=tf.int64)[0]
         evals[split] = EvalOp(split, batch, correct, count, num_batches(batch.num_examples, batch_size))
@@ -125,11 +138,21 @@ def session(graph: tf.Graph, config: v1.ConfigProto | None, batches: list[Batch]
             yield sess, ckpt
         except (tf.errors.OutOfRangeError, tf.errors.CancelledError):
             if coord.should_stop():  # a queue was closed because a reader thread failed: surface its error
-                coord.join(threads, stop_grace_period_secs=10)
+                _join(coord, threads)
             raise
+        except tf.errors.DataLossError as err:  # e.g. a record file that is not a whole number of records
+            raise DataError(f"input data is corrupt: {err.message}") from None
         finally:
             coord.request_stop()
             try:
-                coord.join(threads, stop_grace_period_secs=10)
+                _join(coord, threads)
             finally:
                 sess.close()
+
+
+def _join(coord: v1.train.Coordinator, threads: list) -> None:
+    """Joins the queue-runner threads, turning a reader thread's TensorFlow error into a DataError."""
+    try:
+        coord.join(threads, stop_grace_period_secs=10)
+    except tf.errors.OpError as err:
+        raise DataError(f"an input thread failed: {type(err).__name__}: {err.message}") from None

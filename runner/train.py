@@ -13,7 +13,8 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from runner.engine import Parts, build_evals, checkpoint_dir, count_parameters, merged_feed, run_eval, session
+from runner.engine import (Parts, build_evals, checkpoint_dir, count_parameters, merged_feed, moving_average_getter,
+                           run_eval, session)
 from runner.errors import RunnerError, TrainingError
 
 v1 = tf.compat.v1
@@ -30,6 +31,8 @@ class Settings:
     checkpoint_every: int
     keep_checkpoints: int
     eval_splits: list[str]
+    moving_average_decay: float | None = None  # keep averages of the trainable variables
+    eval_moving_average: bool = True  # evaluate with them
 
 
 class Interrupted(RunnerError):
@@ -77,6 +80,21 @@ class Metrics:
                                 step)
 
 
+def _with_averages(train_op, loss, global_step, decay: float | None):
+    """Adds the loss's moving average (for summaries) and, with ``decay``, moving averages of the trainable
+    variables updated after each step (num_updates = global step), as cifar10.train."""
+    loss_averages = v1.train.ExponentialMovingAverage(0.9, name="avg")
+    loss_averages_op = loss_averages.apply([loss])
+    v1.summary.scalar("loss/raw", loss)
+    v1.summary.scalar("loss/average", loss_averages.average(loss))
+    if not decay:
+        return tf.group(train_op, loss_averages_op, name="train"), None
+    ema = v1.train.ExponentialMovingAverage(decay, global_step)
+    with tf.control_dependencies([train_op]):
+        variables_averages_op = ema.apply(v1.trainable_variables())
+    return tf.group(train_op, loss_averages_op, variables_averages_op, name="train"), ema
+
+
 def train(parts: Parts, s: Settings, config: dict) -> dict:
     run_dir = Path(s.run_dir)
     graph = tf.Graph()
@@ -87,9 +105,12 @@ def train(parts: Parts, s: Settings, config: dict) -> dict:
         examples_per_step = s.batch_size * len(batches)
         lr = parts.make_lr(global_step, batches[0].num_examples / examples_per_step)
         loss, train_op = parts.trainer(parts.model, batches, parts.make_optimizer(lr), global_step, parts.devices)
-        evals = build_evals(parts, s.eval_splits, s.batch_size)
-        v1.summary.scalar("loss", loss)
+        train_op, ema = _with_averages(train_op, loss, global_step, s.moving_average_decay)
+        getter = moving_average_getter(ema) if ema and s.eval_moving_average else None
+        evals = build_evals(parts, s.eval_splits, s.batch_size, getter)
         v1.summary.scalar("learning_rate", lr)
+        if len(batches[0].images.shape) == 4 and batches[0].images.shape[-1] in (1, 3):
+            v1.summary.image("images", batches[0].images, max_outputs=3)
         summary_op = v1.summary.merge_all()
         no_summary = tf.no_op()
         saver = v1.train.Saver(max_to_keep=s.keep_checkpoints)

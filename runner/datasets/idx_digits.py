@@ -24,6 +24,7 @@ class IdxDigits:
     """Base of ``mnist`` and ``digits``: subclasses only say how missing files are obtained (:meth:`fetch`)."""
 
     name = "idx"
+    kind = "MNIST"
     num_classes = 10
     image_shape = (28, 28, 1)  # raw images, uint8
     output_shape = (28, 28, 1)  # after preprocessing, float32 in [0, 1]

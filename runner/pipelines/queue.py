@@ -1,5 +1,6 @@
-"""Queue runners, as the original readers: string_input_producer -> reader -> decode -> shuffle_batch, with
-``num_threads`` enqueue threads and ``min_after_dequeue = min_fraction_of_examples_in_queue x examples per epoch``.
+"""Queue runners, as the original readers: string_input_producer -> reader -> decode -> preprocess ->
+shuffle_batch, with ``num_threads`` enqueue threads (each reading, decoding and preprocessing one example at a time,
+as cifar10_input) and ``min_after_dequeue = min_fraction_of_examples_in_queue x examples per epoch``.
 
 Eval reads the split in file order with one thread into a FIFO queue and dequeues exactly up to the end of each pass
 (the count is computed in the graph), so a pass sees every example once.
@@ -27,41 +28,40 @@ class Queue:
         self.num_threads = num_threads
         self.min_fraction = min_fraction_of_examples_in_queue
 
-    def _read_one(self, split: str, shuffle: bool):
-        """One (uint8 image, int32 label) read from the split's files by a reader op."""
+    def _read_one(self, split: str, training: bool):
+        """One preprocessed (float32 image, int32 label) read from the split's files by a reader op."""
         files = self.dataset.record_files(split)
-        filename_queue = v1.train.string_input_producer(files, shuffle=shuffle, seed=self.seed)
+        filename_queue = v1.train.string_input_producer(files, shuffle=training, seed=self.seed)
         if self.dataset.record_kind == "tfrecord":
             reader = v1.TFRecordReader()
         else:
             reader = v1.FixedLengthRecordReader(record_bytes=self.dataset.record_bytes)
         _, record = reader.read(filename_queue)
         images, labels = self.dataset.decode(tf.expand_dims(record, 0))
-        image, label = images[0], labels[0]
-        image.set_shape(self.dataset.image_shape)
-        return image, label
+        image = self.dataset.preprocess(images, training)[0]
+        image.set_shape(self.dataset.output_shape)
+        return image, labels[0]
 
     def build(self, split: str, batch_size: int, training: bool) -> Batch:
         n = self.dataset.num_examples(split)
         with tf.name_scope(f"queue_{split}"):
             if training:
-                image, label = self._read_one(split, shuffle=True)
+                image, label = self._read_one(split, training=True)
                 min_after_dequeue = int(self.min_fraction * n)
                 log.info("Filling queue with %d %s images before starting to train.", min_after_dequeue,
-                         self.dataset.name)
+                         self.dataset.kind)
                 images, labels = v1.train.shuffle_batch(
                     [image, label], batch_size=batch_size, num_threads=self.num_threads,
                     capacity=min_after_dequeue + 3 * batch_size, min_after_dequeue=min_after_dequeue,
                     seed=self.seed)
             else:
                 images, labels = self._eval_batches(split, n, batch_size)
-            images = self.dataset.preprocess(images, training)
         return Batch(images, labels, n)
 
     def _eval_batches(self, split: str, n: int, batch_size: int):
-        image, label = self._read_one(split, shuffle=False)
-        queue = tf.queue.FIFOQueue(capacity=2 * batch_size, dtypes=[tf.uint8, tf.int32],
-                                   shapes=[self.dataset.image_shape, []])
+        image, label = self._read_one(split, training=False)
+        queue = tf.queue.FIFOQueue(capacity=2 * batch_size, dtypes=[tf.float32, tf.int32],
+                                   shapes=[self.dataset.output_shape, []])
         v1.train.add_queue_runner(v1.train.QueueRunner(queue, [queue.enqueue([image, label])]))
         with v1.variable_scope(None, default_name=f"{split}_eval"):
             cursor = v1.get_variable("cursor", initializer=tf.constant(0, tf.int32), trainable=False,

@@ -1,0 +1,67 @@
+"""The CIFAR-10 tutorial's CNN (1,068,298 parameters on 24x24x3 inputs), with its initializers, LRN settings, L2
+weight decay on local3/local4, and activation summaries (histogram and sparsity) for training towers."""
+from __future__ import annotations
+
+import tensorflow as tf
+
+from runner.models import MODELS
+
+v1 = tf.compat.v1
+
+
+def _variable(name: str, shape: list[int], stddev: float | None = None, constant: float = 0.0,
+              weight_decay: float = 0.0, training: bool = False) -> tf.Variable:
+    init = v1.truncated_normal_initializer(stddev=stddev) if stddev else v1.constant_initializer(constant)
+    var = v1.get_variable(name, shape, initializer=init, dtype=tf.float32)
+    if weight_decay and training:  # once per training tower; evaluation adds no loss
+        decay = tf.multiply(tf.nn.l2_loss(var), weight_decay, name="weight_loss")
+        v1.add_to_collection(v1.GraphKeys.REGULARIZATION_LOSSES, decay)
+    return var
+
+
+def _summarize(x: tf.Tensor, training: bool) -> tf.Tensor:
+    if training:
+        name = x.op.name
+        v1.summary.histogram(f"{name}/activations", x)
+        v1.summary.scalar(f"{name}/sparsity", tf.nn.zero_fraction(x))
+    return x
+
+
+def _lrn(x: tf.Tensor, name: str) -> tf.Tensor:
+    return tf.nn.lrn(x, depth_radius=4, bias=1.0, alpha=0.001 / 9.0, beta=0.75, name=name)
+
+
+def _max_pool(x: tf.Tensor, name: str) -> tf.Tensor:
+    return tf.nn.max_pool2d(x, ksize=3, strides=2, padding="SAME", name=name)
+
+
+@MODELS.register("cifar10_cnn")
+def cifar10_cnn(images: tf.Tensor, *, num_classes: int, training: bool, weight_decay: float = 0.004) -> tf.Tensor:
+    with v1.variable_scope("conv1") as scope:
+        kernel = _variable("weights", [5, 5, 3, 64], stddev=5e-2)
+        conv = tf.nn.conv2d(images, kernel, strides=1, padding="SAME")
+        conv1 = _summarize(tf.nn.relu(conv + _variable("biases", [64], constant=0.0), name=scope.name), training)
+    norm1 = _lrn(_max_pool(conv1, "pool1"), "norm1")
+
+    with v1.variable_scope("conv2") as scope:
+        kernel = _variable("weights", [5, 5, 64, 64], stddev=5e-2)
+        conv = tf.nn.conv2d(norm1, kernel, strides=1, padding="SAME")
+        conv2 = _summarize(tf.nn.relu(conv + _variable("biases", [64], constant=0.1), name=scope.name), training)
+    pool2 = _max_pool(_lrn(conv2, "norm2"), "pool2")
+
+    with v1.variable_scope("local3") as scope:
+        dim = pool2.shape[1] * pool2.shape[2] * pool2.shape[3]
+        flat = tf.reshape(pool2, [-1, dim])
+        weights = _variable("weights", [dim, 384], stddev=0.04, weight_decay=weight_decay, training=training)
+        local3 = _summarize(tf.nn.relu(tf.matmul(flat, weights) + _variable("biases", [384], constant=0.1),
+                                       name=scope.name), training)
+
+    with v1.variable_scope("local4") as scope:
+        weights = _variable("weights", [384, 192], stddev=0.04, weight_decay=weight_decay, training=training)
+        local4 = _summarize(tf.nn.relu(tf.matmul(local3, weights) + _variable("biases", [192], constant=0.1),
+                                       name=scope.name), training)
+
+    with v1.variable_scope("softmax_linear") as scope:
+        weights = _variable("weights", [192, num_classes], stddev=1 / 192.0)
+        biases = _variable("biases", [num_classes], constant=0.0)
+        return _summarize(tf.add(tf.matmul(local4, weights), biases, name=scope.name), training)
