@@ -63,7 +63,7 @@ def _help() -> str:
     conf = Path(CONF_DIR)
     groups = "".join(
         f"  {d.name:<11} {', '.join(sorted(p.stem for p in d.glob('*.yaml')))}\n"
-        for d in sorted(conf.iterdir()) if d.is_dir())
+        for d in sorted(conf.iterdir()) if d.is_dir() and d.name != "preset")  # presets are chosen by datasets
     lines = (conf / "config.yaml").read_text().splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("mode:"))
     end = next(i for i, line in enumerate(lines) if line.startswith("hydra:"))

@@ -106,6 +106,14 @@ def _saved_config(run_dir: str) -> DictConfig:
     return OmegaConf.load(path)
 
 
+def _given_on_command_line(key: str) -> bool:
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return False
+    return any(o.split("=", 1)[0].lstrip("+~") == key for o in HydraConfig.get().overrides.task)
+
+
 def run(cfg: DictConfig, run_dir: str) -> dict | None:
     _quiet_tensorflow(cfg.verbose)
     if cfg.mode == "convert":
@@ -122,7 +130,8 @@ def run(cfg: DictConfig, run_dir: str) -> dict | None:
         parts = build_parts(saved)
         _describe(saved, parts, run_dir)
         decay = saved.get("moving_average_decay") if cfg.eval_moving_average else None
-        return evaluate(parts, run_dir, saved.batch_size, list(cfg.eval_splits), moving_average_decay=decay,
+        splits = cfg.eval_splits if _given_on_command_line("eval_splits") else saved.eval_splits
+        return evaluate(parts, run_dir, saved.batch_size, list(splits), moving_average_decay=decay,
                         once=cfg.eval_once, interval_secs=cfg.eval_interval_secs)
     if cfg.mode == "train":
         from runner.train import Settings, train

@@ -134,14 +134,17 @@ def session(graph: tf.Graph, config: v1.ConfigProto | None, batches: list[Batch]
             hooks = {id(b.on_session): b.on_session for b in batches if b.on_session}
             for hook in hooks.values():
                 hook(sess)
-            threads = v1.train.start_queue_runners(sess, coord)
+            if graph.get_collection(v1.GraphKeys.QUEUE_RUNNERS):
+                threads = v1.train.start_queue_runners(sess, coord)
             yield sess, ckpt
         except (tf.errors.OutOfRangeError, tf.errors.CancelledError):
             if coord.should_stop():  # a queue was closed because a reader thread failed: surface its error
                 _join(coord, threads)
             raise
-        except tf.errors.DataLossError as err:  # e.g. a record file that is not a whole number of records
-            raise DataError(f"input data is corrupt: {err.message}") from None
+        except (tf.errors.DataLossError, tf.errors.NotFoundError) as err:  # a record file corrupt or gone
+            raise DataError(f"input data cannot be read: {op_error_text(err)}") from None
+        except tf.errors.OpError as err:  # e.g. a record file truncated while the run reads it
+            raise RunnerError(f"TensorFlow stopped the run: {type(err).__name__}: {op_error_text(err)}") from None
         finally:
             coord.request_stop()
             try:
@@ -150,9 +153,18 @@ def session(graph: tf.Graph, config: v1.ConfigProto | None, batches: list[Batch]
                 sess.close()
 
 
+def op_error_text(err: tf.errors.OpError) -> str:
+    """The line of a TensorFlow error that says what went wrong (the one above the failing node's name)."""
+    lines = [line for line in err.message.splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if line.lstrip().startswith("[[") and i:
+            return lines[i - 1].strip()
+    return lines[-1].strip() if lines else type(err).__name__
+
+
 def _join(coord: v1.train.Coordinator, threads: list) -> None:
     """Joins the queue-runner threads, turning a reader thread's TensorFlow error into a DataError."""
     try:
         coord.join(threads, stop_grace_period_secs=10)
     except tf.errors.OpError as err:
-        raise DataError(f"an input thread failed: {type(err).__name__}: {err.message}") from None
+        raise DataError(f"an input thread failed: {type(err).__name__}: {op_error_text(err)}") from None

@@ -27,7 +27,7 @@ def adam(learning_rate, beta1: float = 0.9, beta2: float = 0.999, epsilon: float
 
 @SCHEDULES.register("constant")
 def constant(lr: float, global_step, steps_per_epoch: float):
-    return tf.constant(lr, tf.float32, name="learning_rate")
+    return tf.constant(lr, tf.float32, name="schedule")
 
 
 @SCHEDULES.register("exponential_decay")
@@ -35,4 +35,4 @@ def exponential_decay(lr: float, global_step, steps_per_epoch: float, decay_epoc
                       decay_rate: float = 0.1, staircase: bool = True):
     decay_steps = max(1, int(steps_per_epoch * decay_epochs))
     return v1.train.exponential_decay(lr, global_step, decay_steps, decay_rate, staircase=staircase,
-                                      name="learning_rate")
+                                      name="schedule")

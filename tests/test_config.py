@@ -9,7 +9,7 @@ from runner.errors import ConfigError
 from tests.conftest import compose
 
 ROOT = Path(__file__).resolve().parent.parent
-OPTIONS = [(d.name, p.stem) for d in sorted((ROOT / "conf").iterdir()) if d.is_dir() and d.name != "experiment"
+OPTIONS = [(d.name, p.stem) for d in sorted((ROOT / "conf").iterdir()) if d.is_dir() and d.name not in ("experiment", "preset")
            for p in sorted(d.glob("*.yaml"))]
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "experiments").glob("*.yaml"))
 
@@ -71,3 +71,26 @@ def test_wrong_types_and_unknown_keys_fail_at_composition(overrides, key):
     with pytest.raises(ConfigCompositionException) as err:
         compose(*overrides)
     assert key in str(err.value) + str(err.value.__cause__)
+
+
+def test_cifar10_alone_selects_the_tutorials_model_and_settings():
+    for dataset in ("cifar10", "shapes"):
+        cfg = compose(f"dataset={dataset}")
+        validate(cfg)
+        assert (cfg.model.name, cfg.schedule.name, cfg.optimizer.name) == ("cifar10_cnn", "exponential_decay", "sgd")
+        assert (cfg.batch_size, cfg.optimizer.lr, cfg.moving_average_decay, cfg.eval_moving_average) == \
+            (128, 0.1, 0.9999, True)
+        assert (cfg.schedule.decay_epochs, cfg.schedule.decay_rate, cfg.schedule.staircase) == (350, 0.1, True)
+        assert cfg.model.weight_decay == 0.004 and list(cfg.eval_splits) == ["test"]
+
+
+def test_explicit_choices_win_over_the_datasets_preset():
+    cfg = compose("dataset=cifar10", "model=mlp", "batch_size=64", "schedule=constant")
+    assert (cfg.model.name, cfg.batch_size, cfg.schedule.name) == ("mlp", 64, "constant")
+
+
+def test_cifar10_tutorial_experiment():
+    cfg = compose("experiment=cifar10_tutorial")
+    assert (cfg.dataset.name, cfg.pipeline.name, cfg.model.name, cfg.max_steps) == \
+        ("cifar10", "queue", "cifar10_cnn", 1_000_000)
+    assert (cfg.pipeline.num_threads, cfg.pipeline.min_fraction_of_examples_in_queue) == (16, 0.4)

@@ -19,11 +19,12 @@ def _variable(name: str, shape: list[int], stddev: float | None = None, constant
     return var
 
 
-def _summarize(x: tf.Tensor, training: bool) -> tf.Tensor:
+def _summarize(x: tf.Tensor, name: str, training: bool) -> tf.Tensor:
+    """Histogram and sparsity of a layer's activations, tagged ``<layer>/activations`` and ``<layer>/sparsity``."""
     if training:
-        name = x.op.name
-        v1.summary.histogram(f"{name}/activations", x)
-        v1.summary.scalar(f"{name}/sparsity", tf.nn.zero_fraction(x))
+        with v1.name_scope(None):  # tags without the enclosing scopes
+            v1.summary.histogram(f"{name}/activations", x)
+            v1.summary.scalar(f"{name}/sparsity", tf.nn.zero_fraction(x))
     return x
 
 
@@ -37,31 +38,35 @@ def _max_pool(x: tf.Tensor, name: str) -> tf.Tensor:
 
 @MODELS.register("cifar10_cnn")
 def cifar10_cnn(images: tf.Tensor, *, num_classes: int, training: bool, weight_decay: float = 0.004) -> tf.Tensor:
-    with v1.variable_scope("conv1") as scope:
+    def layer(name: str, make) -> tf.Tensor:
+        with v1.variable_scope(name):
+            return _summarize(tf.identity(make(), name=name), name, training)
+
+    def conv1():
         kernel = _variable("weights", [5, 5, 3, 64], stddev=5e-2)
         conv = tf.nn.conv2d(images, kernel, strides=1, padding="SAME")
-        conv1 = _summarize(tf.nn.relu(conv + _variable("biases", [64], constant=0.0), name=scope.name), training)
-    norm1 = _lrn(_max_pool(conv1, "pool1"), "norm1")
+        return tf.nn.relu(conv + _variable("biases", [64], constant=0.0))
 
-    with v1.variable_scope("conv2") as scope:
+    norm1 = _lrn(_max_pool(layer("conv1", conv1), "pool1"), "norm1")
+
+    def conv2():
         kernel = _variable("weights", [5, 5, 64, 64], stddev=5e-2)
         conv = tf.nn.conv2d(norm1, kernel, strides=1, padding="SAME")
-        conv2 = _summarize(tf.nn.relu(conv + _variable("biases", [64], constant=0.1), name=scope.name), training)
-    pool2 = _max_pool(_lrn(conv2, "norm2"), "pool2")
+        return tf.nn.relu(conv + _variable("biases", [64], constant=0.1))
 
-    with v1.variable_scope("local3") as scope:
-        dim = pool2.shape[1] * pool2.shape[2] * pool2.shape[3]
-        flat = tf.reshape(pool2, [-1, dim])
-        weights = _variable("weights", [dim, 384], stddev=0.04, weight_decay=weight_decay, training=training)
-        local3 = _summarize(tf.nn.relu(tf.matmul(flat, weights) + _variable("biases", [384], constant=0.1),
-                                       name=scope.name), training)
+    pool2 = _max_pool(_lrn(layer("conv2", conv2), "norm2"), "pool2")
 
-    with v1.variable_scope("local4") as scope:
-        weights = _variable("weights", [384, 192], stddev=0.04, weight_decay=weight_decay, training=training)
-        local4 = _summarize(tf.nn.relu(tf.matmul(local3, weights) + _variable("biases", [192], constant=0.1),
-                                       name=scope.name), training)
+    def local(x: tf.Tensor, units: int):
+        weights = _variable("weights", [x.shape[-1], units], stddev=0.04, weight_decay=weight_decay,
+                            training=training)
+        return tf.nn.relu(tf.matmul(x, weights) + _variable("biases", [units], constant=0.1))
 
-    with v1.variable_scope("softmax_linear") as scope:
+    flat = tf.reshape(pool2, [-1, pool2.shape[1] * pool2.shape[2] * pool2.shape[3]])
+    local3 = layer("local3", lambda: local(flat, 384))
+    local4 = layer("local4", lambda: local(local3, 192))
+
+    def softmax_linear():  # linear logits; the softmax is in the loss
         weights = _variable("weights", [192, num_classes], stddev=1 / 192.0)
-        biases = _variable("biases", [num_classes], constant=0.0)
-        return _summarize(tf.add(tf.matmul(local4, weights), biases, name=scope.name), training)
+        return tf.matmul(local4, weights) + _variable("biases", [num_classes], constant=0.0)
+
+    return layer("softmax_linear", softmax_linear)
