@@ -20,7 +20,8 @@ def test_cfg_job_and_help_do_not_import_tensorflow():
 def test_help_lists_groups_and_keys():
     out = run_cli("--help").stdout
     assert "pipeline    feed_dict, preloaded, queue, tf_data" in out
-    assert "experiment  mnist_fully_connected_feed" in out
+    assert "experiment  cifar10_tutorial, mnist_fully_connected_feed" in out
+    assert "model       cifar10_cnn, mlp" in out
     assert "batch_size: 100" in out
 
 
