@@ -55,9 +55,8 @@ def build_dataset(cfg: DictConfig):
 
 
 def build_parts(cfg: DictConfig, dataset=None):
-    import tensorflow as tf
-
     from runner.engine import Parts, shared_model
+    from runner.hardware import place
     from runner.models import MODELS
     from runner.optim import OPTIMIZERS, SCHEDULES
     from runner.pipelines import PIPELINES
@@ -76,27 +75,31 @@ def build_parts(cfg: DictConfig, dataset=None):
     base_lr = optimizer.pop("lr")
     schedule_fn, schedule = SCHEDULES.get(cfg.schedule.name), _params(cfg.schedule)
     optimizer_fn = OPTIMIZERS.get(cfg.optimizer.name)
-    hw = cfg.hardware
-    session_config = tf.compat.v1.ConfigProto(intra_op_parallelism_threads=hw.intra_op_threads,
-                                              inter_op_parallelism_threads=hw.inter_op_threads,
-                                              allow_soft_placement=hw.soft_placement)
+    placement = place(**OmegaConf.to_container(cfg.hardware, resolve=True))
+    trainer = cfg.trainer
+    if trainer == "auto":
+        trainer = "towers" if len(placement.devices) > 1 else "single"
+    elif trainer == "single" and len(placement.devices) > 1:
+        raise ConfigError(f"trainer=single runs on one device but hardware={cfg.hardware.name} has "
+                          f"{len(placement.devices)}; use trainer=auto or trainer=towers")
     return Parts(
         dataset=dataset,
         pipeline=PIPELINES.get(cfg.pipeline.name)(dataset, seed=cfg.seed, **_params(cfg.pipeline)),
         model=shared_model(model_fn, dataset.num_classes, _params(cfg.model)),
-        trainer=TRAINERS.get(cfg.trainer),
+        trainer=TRAINERS.get(trainer),
         make_lr=lambda step, steps_per_epoch: schedule_fn(base_lr, step, steps_per_epoch, **schedule),
         make_optimizer=lambda lr: optimizer_fn(lr, **optimizer),
-        devices=[f"/{hw.device_type}:0"],
-        session_config=session_config,
+        devices=placement.devices,
+        variable_device=placement.variable_device,
+        session_config=placement.session_config,
     )
 
 
 def _describe(cfg: DictConfig, parts, run_dir: str) -> None:
     model = ", ".join(f"{k}={v}" for k, v in _params(cfg.model).items())
-    log.info("Building: dataset=%s pipeline=%s model=%s(%s) batch_size=%d devices=%s run_dir=%s",
+    log.info("Building: dataset=%s pipeline=%s model=%s(%s) batch_size=%d devices=%s trainer=%s run_dir=%s",
              cfg.dataset.name, cfg.pipeline.name, cfg.model.name, model, cfg.batch_size,
-             ",".join(parts.devices), run_dir)
+             ",".join(parts.devices), parts.trainer.__name__, run_dir)
 
 
 def _saved_config(run_dir: str) -> DictConfig:
@@ -107,11 +110,13 @@ def _saved_config(run_dir: str) -> DictConfig:
 
 
 def _given_on_command_line(key: str) -> bool:
+    """Whether the command line set ``key`` (or chose it, for a group, or set one of its keys)."""
     from hydra.core.hydra_config import HydraConfig
 
     if not HydraConfig.initialized():
         return False
-    return any(o.split("=", 1)[0].lstrip("+~") == key for o in HydraConfig.get().overrides.task)
+    keys = [o.split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.task]
+    return any(k == key or k.startswith(key + ".") for k in keys)
 
 
 def run(cfg: DictConfig, run_dir: str) -> dict | None:
@@ -127,6 +132,8 @@ def run(cfg: DictConfig, run_dir: str) -> dict | None:
         from runner.evaluate import evaluate
 
         saved = _saved_config(run_dir)
+        if _given_on_command_line("hardware"):  # evaluate on other devices than the run trained on
+            saved.hardware = cfg.hardware
         parts = build_parts(saved)
         _describe(saved, parts, run_dir)
         decay = saved.get("moving_average_decay") if cfg.eval_moving_average else None

@@ -150,7 +150,7 @@ class RunnerConfig:
     max_steps: int = bounded(2000, 1)
     seed: int = 0
     run_dir: str = MISSING  # where checkpoints, events and summaries go (Hydra's run dir)
-    trainer: str = "single"
+    trainer: str = "auto"  # a registered trainer, or auto: towers with several devices, else single
     log_every: int = bounded(100, 1)  # steps between progress lines and summaries
     checkpoint_every: int = bounded(1000, 1)  # steps between checkpoints (each followed by an eval)
     keep_checkpoints: int = bounded(5, 1)

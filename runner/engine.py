@@ -31,6 +31,7 @@ class Parts:
     make_lr: Callable  # (global_step, steps_per_epoch) -> learning-rate tensor
     make_optimizer: Callable  # learning rate -> tf.compat.v1.train.Optimizer
     devices: list[str]  # one tower per device
+    variable_device: str
     session_config: v1.ConfigProto
 
 
@@ -75,7 +76,8 @@ def build_evals(parts: Parts, splits: list[str], batch_size: int, getter: Callab
     evals = {}
     for split in splits:
         with tf.name_scope(f"eval_{split}"):
-            batch = parts.pipeline.build(split, batch_size, training=False)
+            with tf.device("/cpu:0"):
+                batch = parts.pipeline.build(split, batch_size, training=False)
             with tf.device(parts.devices[0]):
                 logits = parts.model(batch.images, training=False, getter=getter)
                 correct = tf.reduce_sum(tf.cast(tf.math.in_top_k(targets=batch.labels, predictions=logits, k=1), tf.int64))

@@ -101,10 +101,13 @@ def train(parts: Parts, s: Settings, config: dict) -> dict:
     with graph.as_default():
         v1.set_random_seed(s.seed)
         global_step = v1.train.get_or_create_global_step()
-        batches = [parts.pipeline.build("train", s.batch_size, training=True) for _ in parts.devices]
+        with tf.device("/cpu:0"):  # input work stays on the CPU, as the tutorials'
+            batches = [parts.pipeline.build("train", s.batch_size, training=True) for _ in parts.devices]
         examples_per_step = s.batch_size * len(batches)
         lr = parts.make_lr(global_step, batches[0].num_examples / examples_per_step)
-        loss, train_op = parts.trainer(parts.model, batches, parts.make_optimizer(lr), global_step, parts.devices)
+        loss, train_op = parts.trainer(parts.model, batches, parts.make_optimizer(lr), global_step, parts.devices,
+                                       parts.variable_device)
+        loss = tf.identity(loss, name="loss")  # one name whatever the trainer, so checkpoints stay portable
         train_op, ema = _with_averages(train_op, loss, global_step, s.moving_average_decay)
         getter = moving_average_getter(ema) if ema and s.eval_moving_average else None
         evals = build_evals(parts, s.eval_splits, s.batch_size, getter)
@@ -183,11 +186,13 @@ def train(parts: Parts, s: Settings, config: dict) -> dict:
         "steps": step,
         "steps_this_run": trained_steps,
         "examples_per_sec": trained_steps * examples_per_step / train_time if train_time else None,
+        "examples_per_step": examples_per_step,
         "wall_time_sec": time.time() - started,
         "trainable_parameters": num_params,
         "pipeline": config["pipeline"]["name"],
         "dataset": config["dataset"]["name"],
         "model": config["model"]["name"],
+        "trainer": parts.trainer.__name__,
         "devices": parts.devices,
         "config": config,
     }

@@ -69,7 +69,7 @@ def test_train_then_eval_from_the_command_line(tmp_path):
     lines = train.stdout.splitlines()
     building = [line for line in lines if line.startswith("Building: ")]
     assert building == [f"Building: dataset=digits pipeline=feed_dict model=mlp(hidden1=128, hidden2=32) "
-                        f"batch_size=100 devices=/cpu:0 run_dir={tmp_path}"]
+                        f"batch_size=100 devices=/cpu:0 trainer=single run_dir={tmp_path}"]
     assert any(line.startswith("Step 20: loss = ") and "examples/sec" in line for line in lines)
     assert "  Num examples: 300  Num correct: " in train.stdout
     assert "WARNING" not in train.stdout + train.stderr  # TensorFlow's chatter is silenced

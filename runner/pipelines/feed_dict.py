@@ -1,6 +1,8 @@
 """Feeding: placeholders filled from Python on every step with numpy batches (preprocessed in numpy)."""
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import tensorflow as tf
 
@@ -15,11 +17,13 @@ class FeedDict:
     def __init__(self, dataset, seed: int = 0):
         self.dataset = dataset
         self.seed = seed
+        self._builds = itertools.count()  # each build (tower, split) gets its own stream
 
     def build(self, split: str, batch_size: int, training: bool) -> Batch:
         images, labels = self.dataset.arrays(split)
-        order = EpochOrder(len(labels), training, self.seed)
-        rng = np.random.default_rng(self.seed + 1)
+        seed = self.seed + next(self._builds)
+        order = EpochOrder(len(labels), training, seed)
+        rng = np.random.default_rng([seed, 1])
         shape = self.dataset.output_shape
         with tf.name_scope(f"feed_{split}"):
             images_ph = tf.compat.v1.placeholder(tf.float32, [None, *shape], name="images")

@@ -2,6 +2,8 @@
 each step slices its batch in the graph through an index permutation kept in variables too."""
 from __future__ import annotations
 
+import itertools
+
 import tensorflow as tf
 
 from runner.pipelines import PIPELINES
@@ -23,12 +25,12 @@ def _next_indices(n: int, batch_size: int, training: bool, seed: int) -> tf.Tens
         end = tf.minimum(start + batch_size, n)
         with tf.control_dependencies([cursor.assign(tf.math.floormod(end, n))]):
             return tf.range(start, end)
-    perm = _local("permutation", tf.random.shuffle(tf.range(n), seed=seed))
+    perm = _local("permutation", tf.random.shuffle(tf.range(n), seed=2 * seed))
     start = cursor.read_value()
     head = perm.read_value()[start:tf.minimum(start + batch_size, n)]
     need = batch_size - tf.shape(head)[0]
     with tf.control_dependencies([head]):
-        fresh = tf.cond(need > 0, lambda: perm.assign(tf.random.shuffle(tf.range(n), seed=seed + 1)),
+        fresh = tf.cond(need > 0, lambda: perm.assign(tf.random.shuffle(tf.range(n), seed=2 * seed + 1)),
                         lambda: perm.read_value())
     # Batches never span more than two epochs (batch_size <= n is checked by the builder).
     with tf.control_dependencies([cursor.assign(tf.where(need > 0, need, start + batch_size))]):
@@ -42,6 +44,7 @@ class Preloaded:
     def __init__(self, dataset, seed: int = 0):
         self.dataset = dataset
         self.seed = seed
+        self._builds = itertools.count()  # each build (tower, split) gets its own stream
         self._data: dict[str, tuple] = {}  # split -> (images var, labels var, init fn): one copy per split
 
     def _variables(self, split: str):
@@ -64,7 +67,7 @@ class Preloaded:
         images_var, labels_var, load = self._variables(split)
         n = self.dataset.num_examples(split)
         with v1.variable_scope(None, default_name=f"preloaded_{split}_{'train' if training else 'eval'}"):
-            idx = _next_indices(n, batch_size, training, self.seed)
+            idx = _next_indices(n, batch_size, training, self.seed + next(self._builds))
             images = self.dataset.preprocess(tf.gather(images_var, idx), training)
             labels = tf.gather(labels_var, idx)
         return Batch(images, labels, n, on_session=load)

@@ -7,6 +7,8 @@ Eval reads the split in file order with one thread into a FIFO queue and dequeue
 """
 from __future__ import annotations
 
+import itertools
+
 import logging
 
 import tensorflow as tf
@@ -22,16 +24,17 @@ log = logging.getLogger("runner")
 class Queue:
     name = "queue"
 
-    def __init__(self, dataset, seed: int = 0, num_threads: int = 4, min_fraction_of_examples_in_queue: float = 0.4):
+    def __init__(self, dataset, seed: int = 0, num_threads: int = 16, min_fraction_of_examples_in_queue: float = 0.4):
         self.dataset = dataset
         self.seed = seed
+        self._builds = itertools.count()  # each build (tower, split) gets its own stream
         self.num_threads = num_threads
         self.min_fraction = min_fraction_of_examples_in_queue
 
-    def _read_one(self, split: str, training: bool):
+    def _read_one(self, split: str, training: bool, seed: int):
         """One preprocessed (float32 image, int32 label) read from the split's files by a reader op."""
         files = self.dataset.record_files(split)
-        filename_queue = v1.train.string_input_producer(files, shuffle=training, seed=self.seed)
+        filename_queue = v1.train.string_input_producer(files, shuffle=training, seed=seed)
         if self.dataset.record_kind == "tfrecord":
             reader = v1.TFRecordReader()
         else:
@@ -44,22 +47,23 @@ class Queue:
 
     def build(self, split: str, batch_size: int, training: bool) -> Batch:
         n = self.dataset.num_examples(split)
+        seed = self.seed + next(self._builds)
         with tf.name_scope(f"queue_{split}"):
             if training:
-                image, label = self._read_one(split, training=True)
+                image, label = self._read_one(split, training=True, seed=seed)
                 min_after_dequeue = int(self.min_fraction * n)
                 log.info("Filling queue with %d %s images before starting to train.", min_after_dequeue,
                          self.dataset.kind)
                 images, labels = v1.train.shuffle_batch(
                     [image, label], batch_size=batch_size, num_threads=self.num_threads,
                     capacity=min_after_dequeue + 3 * batch_size, min_after_dequeue=min_after_dequeue,
-                    seed=self.seed)
+                    seed=seed)
             else:
                 images, labels = self._eval_batches(split, n, batch_size)
         return Batch(images, labels, n)
 
     def _eval_batches(self, split: str, n: int, batch_size: int):
-        image, label = self._read_one(split, training=False)
+        image, label = self._read_one(split, training=False, seed=0)
         queue = tf.queue.FIFOQueue(capacity=2 * batch_size, dtypes=[tf.float32, tf.int32],
                                    shapes=[self.dataset.output_shape, []])
         v1.train.add_queue_runner(v1.train.QueueRunner(queue, [queue.enqueue([image, label])]))

@@ -5,6 +5,8 @@ Iterators are initializable and initialized once the session exists.
 """
 from __future__ import annotations
 
+import itertools
+
 import tensorflow as tf
 
 from runner.pipelines import PIPELINES
@@ -28,6 +30,7 @@ class TfData:
                  prefetch: int = -1):
         self.dataset = dataset
         self.seed = seed
+        self._builds = itertools.count()  # each build (tower, split) gets its own stream
         self.shuffle_buffer = shuffle_buffer
         self.num_parallel_calls = AUTOTUNE if num_parallel_calls == -1 else num_parallel_calls
         self.prefetch = AUTOTUNE if prefetch == -1 else prefetch
@@ -35,7 +38,8 @@ class TfData:
     def build(self, split: str, batch_size: int, training: bool) -> Batch:
         ds = record_dataset(self.dataset, split)
         if training:  # shuffle before repeat: every epoch is a permutation of the split
-            ds = ds.shuffle(self.shuffle_buffer, seed=self.seed, reshuffle_each_iteration=True).repeat()
+            seed = self.seed + next(self._builds)
+            ds = ds.shuffle(self.shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
             ds = ds.batch(batch_size, drop_remainder=True)
         else:  # batch before repeat: each pass ends with its own short batch
             ds = ds.batch(batch_size).repeat()

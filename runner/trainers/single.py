@@ -5,13 +5,16 @@ import tensorflow as tf
 
 from runner.losses import total_loss
 from runner.trainers import TRAINERS
+from runner.trainers.towers import pin_variables
+
+v1 = tf.compat.v1
 
 
 @TRAINERS.register("single")
-def single(model, batches, optimizer, global_step, devices):
-    """Returns (loss, train_op) for ``batches[0]`` on ``devices[0]``."""
+def single(model, batches, optimizer, global_step, devices, variable_device):
+    """Returns (loss, train_op) for ``batches[0]`` on ``devices[0]`` (variables there too)."""
     (batch,) = batches
-    with tf.device(devices[0]):
+    with v1.device(pin_variables(variable_device, devices[0])):
         logits = model(batch.images, training=True)
         loss = total_loss(logits, batch.labels)
         train_op = optimizer.minimize(loss, global_step=global_step)

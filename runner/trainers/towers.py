@@ -1,0 +1,48 @@
+"""Towers, as cifar10_multi_gpu_train: one model replica per device under name scope ``tower_i``, variables created
+once on the variable device and shared, each tower's loss (with its own weight decay) and gradients computed on its
+device, gradients averaged on the variable device and applied once. Summaries come from tower 0."""
+from __future__ import annotations
+
+import tensorflow as tf
+
+from runner.losses import total_loss
+from runner.trainers import TRAINERS
+
+v1 = tf.compat.v1
+_VARIABLE_OPS = {"Variable", "VariableV2", "VarHandleOp", "AutoReloadVariable"}
+
+
+def pin_variables(variable_device: str, device: str):
+    """A device function: variables on the variable device, every other op on the tower's device."""
+    return lambda op: variable_device if op.type in _VARIABLE_OPS else device
+
+
+def average_gradients(tower_grads: list[list[tuple]]) -> list[tuple]:
+    """[[(grad, var)] per tower] -> [(mean grad, var)], in the order of the first tower."""
+    averaged = []
+    for pairs in zip(*tower_grads):
+        grads = [g for g, _ in pairs if g is not None]
+        var = pairs[0][1]
+        averaged.append((tf.add_n(grads) / len(grads) if grads else None, var))
+    return averaged
+
+
+@TRAINERS.register("towers")
+def towers(model, batches, optimizer, global_step, devices, variable_device):
+    """Returns (mean loss over towers, train op) for one batch per device."""
+    summaries = v1.get_collection_ref(v1.GraphKeys.SUMMARIES)
+    losses, tower_grads = [], []
+    for i, (batch, device) in enumerate(zip(batches, devices)):
+        kept = len(summaries)
+        with v1.device(pin_variables(variable_device, device)), tf.name_scope(f"tower_{i}") as scope:
+            logits = model(batch.images, training=True)
+            loss = total_loss(logits, batch.labels, scope=scope)
+            losses.append(loss)
+            tower_grads.append(optimizer.compute_gradients(loss))
+        if i:
+            del summaries[kept:]  # summaries from tower 0 only
+    with tf.device(variable_device):
+        grads = average_gradients(tower_grads)
+        train_op = optimizer.apply_gradients(grads, global_step=global_step)
+        loss = tf.add_n(losses) / len(losses)
+    return loss, train_op

@@ -1,0 +1,120 @@
+"""Towers: the hardware group, placement, and proof that towers equal one device."""
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from omegaconf import OmegaConf
+
+from runner.build import run
+from runner.engine import shared_model
+from runner.errors import ConfigError
+from runner.hardware import place
+from runner.models import MODELS
+from runner.pipelines import PIPELINES
+from runner.pipelines.base import Batch
+from runner.trainers import TRAINERS
+from tests.conftest import TINY, compose, run_cli
+
+v1 = tf.compat.v1
+NO_GPU = not tf.config.list_physical_devices("GPU")
+
+
+def test_cpu_towers_run_on_logical_cpu_devices():
+    placement = place("cpu4", "cpu", 4, "cpu")
+    assert placement.devices == ["/cpu:0", "/cpu:1", "/cpu:2", "/cpu:3"] and placement.variable_device == "/cpu:0"
+    assert placement.session_config.device_count["CPU"] == 4
+
+
+@pytest.mark.skipif(not NO_GPU, reason="needs a machine without GPUs")
+def test_missing_gpus_warn_once_and_use_the_cpu(caplog):
+    placement = place("gpu2", "gpu", 2, "cpu")
+    assert placement.devices == ["/cpu:0", "/cpu:0"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["hardware=gpu2 asks for 2 GPU(s) but this machine has 0: running its 2 tower(s) on the CPU"]
+    with pytest.raises(ConfigError, match="asks for 2 GPU.*hardware.strict=false"):
+        place("gpu2", "gpu", 2, "cpu", strict=True)
+
+
+def _one_step(trainer: str, model_name: str, params: dict, x, y, towers: int, initial: dict | None = None):
+    """Variables before and after one SGD step of ``trainer`` with x, y split evenly over ``towers``."""
+    graph = tf.Graph()
+    with graph.as_default():
+        v1.set_random_seed(0)
+        step = v1.train.get_or_create_global_step()
+        model = shared_model(MODELS.get(model_name), 10, params)
+        batches = [Batch(tf.constant(xi), tf.constant(yi), len(yi))
+                   for xi, yi in zip(np.split(x, towers), np.split(y, towers))]
+        _, train_op = TRAINERS.get(trainer)(model, batches, v1.train.GradientDescentOptimizer(0.1), step,
+                                            [f"/cpu:{i}" for i in range(towers)], "/cpu:0")
+        variables = v1.trainable_variables()
+        init = v1.global_variables_initializer()
+    with v1.Session(graph=graph, config=v1.ConfigProto(device_count={"CPU": towers})) as sess:
+        sess.run(init)
+        for var in variables if initial else []:
+            var.load(initial[var.op.name], sess)
+        before = {v.op.name: sess.run(v) for v in variables}
+        sess.run(train_op)
+        return before, {v.op.name: sess.run(v) for v in variables}
+
+
+@pytest.mark.parametrize("model_name,params,shape", [
+    ("mlp", {"hidden1": 128, "hidden2": 32}, (28, 28, 1)),
+    ("cifar10_cnn", {"weight_decay": 0.004}, (24, 24, 3)),
+])
+def test_two_towers_of_batch_b_update_like_one_device_with_batch_2b(model_name, params, shape):
+    rng = np.random.default_rng(0)
+    b = 16
+    x = rng.standard_normal((2 * b, *shape)).astype(np.float32)
+    y = rng.integers(0, 10, 2 * b).astype(np.int32)
+    initial, single = _one_step("single", model_name, params, x, y, towers=1)
+    _, towers = _one_step("towers", model_name, params, x, y, towers=2, initial=initial)
+    _, half = _one_step("single", model_name, params, x[:b], y[:b], towers=1, initial=initial)
+    for name in initial:
+        assert not np.allclose(single[name], initial[name]) or name.endswith("biases")
+        np.testing.assert_allclose(towers[name], single[name], rtol=1e-4, atol=1e-6, err_msg=name)
+    assert any(not np.allclose(half[n], single[n], rtol=1e-4, atol=1e-6) for n in initial)  # both halves count
+
+
+def test_feed_dict_feeds_one_placeholder_pair_per_tower(tiny_digits):
+    graph = tf.Graph()
+    with graph.as_default():
+        pipeline = PIPELINES.get("feed_dict")(tiny_digits, seed=0)
+        first, second = (pipeline.build("train", 10, training=True) for _ in range(2))
+    assert first.images is not second.images and first.labels is not second.labels
+    a, b = first.feed(), second.feed()
+    assert set(a) == {first.images, first.labels} and set(b) == {second.images, second.labels}
+    assert not np.array_equal(a[first.labels], b[second.labels]) or not np.array_equal(a[first.images],
+                                                                                        b[second.images])
+
+
+@pytest.mark.parametrize("pipeline", PIPELINES.names())
+def test_every_pipeline_trains_on_two_towers_without_naming_a_trainer(tmp_path, tiny_digits, pipeline):
+    summary = run(compose(*TINY, "hardware=cpu2", f"pipeline={pipeline}", "max_steps=60", "log_every=30",
+                          "optimizer.lr=0.1", "eval_splits=[test]"), str(tmp_path))
+    assert summary["trainer"] == "towers" and summary["devices"] == ["/cpu:0", "/cpu:1"]
+    assert summary["examples_per_step"] == 200
+    assert summary["final_precision"]["test"] > 0.3
+
+
+def test_checkpoints_are_portable_across_tower_counts(tmp_path, tiny_digits):
+    first = run(compose(*TINY, "hardware=cpu2", "max_steps=40", "eval_splits=[test]"), str(tmp_path))
+    (tmp_path / ".hydra").mkdir()
+    saved = {**first["config"], "hardware": OmegaConf.to_container(compose("hardware=cpu").hardware)}
+    (tmp_path / ".hydra" / "config.yaml").write_text(json.dumps(saved))  # as Hydra writes it, on one device
+    evaluated = run(compose("mode=eval"), str(tmp_path))
+    assert evaluated["step"] == 40
+    assert evaluated["results"]["test"]["precision"] == pytest.approx(first["final_precision"]["test"])
+    resumed = run(compose(*TINY, "hardware=cpu4", "max_steps=50", "eval_splits=[test]"), str(tmp_path))
+    assert resumed["steps"] == 50 and resumed["steps_this_run"] == 10 and len(resumed["devices"]) == 4
+
+
+@pytest.mark.skipif(not NO_GPU, reason="needs a machine without GPUs")
+def test_gpu2_runs_here_on_the_cpu(tmp_path):
+    proc = run_cli("dataset=shapes", "dataset.num_train=300", "dataset.num_test=50", "batch_size=16",
+                   "hardware=gpu2", "max_steps=4", "log_every=2", f"run_dir={tmp_path}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("asks for 2 GPU(s) but this machine has 0") == 1
+    assert "devices=/cpu:0,/cpu:0 trainer=towers" in proc.stdout
+    strict = run_cli("hardware=gpu2", "hardware.strict=true", *TINY, f"run_dir={tmp_path}/strict")
+    assert strict.returncode == 2 and "hardware.strict=false" in strict.stdout
