@@ -23,16 +23,25 @@ CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
-def _task(cfg: DictConfig) -> dict | None:
+def _task(cfg: DictConfig) -> dict | float | None:
     hydra_cfg = HydraConfig.get()
     try:
         validate(cfg)
         from runner.build import run  # imports TensorFlow
 
         return run(cfg, hydra_cfg.runtime.output_dir)
-    except RunnerError as err:
+    except Exception as err:
         if hydra_cfg.mode == RunMode.MULTIRUN:
-            raise  # the sweep records this job as failed and goes on with the others
+            # Record the failure in the job dir and let the sweep go on; the report lists it and the sweep's exit
+            # status says some jobs failed.
+            if not isinstance(err, RunnerError):
+                log.exception("job failed")
+            message = f"{type(err).__name__}: {err}".strip().splitlines()[-1]
+            log.error("error: %s", message)
+            Path(hydra_cfg.runtime.output_dir, "error.txt").write_text(message + "\n")
+            return float("nan") if cfg.get("sweep_objective") else {"status": "failed", "error": message}
+        if not isinstance(err, RunnerError):
+            raise
         code = getattr(err, "exit_code", 2)  # an interrupted run exits 128 + signal number
         log.error("%s: %s", "error" if code == 2 else "stopped", err)
         sys.exit(code)

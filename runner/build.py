@@ -54,6 +54,34 @@ def build_dataset(cfg: DictConfig):
     return DATASETS.get(cfg.dataset.name)(**_params(cfg.dataset))
 
 
+def _parallel_jobs() -> int:
+    """How many jobs of this sweep run at once on this machine (the joblib launcher's n_jobs), else 1."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return 1
+    launcher = HydraConfig.get().launcher
+    if "joblib" not in str(launcher.get("_target_", "")):
+        return 1
+    n = launcher.get("n_jobs") or -1
+    cores = os.cpu_count() or 1
+    return max(1, cores + 1 + n if n < 0 else n)
+
+
+def _hardware(cfg: DictConfig) -> dict:
+    """The hardware group as arguments, with thread pools divided among parallel sweep jobs unless set."""
+    hw = OmegaConf.to_container(cfg.hardware, resolve=True)
+    jobs = _parallel_jobs()
+    if jobs > 1:
+        share = max(1, (os.cpu_count() or 1) // jobs)
+        for key in ("intra_op_threads", "inter_op_threads"):
+            hw[key] = hw[key] or share
+        log.info("%d parallel jobs: TensorFlow thread pools of %d (intra) and %d (inter) per job", jobs,
+                 hw["intra_op_threads"], hw["inter_op_threads"])
+    return hw
+
+
 def build_parts(cfg: DictConfig, dataset=None):
     from runner.engine import Parts, shared_model
     from runner.hardware import place
@@ -75,7 +103,7 @@ def build_parts(cfg: DictConfig, dataset=None):
     base_lr = optimizer.pop("lr")
     schedule_fn, schedule = SCHEDULES.get(cfg.schedule.name), _params(cfg.schedule)
     optimizer_fn = OPTIMIZERS.get(cfg.optimizer.name)
-    placement = place(**OmegaConf.to_container(cfg.hardware, resolve=True))
+    placement = place(**_hardware(cfg))
     trainer = cfg.trainer
     if trainer == "auto":
         trainer = "towers" if len(placement.devices) > 1 else "single"
@@ -109,13 +137,26 @@ def _saved_config(run_dir: str) -> DictConfig:
     return OmegaConf.load(path)
 
 
-def _given_on_command_line(key: str) -> bool:
-    """Whether the command line set ``key`` (or chose it, for a group, or set one of its keys)."""
+def _objective(summary: dict, path: str) -> float:
+    """The number at a dotted path of summary.json (for sweepers that optimize one value)."""
+    value = summary
+    for key in path.split("."):
+        if not isinstance(value, dict) or key not in value:
+            raise ConfigError(f"sweep_objective={path}: summary.json has no {key!r}; try final_precision.test or "
+                              f"examples_per_sec")
+        value = value[key]
+    return float(value)
+
+
+def _overrides() -> list[str]:
     from hydra.core.hydra_config import HydraConfig
 
-    if not HydraConfig.initialized():
-        return False
-    keys = [o.split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.task]
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def _given_on_command_line(key: str) -> bool:
+    """Whether the command line set ``key`` (or chose it, for a group, or set one of its keys)."""
+    keys = [o.split("=", 1)[0].lstrip("+~") for o in _overrides()]
     return any(k == key or k.startswith(key + ".") for k in keys)
 
 
@@ -141,14 +182,19 @@ def run(cfg: DictConfig, run_dir: str) -> dict | None:
         return evaluate(parts, run_dir, saved.batch_size, list(splits), moving_average_decay=decay,
                         once=cfg.eval_once, interval_secs=cfg.eval_interval_secs)
     if cfg.mode == "train":
+        from runner import provenance
         from runner.train import Settings, train
 
         parts = build_parts(cfg)
         _describe(cfg, parts, run_dir)
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        provenance.write(run_dir, config=OmegaConf.to_container(cfg, resolve=True), overrides=_overrides(),
+                         devices=parts.devices, seed=cfg.seed)
         settings = Settings(run_dir=run_dir, batch_size=cfg.batch_size, max_steps=cfg.max_steps, seed=cfg.seed,
                             log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every,
                             keep_checkpoints=cfg.keep_checkpoints, eval_splits=list(cfg.eval_splits),
                             moving_average_decay=cfg.moving_average_decay,
-                            eval_moving_average=cfg.eval_moving_average)
-        return train(parts, settings, OmegaConf.to_container(cfg, resolve=True))
+                            eval_moving_average=cfg.eval_moving_average, progress=cfg.progress)
+        summary = train(parts, settings, OmegaConf.to_container(cfg, resolve=True))
+        return _objective(summary, cfg.sweep_objective) if cfg.sweep_objective else summary
     raise ConfigError(f"mode={cfg.mode} is not available yet; use mode=train, eval or convert")

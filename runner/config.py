@@ -159,6 +159,8 @@ class RunnerConfig:
     eval_moving_average: bool = True  # evaluate with the averaged variables when they exist
     eval_once: bool = True  # mode=eval: one pass, or re-evaluate new checkpoints every eval_interval_secs
     eval_interval_secs: float = bounded(300.0, 0.0, lo_open=True)
+    sweep_objective: Optional[str] = None  # e.g. final_precision.test: a run returns that number (Optuna sweeps)
+    progress: str = one_of("auto", "auto", "bar", "lines")  # auto: a progress bar on a terminal, lines otherwise
     verbose: bool = False  # show TensorFlow's C++ logs and deprecation warnings
     dataset: Any = MISSING
     model: Any = MISSING

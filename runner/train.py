@@ -2,6 +2,7 @@
 clean stops on SIGINT/SIGTERM. Writes checkpoints/, TensorBoard events, metrics.jsonl and summary.json."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -16,6 +17,7 @@ import tensorflow as tf
 from runner.engine import (Parts, build_evals, checkpoint_dir, count_parameters, merged_feed, moving_average_getter,
                            run_eval, session)
 from runner.errors import RunnerError, TrainingError
+from runner.progress import Progress
 
 v1 = tf.compat.v1
 log = logging.getLogger("runner")
@@ -33,6 +35,7 @@ class Settings:
     eval_splits: list[str]
     moving_average_decay: float | None = None  # keep averages of the trainable variables
     eval_moving_average: bool = True  # evaluate with them
+    progress: str = "lines"  # auto | bar | lines
 
 
 class Interrupted(RunnerError):
@@ -127,11 +130,13 @@ def train(parts: Parts, s: Settings, config: dict) -> dict:
     started = time.time()
     train_time, trained_steps = 0.0, 0
     try:
-        with session(graph, parts.session_config, all_batches, saver, run_dir) as (sess, ckpt), \
-                StopSignals() as stop:
+        with contextlib.ExitStack() as stack:
+            sess, ckpt = stack.enter_context(session(graph, parts.session_config, all_batches, saver, run_dir))
+            stop = stack.enter_context(StopSignals())
             step = int(sess.run(global_step))
             if ckpt:
                 log.info("Resuming from %s at step %d", ckpt, step)
+            progress = stack.enter_context(Progress(s.progress, step, s.max_steps))
 
             def checkpoint_and_eval() -> None:
                 saver.save(sess, ckpt_path, global_step=step)
@@ -158,6 +163,7 @@ def train(parts: Parts, s: Settings, config: dict) -> dict:
                 step += 1
                 trained_steps += 1
                 window_steps += 1
+                progress.step()
                 if not math.isfinite(loss_value):
                     raise TrainingError(f"loss is {loss_value} at step {step}; nothing was saved from this step "
                                         f"on (checkpoints in {checkpoint_dir(run_dir)} are kept). Lower the "
@@ -165,8 +171,7 @@ def train(parts: Parts, s: Settings, config: dict) -> dict:
                 if log_now:
                     elapsed = time.time() - window_start
                     eps = window_steps * examples_per_step / elapsed
-                    log.info("Step %d: loss = %.2f (%.3f sec; %.1f examples/sec)", step, loss_value,
-                             elapsed / window_steps, eps)
+                    progress.report(step, loss_value, elapsed / window_steps, eps)
                     writer.add_summary(summary, step)
                     metrics.scalars(step, examples_per_sec=eps)
                     metrics.write(step, loss=float(loss_value), learning_rate=float(sess.run(lr)),

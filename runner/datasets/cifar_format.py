@@ -3,12 +3,12 @@
 the test set, all in a cifar-10-batches-bin folder."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from runner.datasets import cifar_preprocess
+from runner.datasets.files import atomic_path, folder_lock
 from runner.errors import ConfigError, DataError
 
 HEIGHT, WIDTH, DEPTH = 32, 32, 3
@@ -39,9 +39,8 @@ def write_records(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
     """Writes uint8 images [N, 32, 32, 3] and labels [N] in the binary layout, atomically."""
     records = np.concatenate([labels.astype(np.uint8)[:, None],
                               images.transpose(0, 3, 1, 2).reshape(len(images), -1)], axis=1)
-    tmp = path.with_name(path.name + ".part")
-    records.tofile(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        records.tofile(tmp)
 
 
 class CifarBinary:
@@ -67,15 +66,21 @@ class CifarBinary:
     def paths(self) -> list[Path]:
         return [self.batches_dir / name for name in TRAIN_FILES + TEST_FILES]
 
+    def stale(self) -> bool:
+        """Whether files that exist must be made again (generated data whose settings changed)."""
+        return False
+
     def fetch(self, missing: list[Path]) -> None:
         raise NotImplementedError
 
     def prepare(self) -> None:
         if self._arrays is not None:
             return
-        missing = [p for p in self.paths() if not p.exists()]
-        if missing:
-            self.fetch(missing)
+        with folder_lock(self.data_dir):  # parallel jobs: one fetches, the others wait and read
+            stale = self.stale()
+            missing = [p for p in self.paths() if stale or not p.exists()]
+            if missing:
+                self.fetch(missing)
         train = [read_records(self.batches_dir / name) for name in TRAIN_FILES]
         images = np.concatenate([t[0] for t in train])
         labels = np.concatenate([t[1] for t in train])

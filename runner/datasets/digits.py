@@ -27,11 +27,8 @@ class Digits(IdxDigits):
     def _manifest(self) -> Path:
         return self.data_dir / "digits.json"
 
-    def prepare(self) -> None:
-        # Files made with other sizes or another seed are made again.
-        if self._arrays is None and self._manifest.exists() and json.loads(self._manifest.read_text()) != self.spec:
-            self.fetch(list(self.paths().values()))
-        super().prepare()
+    def stale(self) -> bool:  # files made with other sizes or another seed are made again
+        return self._manifest.exists() and json.loads(self._manifest.read_text()) != self.spec
 
     def fetch(self, missing: list[Path]) -> None:
         start = time.time()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from runner.datasets.files import atomic_path
 from runner.errors import DataError
 
 # type code in the third magic byte -> numpy dtype (IDX stores multi-byte types big-endian)
@@ -56,8 +57,6 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
     if code is None:
         raise ValueError(f"IDX cannot store dtype {array.dtype}")
     header = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    tmp = path.with_name(path.name + ".part")
-    with _open(tmp, "wb", path.suffix == ".gz") as f:
+    with atomic_path(path) as tmp, _open(tmp, "wb", path.suffix == ".gz") as f:
         f.write(header)
         f.write(array.astype(_DTYPES[code]).tobytes())
-    os.replace(tmp, path)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from runner.datasets.files import folder_lock
 from runner.datasets.idx import read_idx
 from runner.errors import ConfigError, DataError
 
@@ -38,6 +39,10 @@ class IdxDigits:
     def paths(self) -> dict[str, Path]:
         return {key: self.data_dir / name for key, name in FILES.items()}
 
+    def stale(self) -> bool:
+        """Whether files that exist must be made again (generated data whose settings changed)."""
+        return False
+
     def fetch(self, missing: list[Path]) -> None:
         """Obtains the missing files, or raises DataError saying where it looked and what to do."""
         raise NotImplementedError
@@ -46,9 +51,11 @@ class IdxDigits:
         """Makes sure the files are present and valid, and loads the splits."""
         if self._arrays is not None:
             return
-        missing = [p for p in self.paths().values() if not p.exists()]
-        if missing:
-            self.fetch(missing)
+        with folder_lock(self.data_dir):  # parallel jobs: one fetches, the others wait and read
+            stale = self.stale()
+            missing = [p for p in self.paths().values() if stale or not p.exists()]
+            if missing:
+                self.fetch(missing)
         self._arrays = self._load()
 
     def _load(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from runner.datasets.files import atomic_path, folder_lock
 from runner.errors import DataError
 
 log = logging.getLogger("runner")
@@ -32,15 +33,13 @@ def write_records(images: np.ndarray, labels: np.ndarray, path: str | os.PathLik
     def _int64(value: int) -> tf.train.Feature:
         return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
 
-    tmp = f"{path}.part"
-    with tf.io.TFRecordWriter(tmp) as writer:
+    with atomic_path(path) as tmp, tf.io.TFRecordWriter(str(tmp)) as writer:
         for image, label in zip(images, labels):
             example = tf.train.Example(features=tf.train.Features(feature={
                 "height": _int64(height), "width": _int64(width), "depth": _int64(depth), "label": _int64(label),
                 "image_raw": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image.tobytes()])),
             }))
             writer.write(example.SerializeToString())
-    os.replace(tmp, path)
 
 
 def parse_examples(serialized, image_shape: tuple[int, int, int]):
@@ -64,12 +63,12 @@ def ensure_records(dataset) -> dict[str, Path]:
     stamp_path = out / "source.json"
     dataset.prepare()
     stamp = _stamp(dataset)
-    if stamp_path.exists() and all(p.exists() for p in paths.values()):
-        if json.loads(stamp_path.read_text()) == stamp:
-            return paths
-    out.mkdir(parents=True, exist_ok=True)
-    for split, path in paths.items():
-        log.info("Writing %s", path)
-        write_records(*dataset.arrays(split), path)
-    stamp_path.write_text(json.dumps(stamp))
+    with folder_lock(out):  # parallel jobs: one converts, the others wait and read
+        if stamp_path.exists() and all(p.exists() for p in paths.values()):
+            if json.loads(stamp_path.read_text()) == stamp:
+                return paths
+        for split, path in paths.items():
+            log.info("Writing %s", path)
+            write_records(*dataset.arrays(split), path)
+        stamp_path.write_text(json.dumps(stamp))
     return paths

@@ -99,10 +99,8 @@ class Shapes(CifarBinary):
     def _manifest(self) -> Path:
         return self.batches_dir / "shapes.json"
 
-    def prepare(self) -> None:
-        if self._arrays is None and self._manifest.exists() and json.loads(self._manifest.read_text()) != self.spec:
-            self.fetch(self.paths())
-        super().prepare()
+    def stale(self) -> bool:  # files made with other sizes or another seed are made again
+        return self._manifest.exists() and json.loads(self._manifest.read_text()) != self.spec
 
     def fetch(self, missing: list[Path]) -> None:
         start = time.time()

@@ -1,0 +1,32 @@
+"""Progress: a tqdm bar with loss and examples/sec on a terminal, the tutorial's `Step N: loss = X` lines otherwise."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+
+log = logging.getLogger("runner")
+
+
+class Progress(contextlib.ExitStack):
+    def __init__(self, mode: str, start: int, total: int):
+        super().__init__()
+        self.bar = None
+        if mode == "bar" or (mode == "auto" and sys.stdout.isatty()):
+            from tqdm import tqdm
+            from tqdm.contrib.logging import logging_redirect_tqdm
+
+            self.enter_context(logging_redirect_tqdm())  # eval lines print above the bar
+            self.bar = self.enter_context(tqdm(total=total, initial=start, unit="step", dynamic_ncols=True,
+                                               file=sys.stdout))
+
+    def step(self) -> None:
+        if self.bar is not None:
+            self.bar.update()
+
+    def report(self, step: int, loss: float, sec_per_step: float, examples_per_sec: float) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{loss:.2f}", examples_per_sec=f"{examples_per_sec:.1f}", refresh=False)
+        else:
+            log.info("Step %d: loss = %.2f (%.3f sec; %.1f examples/sec)", step, loss, sec_per_step,
+                     examples_per_sec)

@@ -1,0 +1,57 @@
+"""provenance.json: what produced a run (config, overrides, code version, packages, TensorFlow build, devices)."""
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import platform
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PACKAGES = ("runner", "tensorflow", "hydra-core", "omegaconf", "numpy", "protobuf")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def collect(config: dict, overrides: list[str], devices: list[str], seed: int) -> dict:
+    import tensorflow as tf
+
+    sha = _git("rev-parse", "HEAD")
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": [sys.executable, *sys.argv],
+        "overrides": overrides,
+        "git": {"sha": sha, "dirty": bool(status) if status is not None else None},
+        "packages": {p: _version(p) for p in PACKAGES},
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "host": socket.gethostname(),
+        "tensorflow_build": {k: str(v) for k, v in tf.sysconfig.get_build_info().items()},
+        "devices": {"towers": devices,
+                    "physical": [d.name for d in tf.config.list_physical_devices()]},
+        "seed": seed,
+        "config": config,
+    }
+
+
+def write(run_dir: str | Path, **kwargs) -> dict:
+    record = collect(**kwargs)
+    (Path(run_dir) / "provenance.json").write_text(json.dumps(record, indent=2) + "\n")
+    return record

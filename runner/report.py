@@ -1,0 +1,152 @@
+"""Sweep reports: report.md, report.csv and one PNG plot per swept parameter, in the sweep dir.
+
+Written at the end of every multirun by :class:`SweepReport` (a Hydra callback); ``python -m runner.report DIR``
+rebuilds it for any past sweep. Failed jobs are listed with the last line of their error.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+
+import yaml
+from hydra.experimental.callback import Callback
+
+log = logging.getLogger("runner")
+SPLITS = ("train", "validation", "test")
+
+
+def _job_dirs(sweep_dir: Path) -> list[Path]:
+    jobs = [p.parent.parent for p in sweep_dir.glob("**/.hydra/overrides.yaml") if p.parent.parent != sweep_dir]
+    return sorted(jobs, key=lambda p: [int(s) if s.isdigit() else s for s in p.relative_to(sweep_dir).parts])
+
+
+def collect(sweep_dir: str | Path) -> list[dict]:
+    """One row per job: its overrides, status, error, final precisions, examples/sec, wall time."""
+    sweep_dir = Path(sweep_dir)
+    rows = []
+    for job in _job_dirs(sweep_dir):
+        overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()) or []
+        row = {"job": str(job.relative_to(sweep_dir)), "overrides": " ".join(overrides),
+               "params": dict(o.split("=", 1) for o in overrides if "=" in o), "status": "incomplete", "error": ""}
+        summary, bench, error = job / "summary.json", job / "bench.json", job / "error.txt"
+        if summary.exists():
+            s = json.loads(summary.read_text())
+            row.update(status="completed", steps=s["steps"], examples_per_sec=s["examples_per_sec"],
+                       wall_time_sec=s["wall_time_sec"])
+            row.update({f"precision_{k}": v for k, v in s["final_precision"].items()})
+        elif bench.exists():
+            b = json.loads(bench.read_text())
+            row.update(status="completed", bound_examples_per_sec=b["bound_examples_per_sec"],
+                       wall_time_sec=b.get("wall_time_sec"))
+            for name, p in b["pipelines"].items():
+                row[f"{name}_ratio_to_bound"] = p["ratio_to_bound"]
+        if error.exists():
+            row.update(status="failed", error=error.read_text().strip().splitlines()[-1])
+        rows.append(row)
+    return rows
+
+
+def _columns(rows: list[dict]) -> list[str]:
+    fixed = ["job", "overrides", "status"]
+    metrics = sorted({k for r in rows for k in r} - set(fixed) - {"params", "error"},
+                     key=lambda k: (not k.startswith("precision"), k))
+    return fixed + metrics + ["error"]
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.4g}"
+    return "" if value is None else str(value)
+
+
+def main_metric(rows: list[dict]) -> str | None:
+    for key in [f"precision_{s}" for s in reversed(SPLITS)] + ["examples_per_sec", "bound_examples_per_sec"]:
+        if any(key in r for r in rows):
+            return key
+    return None
+
+
+def swept_parameters(rows: list[dict]) -> list[str]:
+    keys = sorted({k for r in rows for k in r["params"]})
+    return [k for k in keys if len({r["params"].get(k) for r in rows}) > 1]
+
+
+def _plot(rows: list[dict], param: str, metric: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [r for r in rows if r["status"] == "completed" and metric in r]
+    values = [r["params"].get(param, "") for r in done]
+    try:
+        xs = [float(v) for v in values]
+        categorical = False
+    except ValueError:
+        labels = sorted(set(values))
+        xs = [labels.index(v) for v in values]
+        categorical = True
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.scatter(xs, [r[metric] for r in done])
+    if categorical:
+        ax.set_xticks(range(len(labels)), labels)
+    ax.set_xlabel(param)
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} vs {param}")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write(sweep_dir: str | Path) -> list[dict]:
+    """Writes report.csv, report.md and plot_<param>.png into sweep_dir; returns the rows."""
+    sweep_dir = Path(sweep_dir)
+    rows = collect(sweep_dir)
+    columns = _columns(rows)
+    with (sweep_dir / "report.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    metric = main_metric(rows)
+    plots = []
+    if metric:
+        for param in swept_parameters(rows):
+            path = sweep_dir / f"plot_{param.replace('/', '_')}.png"
+            _plot(rows, param, metric, path)
+            plots.append(path.name)
+    failed = [r for r in rows if r["status"] != "completed"]
+    lines = [f"# Sweep report: {sweep_dir}", "",
+             f"{len(rows)} jobs, {len(rows) - len(failed)} completed, {len(failed)} failed or incomplete.", "",
+             "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_fmt(r.get(c)).replace("|", "\\|") for c in columns) + " |" for r in rows]
+    if plots:
+        lines += ["", f"Main metric: `{metric}`.", ""] + [f"![{p}]({p})" for p in plots]
+    (sweep_dir / "report.md").write_text("\n".join(lines) + "\n")
+    return rows
+
+
+class SweepReport(Callback):
+    """Writes the report when a multirun ends; exits non-zero when a job failed (after all jobs ran)."""
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not sweep_dir.exists():
+            return
+        rows = write(sweep_dir)
+        failed = [r for r in rows if r["status"] == "failed"]
+        log.info("Sweep report: %s", sweep_dir / "report.md")
+        if failed:
+            log.error("%d of %d jobs failed: %s", len(failed), len(rows), ", ".join(r["job"] for r in failed))
+            sys.exit(1)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2 or not Path(sys.argv[1]).is_dir():
+        sys.exit("usage: python -m runner.report SWEEP_DIR")
+    written = write(sys.argv[1])
+    print(f"{Path(sys.argv[1]) / 'report.md'}: {len(written)} jobs")
