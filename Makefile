@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: install train eval convert test test-full clean
+.PHONY: install train eval convert bench test test-full clean
 
 install: $(VENV)/.installed
 
@@ -21,6 +21,9 @@ eval: install             ## evaluate the latest run's latest checkpoint (or RUN
 	@run="$${RUN:-$$(ls -td outputs/*/*/checkpoints 2>/dev/null | head -n 1 | xargs -r dirname)}"; \
 	if [ -z "$$run" ]; then echo "no trained run under outputs/; run 'make train' first" >&2; exit 2; fi; \
 	$(PY) -m runner mode=eval run_dir=$$run $(ARGS)
+
+bench: install            ## the input methods against the model-only bound, on the CIFAR-10 model (shapes data)
+	$(PY) -m runner mode=bench dataset=shapes $(ARGS)
 
 convert: install          ## write the dataset's TFRecords (make convert ARGS="dataset=mnist")
 	$(PY) -m runner mode=convert $(ARGS)

@@ -7,7 +7,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from runner.errors import ConfigError
 
@@ -123,6 +123,20 @@ def build_parts(cfg: DictConfig, dataset=None):
     )
 
 
+def _with_pipeline(cfg: DictConfig, name: str) -> DictConfig:
+    """cfg with pipeline ``name``: the chosen pipeline keeps its overrides, others take conf/pipeline/NAME.yaml."""
+    if name == cfg.pipeline.name:
+        return cfg
+    from runner.app import CONF_DIR
+
+    group = OmegaConf.load(Path(CONF_DIR) / "pipeline" / f"{name}.yaml")
+    group.pop("defaults", None)
+    copy = cfg.copy()
+    with open_dict(copy):
+        copy.pipeline = group
+    return copy
+
+
 def _describe(cfg: DictConfig, parts, run_dir: str) -> None:
     model = ", ".join(f"{k}={v}" for k, v in _params(cfg.model).items())
     log.info("Building: dataset=%s pipeline=%s model=%s(%s) batch_size=%d devices=%s trainer=%s run_dir=%s",
@@ -197,4 +211,20 @@ def run(cfg: DictConfig, run_dir: str) -> dict | None:
                             eval_moving_average=cfg.eval_moving_average, progress=cfg.progress)
         summary = train(parts, settings, OmegaConf.to_container(cfg, resolve=True))
         return _objective(summary, cfg.sweep_objective) if cfg.sweep_objective else summary
-    raise ConfigError(f"mode={cfg.mode} is not available yet; use mode=train, eval or convert")
+    if cfg.mode == "bench":
+        from runner.bench import BenchSettings, bench
+        from runner.pipelines import PIPELINES
+
+        names = list(cfg.bench.pipelines or PIPELINES.names())
+        for name in names:
+            PIPELINES.get(name)  # unknown names fail here, listing the known ones
+        dataset = build_dataset(cfg)
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        settings = BenchSettings(batch_size=cfg.batch_size, warmup_steps=cfg.bench.warmup_steps,
+                                 windows=cfg.bench.windows, steps_per_window=cfg.bench.steps_per_window,
+                                 seed=cfg.seed)
+        first = build_parts(_with_pipeline(cfg, names[0]), dataset)
+        _describe(cfg, first, run_dir)
+        return bench(lambda name: build_parts(_with_pipeline(cfg, name), dataset), names, settings, run_dir,
+                     OmegaConf.to_container(cfg, resolve=True))
+    raise ConfigError(f"mode={cfg.mode} is not known; use mode=train, eval, bench or convert")

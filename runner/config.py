@@ -83,9 +83,20 @@ class PipelineConfig:
 
 
 @dataclass
+class FeedDictConfig(PipelineConfig):
+    prefetch: bool = True  # make the next batch in a worker thread while the current step runs
+
+
+@dataclass
+class PreloadedConfig(PipelineConfig):
+    prefetch: bool = True  # gather and preprocess the next batch while the current step runs
+
+
+@dataclass
 class QueueConfig(PipelineConfig):
     num_threads: int = bounded(16, 1, 256)  # threads running the reader + decode op into shuffle_batch
     min_fraction_of_examples_in_queue: float = bounded(0.4, 0.0, 1.0, lo_open=True)
+    records_per_read: int = bounded(16, 1, 4096)  # records each thread reads, decodes, preprocesses at once
 
 
 @dataclass
@@ -142,6 +153,15 @@ class HardwareConfig:
     strict: bool = False  # fail instead of warning when fewer devices exist than asked
 
 
+# ---------------------------------------------------------------------------------------------- bench
+@dataclass
+class BenchConfig:
+    pipelines: Optional[list[str]] = None  # null: all registered pipelines
+    warmup_steps: int = bounded(10, 0)  # steps run before timing starts (graph warm-up, queue settling)
+    windows: int = bounded(5, 1)  # timed windows; the median is reported
+    steps_per_window: int = bounded(10, 1)
+
+
 # ---------------------------------------------------------------------------------------------- top level
 @dataclass
 class RunnerConfig:
@@ -159,6 +179,7 @@ class RunnerConfig:
     eval_moving_average: bool = True  # evaluate with the averaged variables when they exist
     eval_once: bool = True  # mode=eval: one pass, or re-evaluate new checkpoints every eval_interval_secs
     eval_interval_secs: float = bounded(300.0, 0.0, lo_open=True)
+    bench: BenchConfig = field(default_factory=BenchConfig)
     sweep_objective: Optional[str] = None  # e.g. final_precision.test: a run returns that number (Optuna sweeps)
     progress: str = one_of("auto", "auto", "bar", "lines")  # auto: a progress bar on a terminal, lines otherwise
     verbose: bool = False  # show TensorFlow's C++ logs and deprecation warnings
@@ -173,7 +194,8 @@ class RunnerConfig:
 SCHEMAS = {
     "dataset": {"digits": DigitsConfig, "mnist": MnistConfig, "shapes": ShapesConfig, "cifar10": Cifar10Config},
     "model": {"mlp": MlpConfig, "cifar10_cnn": Cifar10CnnConfig},
-    "pipeline": {"base": PipelineConfig, "queue": QueueConfig, "tf_data": TfDataConfig},
+    "pipeline": {"feed_dict": FeedDictConfig, "preloaded": PreloadedConfig, "queue": QueueConfig,
+                 "tf_data": TfDataConfig},
     "optimizer": {"base": OptimizerConfig, "momentum": MomentumConfig, "adam": AdamConfig},
     "schedule": {"base": ScheduleConfig, "exponential_decay": ExponentialDecayConfig},
     "hardware": {"base": HardwareConfig},

@@ -101,6 +101,12 @@ def run_eval(sess: v1.Session, op: EvalOp) -> dict:
     return {"split": op.split, "num_examples": total, "num_correct": correct, "precision": precision}
 
 
+def with_input_advance(train_op: tf.Operation, batches: list[Batch]) -> tf.Operation:
+    """The train op, grouped with the ops that prepare each batch's next batch (prefetching pipelines)."""
+    advances = [b.advance for b in batches if b.advance is not None]
+    return tf.group(train_op, *advances) if advances else train_op
+
+
 def merged_feed(batches: list[Batch]) -> dict | None:
     feeds = [b.feed() for b in batches if b.feed]
     return {k: v for feed in feeds for k, v in feed.items()} if feeds else None

@@ -15,7 +15,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from runner.engine import (Parts, build_evals, checkpoint_dir, count_parameters, merged_feed, moving_average_getter,
-                           run_eval, session)
+                           run_eval, session, with_input_advance)
 from runner.errors import RunnerError, TrainingError
 from runner.progress import Progress
 
@@ -112,6 +112,7 @@ def train(parts: Parts, s: Settings, config: dict) -> dict:
                                        parts.variable_device)
         loss = tf.identity(loss, name="loss")  # one name whatever the trainer, so checkpoints stay portable
         train_op, ema = _with_averages(train_op, loss, global_step, s.moving_average_decay)
+        train_op = with_input_advance(train_op, batches)
         getter = moving_average_getter(ema) if ema and s.eval_moving_average else None
         evals = build_evals(parts, s.eval_splits, s.batch_size, getter)
         v1.summary.scalar("learning_rate", lr)

@@ -220,7 +220,7 @@ def test_every_pipeline_gives_24x24_standardized_batches_and_exact_eval(tiny_sha
         train = pipeline.build("train", 32, training=True)
         test = pipeline.build("test", 64, training=False)
     with session(graph, None, [train, test]) as (sess, _):
-        images, _ = sess.run([train.images, train.labels], train.feed() if train.feed else None)
+        images = sess.run(train.pull(), train.feed() if train.feed else None)[0]
         assert images.shape == (32, 24, 24, 3)
         np.testing.assert_allclose(images.mean((1, 2, 3)), 0, atol=1e-3)
         labels = [sess.run(test.labels, test.feed() if test.feed else None) for _ in range(3)]

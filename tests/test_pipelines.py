@@ -25,7 +25,7 @@ def _pull(dataset, name: str, split: str, batch_size: int, training: bool, steps
     out = []
     with session(graph, None, [batch]) as (sess, _):
         for _ in range(steps):
-            out.append(sess.run([batch.images, batch.labels], batch.feed() if batch.feed else None))
+            out.append(sess.run(batch.pull(), batch.feed() if batch.feed else None)[:2])
     return batch, out
 
 

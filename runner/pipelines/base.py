@@ -23,6 +23,14 @@ class Batch:
     num_examples: int  # examples in one epoch of the split
     feed: Callable[[], dict] | None = None  # feed_dict: the placeholders' values for the next step
     on_session: Callable[[tf.compat.v1.Session], None] | None = None  # after variables are initialized/restored
+    advance: tf.Operation | None = None  # run with every step that takes this batch (prepares the next one)
+    fill_size: tf.Tensor | None = None  # queue: examples waiting in the shuffle queue
+    fill_target: int = 0  # queue: examples it holds before the first batch can leave
+
+
+    def pull(self) -> list:
+        """What to run to take one batch on its own: images, labels and the advance op when there is one."""
+        return [self.images, self.labels] + ([self.advance] if self.advance is not None else [])
 
 
 class Pipeline(Protocol):

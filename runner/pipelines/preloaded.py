@@ -41,11 +41,13 @@ def _next_indices(n: int, batch_size: int, training: bool, seed: int) -> tf.Tens
 class Preloaded:
     name = "preloaded"
 
-    def __init__(self, dataset, seed: int = 0):
+    def __init__(self, dataset, seed: int = 0, prefetch: bool = True):
         self.dataset = dataset
         self.seed = seed
+        self.prefetch = prefetch
         self._builds = itertools.count()  # each build (tower, split) gets its own stream
         self._data: dict[str, tuple] = {}  # split -> (images var, labels var, init fn): one copy per split
+        self._loaded: dict[str, object] = {}  # split -> the session its data was last loaded in
 
     def _variables(self, split: str):
         if split not in self._data:
@@ -58,7 +60,10 @@ class Preloaded:
                 labels_var = v1.Variable(labels_ph, trainable=False, collections=[], name="labels")
 
             def load(sess):
-                sess.run([images_var.initializer, labels_var.initializer], {images_ph: images, labels_ph: labels})
+                if self._loaded.get(split) is not sess:  # once per session, however many batches share it
+                    sess.run([images_var.initializer, labels_var.initializer],
+                             {images_ph: images, labels_ph: labels})
+                    self._loaded[split] = sess
 
             self._data[split] = (images_var, labels_var, load)
         return self._data[split]
@@ -70,4 +75,26 @@ class Preloaded:
             idx = _next_indices(n, batch_size, training, self.seed + next(self._builds))
             images = self.dataset.preprocess(tf.gather(images_var, idx), training)
             labels = tf.gather(labels_var, idx)
+            if training and self.prefetch:
+                return _double_buffered(images, labels, batch_size, n, load)
         return Batch(images, labels, n, on_session=load)
+
+
+def _double_buffered(images: tf.Tensor, labels: tf.Tensor, batch_size: int, n: int, load) -> Batch:
+    """The batch is read from buffer variables; ``advance`` (run with each step) fills them with the next batch
+    while the step computes on the current one, as a prefetch does."""
+    images_buf = v1.Variable(tf.zeros([batch_size, *images.shape[1:]], images.dtype), trainable=False,
+                             collections=[], name="images_buffer")
+    labels_buf = v1.Variable(tf.zeros([batch_size], labels.dtype), trainable=False, collections=[],
+                             name="labels_buffer")
+    fill = tf.group(images_buf.assign(images), labels_buf.assign(labels))
+    current_images, current_labels = images_buf.read_value(), labels_buf.read_value()
+    with tf.control_dependencies([current_images, current_labels]):
+        advance = tf.group(images_buf.assign(images), labels_buf.assign(labels))
+
+    def start(sess):
+        load(sess)
+        sess.run([images_buf.initializer, labels_buf.initializer])
+        sess.run(fill)
+
+    return Batch(current_images, current_labels, n, on_session=start, advance=advance)

@@ -1,6 +1,10 @@
 """Queue runners, as the original readers: string_input_producer -> reader -> decode -> preprocess ->
-shuffle_batch, with ``num_threads`` enqueue threads (each reading, decoding and preprocessing one example at a time,
-as cifar10_input) and ``min_after_dequeue = min_fraction_of_examples_in_queue x examples per epoch``.
+shuffle_batch, with ``num_threads`` enqueue threads and
+``min_after_dequeue = min_fraction_of_examples_in_queue x examples per epoch``,
+``capacity = min_after_dequeue + 3 x batch_size``.
+
+Each thread reads ``records_per_read`` records at a time (reader.read_up_to), decodes and preprocesses them as one
+small batch and enqueues them together; ``records_per_read=1`` is cifar10_input exactly (one example per read).
 
 Eval reads the split in file order with one thread into a FIFO queue and dequeues exactly up to the end of each pass
 (the count is computed in the graph), so a pass sees every example once.
@@ -8,7 +12,6 @@ Eval reads the split in file order with one thread into a FIFO queue and dequeue
 from __future__ import annotations
 
 import itertools
-
 import logging
 
 import tensorflow as tf
@@ -24,49 +27,52 @@ log = logging.getLogger("runner")
 class Queue:
     name = "queue"
 
-    def __init__(self, dataset, seed: int = 0, num_threads: int = 16, min_fraction_of_examples_in_queue: float = 0.4):
+    def __init__(self, dataset, seed: int = 0, num_threads: int = 16, min_fraction_of_examples_in_queue: float = 0.4,
+                 records_per_read: int = 16):
         self.dataset = dataset
         self.seed = seed
         self._builds = itertools.count()  # each build (tower, split) gets its own stream
         self.num_threads = num_threads
         self.min_fraction = min_fraction_of_examples_in_queue
+        self.records_per_read = records_per_read
 
-    def _read_one(self, split: str, training: bool, seed: int):
-        """One preprocessed (float32 image, int32 label) read from the split's files by a reader op."""
+    def _read(self, split: str, training: bool, seed: int):
+        """Up to records_per_read preprocessed (float32 images, int32 labels), read by a reader op."""
         files = self.dataset.record_files(split)
         filename_queue = v1.train.string_input_producer(files, shuffle=training, seed=seed)
         if self.dataset.record_kind == "tfrecord":
             reader = v1.TFRecordReader()
         else:
             reader = v1.FixedLengthRecordReader(record_bytes=self.dataset.record_bytes)
-        _, record = reader.read(filename_queue)
-        images, labels = self.dataset.decode(tf.expand_dims(record, 0))
-        image = self.dataset.preprocess(images, training)[0]
-        image.set_shape(self.dataset.output_shape)
-        return image, labels[0]
+        _, records = reader.read_up_to(filename_queue, self.records_per_read)
+        images, labels = self.dataset.decode(records)
+        images = self.dataset.preprocess(images, training)
+        images.set_shape([None, *self.dataset.output_shape])
+        return images, labels
 
     def build(self, split: str, batch_size: int, training: bool) -> Batch:
         n = self.dataset.num_examples(split)
         seed = self.seed + next(self._builds)
         with tf.name_scope(f"queue_{split}"):
-            if training:
-                image, label = self._read_one(split, training=True, seed=seed)
-                min_after_dequeue = int(self.min_fraction * n)
-                log.info("Filling queue with %d %s images before starting to train.", min_after_dequeue,
-                         self.dataset.kind)
-                images, labels = v1.train.shuffle_batch(
-                    [image, label], batch_size=batch_size, num_threads=self.num_threads,
-                    capacity=min_after_dequeue + 3 * batch_size, min_after_dequeue=min_after_dequeue,
-                    seed=seed)
-            else:
+            if not training:
                 images, labels = self._eval_batches(split, n, batch_size)
-        return Batch(images, labels, n)
+                return Batch(images, labels, n)
+            read_images, read_labels = self._read(split, training=True, seed=seed)
+            min_after_dequeue = int(self.min_fraction * n)
+            log.info("Filling queue with %d %s images before starting to train.", min_after_dequeue,
+                     self.dataset.kind)
+            images, labels = v1.train.shuffle_batch(
+                [read_images, read_labels], batch_size=batch_size, num_threads=self.num_threads,
+                capacity=min_after_dequeue + 3 * batch_size, min_after_dequeue=min_after_dequeue, seed=seed,
+                enqueue_many=True)
+            fill = v1.get_collection(v1.GraphKeys.QUEUE_RUNNERS)[-1].queue.size()  # the shuffle queue's
+        return Batch(images, labels, n, fill_size=fill, fill_target=min_after_dequeue + batch_size)
 
     def _eval_batches(self, split: str, n: int, batch_size: int):
-        image, label = self._read_one(split, training=False, seed=0)
-        queue = tf.queue.FIFOQueue(capacity=2 * batch_size, dtypes=[tf.float32, tf.int32],
+        images, labels = self._read(split, training=False, seed=0)
+        queue = tf.queue.FIFOQueue(capacity=2 * batch_size + self.records_per_read, dtypes=[tf.float32, tf.int32],
                                    shapes=[self.dataset.output_shape, []])
-        v1.train.add_queue_runner(v1.train.QueueRunner(queue, [queue.enqueue([image, label])]))
+        v1.train.add_queue_runner(v1.train.QueueRunner(queue, [queue.enqueue_many([images, labels])]))
         with v1.variable_scope(None, default_name=f"{split}_eval"):
             cursor = v1.get_variable("cursor", initializer=tf.constant(0, tf.int32), trainable=False,
                                      collections=[v1.GraphKeys.LOCAL_VARIABLES], use_resource=True)

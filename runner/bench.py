@@ -1,0 +1,184 @@
+"""mode=bench: what each input method costs, measured against the model's own bound.
+
+The bound is the same train op fed from a constant in-graph batch (one per tower). For each pipeline it measures
+batches pulled with no training (pipeline-only examples/s), training examples/s, their ratio to the bound, the
+share of step time spent beyond the bound (waiting for input), process CPU microseconds per example, and the time
+to the first batch (for the queue, the shuffle queue's fill is reported on its own). Warm-up steps are excluded;
+each number is the median of several timed windows.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+
+from runner.engine import Parts, merged_feed, session, with_input_advance
+from runner.pipelines.base import Batch
+
+v1 = tf.compat.v1
+log = logging.getLogger("runner")
+
+
+@dataclass
+class BenchSettings:
+    batch_size: int
+    warmup_steps: int
+    windows: int
+    steps_per_window: int
+    seed: int
+
+
+def _windows(run_once: Callable[[], None], s: BenchSettings, examples_per_step: int) -> dict:
+    """Median examples/s and CPU microseconds per example over the timed windows, after warm-up."""
+    for _ in range(s.warmup_steps):
+        run_once()
+    rates, cpu = [], []
+    for _ in range(s.windows):
+        wall, proc = time.perf_counter(), time.process_time()
+        for _ in range(s.steps_per_window):
+            run_once()
+        wall, proc = time.perf_counter() - wall, time.process_time() - proc
+        examples = s.steps_per_window * examples_per_step
+        rates.append(examples / wall)
+        cpu.append(proc / examples * 1e6)
+    return {"examples_per_sec": statistics.median(rates), "cpu_us_per_example": statistics.median(cpu),
+            "window_examples_per_sec": rates}
+
+
+def _train_graph(parts: Parts, s: BenchSettings, make_batches: Callable[[], list[Batch]]):
+    graph = tf.Graph()
+    with graph.as_default():
+        v1.set_random_seed(s.seed)
+        global_step = v1.train.get_or_create_global_step()
+        with tf.device("/cpu:0"):
+            batches = make_batches()
+        lr = parts.make_lr(global_step, batches[0].num_examples / (s.batch_size * len(batches)))
+        _, train_op = parts.trainer(parts.model, batches, parts.make_optimizer(lr), global_step, parts.devices,
+                                    parts.variable_device)
+        train_op = with_input_advance(train_op, batches)
+    return graph, batches, train_op
+
+
+def measure_bound(parts: Parts, s: BenchSettings) -> dict:
+    """The model-only bound: the train op on a constant batch (a real, preprocessed training batch)."""
+    images, labels = parts.dataset.arrays("train")
+    rng = np.random.default_rng(s.seed)
+    n = len(labels)
+
+    def constant_batches() -> list[Batch]:
+        out = []
+        for _ in parts.devices:
+            idx = rng.choice(n, s.batch_size, replace=n < s.batch_size)
+            x = parts.dataset.preprocess_np(images[idx], True, rng)
+            out.append(Batch(tf.constant(x), tf.constant(labels[idx]), n))
+        return out
+
+    graph, _, train_op = _train_graph(parts, s, constant_batches)
+    with session(graph, parts.session_config, []) as (sess, _):
+        return _windows(lambda: sess.run(train_op), s, s.batch_size * len(parts.devices))
+
+
+def measure_pipeline(parts: Parts, s: BenchSettings) -> dict:
+    graph, batches, train_op = _train_graph(
+        parts, s, lambda: [parts.pipeline.build("train", s.batch_size, training=True) for _ in parts.devices])
+    pulls = [b.pull() for b in batches]
+    fills = [(b.fill_size, b.fill_target) for b in batches if b.fill_size is not None]
+    examples_per_step = s.batch_size * len(batches)
+    result = {}
+    start = time.perf_counter()
+    with session(graph, parts.session_config, batches) as (sess, _):
+        if fills:  # the queue fills before its first batch can leave; timed on its own
+            while any(sess.run(size) < target for size, target in fills):
+                time.sleep(0.01)
+            result["queue_fill_sec"] = time.perf_counter() - start
+        sess.run(pulls, merged_feed(batches))
+        result["first_batch_sec"] = time.perf_counter() - start
+        pipeline_only = _windows(lambda: sess.run(pulls, merged_feed(batches)), s, examples_per_step)
+        training = _windows(lambda: sess.run(train_op, merged_feed(batches)), s, examples_per_step)
+        result["input_wait_share"] = _input_wait_share(sess, train_op, batches, steps=max(3, s.windows))
+    result.update(pipeline_examples_per_sec=pipeline_only["examples_per_sec"],
+                  pipeline_cpu_us_per_example=pipeline_only["cpu_us_per_example"],
+                  train_examples_per_sec=training["examples_per_sec"],
+                  train_cpu_us_per_example=training["cpu_us_per_example"],
+                  train_window_examples_per_sec=training["window_examples_per_sec"])
+    return result
+
+
+def _input_wait_share(sess, train_op, batches: list[Batch], steps: int) -> float | None:
+    """Median share of a training step spent before its input was ready, from traced steps: Python feeding time
+    plus the time until the ops producing the batch tensors finished, over feeding plus the step's span."""
+    names = {t.op.name for b in batches for t in (b.images, b.labels)}
+    options = v1.RunOptions(trace_level=v1.RunOptions.FULL_TRACE)
+    shares = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        feed = merged_feed(batches)
+        feeding = time.perf_counter() - t0
+        metadata = v1.RunMetadata()
+        sess.run(train_op, feed, options=options, run_metadata=metadata)
+        stats = [n for d in metadata.step_stats.dev_stats for n in d.node_stats]
+        if not stats:
+            return None
+        begin = min(n.all_start_micros for n in stats)
+        end = max(n.all_start_micros + n.all_end_rel_micros for n in stats)
+        ready = [n.all_start_micros + n.all_end_rel_micros for n in stats if n.node_name in names]
+        if not ready and not feed:
+            return None  # the batch ops were rewritten beyond recognition
+        waited = (max(ready) - begin) / 1e6 if ready else 0.0
+        shares.append((feeding + waited) / (feeding + (end - begin) / 1e6))
+    return statistics.median(shares)
+
+
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def _table(bound: dict, pipelines: dict[str, dict]) -> str:
+    head = (f"{'pipeline':<10} {'pipeline ex/s':>13} {'(CPU us/ex)':>11} {'train ex/s':>10} {'ratio':>6} "
+            f"{'input wait':>10} {'CPU us/ex':>9} {'first batch s':>13}")
+    lines = [head, "-" * len(head),
+             f"{'bound':<10} {'':>13} {'':>11} {bound['examples_per_sec']:>10.1f} {1:>6.3f} {'':>10} "
+             f"{bound['cpu_us_per_example']:>9.0f} {'':>13}"]
+    for name, p in pipelines.items():
+        first = f"{p['first_batch_sec']:.2f}" + (f" (fill {p['queue_fill_sec']:.2f})" if "queue_fill_sec" in p
+                                                  else "")
+        lines.append(f"{name:<10} {p['pipeline_examples_per_sec']:>13.1f} {p['pipeline_cpu_us_per_example']:>11.0f} "
+                     f"{p['train_examples_per_sec']:>10.1f} "
+                     f"{p['ratio_to_bound']:>6.3f} {_share(p['input_wait_share']):>10} "
+                     f"{p['train_cpu_us_per_example']:>9.0f} {first:>13}")
+    return "\n".join(lines)
+
+
+def bench(make_parts: Callable[[str], Parts], names: list[str], s: BenchSettings, run_dir: str,
+          config: dict) -> dict:
+    """Measures the bound, then each pipeline in ``names``; prints a table and writes bench.json."""
+    started = time.time()
+    parts = make_parts(names[0])
+    log.info("Measuring the model-only bound (%d warm-up steps, %d windows of %d steps)", s.warmup_steps,
+             s.windows, s.steps_per_window)
+    bound = measure_bound(parts, s)
+    results = {}
+    for name in names:
+        log.info("Measuring pipeline %s", name)
+        p = measure_pipeline(make_parts(name), s)
+        p["ratio_to_bound"] = p["train_examples_per_sec"] / bound["examples_per_sec"]
+        results[name] = p
+    table = _table(bound, results)
+    for line in table.splitlines():
+        log.info(line)
+    out = {"bound_examples_per_sec": bound["examples_per_sec"],
+           "bound_cpu_us_per_example": bound["cpu_us_per_example"],
+           "bound_window_examples_per_sec": bound["window_examples_per_sec"],
+           "pipelines": results, "wall_time_sec": time.time() - started,
+           "settings": s.__dict__, "devices": parts.devices, "config": config}
+    (Path(run_dir) / "bench.json").write_text(json.dumps(out, indent=2) + "\n")
+    (Path(run_dir) / "bench.txt").write_text(table + "\n")
+    log.info("Results in %s (bench.json, bench.txt)", run_dir)
+    return out

@@ -1,0 +1,36 @@
+"""mode=bench: the shape of bench.json and the table, on tiny data (numbers are measured, not asserted)."""
+import json
+
+from runner.build import run
+from tests.conftest import compose, run_cli
+
+TINY_BENCH = ["mode=bench", "dataset=shapes", "dataset.num_train=500", "dataset.num_test=100", "batch_size=16",
+              "bench.warmup_steps=2", "bench.windows=2", "bench.steps_per_window=3"]
+
+
+def test_bench_measures_every_pipeline_against_the_bound(tmp_path):
+    out = run(compose(*TINY_BENCH, "pipeline=queue", "pipeline.num_threads=2"), str(tmp_path))
+    written = json.loads((tmp_path / "bench.json").read_text())
+    assert written["bound_examples_per_sec"] == out["bound_examples_per_sec"] > 0
+    assert sorted(written["pipelines"]) == ["feed_dict", "preloaded", "queue", "tf_data"]
+    for name, p in written["pipelines"].items():
+        for key in ("pipeline_examples_per_sec", "train_examples_per_sec", "ratio_to_bound", "first_batch_sec",
+                    "pipeline_cpu_us_per_example", "train_cpu_us_per_example"):
+            assert p[key] > 0, (name, key)
+        assert p["ratio_to_bound"] == p["train_examples_per_sec"] / written["bound_examples_per_sec"]
+        assert len(p["train_window_examples_per_sec"]) == 2
+        assert p["input_wait_share"] is None or 0 <= p["input_wait_share"] <= 1
+    assert "queue_fill_sec" in written["pipelines"]["queue"]
+    assert written["config"]["pipeline"]["num_threads"] == 2  # the chosen pipeline keeps its overrides
+    table = (tmp_path / "bench.txt").read_text()
+    assert table.splitlines()[0].split()[:2] == ["pipeline", "pipeline"] and "bound" in table
+
+
+def test_bench_of_chosen_pipelines_from_the_command_line(tmp_path):
+    proc = run_cli(*TINY_BENCH, "bench.pipelines=[tf_data]", "hardware=cpu2", f"run_dir={tmp_path}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Measuring the model-only bound" in proc.stdout and "tf_data" in proc.stdout
+    written = json.loads((tmp_path / "bench.json").read_text())
+    assert list(written["pipelines"]) == ["tf_data"] and written["devices"] == ["/cpu:0", "/cpu:1"]
+    unknown = run_cli(*TINY_BENCH, "bench.pipelines=[fax]", f"run_dir={tmp_path}/x")
+    assert unknown.returncode == 2 and "unknown pipeline 'fax'" in unknown.stdout
