@@ -1,20 +1,22 @@
 """mode=bench: what each input method costs, measured against the model's own bound.
 
 The bound is the same train op fed from a constant in-graph batch (one per tower). For each pipeline it measures
-batches pulled with no training (pipeline-only examples/s), training examples/s, their ratio to the bound, the
-share of step time spent beyond the bound (waiting for input), process CPU microseconds per example, and the time
-to the first batch (for the queue, the shuffle queue's fill is reported on its own). Warm-up steps are excluded;
-each number is the median of several timed windows.
+batches pulled with no training (pipeline-only examples/s), training examples/s, the ratio to the bound, the share
+of step time spent waiting for input (from traced steps), process CPU microseconds per example, and the time to
+the first batch (for the queue, the shuffle queue's fill is reported on its own). Warm-up steps are excluded; each
+number is the median of several timed windows, and training windows alternate with windows of the bound so that a
+shared machine's drifts affect both alike.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import tensorflow as tf
@@ -35,21 +37,24 @@ class BenchSettings:
     seed: int
 
 
+def _timed(run_once: Callable[[], None], steps: int, examples_per_step: int) -> tuple[float, float]:
+    """(examples/s, process CPU microseconds per example) over ``steps`` runs."""
+    wall, proc = time.perf_counter(), time.process_time()
+    for _ in range(steps):
+        run_once()
+    wall, proc = time.perf_counter() - wall, time.process_time() - proc
+    examples = steps * examples_per_step
+    return examples / wall, proc / examples * 1e6
+
+
 def _windows(run_once: Callable[[], None], s: BenchSettings, examples_per_step: int) -> dict:
     """Median examples/s and CPU microseconds per example over the timed windows, after warm-up."""
     for _ in range(s.warmup_steps):
         run_once()
-    rates, cpu = [], []
-    for _ in range(s.windows):
-        wall, proc = time.perf_counter(), time.process_time()
-        for _ in range(s.steps_per_window):
-            run_once()
-        wall, proc = time.perf_counter() - wall, time.process_time() - proc
-        examples = s.steps_per_window * examples_per_step
-        rates.append(examples / wall)
-        cpu.append(proc / examples * 1e6)
-    return {"examples_per_sec": statistics.median(rates), "cpu_us_per_example": statistics.median(cpu),
-            "window_examples_per_sec": rates}
+    timed = [_timed(run_once, s.steps_per_window, examples_per_step) for _ in range(s.windows)]
+    return {"examples_per_sec": statistics.median(t[0] for t in timed),
+            "cpu_us_per_example": statistics.median(t[1] for t in timed),
+            "window_examples_per_sec": [t[0] for t in timed]}
 
 
 def _train_graph(parts: Parts, s: BenchSettings, make_batches: Callable[[], list[Batch]]):
@@ -66,8 +71,10 @@ def _train_graph(parts: Parts, s: BenchSettings, make_batches: Callable[[], list
     return graph, batches, train_op
 
 
-def measure_bound(parts: Parts, s: BenchSettings) -> dict:
-    """The model-only bound: the train op on a constant batch (a real, preprocessed training batch)."""
+@contextlib.contextmanager
+def bound_runner(parts: Parts, s: BenchSettings) -> Iterator[Callable[[], None]]:
+    """Runs one step of the model-only bound: the train op on a constant batch (a real, preprocessed training
+    batch per tower), in a session kept open for the whole benchmark."""
     images, labels = parts.dataset.arrays("train")
     rng = np.random.default_rng(s.seed)
     n = len(labels)
@@ -82,10 +89,12 @@ def measure_bound(parts: Parts, s: BenchSettings) -> dict:
 
     graph, _, train_op = _train_graph(parts, s, constant_batches)
     with session(graph, parts.session_config, []) as (sess, _):
-        return _windows(lambda: sess.run(train_op), s, s.batch_size * len(parts.devices))
+        yield lambda: sess.run(train_op)
 
 
-def measure_pipeline(parts: Parts, s: BenchSettings) -> dict:
+def measure_pipeline(parts: Parts, s: BenchSettings, bound: Callable[[], None], bound_windows: list) -> dict:
+    """Pipeline-only and training throughput; training windows alternate with windows of the bound, and the
+    ratio to the bound is the median of the paired ratios, so drifts of a shared machine cancel out."""
     graph, batches, train_op = _train_graph(
         parts, s, lambda: [parts.pipeline.build("train", s.batch_size, training=True) for _ in parts.devices])
     pulls = [b.pull() for b in batches]
@@ -101,13 +110,25 @@ def measure_pipeline(parts: Parts, s: BenchSettings) -> dict:
         sess.run(pulls, merged_feed(batches))
         result["first_batch_sec"] = time.perf_counter() - start
         pipeline_only = _windows(lambda: sess.run(pulls, merged_feed(batches)), s, examples_per_step)
-        training = _windows(lambda: sess.run(train_op, merged_feed(batches)), s, examples_per_step)
+
+        def train_step():
+            sess.run(train_op, merged_feed(batches))
+
+        for _ in range(s.warmup_steps):
+            train_step()
+        pairs = []
+        for _ in range(s.windows):
+            paired_bound = _timed(bound, s.steps_per_window, examples_per_step)
+            pairs.append((_timed(train_step, s.steps_per_window, examples_per_step), paired_bound))
+            bound_windows.append(paired_bound)
         result["input_wait_share"] = _input_wait_share(sess, train_op, batches, steps=max(3, s.windows))
     result.update(pipeline_examples_per_sec=pipeline_only["examples_per_sec"],
                   pipeline_cpu_us_per_example=pipeline_only["cpu_us_per_example"],
-                  train_examples_per_sec=training["examples_per_sec"],
-                  train_cpu_us_per_example=training["cpu_us_per_example"],
-                  train_window_examples_per_sec=training["window_examples_per_sec"])
+                  train_examples_per_sec=statistics.median(t[0] for t, _ in pairs),
+                  train_cpu_us_per_example=statistics.median(t[1] for t, _ in pairs),
+                  ratio_to_bound=statistics.median(t[0] / b[0] for t, b in pairs),
+                  train_window_examples_per_sec=[t[0] for t, _ in pairs],
+                  bound_window_examples_per_sec=[b[0] for _, b in pairs])
     return result
 
 
@@ -161,15 +182,18 @@ def bench(make_parts: Callable[[str], Parts], names: list[str], s: BenchSettings
     """Measures the bound, then each pipeline in ``names``; prints a table and writes bench.json."""
     started = time.time()
     parts = make_parts(names[0])
-    log.info("Measuring the model-only bound (%d warm-up steps, %d windows of %d steps)", s.warmup_steps,
-             s.windows, s.steps_per_window)
-    bound = measure_bound(parts, s)
-    results = {}
-    for name in names:
-        log.info("Measuring pipeline %s", name)
-        p = measure_pipeline(make_parts(name), s)
-        p["ratio_to_bound"] = p["train_examples_per_sec"] / bound["examples_per_sec"]
-        results[name] = p
+    results, bound_windows = {}, []
+    with bound_runner(parts, s) as bound_step:
+        log.info("Model-only bound: %d warm-up steps", s.warmup_steps)
+        for _ in range(s.warmup_steps):
+            bound_step()
+        for name in names:
+            log.info("Measuring pipeline %s (%d windows of %d steps, each paired with a window of the bound)",
+                     name, s.windows, s.steps_per_window)
+            results[name] = measure_pipeline(make_parts(name), s, bound_step, bound_windows)
+    bound = {"examples_per_sec": statistics.median(b[0] for b in bound_windows),
+             "cpu_us_per_example": statistics.median(b[1] for b in bound_windows),
+             "window_examples_per_sec": [b[0] for b in bound_windows]}
     table = _table(bound, results)
     for line in table.splitlines():
         log.info(line)

@@ -159,7 +159,7 @@ class BenchConfig:
     pipelines: Optional[list[str]] = None  # null: all registered pipelines
     warmup_steps: int = bounded(10, 0)  # steps run before timing starts (graph warm-up, queue settling)
     windows: int = bounded(5, 1)  # timed windows; the median is reported
-    steps_per_window: int = bounded(10, 1)
+    steps_per_window: int = bounded(20, 1)
 
 
 # ---------------------------------------------------------------------------------------------- top level
