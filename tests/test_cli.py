@@ -36,7 +36,7 @@ def test_cfg_job_prints_the_composed_config():
      "pipeline.min_fraction_of_examples_in_queue=2.0 is out of range; allowed: (0.0, 1.0]"),
     (["pipeline=fax"], "Could not find 'pipeline/fax'"),
     (["batch_size=lots"], "batch_size"),
-    (["pipeline.depth=3"], "Key 'depth' not in 'PipelineConfig'"),
+    (["pipeline.depth=3"], "Key 'depth' not in 'FeedDictConfig'"),
 ])
 def test_bad_config_fails_fast_naming_the_key(args, message):
     proc = run_cli(*args, "run_dir=/nonexistent/never-created")

@@ -49,6 +49,11 @@ class TfData:
             return self.dataset.preprocess(images, training), labels
 
         ds = ds.map(decode, num_parallel_calls=self.num_parallel_calls).prefetch(self.prefetch)
+        options = tf.data.Options()
+        # Each batch-wide op of the map runs on one thread: input work stays off the cores the model's ops use
+        # in parallel, instead of competing with them op by op.
+        options.threading.max_intra_op_parallelism = 1
+        ds = ds.with_options(options)
         iterator = tf.compat.v1.data.make_initializable_iterator(ds, shared_name=None)
         images, labels = iterator.get_next(name=f"{split}_batch")
         return Batch(images, labels, self.dataset.num_examples(split),
