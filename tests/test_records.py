@@ -36,7 +36,7 @@ def test_records_are_cached_and_rebuilt_when_the_source_changes(tiny_digits):
     mtimes = {p: p.stat().st_mtime_ns for p in paths.values()}
     assert ensure_records(tiny_digits) == paths
     assert {p: p.stat().st_mtime_ns for p in paths.values()} == mtimes  # cached: not rewritten
-    source = tiny_digits.paths()["test_labels"]
+    source = tiny_digits.files()["test_labels"]
     os.utime(source, ns=(source.stat().st_atime_ns, source.stat().st_mtime_ns + 10**9))
     ensure_records(tiny_digits)
     assert paths["test"].stat().st_mtime_ns != mtimes[paths["test"]]

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from runner.datasets import cifar_preprocess
-from runner.datasets.files import atomic_path, folder_lock
+from runner.datasets.base import FileDataset
+from runner.datasets.files import atomic_path
 from runner.errors import ConfigError, DataError
 
 HEIGHT, WIDTH, DEPTH = 32, 32, 3
@@ -43,7 +44,7 @@ def write_records(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
         records.tofile(tmp)
 
 
-class CifarBinary:
+class CifarBinary(FileDataset):
     """Base of ``cifar10`` and ``shapes``: subclasses say how missing files are obtained (:meth:`fetch`)."""
 
     name = "cifar"
@@ -54,11 +55,6 @@ class CifarBinary:
     record_kind = "fixed_length"
     record_bytes = RECORD_BYTES
 
-    def __init__(self, data_dir: str, validation_size: int = 0):
-        self.data_dir = Path(data_dir).expanduser()
-        self.validation_size = validation_size
-        self._arrays: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
-
     @property
     def batches_dir(self) -> Path:
         return self.data_dir / FOLDER
@@ -66,37 +62,11 @@ class CifarBinary:
     def paths(self) -> list[Path]:
         return [self.batches_dir / name for name in TRAIN_FILES + TEST_FILES]
 
-    def stale(self) -> bool:
-        """Whether files that exist must be made again (generated data whose settings changed)."""
-        return False
-
-    def fetch(self, missing: list[Path]) -> None:
-        raise NotImplementedError
-
-    def prepare(self) -> None:
-        if self._arrays is not None:
-            return
-        with folder_lock(self.data_dir):  # parallel jobs: one fetches, the others wait and read
-            stale = self.stale()
-            missing = [p for p in self.paths() if stale or not p.exists()]
-            if missing:
-                self.fetch(missing)
+    def read(self):
         train = [read_records(self.batches_dir / name) for name in TRAIN_FILES]
         images = np.concatenate([t[0] for t in train])
         labels = np.concatenate([t[1] for t in train])
-        v = self.validation_size
-        if not 0 <= v < len(labels):
-            raise ConfigError(f"dataset.validation_size={v} must be smaller than the {len(labels)} training examples "
-                              f"in {self.batches_dir}")
-        self._arrays = {"train": (images[v:], labels[v:]), "validation": (images[:v], labels[:v]),
-                        "test": read_records(self.batches_dir / TEST_FILES[0])}
-
-    def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
-        self.prepare()
-        return self._arrays[split]
-
-    def num_examples(self, split: str) -> int:
-        return len(self.arrays(split)[1])
+        return (images, labels), read_records(self.batches_dir / TEST_FILES[0])
 
     def record_files(self, split: str) -> list[str]:
         """The binary batch files of a split. The validation split (the first training records) has no files of

@@ -37,7 +37,7 @@ class Mnist(IdxDigits):
 
     def prepare(self) -> None:
         if self._arrays is None:
-            for path in self.paths().values():
+            for path in self.paths():
                 if path.exists() and md5sum(path) != self.md5[path.name]:
                     raise DataError(f"{path}: md5 {md5sum(path)} does not match the published "
                                     f"{self.md5[path.name]}; delete the file so it is downloaded again")

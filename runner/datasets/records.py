@@ -52,7 +52,7 @@ def parse_examples(serialized, image_shape: tuple[int, int, int]):
 
 
 def _stamp(dataset) -> dict:
-    files = {str(p): [p.stat().st_size, p.stat().st_mtime_ns] for p in dataset.source_files()}
+    files = {str(p): [p.stat().st_size, p.stat().st_mtime_ns] for p in dataset.paths()}
     return {"source": files, "validation_size": dataset.validation_size}
 
 

@@ -7,17 +7,12 @@ tutorial's random flips keep labels valid. Written as CIFAR-10 binary batches (d
 """
 from __future__ import annotations
 
-import json
-import logging
-import time
-from pathlib import Path
-
 import numpy as np
 
 from runner.datasets import DATASETS
+from runner.datasets.base import Generated
 from runner.datasets.cifar_format import HEIGHT, TEST_FILES, TRAIN_FILES, WIDTH, CifarBinary, write_records
 
-log = logging.getLogger("runner")
 CLASSES = ("disk", "ring", "square", "triangle", "plus", "hstripes", "vstripes", "checker", "diamond", "x")
 
 
@@ -87,7 +82,7 @@ def generate(num: int, seed: int, chunk: int = 10000) -> tuple[np.ndarray, np.nd
 
 
 @DATASETS.register("shapes")
-class Shapes(CifarBinary):
+class Shapes(Generated, CifarBinary):
     name = "shapes"
 
     def __init__(self, data_dir: str, validation_size: int = 0, num_train: int = 50000, num_test: int = 10000,
@@ -95,17 +90,7 @@ class Shapes(CifarBinary):
         super().__init__(data_dir, validation_size)
         self.spec = {"num_train": num_train, "num_test": num_test, "generator_seed": generator_seed}
 
-    @property
-    def _manifest(self) -> Path:
-        return self.batches_dir / "shapes.json"
-
-    def stale(self) -> bool:  # files made with other sizes or another seed are made again
-        return self._manifest.exists() and json.loads(self._manifest.read_text()) != self.spec
-
-    def fetch(self, missing: list[Path]) -> None:
-        start = time.time()
-        log.info("Generating the shapes dataset (%d train + %d test images) in %s", self.spec["num_train"],
-                 self.spec["num_test"], self.batches_dir)
+    def generate(self) -> None:
         self.batches_dir.mkdir(parents=True, exist_ok=True)
         seed = self.spec["generator_seed"]
         images, labels = generate(self.spec["num_train"], seed)
@@ -113,5 +98,3 @@ class Shapes(CifarBinary):
             write_records(self.batches_dir / name, images[part], labels[part])
         images, labels = generate(self.spec["num_test"], seed + 1)
         write_records(self.batches_dir / TEST_FILES[0], images, labels)
-        self._manifest.write_text(json.dumps(self.spec))
-        log.info("Generated in %.1f s", time.time() - start)
