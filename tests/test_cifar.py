@@ -247,4 +247,5 @@ def test_a_file_damaged_under_a_running_pipeline_ends_the_run_with_that_error(tm
             for _ in range(200):
                 sess.run(batch.images)
     assert time.time() - start < 30
-    assert not [t for t in threading.enumerate() if "QueueRunner" in type(t).__name__]
+    runners = [t for t in threading.enumerate() if "(_run)" in t.name or "(_close_on_stop)" in t.name]
+    assert not runners  # the reader threads were stopped and joined

@@ -32,7 +32,7 @@ def test_a_failed_job_is_reported_and_the_others_still_run(tmp_path):
 
 
 def test_joblib_sweep_runs_jobs_in_parallel_with_divided_threads(tmp_path):
-    proc = run_cli("-m", "hydra/launcher=parallel", *QUICK, "pipeline=feed_dict,tf_data", "batch_size=50,100",
+    proc = run_cli("-m", "hydra/launcher=parallel", *QUICK, "pipeline=feed_dict,tf_data", "hardware=cpu,cpu2",
                    f"hydra.sweep.dir={tmp_path}", timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = list(csv.DictReader((tmp_path / "report.csv").open()))
