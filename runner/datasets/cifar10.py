@@ -34,7 +34,7 @@ class Cifar10(CifarBinary):
                 raise DataError(f"Failed to find file: {missing[0]} (nor {archive}). Put the CIFAR-10 binary "
                                 f"batches or {ARCHIVE} in {self.data_dir}, or set dataset.download=true.")
             base, name = self.url.rsplit("/", 1)
-            download(name, self.data_dir, [base], self.md5)
+            download(name, self.data_dir, [base], self.md5, setting="dataset.url")
             if name != ARCHIVE:
                 (self.data_dir / name).rename(archive)
         elif md5sum(archive) != self.md5:

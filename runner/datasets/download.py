@@ -40,7 +40,8 @@ def _fetch(url: str, dest: Path, md5: str, timeout: float) -> None:
             os.unlink(tmp)
 
 
-def download(filename: str, dest_dir: str | os.PathLike, mirrors: list[str], md5: str, timeout: float = 60.0) -> Path:
+def download(filename: str, dest_dir: str | os.PathLike, mirrors: list[str], md5: str, timeout: float = 60.0,
+             setting: str = "dataset.mirrors") -> Path:
     """Fetches ``filename`` from the first mirror that serves it with the right md5; returns its path."""
     dest_dir = Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)
@@ -57,4 +58,4 @@ def download(filename: str, dest_dir: str | os.PathLike, mirrors: list[str], md5
             failures.append(f"  {url}: {err}")
     tried = "\n".join(failures) or "  (no mirrors configured)"
     raise DataError(f"could not download {filename} into {dest_dir}; tried:\n{tried}\n"
-                    f"Copy the file there by hand, or set dataset.mirrors to a reachable mirror.")
+                    f"Copy the file there by hand, or point {setting} at a reachable copy.")
