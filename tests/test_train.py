@@ -62,7 +62,8 @@ def test_batch_larger_than_the_split_is_refused(tmp_path, tiny_digits):
         run(compose(*TINY, "batch_size=5000"), str(tmp_path))
 
 
-def test_sigint_writes_a_checkpoint_and_the_rerun_resumes(tmp_path, tiny_digits):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_signal_writes_a_checkpoint_and_the_rerun_resumes(tmp_path, tiny_digits, sig):
     args = [*TINY, "pipeline=queue", "log_every=10", "checkpoint_every=100000", f"run_dir={tmp_path}"]
     proc = subprocess.Popen([sys.executable, "-m", "runner", *args, "max_steps=1000000"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -70,11 +71,11 @@ def test_sigint_writes_a_checkpoint_and_the_rerun_resumes(tmp_path, tiny_digits)
         if line.startswith("Step "):
             break
     time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     out = proc.stdout.read()
-    assert proc.wait(timeout=60) == 128 + signal.SIGINT, out
-    assert "stopped: SIGINT at step" in out and "rerun with run_dir=" in out
-    step = int(out.split("SIGINT at step ")[1].split(":")[0])
+    assert proc.wait(timeout=60) == 128 + sig, out
+    assert f"stopped: {sig.name} at step" in out and "rerun with run_dir=" in out
+    step = int(out.split(f"{sig.name} at step ")[1].split(":")[0])
     assert (tmp_path / "checkpoints" / f"model.ckpt-{step}.index").exists()
     resumed = run_cli(*args, f"max_steps={step + 20}", "eval_splits=[test]")
     assert resumed.returncode == 0, resumed.stderr
