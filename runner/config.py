@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+from hydra.experimental.callback import Callback
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf, open_dict
 
 from runner.errors import ConfigError
 
@@ -250,6 +252,21 @@ def _walk(node: DictConfig, prefix: str) -> None:
             _walk(child, path + ".")
         elif not isinstance(child, ListConfig) and key in metas:
             _check_field(path, node[key], metas[key])
+
+
+class ValidateBeforeRun(Callback):
+    """Hydra callback: a single run's config is checked before Hydra creates its run dir, so a rejected config
+    leaves nothing behind. (Sweep jobs are checked in the job, where a failure is recorded in the report.)"""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        job = config.copy()
+        with open_dict(job):
+            del job["hydra"]
+        try:
+            validate(job)
+        except ConfigError as err:
+            print(f"error: {err}", flush=True)
+            sys.exit(2)
 
 
 def validate(cfg: DictConfig) -> None:

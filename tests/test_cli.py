@@ -38,10 +38,11 @@ def test_cfg_job_prints_the_composed_config():
     (["batch_size=lots"], "batch_size"),
     (["pipeline.depth=3"], "Key 'depth' not in 'FeedDictConfig'"),
 ])
-def test_bad_config_fails_fast_naming_the_key(args, message):
-    proc = run_cli(*args, "run_dir=/nonexistent/never-created")
+def test_bad_config_fails_fast_naming_the_key(tmp_path, args, message):
+    proc = run_cli(*args, f"run_dir={tmp_path}/run")
     assert proc.returncode != 0
     assert message in proc.stdout + proc.stderr
+    assert not (tmp_path / "run").exists()  # a rejected config leaves no run dir behind
 
 
 def test_unknown_pipeline_name_lists_the_known_ones(tmp_path):
