@@ -47,10 +47,10 @@ def standardize_np(x: np.ndarray) -> np.ndarray:
 
 def apply_np(images: np.ndarray, d: Draws) -> np.ndarray:
     """uint8 [B, H, W, 3] -> float32 [B, 24, 24, 3] with the given draws."""
-    rows = d.top[:, None] + np.arange(CROP)
-    cols = d.left[:, None] + np.arange(CROP)
+    offsets = np.arange(CROP)
+    rows = d.top[:, None] + offsets
+    cols = d.left[:, None] + np.where(d.flip[:, None], CROP - 1 - offsets, offsets)  # a flip is a reversed crop
     x = images[np.arange(len(images))[:, None, None], rows[:, :, None], cols[:, None, :]].astype(np.float32)
-    x = np.where(d.flip[:, None, None, None], x[:, :, ::-1], x)
     x = x + d.brightness[:, None, None, None].astype(np.float32)
     mean = x.mean((1, 2), keepdims=True)
     x = (x - mean) * d.contrast[:, None, None, None].astype(np.float32) + mean
@@ -84,11 +84,12 @@ def sample_tf(batch, height: int, width: int) -> Draws:
 def apply_tf(images, d: Draws):
     import tensorflow as tf
 
-    rows = tf.cast(d.top, tf.int32)[:, None] + tf.range(CROP)
-    cols = tf.cast(d.left, tf.int32)[:, None] + tf.range(CROP)
+    offsets = tf.range(CROP)
+    rows = tf.cast(d.top, tf.int32)[:, None] + offsets
+    flipped = tf.where(tf.cast(d.flip, tf.bool)[:, None], CROP - 1 - offsets, offsets)  # a flip is a reversed crop
+    cols = tf.cast(d.left, tf.int32)[:, None] + flipped
     x = tf.gather(images, rows, axis=1, batch_dims=1)
     x = tf.cast(tf.gather(x, cols, axis=2, batch_dims=1), tf.float32)
-    x = tf.where(tf.cast(d.flip, tf.bool)[:, None, None, None], tf.reverse(x, [2]), x)
     x = x + tf.cast(d.brightness, tf.float32)[:, None, None, None]
     mean = tf.reduce_mean(x, [1, 2], keepdims=True)
     x = (x - mean) * tf.cast(d.contrast, tf.float32)[:, None, None, None] + mean
