@@ -53,6 +53,7 @@ runner: run, compare and sweep TensorFlow input pipelines and training setups fr
 Usage: python -m runner [KEY=VALUE ...] [GROUP=OPTION ...]        (or: runner ..., make train ARGS="...")
        python -m runner -m KEY=V1,V2 ...                             a Hydra sweep, one job per combination
        python -m runner --cfg job                                    print the composed config
+       python -m runner -m hydra/launcher=parallel ...               jobs in parallel (also: slurm, submitit_local)
        python -m runner --hydra-help                                 Hydra's own options
 
 Examples:
@@ -72,7 +73,7 @@ def _help() -> str:
     conf = Path(CONF_DIR)
     groups = "".join(
         f"  {d.name:<11} {', '.join(sorted(p.stem for p in d.glob('*.yaml')))}\n"
-        for d in sorted(conf.iterdir()) if d.is_dir() and d.name != "preset")  # presets are chosen by datasets
+        for d in sorted(conf.iterdir()) if d.is_dir() and d.name not in ("preset", "hydra"))  # presets: by datasets
     lines = (conf / "config.yaml").read_text().splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("mode:"))
     end = next(i for i, line in enumerate(lines) if line.startswith("hydra:"))

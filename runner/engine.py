@@ -80,7 +80,8 @@ def build_evals(parts: Parts, splits: list[str], batch_size: int, getter: Callab
                 batch = parts.pipeline.build(split, batch_size, training=False)
             with tf.device(parts.devices[0]):
                 logits = parts.model(batch.images, training=False, getter=getter)
-                correct = tf.reduce_sum(tf.cast(tf.math.in_top_k(targets=batch.labels, predictions=logits, k=1), tf.int64))
+                hits = tf.math.in_top_k(targets=batch.labels, predictions=logits, k=1)
+                correct = tf.reduce_sum(tf.cast(hits, tf.int64))
             count = tf.shape(batch.labels, out_type=tf.int64)[0]
         evals[split] = EvalOp(split, batch, correct, count, num_batches(batch.num_examples, batch_size))
     return evals

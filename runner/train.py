@@ -14,8 +14,17 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from runner.engine import (Parts, build_evals, checkpoint_dir, count_parameters, merged_feed, moving_average_getter,
-                           run_eval, session, with_input_advance)
+from runner.engine import (
+    Parts,
+    build_evals,
+    checkpoint_dir,
+    count_parameters,
+    merged_feed,
+    moving_average_getter,
+    run_eval,
+    session,
+    with_input_advance,
+)
 from runner.errors import RunnerError, TrainingError
 from runner.progress import Progress
 

@@ -9,8 +9,9 @@ from runner.errors import ConfigError
 from tests.conftest import compose
 
 ROOT = Path(__file__).resolve().parent.parent
-OPTIONS = [(d.name, p.stem) for d in sorted((ROOT / "conf").iterdir()) if d.is_dir() and d.name not in ("experiment", "preset")
-           for p in sorted(d.glob("*.yaml"))]
+SKIP = ("experiment", "preset", "hydra")
+GROUPS = [d for d in sorted((ROOT / "conf").iterdir()) if d.is_dir() and d.name not in SKIP]
+OPTIONS = [(d.name, p.stem) for d in GROUPS for p in sorted(d.glob("*.yaml"))]
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "experiments").glob("*.yaml"))
 
 

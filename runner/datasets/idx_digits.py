@@ -1,7 +1,6 @@
 """MNIST-format datasets: four IDX gz files, 28x28 grey digits, a validation split taken off the training set."""
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +8,6 @@ import numpy as np
 from runner.datasets.base import FileDataset
 from runner.datasets.idx import read_idx
 from runner.errors import DataError
-
-log = logging.getLogger("runner")
 
 FILES = {
     "train_images": "train-images-idx3-ubyte.gz",
