@@ -187,8 +187,10 @@ def train(parts: Parts, s: Settings, config: dict) -> dict:
                     metrics.write(step, loss=float(loss_value), learning_rate=float(sess.run(lr)),
                                   examples_per_sec=eps)
                 if step % s.checkpoint_every == 0 or step == s.max_steps:
+                    eval_started = time.time()
                     checkpoint_and_eval()
                     saved_at = step
+                    window_start += time.time() - eval_started  # examples/sec counts training time only
                 if log_now:
                     window_start, window_steps = time.time(), 0
             if saved_at != step or not final:  # resumed at or past max_steps: still report the precisions
