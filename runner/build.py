@@ -201,15 +201,15 @@ def run(cfg: DictConfig, run_dir: str) -> dict | None:
 
         parts = build_parts(cfg)
         _describe(cfg, parts, run_dir)
+        resolved = OmegaConf.to_container(cfg, resolve=True)
         Path(run_dir).mkdir(parents=True, exist_ok=True)
-        provenance.write(run_dir, config=OmegaConf.to_container(cfg, resolve=True), overrides=_overrides(),
-                         devices=parts.devices, seed=cfg.seed)
+        provenance.write(run_dir, config=resolved, overrides=_overrides(), devices=parts.devices, seed=cfg.seed)
         settings = Settings(run_dir=run_dir, batch_size=cfg.batch_size, max_steps=cfg.max_steps, seed=cfg.seed,
                             log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every,
                             keep_checkpoints=cfg.keep_checkpoints, eval_splits=list(cfg.eval_splits),
                             moving_average_decay=cfg.moving_average_decay,
                             eval_moving_average=cfg.eval_moving_average, progress=cfg.progress)
-        summary = train(parts, settings, OmegaConf.to_container(cfg, resolve=True))
+        summary = train(parts, settings, resolved)
         return _objective(summary, cfg.sweep_objective) if cfg.sweep_objective else summary
     if cfg.mode == "bench":
         from runner.bench import BenchSettings, bench
@@ -225,6 +225,9 @@ def run(cfg: DictConfig, run_dir: str) -> dict | None:
                                  seed=cfg.seed)
         first = build_parts(_with_pipeline(cfg, names[0]), dataset)
         _describe(cfg, first, run_dir)
-        return bench(lambda name: build_parts(_with_pipeline(cfg, name), dataset), names, settings, run_dir,
-                     OmegaConf.to_container(cfg, resolve=True))
+
+        def make_parts(name: str):
+            return first if name == names[0] else build_parts(_with_pipeline(cfg, name), dataset)
+
+        return bench(make_parts, names, settings, run_dir, OmegaConf.to_container(cfg, resolve=True))
     raise ConfigError(f"mode={cfg.mode} is not known; use mode=train, eval, bench or convert")
