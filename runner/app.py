@@ -4,7 +4,10 @@ TensorFlow is imported only once a run starts, so ``--help`` and ``--cfg job`` a
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
+import re
 import sys
 from pathlib import Path
 
@@ -13,38 +16,112 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from runner.config import register_resolvers, register_schemas, validate
-from runner.errors import RunnerError
+from runner import sweep
+from runner.config import CONF_DIR, register_resolvers, register_schemas, validate
+from runner.datasets.files import describe_os_error
+from runner.errors import ConfigError, RunnerError
+from runner.signals import Interrupted, raise_on_signals
 
 register_schemas()
 register_resolvers()
 log = logging.getLogger("runner")
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def _task(cfg: DictConfig) -> dict | float | None:
     hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        return _job(cfg, Path(hydra_cfg.sweep.dir), Path(hydra_cfg.runtime.output_dir))
     try:
         validate(cfg)
         from runner.build import run  # imports TensorFlow
 
         return run(cfg, hydra_cfg.runtime.output_dir)
     except Exception as err:
-        if hydra_cfg.mode == RunMode.MULTIRUN:
+        err = _as_runner_error(err)
+        if not isinstance(err, RunnerError):
+            raise
+        if isinstance(err, ConfigError):
+            _remove_if_new(Path(hydra_cfg.runtime.output_dir), hydra_cfg.output_subdir)
+        code = getattr(err, "exit_code", 2)  # an interrupted run exits 128 + signal number
+        log.error("%s: %s", "stopped" if isinstance(err, Interrupted) else "error", err)
+        sys.exit(code)
+
+
+def _as_runner_error(err: Exception) -> Exception:
+    """Disk and permission errors become one-line RunnerErrors naming the path; anything else stays as it is."""
+    if isinstance(err, OSError) and describe_os_error(err):
+        return RunnerError(describe_os_error(err))
+    return err
+
+
+def _remove_if_new(run_dir: Path, subdir: str) -> None:
+    """A rejected run leaves nothing behind: no run dir if it made one (only Hydra's config and log were written
+    there), else not the config it would have resumed with."""
+    import shutil
+
+    if subdir.startswith(".hydra/resumes/"):
+        shutil.rmtree(run_dir / subdir, ignore_errors=True)
+    elif run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {".hydra", "runner.log", ".lock"}:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _job(cfg: DictConfig, sweep_dir: Path, job_dir: Path) -> dict | float | None:
+    """One job of a sweep: skipped when the sweep was stopped or the job finished in an earlier run of the same
+    sweep; a failure or a stop is recorded in the job dir (and in the report) and the sweep goes on or stops."""
+    failed = float("nan") if cfg.get("sweep_objective") else None
+    for name in ("error.txt", "interrupted.txt"):
+        (job_dir / name).unlink(missing_ok=True)
+    if sweep.interrupted(sweep_dir) is not None:
+        (job_dir / "interrupted.txt").write_text("not started: the sweep was stopped\n")
+        return failed if failed is not None else {"status": "interrupted"}
+    finished = _finished(cfg, job_dir)
+    if finished is not None:
+        log.info("Job %s finished in an earlier run of this sweep: skipped", job_dir.name)
+        return finished
+    with sweep.job(sweep_dir):
+        try:
+            validate(cfg)
+            from runner.build import run  # imports TensorFlow
+
+            return run(cfg, str(job_dir))
+        except Exception as err:
+            err = _as_runner_error(err)
+            if isinstance(err, Interrupted):
+                sweep.mark(sweep_dir, err.signum)
+                log.error("stopped: %s", err)
+                (job_dir / "interrupted.txt").write_text(f"{err}\n")
+                return failed if failed is not None else {"status": "interrupted"}
             # Record the failure in the job dir and let the sweep go on; the report lists it and the sweep's exit
             # status says some jobs failed.
             if not isinstance(err, RunnerError):
                 log.exception("job failed")
             message = f"{type(err).__name__}: {err}".strip().splitlines()[-1]
             log.error("error: %s", message)
-            Path(hydra_cfg.runtime.output_dir, "error.txt").write_text(message + "\n")
-            return float("nan") if cfg.get("sweep_objective") else {"status": "failed", "error": message}
-        if not isinstance(err, RunnerError):
-            raise
-        code = getattr(err, "exit_code", 2)  # an interrupted run exits 128 + signal number
-        log.error("%s: %s", "error" if code == 2 else "stopped", err)
-        sys.exit(code)
+            (job_dir / "error.txt").write_text(message + "\n")
+            return failed if failed is not None else {"status": "failed", "error": message}
+
+
+def _finished(cfg: DictConfig, job_dir: Path) -> dict | float | None:
+    """The result of a job that an earlier run of this sweep completed with the same config, else None."""
+    import json
+
+    from runner import rundir
+
+    summary_path = job_dir / ("summary.json" if cfg.mode == "train" else "bench.json")
+    if cfg.mode not in ("train", "bench") or not summary_path.exists():
+        return None
+    summary = json.loads(summary_path.read_text())
+    if cfg.mode == "train" and summary.get("steps", 0) < cfg.max_steps:
+        return None
+    saved = job_dir / rundir.SAVED_CONFIG
+    if not saved.exists() or rundir.changes(rundir.saved_config(job_dir), cfg).keys() - {"run_dir"}:
+        return None
+    if cfg.get("sweep_objective"):
+        from runner.build import _objective
+
+        return _objective(summary, cfg.sweep_objective)
+    return summary
 
 
 HELP = """\
@@ -81,8 +158,49 @@ def _help() -> str:
     return HELP.format(groups=groups, keys=keys)
 
 
+def _composition_error(err: Exception) -> str | None:
+    """One line for Hydra's and OmegaConf's errors about the command line: the key, and what is allowed."""
+    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
+
+    if isinstance(err, MissingConfigException):
+        text = str(err)
+        found = re.search(r"Could not find '([^']+)'", text)
+        options = re.findall(r"^\t(\S+)$", text, re.M)
+        if found and "/" in found.group(1):
+            group, option = found.group(1).rsplit("/", 1)
+            listed = f"; choose one of: {', '.join(options)}" if options else ""
+            return f"{group}={option} is not an option of {group}{listed}"
+        return text.strip().splitlines()[0]
+    if isinstance(err, OverrideParseException):
+        return f"cannot read the override: {str(err).strip().splitlines()[0]}"
+    cause = err.__cause__ if isinstance(err, ConfigCompositionException) else err
+    if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
+        if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and dataclasses.is_dataclass(cause.object_type):
+            keys = ", ".join(f.name for f in dataclasses.fields(cause.object_type) if f.name != "name")
+            return f"{cause.full_key} is not a known key; the keys here are: {keys}"
+        if isinstance(cause, ValidationError) and getattr(cause, "value", None) is not None:
+            return f"{cause.full_key}={cause.value!r}: {str(cause.msg).strip().splitlines()[0]}"
+        return f"{cause.full_key}: {str(cause.msg).strip().splitlines()[0]}"
+    if isinstance(err, (ConfigCompositionException, OmegaConfBaseException)):
+        return str(err).strip().splitlines()[0]
+    return None
+
+
 def main() -> None:
     if any(arg in ("--help", "-h") for arg in sys.argv[1:]):
         print(_help(), end="")
         return
-    _task()
+    raise_on_signals()
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # errors reach here, where they become one line and exit 2
+    try:
+        _task()
+    except Interrupted as err:
+        print(f"stopped: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
+    except Exception as err:
+        message = _composition_error(err) or (describe_os_error(err) if isinstance(err, OSError) else None)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)

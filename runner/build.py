@@ -1,15 +1,20 @@
 """The one module that reads the config groups: it builds the parts and runs the chosen mode."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 import tempfile
 from pathlib import Path
 
+from typing import Iterator
+
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from runner.errors import ConfigError
+from runner import rundir
+from runner.config import CONF_DIR, registered as _registered
+from runner.errors import ConfigError, DataError
 
 log = logging.getLogger("runner")
 
@@ -127,8 +132,6 @@ def _with_pipeline(cfg: DictConfig, name: str) -> DictConfig:
     """cfg with pipeline ``name``: the chosen pipeline keeps its overrides, others take conf/pipeline/NAME.yaml."""
     if name == cfg.pipeline.name:
         return cfg
-    from runner.app import CONF_DIR
-
     group = OmegaConf.load(Path(CONF_DIR) / "pipeline" / f"{name}.yaml")
     group.pop("defaults", None)
     copy = cfg.copy()
@@ -142,13 +145,6 @@ def _describe(cfg: DictConfig, parts, run_dir: str) -> None:
     log.info("Building: dataset=%s pipeline=%s model=%s(%s) batch_size=%d devices=%s trainer=%s run_dir=%s",
              cfg.dataset.name, cfg.pipeline.name, cfg.model.name, model, cfg.batch_size,
              ",".join(parts.devices), parts.trainer.__name__, run_dir)
-
-
-def _saved_config(run_dir: str) -> DictConfig:
-    path = Path(run_dir) / ".hydra" / "config.yaml"
-    if not path.exists():
-        raise ConfigError(f"{path} not found: run_dir={run_dir} is not a training run dir of runner")
-    return OmegaConf.load(path)
 
 
 def _objective(summary: dict, path: str) -> float:
@@ -168,10 +164,24 @@ def _overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
-def _given_on_command_line(key: str) -> bool:
-    """Whether the command line set ``key`` (or chose it, for a group, or set one of its keys)."""
-    keys = [o.split("=", 1)[0].lstrip("+~") for o in _overrides()]
-    return any(k == key or k.startswith(key + ".") for k in keys)
+def _given() -> list[str]:
+    """The keys the command line set (a group's name when it chose an option)."""
+    return [o.split("=", 1)[0].lstrip("+~") for o in _overrides()]
+
+
+@contextlib.contextmanager
+def _naming_damaged_records(dataset) -> Iterator[None]:
+    """A data error while reading a record cache: find the damaged file and say how to rebuild it."""
+    try:
+        yield
+    except DataError:
+        damaged = dataset.damaged_records()
+        if not damaged:
+            raise
+        path, problem = damaged
+        dataset_args = " ".join(o for o in _overrides() if o.lstrip("+~").startswith("dataset"))
+        raise DataError(f"{path}: {problem}. Rebuild the records with: python -m runner mode=convert "
+                        f"{dataset_args}".rstrip() + f" (or delete {Path(path).parent})") from None
 
 
 def run(cfg: DictConfig, run_dir: str) -> dict | None:
@@ -179,55 +189,59 @@ def run(cfg: DictConfig, run_dir: str) -> dict | None:
     if cfg.mode == "convert":
         from runner.datasets.records import ensure_records
 
-        paths = ensure_records(build_dataset(cfg))
+        paths = ensure_records(build_dataset(cfg), force=True)
         for split, path in paths.items():
             log.info("%s: %s", split, path)
         return None
     if cfg.mode == "eval":
         from runner.evaluate import evaluate
 
-        saved = _saved_config(run_dir)
-        if _given_on_command_line("hardware"):  # evaluate on other devices than the run trained on
-            saved.hardware = cfg.hardware
+        saved = rundir.eval_config(run_dir, cfg, _given())
         parts = build_parts(saved)
         _describe(saved, parts, run_dir)
-        decay = saved.get("moving_average_decay") if cfg.eval_moving_average else None
-        splits = cfg.eval_splits if _given_on_command_line("eval_splits") else saved.eval_splits
-        return evaluate(parts, run_dir, saved.batch_size, list(splits), moving_average_decay=decay,
-                        once=cfg.eval_once, interval_secs=cfg.eval_interval_secs)
+        decay = saved.get("moving_average_decay") if saved.eval_moving_average else None
+        with _naming_damaged_records(parts.dataset):
+            return evaluate(parts, run_dir, saved.batch_size, list(saved.eval_splits), moving_average_decay=decay,
+                            once=saved.eval_once, interval_secs=saved.eval_interval_secs)
     if cfg.mode == "train":
-        from runner import provenance
-        from runner.train import Settings, train
+        with rundir.lock(run_dir):
+            return _train(cfg, run_dir)
+    from runner.bench import BenchSettings, bench
 
-        parts = build_parts(cfg)
-        _describe(cfg, parts, run_dir)
-        resolved = OmegaConf.to_container(cfg, resolve=True)
-        Path(run_dir).mkdir(parents=True, exist_ok=True)
-        provenance.write(run_dir, config=resolved, overrides=_overrides(), devices=parts.devices, seed=cfg.seed)
-        settings = Settings(run_dir=run_dir, batch_size=cfg.batch_size, max_steps=cfg.max_steps, seed=cfg.seed,
-                            log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every,
-                            keep_checkpoints=cfg.keep_checkpoints, eval_splits=list(cfg.eval_splits),
-                            moving_average_decay=cfg.moving_average_decay,
-                            eval_moving_average=cfg.eval_moving_average, progress=cfg.progress)
-        summary = train(parts, settings, resolved)
-        return _objective(summary, cfg.sweep_objective) if cfg.sweep_objective else summary
-    if cfg.mode == "bench":
-        from runner.bench import BenchSettings, bench
-        from runner.pipelines import PIPELINES
+    names = list(cfg.bench.pipelines or _registered("pipelines"))
+    dataset = build_dataset(cfg)
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    settings = BenchSettings(batch_size=cfg.batch_size, warmup_steps=cfg.bench.warmup_steps,
+                             windows=cfg.bench.windows, steps_per_window=cfg.bench.steps_per_window,
+                             seed=cfg.seed)
+    first = build_parts(_with_pipeline(cfg, names[0]), dataset)
+    _describe(cfg, first, run_dir)
 
-        names = list(cfg.bench.pipelines or PIPELINES.names())
-        for name in names:
-            PIPELINES.get(name)  # unknown names fail here, listing the known ones
-        dataset = build_dataset(cfg)
-        Path(run_dir).mkdir(parents=True, exist_ok=True)
-        settings = BenchSettings(batch_size=cfg.batch_size, warmup_steps=cfg.bench.warmup_steps,
-                                 windows=cfg.bench.windows, steps_per_window=cfg.bench.steps_per_window,
-                                 seed=cfg.seed)
-        first = build_parts(_with_pipeline(cfg, names[0]), dataset)
-        _describe(cfg, first, run_dir)
+    def make_parts(name: str):
+        return first if name == names[0] else build_parts(_with_pipeline(cfg, name), dataset)
 
-        def make_parts(name: str):
-            return first if name == names[0] else build_parts(_with_pipeline(cfg, name), dataset)
-
+    with _naming_damaged_records(dataset):
         return bench(make_parts, names, settings, run_dir, OmegaConf.to_container(cfg, resolve=True))
-    raise ConfigError(f"mode={cfg.mode} is not known; use mode=train, eval, bench or convert")
+
+
+def _train(cfg: DictConfig, run_dir: str) -> dict | float:
+    from runner import provenance
+    from runner.train import Settings, train
+
+    resuming = rundir.has_checkpoints(run_dir)
+    changed = rundir.check_resume(run_dir, cfg)
+    parts = build_parts(cfg)
+    _describe(cfg, parts, run_dir)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    if not resuming:  # the first run's provenance stays; reruns are recorded in history.jsonl
+        provenance.write(run_dir, config=resolved, overrides=_overrides(), devices=parts.devices, seed=cfg.seed)
+    rundir.record(run_dir, event="resume" if resuming else "start", overrides=_overrides(), changed=changed,
+                  forced=bool(cfg.force_resume and changed))
+    settings = Settings(run_dir=run_dir, batch_size=cfg.batch_size, max_steps=cfg.max_steps, seed=cfg.seed,
+                        log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every,
+                        keep_checkpoints=cfg.keep_checkpoints, eval_splits=list(cfg.eval_splits),
+                        moving_average_decay=cfg.moving_average_decay,
+                        eval_moving_average=cfg.eval_moving_average, progress=cfg.progress)
+    with _naming_damaged_records(parts.dataset):
+        summary = train(parts, settings, resolved)
+    return _objective(summary, cfg.sweep_objective) if cfg.sweep_objective else summary

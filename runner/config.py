@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import pkgutil
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from pathlib import Path
+from typing import Any, ClassVar, Optional
 
 from hydra.core.config_store import ConfigStore
 from hydra.experimental.callback import Callback
@@ -19,9 +21,15 @@ from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf, open_dict
 from runner.errors import ConfigError
 
 
-def bounded(default: Any, lo: float | None = None, hi: float | None = None, *, lo_open: bool = False) -> Any:
-    """A field whose value must lie in [lo, hi] (or (lo, hi] with ``lo_open``); None bounds are open-ended."""
-    return field(default=default, metadata={"lo": lo, "hi": hi, "lo_open": lo_open})
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+INT_MAX = 2**31 - 1  # TensorFlow and numpy take these as int32 or as seeds
+
+
+def bounded(default: Any, lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
+            auto: int | None = None) -> Any:
+    """A field whose value must lie in [lo, hi] (or (lo, hi] with ``lo_open``); None bounds are open-ended.
+    ``auto`` is a value allowed besides the range (such as -1 for AUTOTUNE)."""
+    return field(default=default, metadata={"lo": lo, "hi": hi, "lo_open": lo_open, "auto": auto})
 
 
 def one_of(default: str, *choices: str) -> Any:
@@ -67,6 +75,7 @@ class MnistConfig(DatasetConfig):
 # ---------------------------------------------------------------------------------------------- model
 @dataclass
 class MlpConfig:
+    channels: ClassVar[int | None] = None  # takes any image (flattened)
     name: str = "mlp"
     hidden1: int = bounded(128, 1)
     hidden2: int = bounded(32, 1)
@@ -74,6 +83,7 @@ class MlpConfig:
 
 @dataclass
 class Cifar10CnnConfig:
+    channels: ClassVar[int | None] = 3  # conv1 is 5x5x3
     name: str = "cifar10_cnn"
     weight_decay: float = bounded(0.004, 0.0)  # L2 on the local3/local4 weights, added to the loss
 
@@ -104,8 +114,8 @@ class QueueConfig(PipelineConfig):
 @dataclass
 class TfDataConfig(PipelineConfig):
     shuffle_buffer: int = bounded(10000, 1)  # records; each epoch is still a permutation of the split
-    num_parallel_calls: int = bounded(-1, -1)  # -1 = tf.data.AUTOTUNE
-    prefetch: int = bounded(-1, -1)  # batches; -1 = tf.data.AUTOTUNE
+    num_parallel_calls: int = bounded(-1, 1, auto=-1)  # -1 = tf.data.AUTOTUNE
+    prefetch: int = bounded(-1, 1, auto=-1)  # batches; -1 = tf.data.AUTOTUNE
 
 
 # ---------------------------------------------------------------------------------------------- optimizer
@@ -149,8 +159,8 @@ class HardwareConfig:
     device_type: str = one_of("cpu", "cpu", "gpu")
     num_devices: int = bounded(1, 1, 64)  # towers: one model replica per device
     variable_device: str = one_of("cpu", "cpu", "gpu")  # where variables live
-    intra_op_threads: int = bounded(0, 0)  # 0 = TensorFlow picks
-    inter_op_threads: int = bounded(0, 0)
+    intra_op_threads: int = bounded(0, 0, 4096)  # 0 = TensorFlow picks
+    inter_op_threads: int = bounded(0, 0, 4096)
     soft_placement: bool = True
     strict: bool = False  # fail instead of warning when fewer devices exist than asked
 
@@ -170,7 +180,7 @@ class RunnerConfig:
     mode: str = one_of("train", "train", "eval", "bench", "convert")
     batch_size: int = bounded(100, 1)  # per tower
     max_steps: int = bounded(2000, 1)
-    seed: int = 0
+    seed: int = bounded(0, 0)
     run_dir: str = MISSING  # where checkpoints, events and summaries go (Hydra's run dir)
     trainer: str = "auto"  # a registered trainer, or auto: towers with several devices, else single
     log_every: int = bounded(100, 1)  # steps between progress lines and summaries
@@ -185,6 +195,7 @@ class RunnerConfig:
     sweep_objective: Optional[str] = None  # e.g. final_precision.test: a run returns that number (Optuna sweeps)
     progress: str = one_of("auto", "auto", "bar", "lines")  # auto: a progress bar on a terminal, lines otherwise
     verbose: bool = False  # show TensorFlow's C++ logs and deprecation warnings
+    force_resume: bool = False  # continue a run dir's training even if the config changed in ways that matter
     dataset: Any = MISSING
     model: Any = MISSING
     pipeline: Any = MISSING
@@ -213,14 +224,28 @@ def register_schemas() -> None:
             cs.store(group=f"schema/{group}", name=name, node=schema)
 
 
-def _subdir(mode: str) -> str:
-    """Hydra's output subdir: a training run owns ``.hydra``; eval/bench runs in that dir get their own."""
-    return ".hydra" if mode == "train" else f".hydra/{mode}"
+def _sweep_key(overrides) -> str:
+    """A sweep's dir name from its overrides: the same sweep command finds the same dir again, so a rerun
+    continues it."""
+    import hashlib
+
+    text = " ".join(sorted(str(o) for o in overrides))
+    return "sweep-" + hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
 def register_resolvers() -> None:
+    from runner.rundir import hydra_subdir
+
     if not OmegaConf.has_resolver("runner.subdir"):
-        OmegaConf.register_new_resolver("runner.subdir", _subdir)
+        OmegaConf.register_new_resolver("runner.subdir", hydra_subdir)
+    if not OmegaConf.has_resolver("runner.sweep_key"):
+        OmegaConf.register_new_resolver("runner.sweep_key", _sweep_key)
+
+
+def registered(package: str) -> list[str]:
+    """The names registered in runner.<package> (pipelines, models, trainers), read from its module files
+    without importing them: each part's module is named as its registry entry."""
+    return sorted(m.name for m in pkgutil.iter_modules([str(Path(__file__).parent / package)]) if m.name != "base")
 
 
 # ---------------------------------------------------------------------------------------------- validation
@@ -230,8 +255,12 @@ def _check_field(path: str, value: Any, meta: dict) -> None:
     if "choices" in meta and value not in meta["choices"]:
         allowed = ", ".join(meta["choices"])
         raise ConfigError(f"{path}={value!r} is not allowed; choose one of: {allowed}")
+    if isinstance(value, str) and not value.strip():
+        raise ConfigError(f"{path} is empty; give it a value")
     lo, hi, lo_open = meta.get("lo"), meta.get("hi"), meta.get("lo_open", False)
-    if lo is None and hi is None:
+    if isinstance(value, int) and not isinstance(value, bool) and lo is not None:
+        hi = INT_MAX if hi is None else hi
+    if (lo is None and hi is None) or value == meta.get("auto"):
         return
     bad = isinstance(value, float) and not math.isfinite(value)
     bad = bad or (lo is not None and (value <= lo if lo_open else value < lo))
@@ -239,19 +268,39 @@ def _check_field(path: str, value: Any, meta: dict) -> None:
     if bad:
         left = "(" if lo_open else "["
         rng = f"{left}{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
-        raise ConfigError(f"{path}={value} is out of range; allowed: {rng}")
+        auto = f" or {meta['auto']}" if meta.get("auto") is not None else ""
+        raise ConfigError(f"{path}={value} is out of range; allowed: {rng}{auto}")
 
 
-def _walk(node: DictConfig, prefix: str) -> None:
-    schema = OmegaConf.get_type(node)
-    metas = {f.name: f.metadata for f in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema) else {}
+def _walk(node: DictConfig, prefix: str, schema: Any) -> None:
+    """Checks every key of ``node`` against its dataclass ``schema``: known, set, and in range."""
+    fields = {f.name: f for f in dataclasses.fields(schema)}
     for key in node.keys():
         path = f"{prefix}{key}"
+        if key not in fields:
+            known = ", ".join(f for f in fields if f != "name")
+            raise ConfigError(f"{path} is not a known key; the keys here are: {known}")
+        if OmegaConf.is_missing(node, key):
+            raise ConfigError(f"{path} has no value; set it ({path}=...)")
         child = node._get_node(key)
         if isinstance(child, DictConfig):
-            _walk(child, path + ".")
-        elif not isinstance(child, ListConfig) and key in metas:
-            _check_field(path, node[key], metas[key])
+            sub = OmegaConf.get_type(child)
+            if dataclasses.is_dataclass(sub):
+                _walk(child, path + ".", sub)
+        elif not isinstance(child, ListConfig):
+            _check_field(path, node[key], fields[key].metadata)
+
+
+GROUPS = ("dataset", "model", "pipeline", "optimizer", "schedule", "hardware")
+
+
+def _group_schema(cfg: DictConfig, group: str) -> Any:
+    schema = OmegaConf.get_type(cfg[group])
+    if not dataclasses.is_dataclass(schema):
+        name = cfg[group].get("name", "?")
+        raise ConfigError(f"{group}={name} has no schema: conf/{group}/{name}.yaml must start from one "
+                          f"(defaults: [/schema/{group}/NAME@_here_, _self_]; schemas are in runner/config.py)")
+    return schema
 
 
 class ValidateBeforeRun(Callback):
@@ -264,15 +313,73 @@ class ValidateBeforeRun(Callback):
             del job["hydra"]
         try:
             validate(job)
+            _check_writable(job.run_dir)
         except ConfigError as err:
             print(f"error: {err}", flush=True)
             sys.exit(2)
 
 
+def _check_writable(run_dir: str) -> None:
+    """The run dir can be made (or is a writable folder)."""
+    path = Path(run_dir).expanduser().absolute()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"run_dir={run_dir} is a file, not a folder; choose another run_dir")
+    existing = next(p for p in [path, *path.parents] if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"run_dir={run_dir}: {existing} is a file, not a folder; choose another run_dir")
+    import os
+
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"run_dir={run_dir}: {existing} is not writable; choose another run_dir")
+
+
+SUMMARY_NUMBERS = ("examples_per_sec", "wall_time_sec", "steps", "steps_this_run")
+
+
 def validate(cfg: DictConfig) -> None:
-    """Check every bounded field and the cross-field rules; raises ConfigError naming the key."""
-    _walk(cfg, "")
+    """Checks every key against its schema (known, set, in range) and the rules between keys; raises ConfigError
+    naming the key and what is allowed. Imports no TensorFlow."""
+    from runner.datasets import DATASETS
+
+    for group in GROUPS:
+        _group_schema(cfg, group)
+    _walk(cfg, "", RunnerConfig)
     known = {"train", "validation", "test"}
     for split in cfg.eval_splits:
         if split not in known:
             raise ConfigError(f"eval_splits contains {split!r}; known splits: {', '.join(sorted(known))}")
+    for key, package in (("pipeline.name", "pipelines"), ("model.name", "models")):
+        if OmegaConf.select(cfg, key) not in registered(package):
+            raise ConfigError(f"{key}={OmegaConf.select(cfg, key)!r} is not known; choose one of: "
+                              f"{', '.join(registered(package))}")
+    trainers = ["auto", *registered("trainers")]
+    if cfg.trainer not in trainers:
+        raise ConfigError(f"trainer={cfg.trainer!r} is not known; choose one of: {', '.join(trainers)}")
+    if cfg.trainer == "single" and cfg.hardware.num_devices > 1:
+        raise ConfigError(f"trainer=single runs on one device but hardware={cfg.hardware.name} has "
+                          f"{cfg.hardware.num_devices}; use trainer=auto or trainer=towers, or hardware=cpu")
+    for name in cfg.bench.pipelines or []:
+        if name not in registered("pipelines"):
+            raise ConfigError(f"bench.pipelines contains {name!r}; known pipelines: "
+                              f"{', '.join(registered('pipelines'))}")
+    used = [cfg.pipeline.name] if cfg.mode != "bench" else list(cfg.bench.pipelines or registered("pipelines"))
+    dataset = DATASETS.get(cfg.dataset.name)
+    channels = _group_schema(cfg, "model").channels
+    if channels and dataset.output_shape[-1] != channels:
+        raise ConfigError(f"model={cfg.model.name} takes {channels}-channel images but dataset={cfg.dataset.name} "
+                          f"has {dataset.output_shape[-1]}-channel images of shape {list(dataset.output_shape)}; "
+                          f"choose model=mlp or a CIFAR-format dataset (dataset=shapes or cifar10)")
+    reads_files = [p for p in used if p in ("queue", "tf_data")]
+    if dataset.record_kind == "fixed_length" and cfg.dataset.validation_size and reads_files:
+        raise ConfigError(f"pipeline={reads_files[0]} reads whole {dataset.kind} record files, which hold no "
+                          f"validation split: use dataset.validation_size=0 with it, or pipeline=feed_dict or "
+                          f"preloaded")
+    if cfg.mode == "convert" and dataset.record_kind != "tfrecord":
+        raise ConfigError(f"mode=convert writes TFRecords of MNIST-format datasets; dataset={cfg.dataset.name} is "
+                          f"read from its {dataset.kind} record files as they are")
+    objective = cfg.sweep_objective
+    if objective is not None:
+        allowed = [f"final_precision.{split}" for split in cfg.eval_splits] + list(SUMMARY_NUMBERS)
+        if objective not in allowed:
+            raise ConfigError(f"sweep_objective={objective} is not a number a run reports; choose one of: "
+                              f"{', '.join(allowed)}")

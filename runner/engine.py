@@ -11,8 +11,9 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import tensorflow as tf
 
-from runner.errors import DataError, RunnerError
+from runner.errors import ConfigError, DataError, RunnerError
 from runner.pipelines.base import Batch, num_batches
+from runner.signals import StopSignals
 
 v1 = tf.compat.v1
 log = logging.getLogger("runner")
@@ -87,10 +88,13 @@ def build_evals(parts: Parts, splits: list[str], batch_size: int, getter: Callab
     return evals
 
 
-def run_eval(sess: v1.Session, op: EvalOp) -> dict:
-    """One pass over the split; prints the original's eval lines and returns the counts."""
+def run_eval(sess: v1.Session, op: EvalOp, stop: StopSignals | None = None) -> dict:
+    """One pass over the split; prints the original's eval lines and returns the counts. A stop signal ends the
+    pass between batches (raising Interrupted)."""
     correct = total = 0
     for _ in range(op.steps):
+        if stop:
+            stop.check()
         c, n = sess.run([op.correct, op.count], op.batch.feed() if op.batch.feed else None)
         correct += int(c)
         total += int(n)
@@ -114,26 +118,58 @@ def merged_feed(batches: list[Batch]) -> dict | None:
 
 
 # ---------------------------------------------------------------------------------------------- sessions
+CHECKPOINT_NAME = "model.ckpt"
+
+
 def checkpoint_dir(run_dir: str | Path) -> Path:
     return Path(run_dir) / "checkpoints"
 
 
+def make_saver(**kwargs) -> v1.train.Saver:
+    """A Saver whose state file holds paths relative to the run dir, so a moved or copied run dir is whole."""
+    return v1.train.Saver(save_relative_paths=True, **kwargs)
+
+
+def _checkpoints(run_dir: str | Path) -> list[Path]:
+    """The complete checkpoints in run_dir/checkpoints, oldest first. The state file says which are complete (it
+    is rewritten after each save); its paths are read as names in this dir, whatever dir wrote them."""
+    directory = checkpoint_dir(run_dir)
+    state = tf.train.get_checkpoint_state(str(directory))
+    names = [Path(p).name for p in state.all_model_checkpoint_paths] if state else []
+    found = [directory / n for n in names if Path(str(directory / n) + ".index").exists()]
+    if found:
+        return found
+    # No usable state file (lost, or from an older layout): the checkpoints whose index exists, by step.
+    steps = sorted(int(p.name[len(CHECKPOINT_NAME) + 1:-len(".index")]) for p in directory.glob(
+        f"{CHECKPOINT_NAME}-*.index") if p.name[len(CHECKPOINT_NAME) + 1:-len(".index")].isdigit())
+    return [directory / f"{CHECKPOINT_NAME}-{step}" for step in steps]
+
+
+def latest_checkpoint(run_dir: str | Path) -> str | None:
+    found = _checkpoints(run_dir)
+    return str(found[-1]) if found else None
+
+
 @contextlib.contextmanager
 def session(graph: tf.Graph, config: v1.ConfigProto | None, batches: list[Batch], saver: v1.train.Saver | None = None,
-            run_dir: str | Path | None = None, must_restore: bool = False) -> Iterator[tuple[v1.Session, str | None]]:
+            run_dir: str | Path | None = None, must_restore: bool = False, stop: StopSignals | None = None
+            ) -> Iterator[tuple[v1.Session, str | None]]:
     """Opens a session: restores the latest checkpoint of run_dir (or initializes), loads the pipelines, and runs
     queue runners under a Coordinator that is stopped and joined on the way out (re-raising a reader's error).
-    Without a saver nothing is restored."""
+    Without a saver nothing is restored. A stop signal stops the Coordinator at once, which closes the input
+    queues, so a step waiting for input returns."""
     with graph.as_default():  # the compat.v1 session APIs require the graph to be the default one
         global_init = v1.global_variables_initializer()
         local_init = v1.local_variables_initializer()
         sess = v1.Session(graph=graph, config=config)
         coord = v1.train.Coordinator()
+        if stop:
+            stop.on_stop(coord.request_stop)
         threads: list = []
         try:
-            ckpt = tf.train.latest_checkpoint(str(checkpoint_dir(run_dir))) if saver else None
+            ckpt = latest_checkpoint(run_dir) if saver else None
             if ckpt:
-                saver.restore(sess, ckpt)
+                _restore(saver, sess, ckpt, run_dir)
             elif must_restore:
                 raise RunnerError(f"no checkpoint in {checkpoint_dir(run_dir)}; train first "
                                   f"(python -m runner run_dir={run_dir}) or point run_dir at a trained run")
@@ -160,6 +196,18 @@ def session(graph: tf.Graph, config: v1.ConfigProto | None, batches: list[Batch]
                 _join(coord, threads)
             finally:
                 sess.close()
+
+
+def _restore(saver: v1.train.Saver, sess: v1.Session, ckpt: str, run_dir: str | Path) -> None:
+    """Restores ``ckpt``; a checkpoint that does not fit the graph is a config mismatch, said as one. The saver
+    is told of the older checkpoints, so keep_checkpoints still holds across resumes."""
+    try:
+        saver.restore(sess, ckpt)
+    except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as err:
+        raise ConfigError(f"{ckpt} does not fit the model this config builds ({op_error_text(err)}); the run "
+                          f"in {run_dir} was trained with another model, optimizer or data shape. Use its own "
+                          f"config (.hydra/config.yaml) or another run_dir.") from None
+    saver.recover_last_checkpoints([str(p) for p in _checkpoints(run_dir)])
 
 
 def op_error_text(err: tf.errors.OpError) -> str:

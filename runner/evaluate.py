@@ -1,18 +1,19 @@
 """mode=eval, as cifar10_eval: the latest checkpoint of a run, evaluated on the eval splits with that run's saved
 config (and its moving averages, when it kept them). One pass by default; with eval_once=false, each new checkpoint
-is evaluated as it appears, every eval_interval_secs, until SIGINT/SIGTERM."""
+is evaluated as it appears, every eval_interval_secs, until SIGINT/SIGTERM (exit status 128 + signal)."""
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 import time
 from pathlib import Path
 
 import tensorflow as tf
 
-from runner.engine import Parts, build_evals, checkpoint_dir, run_eval, session
-from runner.train import StopSignals
+from runner.datasets.files import write_json
+from runner.engine import Parts, build_evals, latest_checkpoint, make_saver, run_eval, session
+from runner.signals import Interrupted, StopSignals
+from runner.signals import name as signal_name
 
 v1 = tf.compat.v1
 log = logging.getLogger("runner")
@@ -25,30 +26,44 @@ def evaluate(parts: Parts, run_dir: str, batch_size: int, splits: list[str], mov
         global_step = v1.train.get_or_create_global_step()
         evals = build_evals(parts, splits, batch_size)
         if moving_average_decay:  # restore each variable from its moving average
-            saver = v1.train.Saver(v1.train.ExponentialMovingAverage(moving_average_decay).variables_to_restore())
+            saver = make_saver(var_list=v1.train.ExponentialMovingAverage(moving_average_decay).variables_to_restore())
         else:
-            saver = v1.train.Saver()
+            saver = make_saver()
     batches = [e.batch for e in evals.values()]
     last, out = None, None
     with StopSignals() as stop:
-        while stop.signum is None:
-            latest = tf.train.latest_checkpoint(str(checkpoint_dir(run_dir)))
-            if latest != last or once:
-                with session(graph, parts.session_config, batches, saver, run_dir, must_restore=True) as (sess, ckpt):
-                    step = int(sess.run(global_step))
-                    log.info("Evaluating %s (step %d%s)", ckpt, step, ", moving averages" if moving_average_decay
-                             else "")
-                    results = {split: run_eval(sess, op) for split, op in evals.items()}
-                for split, result in results.items():
-                    log.info("%s: precision @ 1 = %.3f (%s)", datetime.datetime.now(), result["precision"], split)
-                out = {"checkpoint": ckpt, "step": step, "time": time.time(), "results": results}
-                (Path(run_dir) / "eval.json").write_text(json.dumps(out, indent=2) + "\n")
-                last = ckpt
-            if once:
-                break
-            deadline = time.time() + interval_secs
-            while stop.signum is None and time.time() < deadline:
-                time.sleep(min(0.2, interval_secs))
-    if stop.signum is not None:
-        log.info("Stopped continuous evaluation of %s", run_dir)
+        try:
+            while True:
+                latest = latest_checkpoint(run_dir)
+                if latest != last or once:
+                    out = _evaluate_checkpoint(graph, parts, batches, saver, run_dir, global_step, evals, stop,
+                                               moving_average_decay)
+                    last = out["checkpoint"]
+                if once:
+                    return out
+                deadline = time.time() + interval_secs
+                while time.time() < deadline:
+                    stop.check()
+                    time.sleep(min(0.2, interval_secs))
+        except (tf.errors.OutOfRangeError, tf.errors.CancelledError):
+            if stop.signum is None:
+                raise
+        except Interrupted:
+            pass
+        stop.acknowledge()
+        evaluated = f"; the last result ({out['checkpoint']}) is in eval.json" if out else ""
+        raise Interrupted(f"{signal_name(stop.signum)}: evaluation of {run_dir} stopped{evaluated}", stop.signum)
+
+
+def _evaluate_checkpoint(graph, parts: Parts, batches, saver, run_dir: str, global_step, evals, stop: StopSignals,
+                         moving_average_decay: float | None) -> dict:
+    """One pass of every eval split over the latest checkpoint; writes eval.json."""
+    with session(graph, parts.session_config, batches, saver, run_dir, must_restore=True, stop=stop) as (sess, ckpt):
+        step = int(sess.run(global_step))
+        log.info("Evaluating %s (step %d%s)", ckpt, step, ", moving averages" if moving_average_decay else "")
+        results = {split: run_eval(sess, op, stop) for split, op in evals.items()}
+    for split, result in results.items():
+        log.info("%s: precision @ 1 = %.3f (%s)", datetime.datetime.now(), result["precision"], split)
+    out = {"checkpoint": ckpt, "step": step, "time": time.time(), "results": results}
+    write_json(Path(run_dir) / "eval.json", out)
     return out

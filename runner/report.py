@@ -9,18 +9,22 @@ import csv
 import json
 import logging
 import math
+import signal
 import sys
 from pathlib import Path
 
 import yaml
 from hydra.experimental.callback import Callback
 
+from runner import sweep
+
 log = logging.getLogger("runner")
 SPLITS = ("train", "validation", "test")
 
 
 def _job_dirs(sweep_dir: Path) -> list[Path]:
-    jobs = [p.parent.parent for p in sweep_dir.glob("**/.hydra/overrides.yaml") if p.parent.parent != sweep_dir]
+    jobs = [p.parent.parent for p in sweep_dir.glob("**/.hydra/overrides.yaml")
+            if p.parent.name == ".hydra" and p.parent.parent != sweep_dir]
     return sorted(jobs, key=lambda p: [int(s) if s.isdigit() else s for s in p.relative_to(sweep_dir).parts])
 
 
@@ -32,7 +36,8 @@ def collect(sweep_dir: str | Path) -> list[dict]:
         overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()) or []
         row = {"job": str(job.relative_to(sweep_dir)), "overrides": " ".join(overrides),
                "params": dict(o.split("=", 1) for o in overrides if "=" in o), "status": "incomplete", "error": ""}
-        summary, bench, error = job / "summary.json", job / "bench.json", job / "error.txt"
+        summary, bench, error, stopped = (job / "summary.json", job / "bench.json", job / "error.txt",
+                                          job / "interrupted.txt")
         if summary.exists():
             s = json.loads(summary.read_text())
             row.update(status="completed", steps=s["steps"], examples_per_sec=s["examples_per_sec"],
@@ -46,6 +51,8 @@ def collect(sweep_dir: str | Path) -> list[dict]:
                 row[f"{name}_ratio_to_bound"] = p["ratio_to_bound"]
         if error.exists():
             row.update(status="failed", error=error.read_text().strip().splitlines()[-1])
+        elif stopped.exists():
+            row.update(status="interrupted", error=stopped.read_text().strip().splitlines()[-1])
         rows.append(row)
     return rows
 
@@ -119,9 +126,10 @@ def write(sweep_dir: str | Path) -> list[dict]:
             path = sweep_dir / f"plot_{param.replace('/', '_')}.png"
             _plot(rows, param, metric, path)
             plots.append(path.name)
-    failed = [r for r in rows if r["status"] != "completed"]
+    counts = {status: sum(r["status"] == status for r in rows) for status in ("completed", "failed", "interrupted")}
     lines = [f"# Sweep report: {sweep_dir}", "",
-             f"{len(rows)} jobs, {len(rows) - len(failed)} completed, {len(failed)} failed or incomplete.", "",
+             f"{len(rows)} jobs, {counts['completed']} completed, {counts['failed']} failed, "
+             f"{counts['interrupted']} interrupted, {len(rows) - sum(counts.values())} incomplete.", "",
              "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(_fmt(r.get(c)).replace("|", "\\|") for c in columns) + " |" for r in rows]
     if plots:
@@ -131,7 +139,13 @@ def write(sweep_dir: str | Path) -> list[dict]:
 
 
 class SweepReport(Callback):
-    """Writes the report when a multirun ends; exits non-zero when a job failed (after all jobs ran)."""
+    """Forwards stop signals to the sweep's jobs, writes the report when the multirun ends, and exits 128 + signal
+    when a signal stopped it, or 1 when a job failed (after all jobs ran)."""
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep.clear(sweep_dir)  # a rerun continues the sweep
+        sweep.forward_signals(sweep_dir)
 
     def on_multirun_end(self, config, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -140,6 +154,12 @@ class SweepReport(Callback):
         rows = write(sweep_dir)
         failed = [r for r in rows if r["status"] == "failed"]
         log.info("Sweep report: %s", sweep_dir / "report.md")
+        signum = sweep.clear(sweep_dir)
+        if signum is not None:
+            stopped = [r["job"] for r in rows if r["status"] == "interrupted"]
+            log.error("stopped: %s; %d job(s) interrupted (%s). Rerun the same command to continue them.",
+                      signal.Signals(signum).name, len(stopped), ", ".join(stopped))
+            sys.exit(128 + signum)
         if failed:
             log.error("%d of %d jobs failed: %s", len(failed), len(rows), ", ".join(r["job"] for r in failed))
             sys.exit(1)

@@ -6,8 +6,6 @@ import contextlib
 import json
 import logging
 import math
-import signal
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,17 +13,22 @@ from pathlib import Path
 import tensorflow as tf
 
 from runner.engine import (
+    CHECKPOINT_NAME,
     Parts,
     build_evals,
     checkpoint_dir,
     count_parameters,
+    make_saver,
     merged_feed,
     moving_average_getter,
+    op_error_text,
     run_eval,
     session,
     with_input_advance,
 )
 from runner.errors import RunnerError, TrainingError
+from runner.signals import Interrupted, StopSignals
+from runner.signals import name as signal_name
 from runner.progress import Progress
 
 v1 = tf.compat.v1
@@ -45,35 +48,6 @@ class Settings:
     moving_average_decay: float | None = None  # keep averages of the trainable variables
     eval_moving_average: bool = True  # evaluate with them
     progress: str = "lines"  # auto | bar | lines
-
-
-class Interrupted(RunnerError):
-    """SIGINT/SIGTERM: a checkpoint was written; rerunning in the same run dir resumes."""
-
-    def __init__(self, message: str, signum: int):
-        super().__init__(message)
-        self.exit_code = 128 + signum
-
-
-class StopSignals:
-    """Turns SIGINT/SIGTERM into a flag the loop checks between steps (main thread only)."""
-
-    def __init__(self):
-        self.signum: int | None = None
-        self._previous: dict = {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        self.signum = signum
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 class Metrics:
@@ -107,6 +81,17 @@ def _with_averages(train_op, loss, global_step, decay: float | None):
     return tf.group(train_op, loss_averages_op, variables_averages_op, name="train"), ema
 
 
+def _save(saver: v1.train.Saver, sess: v1.Session, run_dir: Path, step: int) -> None:
+    """Writes the checkpoint of ``step``; a full disk or a read-only dir is a one-line error (the checkpoints
+    written before are kept: a checkpoint counts only once the state file names it)."""
+    try:
+        saver.save(sess, str(checkpoint_dir(run_dir) / CHECKPOINT_NAME), global_step=step)
+    except tf.errors.OpError as err:
+        raise RunnerError(f"cannot write the checkpoint of step {step} in {checkpoint_dir(run_dir)}: "
+                          f"{op_error_text(err)}; free some space or make the run dir writable (the earlier "
+                          f"checkpoints are kept)") from None
+
+
 def train(parts: Parts, s: Settings, config: dict) -> dict:
     run_dir = Path(s.run_dir)
     graph = tf.Graph()
@@ -129,72 +114,79 @@ def train(parts: Parts, s: Settings, config: dict) -> dict:
             v1.summary.image("images", batches[0].images, max_outputs=3)
         summary_op = v1.summary.merge_all()
         no_summary = tf.no_op()
-        saver = v1.train.Saver(max_to_keep=s.keep_checkpoints)
+        saver = make_saver(max_to_keep=s.keep_checkpoints)
         num_params = count_parameters()
         writer = v1.summary.FileWriter(str(run_dir), graph)
 
     all_batches = batches + [e.batch for e in evals.values()]
     metrics = Metrics(run_dir, writer)
-    ckpt_path = str(checkpoint_dir(run_dir) / "model.ckpt")
     final: dict = {}
     started = time.time()
     train_time, trained_steps = 0.0, 0
     try:
         with contextlib.ExitStack() as stack:
-            sess, ckpt = stack.enter_context(session(graph, parts.session_config, all_batches, saver, run_dir))
             stop = stack.enter_context(StopSignals())
+            sess, ckpt = stack.enter_context(session(graph, parts.session_config, all_batches, saver, run_dir,
+                                                     stop=stop))
             step = int(sess.run(global_step))
             if ckpt:
                 log.info("Resuming from %s at step %d", ckpt, step)
             progress = stack.enter_context(Progress(s.progress, step, s.max_steps))
+            saved_at = step if ckpt else None
 
             def checkpoint_and_eval() -> None:
-                saver.save(sess, ckpt_path, global_step=step)
+                nonlocal saved_at
+                _save(saver, sess, run_dir, step)
+                saved_at = step
                 for split, op in evals.items():
-                    result = run_eval(sess, op)
+                    result = run_eval(sess, op, stop)
                     final[split] = result["precision"]
                     metrics.write(step, **result)
                     metrics.scalars(step, **{f"precision/{split}": result["precision"]})
                 writer.flush()
 
             window_start, window_steps = time.time(), 0
-            saved_at = step if ckpt else None
-            while step < s.max_steps:
-                if stop.signum is not None:
-                    saver.save(sess, ckpt_path, global_step=step)
-                    name = signal.Signals(stop.signum).name
-                    raise Interrupted(f"{name} at step {step}: checkpoint saved in {checkpoint_dir(run_dir)}; "
-                                      f"rerun with run_dir={run_dir} to resume", stop.signum)
-                log_now = (step + 1) % s.log_every == 0 or step + 1 == s.max_steps
-                fetches = [train_op, loss, summary_op if log_now else no_summary]
-                t0 = time.time()
-                _, loss_value, summary = sess.run(fetches, merged_feed(batches))
-                train_time += time.time() - t0
-                step += 1
-                trained_steps += 1
-                window_steps += 1
-                progress.step()
-                if not math.isfinite(loss_value):
-                    raise TrainingError(f"loss is {loss_value} at step {step}; nothing was saved from this step "
-                                        f"on (checkpoints in {checkpoint_dir(run_dir)} are kept). Lower the "
-                                        f"learning rate (optimizer.lr) or check the input data.")
-                if log_now:
-                    elapsed = time.time() - window_start
-                    eps = window_steps * examples_per_step / elapsed
-                    progress.report(step, loss_value, elapsed / window_steps, eps)
-                    writer.add_summary(summary, step)
-                    metrics.scalars(step, examples_per_sec=eps)
-                    metrics.write(step, loss=float(loss_value), learning_rate=float(sess.run(lr)),
-                                  examples_per_sec=eps)
-                if step % s.checkpoint_every == 0 or step == s.max_steps:
-                    eval_started = time.time()
+            try:
+                while step < s.max_steps:
+                    stop.check()
+                    log_now = (step + 1) % s.log_every == 0 or step + 1 == s.max_steps
+                    fetches = [train_op, loss, summary_op if log_now else no_summary]
+                    t0 = time.time()
+                    _, loss_value, summary = sess.run(fetches, merged_feed(batches))
+                    train_time += time.time() - t0
+                    step += 1
+                    trained_steps += 1
+                    window_steps += 1
+                    progress.step()
+                    if not math.isfinite(loss_value):
+                        raise TrainingError(f"loss is {loss_value} at step {step}; nothing was saved from this step "
+                                            f"on (checkpoints in {checkpoint_dir(run_dir)} are kept). Lower the "
+                                            f"learning rate (optimizer.lr) or check the input data.")
+                    if log_now:
+                        elapsed = time.time() - window_start
+                        eps = window_steps * examples_per_step / elapsed
+                        progress.report(step, loss_value, elapsed / window_steps, eps)
+                        writer.add_summary(summary, step)
+                        metrics.scalars(step, examples_per_sec=eps)
+                        metrics.write(step, loss=float(loss_value), learning_rate=float(sess.run(lr)),
+                                      examples_per_sec=eps)
+                    if step % s.checkpoint_every == 0 or step == s.max_steps:
+                        eval_started = time.time()
+                        checkpoint_and_eval()
+                        window_start += time.time() - eval_started  # examples/sec counts training time only
+                    if log_now:
+                        window_start, window_steps = time.time(), 0
+                if saved_at != step or not final:  # resumed at or past max_steps: still report the precisions
                     checkpoint_and_eval()
-                    saved_at = step
-                    window_start += time.time() - eval_started  # examples/sec counts training time only
-                if log_now:
-                    window_start, window_steps = time.time(), 0
-            if saved_at != step or not final:  # resumed at or past max_steps: still report the precisions
-                checkpoint_and_eval()
+            except (Interrupted, tf.errors.OutOfRangeError, tf.errors.CancelledError):
+                if stop.signum is None:  # an input error, not a stop: the session reports it
+                    raise
+                stop.acknowledge()
+                if saved_at != step:
+                    _save(saver, sess, run_dir, step)
+                raise Interrupted(f"{signal_name(stop.signum)} at step {step}: checkpoint saved in "
+                                  f"{checkpoint_dir(run_dir)}; rerun with run_dir={run_dir} to resume",
+                                  stop.signum) from None
     finally:
         writer.close()
 

@@ -36,4 +36,5 @@ def test_bench_of_chosen_pipelines_from_the_command_line(tmp_path):
     written = json.loads((tmp_path / "bench.json").read_text())
     assert list(written["pipelines"]) == ["tf_data"] and written["devices"] == ["/cpu:0", "/cpu:1"]
     unknown = run_cli(*TINY_BENCH, "bench.pipelines=[fax]", f"run_dir={tmp_path}/x")
-    assert unknown.returncode == 2 and "unknown pipeline 'fax'" in unknown.stdout
+    assert unknown.returncode == 2 and "bench.pipelines contains 'fax'; known pipelines: feed_dict," in unknown.stdout
+    assert not (tmp_path / "x").exists()

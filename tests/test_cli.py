@@ -31,24 +31,52 @@ def test_cfg_job_prints_the_composed_config():
 
 
 @pytest.mark.parametrize("args,message", [
-    (["batch_size=0"], "batch_size=0 is out of range; allowed: [1, inf]"),
+    (["batch_size=0"], "batch_size=0 is out of range; allowed: [1, 2147483647]"),
     (["pipeline=queue", "pipeline.min_fraction_of_examples_in_queue=2"],
      "pipeline.min_fraction_of_examples_in_queue=2.0 is out of range; allowed: (0.0, 1.0]"),
-    (["pipeline=fax"], "Could not find 'pipeline/fax'"),
+    (["pipeline=fax"], "pipeline=fax is not an option of pipeline; choose one of: feed_dict, preloaded, queue, tf_data"),
     (["batch_size=lots"], "batch_size"),
-    (["pipeline.depth=3"], "Key 'depth' not in 'FeedDictConfig'"),
+    (["pipeline.depth=3"], "pipeline.depth is not a known key; the keys here are: prefetch"),
+    (["+foo=1"], "foo is not a known key; the keys here are: mode, batch_size"),
+    (["+model.hidden3=5"], "model.hidden3 is not a known key; the keys here are: hidden1, hidden2"),
+    (["seed=-1"], "seed=-1 is out of range; allowed: [0, 2147483647]"),
+    (["hardware.intra_op_threads=99999999999"], "hardware.intra_op_threads=99999999999 is out of range"),
+    (["batch_size=1e23"], "batch_size=1e+23: Value '1e+23' of type 'float' could not be converted to Integer"),
+    (["model=cifar10_cnn"], "model=cifar10_cnn takes 3-channel images but dataset=digits has 1-channel images"),
+    (["trainer=nope"], "trainer='nope' is not known; choose one of: auto, single, towers"),
+    (["trainer=single", "hardware=cpu2"], "trainer=single runs on one device but hardware=cpu2 has 2"),
+    (["mode=bench", "bench.pipelines=[nope]"], "bench.pipelines contains 'nope'; known pipelines: feed_dict"),
+    (["dataset=shapes", "dataset.validation_size=100", "pipeline=tf_data"],
+     "pipeline=tf_data reads whole CIFAR record files, which hold no validation split"),
+    (["pipeline=tf_data", "pipeline.num_parallel_calls=0"],
+     "pipeline.num_parallel_calls=0 is out of range; allowed: [1, 2147483647] or -1"),
+    (["sweep_objective=nope.x"], "sweep_objective=nope.x is not a number a run reports; choose one of: "
+                                 "final_precision.train"),
+    (["dataset.data_dir="], "dataset.data_dir is empty; give it a value"),
+    (["dataset=shapes", "mode=convert"], "mode=convert writes TFRecords of MNIST-format datasets"),
+    (["model=nope"], "model=nope is not an option of model; choose one of: cifar10_cnn, mlp"),
 ])
 def test_bad_config_fails_fast_naming_the_key(tmp_path, args, message):
     proc = run_cli(*args, f"run_dir={tmp_path}/run")
-    assert proc.returncode != 0
-    assert message in proc.stdout + proc.stderr
+    assert proc.returncode == 2
+    lines = (proc.stdout + proc.stderr).strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines  # one line
     assert not (tmp_path / "run").exists()  # a rejected config leaves no run dir behind
 
 
+@pytest.mark.parametrize("args,message", [
+    (["run_dir="], "run_dir is empty; give it a value"),
+])
+def test_an_empty_run_dir_is_refused(args, message):
+    proc = run_cli(*args)
+    assert proc.returncode == 2 and (proc.stdout + proc.stderr).strip() == f"error: {message}"
+
+
 def test_unknown_pipeline_name_lists_the_known_ones(tmp_path):
-    proc = run_cli(*TINY, "pipeline.name=fax", f"run_dir={tmp_path}")
+    proc = run_cli(*TINY, "pipeline.name=fax", f"run_dir={tmp_path}/run")
     assert proc.returncode == 2
-    assert "unknown pipeline 'fax'; known pipelines: feed_dict, preloaded, queue, tf_data" in proc.stdout
+    assert "pipeline.name='fax' is not known; choose one of: feed_dict, preloaded, queue, tf_data" in proc.stdout
+    assert not (tmp_path / "run").exists()
 
 
 def test_missing_mnist_without_download_says_what_to_do(tmp_path):

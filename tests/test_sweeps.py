@@ -21,7 +21,7 @@ def test_a_failed_job_is_reported_and_the_others_still_run(tmp_path):
     assert rows[1]["error"].startswith("TrainingError: loss is") and rows[1]["overrides"].endswith("optimizer.lr=1e+30")
     assert float(rows[0]["precision_test"]) > 0 and float(rows[2]["examples_per_sec"]) > 0
     report = (tmp_path / "report.md").read_text()
-    assert "3 jobs, 2 completed, 1 failed or incomplete." in report and "![plot_optimizer.lr.png]" in report
+    assert "3 jobs, 2 completed, 1 failed, 0 interrupted, 0 incomplete." in report and "![plot_optimizer.lr.png]" in report
     assert (tmp_path / "plot_optimizer.lr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # python -m runner.report rebuilds it for a past sweep
     for name in ("report.md", "report.csv", "plot_optimizer.lr.png"):

@@ -2,14 +2,13 @@
 split into train / validation (the first ``validation_size`` training examples) / test."""
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
 
 import numpy as np
 
-from runner.datasets.files import folder_lock
+from runner.datasets.files import Manifest, folder_lock
 from runner.errors import ConfigError
 
 log = logging.getLogger("runner")
@@ -38,19 +37,25 @@ class FileDataset:
         """(train, test) arrays from the files; raises DataError naming a bad file."""
         raise NotImplementedError
 
-    def stale(self) -> bool:
-        """Whether files that exist must be made again (generated data whose settings changed)."""
-        return False
+    def damaged_records(self) -> tuple[str, str] | None:
+        """(file, what is wrong) of a damaged record file the pipelines read, for datasets whose records carry
+        checksums; None when none is found."""
+        return None
+
+    def missing(self) -> list[Path]:
+        """The files to obtain before the dataset can be read."""
+        return [p for p in self.paths() if not p.exists()]
 
     def prepare(self) -> None:
-        """Makes sure the files are present and valid, and loads the splits (once)."""
+        """Makes sure the files are present and valid, and loads the splits (once). A complete dataset is read
+        without taking its folder's lock, so a read-only copy can be used."""
         if self._arrays is not None:
             return
-        with folder_lock(self.data_dir):  # parallel jobs: one fetches, the others wait and read
-            stale = self.stale()
-            missing = [p for p in self.paths() if stale or not p.exists()]
-            if missing:
-                self.fetch(missing)
+        if self.missing():
+            with folder_lock(self.data_dir):  # parallel jobs: one fetches, the others wait and read
+                missing = self.missing()
+                if missing:
+                    self.fetch(missing)
         (images, labels), test = self.read()
         v = self.validation_size
         if not 0 <= v < len(labels):
@@ -68,28 +73,32 @@ class FileDataset:
 
 
 class Generated:
-    """Mixin for datasets generated deterministically from ``self.spec`` (sizes and seed) by :meth:`generate`;
-    the files are made again when the spec changes."""
+    """Mixin for datasets generated deterministically from ``self.spec`` (sizes and seed) by :meth:`generate`.
+    A manifest, written after the files, records the spec and a stamp per file; the files are made again when it
+    is missing (a generation was killed), disagrees with the spec, or a file changed."""
 
     spec: dict
     data_dir: Path
     name: str
 
     @property
-    def _manifest(self) -> Path:
-        return self.data_dir / f"{self.name}.json"
+    def manifest(self) -> Manifest:
+        return Manifest(self.data_dir / f"{self.name}.json", self.data_dir)
 
-    def stale(self) -> bool:
-        return self._manifest.exists() and json.loads(self._manifest.read_text()) != self.spec
+    def missing(self) -> list[Path]:
+        self._problem = self.manifest.problem(self.spec, self.paths())
+        return self.paths() if self._problem else []
 
     def generate(self) -> None:
         raise NotImplementedError
 
     def fetch(self, missing: list[Path]) -> None:
         start = time.time()
+        if any(p.exists() for p in missing):
+            log.info("Rebuilding the %s dataset in %s: %s", self.name, self.data_dir, self._problem)
         log.info("Generating the %s dataset (%d train + %d test images) in %s", self.name, self.spec["num_train"],
                  self.spec["num_test"], self.data_dir)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.manifest.invalidate()
         self.generate()
-        self._manifest.write_text(json.dumps(self.spec))
+        self.manifest.write(self.spec, self.paths())
         log.info("Generated in %.1f s", time.time() - start)

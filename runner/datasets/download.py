@@ -4,11 +4,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+from runner.datasets.files import atomic_path
 from runner.errors import DataError
 
 log = logging.getLogger("runner")
@@ -25,19 +25,14 @@ def md5sum(path: str | os.PathLike) -> str:
 
 def _fetch(url: str, dest: Path, md5: str, timeout: float) -> None:
     """Streams url to a temporary file beside dest, checks its md5, then renames it into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    try:
-        digest = hashlib.md5()
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+    digest = hashlib.md5()
+    with atomic_path(dest) as tmp:
+        with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
             for chunk in iter(lambda: response.read(_CHUNK), b""):
                 digest.update(chunk)
                 out.write(chunk)
         if digest.hexdigest() != md5:
             raise DataError(f"md5 mismatch for {url}: got {digest.hexdigest()}, expected {md5}")
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def download(filename: str, dest_dir: str | os.PathLike, mirrors: list[str], md5: str, timeout: float = 60.0,

@@ -15,8 +15,6 @@ FILES = {
     "test_images": "t10k-images-idx3-ubyte.gz",
     "test_labels": "t10k-labels-idx1-ubyte.gz",
 }
-SPLITS = ("train", "validation", "test")
-
 
 class IdxDigits(FileDataset):
     """Base of ``mnist`` and ``digits``: subclasses only say how missing files are obtained (:meth:`fetch`)."""
@@ -56,6 +54,11 @@ class IdxDigits(FileDataset):
         return [str(ensure_records(self)[split])]
 
     record_kind = "tfrecord"
+
+    def damaged_records(self) -> tuple[str, str] | None:
+        from runner.datasets.records import find_corrupt, records_dir
+
+        return find_corrupt(sorted(records_dir(self).glob("*.tfrecords")))
 
     def decode(self, serialized):
         """A batch of serialized tf.train.Example protos -> (uint8 images [B, 28, 28, 1], int32 labels [B])."""

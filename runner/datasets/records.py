@@ -1,18 +1,19 @@
 """MNIST to TFRecords, as convert_to_records: one tf.train.Example per image with height, width, depth, label and
-image_raw. Records are cached beside the data and rebuilt when the source files or the validation split change."""
+image_raw. Records are cached beside the data with a manifest, and rebuilt when the source files or the
+validation split change, or when a record file is missing, truncated or changed."""
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
 
 import numpy as np
 
-from runner.datasets.files import atomic_path, folder_lock
+from runner.datasets.files import Manifest, atomic_path, folder_lock
 from runner.errors import DataError
 
 log = logging.getLogger("runner")
+SPLITS = ("train", "validation", "test")
 
 
 def _features() -> dict:
@@ -51,24 +52,47 @@ def parse_examples(serialized, image_shape: tuple[int, int, int]):
     return images, tf.cast(parsed["label"], tf.int32)
 
 
-def _stamp(dataset) -> dict:
-    files = {str(p): [p.stat().st_size, p.stat().st_mtime_ns] for p in dataset.paths()}
-    return {"source": files, "validation_size": dataset.validation_size}
+def _spec(dataset) -> dict:
+    """What the records are made from: the source files (size and mtime), the split and the counts."""
+    files = {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in dataset.paths()}
+    counts = {split: dataset.num_examples(split) for split in SPLITS}
+    return {"source": files, "validation_size": dataset.validation_size, "counts": counts}
 
 
-def ensure_records(dataset) -> dict[str, Path]:
-    """Returns {split: path} of the dataset's TFRecords, converting first when missing or stale."""
-    out = dataset.data_dir / "tfrecords" / f"validation_{dataset.validation_size}"
-    paths = {split: out / f"{split}.tfrecords" for split in ("train", "validation", "test")}
-    stamp_path = out / "source.json"
+def records_dir(dataset) -> Path:
+    return dataset.data_dir / "tfrecords" / f"validation_{dataset.validation_size}"
+
+
+def ensure_records(dataset, force: bool = False) -> dict[str, Path]:
+    """Returns {split: path} of the dataset's TFRecords, converting first when they are missing, stale or
+    damaged (checked against their manifest), or when ``force``."""
+    out = records_dir(dataset)
+    paths = {split: out / f"{split}.tfrecords" for split in SPLITS}
+    manifest = Manifest(out / "manifest.json", out)
     dataset.prepare()
-    stamp = _stamp(dataset)
+    spec = _spec(dataset)
+    if not force and manifest.problem(spec, list(paths.values())) is None:
+        return paths  # no lock needed: a complete, read-only cache is usable
     with folder_lock(out):  # parallel jobs: one converts, the others wait and read
-        if stamp_path.exists() and all(p.exists() for p in paths.values()):
-            if json.loads(stamp_path.read_text()) == stamp:
-                return paths
-        for split, path in paths.items():
-            log.info("Writing %s", path)
-            write_records(*dataset.arrays(split), path)
-        stamp_path.write_text(json.dumps(stamp))
+        problem = manifest.problem(spec, list(paths.values()))
+        if force or problem:
+            if problem and any(p.exists() for p in paths.values()):
+                log.info("Rebuilding the TFRecords in %s: %s", out, problem)
+            manifest.invalidate()
+            for split, path in paths.items():
+                log.info("Writing %s", path)
+                write_records(*dataset.arrays(split), path)
+            manifest.write(spec, list(paths.values()))
     return paths
+
+
+def find_corrupt(paths: list[str | os.PathLike]) -> tuple[str, str] | None:
+    """(path, what is wrong) of the first TFRecord file whose records fail their checksums, else None."""
+    import tensorflow as tf
+
+    for path in paths:
+        try:
+            tf.data.TFRecordDataset(str(path)).reduce(0, lambda n, _: n + 1).numpy()
+        except tf.errors.DataLossError as err:
+            return str(path), err.message.splitlines()[0]
+    return None

@@ -7,11 +7,14 @@ epoch boundaries, as shuffle_batch does). Eval batches (``training=False``) come
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
 import numpy as np
 import tensorflow as tf
+
+from runner.errors import DataError
 
 
 @dataclass
@@ -37,6 +40,20 @@ class Pipeline(Protocol):
     name: str
 
     def build(self, split: str, batch_size: int, training: bool) -> Batch: ...
+
+
+def record_files(dataset, split: str) -> list[str]:
+    """The record files of a split, for the pipelines that read files. Files that hold no records at all are an
+    error naming them: a reader cycling over empty files would wait forever for its first record."""
+    files = dataset.record_files(split)
+    for path in files:
+        if not os.path.exists(path):
+            raise DataError(f"Failed to find file: {path}")
+    if all(os.path.getsize(path) == 0 for path in files):
+        raise DataError(f"the {split} split has no records: {', '.join(files)} "
+                        f"{'is' if len(files) == 1 else 'are'} empty. Delete the file(s) so they are made again, "
+                        f"or check dataset.data_dir.")
+    return files
 
 
 def num_batches(num_examples: int, batch_size: int) -> int:

@@ -17,7 +17,7 @@ import logging
 import tensorflow as tf
 
 from runner.pipelines import PIPELINES
-from runner.pipelines.base import Batch
+from runner.pipelines.base import Batch, record_files
 
 v1 = tf.compat.v1
 log = logging.getLogger("runner")
@@ -38,7 +38,7 @@ class Queue:
 
     def _read(self, split: str, training: bool, seed: int):
         """Up to records_per_read preprocessed (float32 images, int32 labels), read by a reader op."""
-        files = self.dataset.record_files(split)
+        files = record_files(self.dataset, split)
         filename_queue = v1.train.string_input_producer(files, shuffle=training, seed=seed)
         if self.dataset.record_kind == "tfrecord":
             reader = v1.TFRecordReader()

@@ -10,13 +10,13 @@ import itertools
 import tensorflow as tf
 
 from runner.pipelines import PIPELINES
-from runner.pipelines.base import Batch
+from runner.pipelines.base import Batch, record_files
 
 AUTOTUNE = tf.data.AUTOTUNE
 
 
 def record_dataset(dataset, split: str) -> tf.data.Dataset:
-    files = dataset.record_files(split)
+    files = record_files(dataset, split)
     if dataset.record_kind == "tfrecord":
         return tf.data.TFRecordDataset(files)
     return tf.data.FixedLengthRecordDataset(files, dataset.record_bytes)

@@ -1,0 +1,142 @@
+"""A run dir across reruns: its saved config (never overwritten), what a rerun may change, its history, its lock.
+
+A run dir is self-contained: checkpoints are found by name inside it, so it resumes and evaluates after mv, cp or
+rsync. Its first training run's config stays in ``.hydra/config.yaml``; a rerun that resumes it writes its own
+config to ``.hydra/resumes/N/`` and a line to ``history.jsonl``. A rerun may change only what does not alter the
+model, its variables or the data's meaning (:data:`SAFE_ON_RESUME`); anything else is refused, naming the keys,
+unless ``force_resume=true``.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import json
+import os
+import time
+from pathlib import Path
+from typing import Iterator
+
+from omegaconf import DictConfig, OmegaConf
+
+from runner.errors import ConfigError, RunnerError
+
+SAVED_CONFIG = Path(".hydra") / "config.yaml"
+# Keys (and groups) a resumed run may change: they say how long, how often, where and how visibly to train.
+SAFE_ON_RESUME = ("mode", "run_dir", "max_steps", "log_every", "checkpoint_every", "keep_checkpoints", "eval_splits",
+                  "eval_moving_average", "eval_once", "eval_interval_secs", "hardware", "trainer", "progress",
+                  "verbose", "bench", "sweep_objective", "force_resume", "dataset.data_dir", "dataset.download",
+                  "dataset.url", "dataset.mirrors")
+# What mode=eval may take from the command line instead of the run's saved config.
+EVAL_CHOICES = ("hardware", "pipeline", "batch_size", "eval_splits", "eval_moving_average", "eval_once",
+                "eval_interval_secs", "progress", "verbose", "dataset.data_dir", "dataset.download")
+
+
+def has_checkpoints(run_dir: str | Path) -> bool:
+    return any((Path(run_dir) / "checkpoints").glob("*.index"))
+
+
+@functools.lru_cache(maxsize=None)  # resolved again later in the same run: the same answer
+def hydra_subdir(mode: str, output_dir: str) -> str:
+    """Where Hydra writes this job's config: ``.hydra`` for a new training run; a numbered folder under
+    ``.hydra/resumes/`` when the run dir already holds a trained run, whose config must stay as it is;
+    ``.hydra/<mode>`` for eval, bench and convert."""
+    if mode != "train":
+        return f".hydra/{mode}"
+    if not (Path(output_dir) / SAVED_CONFIG).exists() or not has_checkpoints(output_dir):
+        return ".hydra"
+    resumes = Path(output_dir) / ".hydra" / "resumes"
+    taken = [int(p.name) for p in resumes.glob("*") if p.name.isdigit()] if resumes.is_dir() else []
+    return f".hydra/resumes/{max(taken, default=0) + 1}"
+
+
+def _flat(node, prefix: str = "") -> dict:
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            out.update(_flat(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: node}
+
+
+def _container(cfg: DictConfig) -> dict:
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # noqa: BLE001  an interpolation of another machine (an env var, a resolver) stays as written
+        return OmegaConf.to_container(cfg, resolve=False)
+
+
+def saved_config(run_dir: str | Path) -> DictConfig:
+    path = Path(run_dir) / SAVED_CONFIG
+    if not path.exists():
+        raise ConfigError(f"{path} not found: run_dir={run_dir} is not a training run dir of runner")
+    return OmegaConf.load(path)
+
+
+def changes(saved: DictConfig, new: DictConfig) -> dict[str, list]:
+    """{key: [saved value, new value]} for every leaf that differs."""
+    old, cur = _flat(_container(saved)), _flat(_container(new))
+    return {k: [old.get(k), cur.get(k)] for k in sorted(set(old) | set(cur)) if old.get(k) != cur.get(k)}
+
+
+def _within(key: str, prefixes: tuple[str, ...]) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
+def check_resume(run_dir: str | Path, cfg: DictConfig) -> dict[str, list]:
+    """For a rerun in a trained run dir: the changes from its saved config. Raises ConfigError, naming the keys,
+    when a change would alter the model, its variables or the data, unless ``force_resume``."""
+    if not has_checkpoints(run_dir) or not (Path(run_dir) / SAVED_CONFIG).exists():
+        return {}
+    changed = changes(saved_config(run_dir), cfg)
+    unsafe = {k: v for k, v in changed.items() if not _within(k, SAFE_ON_RESUME)}
+    if unsafe and not cfg.force_resume:
+        listed = ", ".join(f"{k} {v[0]!r} -> {v[1]!r}" for k, v in list(unsafe.items())[:6])
+        more = f" and {len(unsafe) - 6} more" if len(unsafe) > 6 else ""
+        raise ConfigError(f"run_dir={run_dir} holds a run trained with another config ({listed}{more}); resuming "
+                          f"would mix two runs. Use a new run_dir, or force_resume=true to continue it anyway.")
+    return changed
+
+
+def eval_config(run_dir: str | Path, cfg: DictConfig, given: list[str]) -> DictConfig:
+    """mode=eval: the run's saved config, with what the command line chose among :data:`EVAL_CHOICES`. Other
+    keys given on the command line that differ from the run's are refused, naming them."""
+    saved = saved_config(run_dir)
+    for key in EVAL_CHOICES:
+        if any(_within(g, (key,)) for g in given):
+            OmegaConf.update(saved, key, OmegaConf.select(cfg, key), merge=False, force_add=True)
+    refused = {k: v for k, v in changes(saved, cfg).items()
+               if any(_within(k, (g,)) or _within(g, (k,)) for g in given) and not _within(k, ("mode", "run_dir"))}
+    if refused:
+        listed = ", ".join(f"{k}={v[1]!r} (the run has {v[0]!r})" for k, v in refused.items())
+        raise ConfigError(f"mode=eval evaluates the run with its own config; it can't take {listed}. It may "
+                          f"change: {', '.join(EVAL_CHOICES)}")
+    return saved
+
+
+def record(run_dir: str | Path, **entry) -> None:
+    """Appends a line to the run's history.jsonl."""
+    with open(Path(run_dir) / "history.jsonl", "a") as f:
+        f.write(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **entry}) + "\n")
+
+
+@contextlib.contextmanager
+def lock(run_dir: str | Path) -> Iterator[None]:
+    """Holds the run dir for one training run at a time; a second run in it fails at once, naming the first."""
+    path = Path(run_dir) / ".lock"
+    handle = open(path, "a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise RunnerError(f"run_dir={run_dir} is in use by another run (pid {holder}); wait for it to end or "
+                              f"choose another run_dir") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
+    finally:
+        handle.close()

@@ -1,0 +1,90 @@
+"""Sweeps that a signal stops as a whole and a rerun continues.
+
+A signal to the sweep's process (or to a job) stops every running job at its next safe point: each writes a
+checkpoint and is marked interrupted; jobs not yet started are not started. The sweep dir then holds an
+``.interrupted`` marker until the report is written and the sweep exits with 128 + signal. The sweep dir is named
+by the sweep's overrides, so the same command finds it again: finished jobs are skipped, interrupted ones resume
+from their checkpoints.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Iterator
+
+from runner.signals import SIGNALS, Interrupted, name
+
+MARKER = ".interrupted"
+RUNNING = ".running"  # one file per process running a job, named by its pid
+
+
+def interrupted(sweep_dir: Path) -> int | None:
+    """The signal number that stopped the sweep, if one did."""
+    try:
+        return int((sweep_dir / MARKER).read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def mark(sweep_dir: Path, signum: int) -> None:
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    if interrupted(sweep_dir) is None:
+        (sweep_dir / MARKER).write_text(f"{signum}\n")
+
+
+def clear(sweep_dir: Path) -> int | None:
+    signum = interrupted(sweep_dir)
+    with contextlib.suppress(FileNotFoundError):
+        (sweep_dir / MARKER).unlink()
+    return signum
+
+
+_in_job = threading.Event()  # this process is running a job (the serial launcher runs them in the sweep's process)
+
+
+@contextlib.contextmanager
+def job(sweep_dir: Path) -> Iterator[None]:
+    """Runs one job: its pid is listed for the sweep's signal forwarding, and a signal outside its training loop
+    raises Interrupted. The process's signal handlers are restored afterwards (a pool worker lives on)."""
+    running = sweep_dir / RUNNING
+    running.mkdir(parents=True, exist_ok=True)
+    pid_file = running / str(os.getpid())
+    pid_file.write_text("")
+    main = threading.current_thread() is threading.main_thread()
+    previous = {sig: signal.getsignal(sig) for sig in SIGNALS} if main else {}
+    if main:
+        for sig in SIGNALS:
+            signal.signal(sig, _raise_in_job)
+    _in_job.set()
+    try:
+        yield
+    finally:
+        _in_job.clear()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        with contextlib.suppress(FileNotFoundError):
+            pid_file.unlink()
+
+
+def _raise_in_job(signum, frame):
+    raise Interrupted(f"{name(signum)} before the job's training started; nothing was lost", signum)
+
+
+def forward_signals(sweep_dir: Path) -> None:
+    """In the sweep's process: a signal marks the sweep interrupted and reaches every process running a job (pool
+    workers that run none are left alone). A job running in this process itself is interrupted too."""
+
+    def handle(signum, frame):
+        mark(sweep_dir, signum)
+        for pid_file in (sweep_dir / RUNNING).glob("*"):
+            if pid_file.name.isdigit() and int(pid_file.name) != os.getpid():
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(int(pid_file.name), signum)
+        if _in_job.is_set():
+            _raise_in_job(signum, frame)
+
+    for sig in SIGNALS:
+        signal.signal(sig, handle)
