@@ -4,6 +4,7 @@ TensorFlow is imported only once a run starts, so ``--help`` and ``--cfg job`` a
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -62,6 +63,8 @@ def _remove_if_new(run_dir: Path, subdir: str) -> None:
 
     if subdir.startswith(".hydra/resumes/"):
         shutil.rmtree(run_dir / subdir, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            (run_dir / subdir).parent.rmdir()  # when it was the first
     elif run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {".hydra", "runner.log", ".lock"}:
         shutil.rmtree(run_dir, ignore_errors=True)
 

@@ -19,7 +19,7 @@ from typing import Iterator
 
 from omegaconf import DictConfig, OmegaConf
 
-from runner.errors import ConfigError, RunnerError
+from runner.errors import ConfigError
 
 SAVED_CONFIG = Path(".hydra") / "config.yaml"
 # Keys (and groups) a resumed run may change: they say how long, how often, where and how visibly to train.
@@ -123,15 +123,15 @@ def record(run_dir: str | Path, **entry) -> None:
 @contextlib.contextmanager
 def lock(run_dir: str | Path) -> Iterator[None]:
     """Holds the run dir for one training run at a time; a second run in it fails at once, naming the first."""
-    path = Path(run_dir) / ".lock"
-    handle = open(path, "a+")
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    handle = open(Path(run_dir) / ".lock", "a+")
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "unknown"
-            raise RunnerError(f"run_dir={run_dir} is in use by another run (pid {holder}); wait for it to end or "
+            raise ConfigError(f"run_dir={run_dir} is in use by another run (pid {holder}); wait for it to end or "
                               f"choose another run_dir") from None
         handle.seek(0)
         handle.truncate()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +94,7 @@ def find_corrupt(paths: list[str | os.PathLike]) -> tuple[str, str] | None:
     for path in paths:
         try:
             tf.data.TFRecordDataset(str(path)).reduce(0, lambda n, _: n + 1).numpy()
-        except tf.errors.DataLossError as err:
-            return str(path), err.message.splitlines()[0]
+        except tf.errors.DataLossError as err:  # "{{function_node ...}} corrupted record at N [Op:...]"
+            message = re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:.*$", "", err.message.splitlines()[0])
+            return str(path), message
     return None

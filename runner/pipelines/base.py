@@ -49,10 +49,11 @@ def record_files(dataset, split: str) -> list[str]:
     for path in files:
         if not os.path.exists(path):
             raise DataError(f"Failed to find file: {path}")
-    if all(os.path.getsize(path) == 0 for path in files):
+    one_record = dataset.record_bytes if dataset.record_kind == "fixed_length" else 1
+    if all(os.path.getsize(path) < one_record for path in files):
         raise DataError(f"the {split} split has no records: {', '.join(files)} "
-                        f"{'is' if len(files) == 1 else 'are'} empty. Delete the file(s) so they are made again, "
-                        f"or check dataset.data_dir.")
+                        f"{'holds' if len(files) == 1 else 'hold'} none. Delete the file(s) so they are made "
+                        f"again, or check dataset.data_dir.")
     return files
 
 

@@ -1,0 +1,361 @@
+"""Failures and recovery: moved run dirs, empty and damaged caches, changed configs on resume, disk errors, locks.
+
+Each test names the point of the reliability contract it pins (README, "Failures and recovery")."""
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from runner import rundir
+from runner.build import build_dataset, run
+from runner.datasets import files as cache_files
+from runner.datasets.records import ensure_records
+from runner.engine import EvalOp, latest_checkpoint, run_eval
+from runner.errors import ConfigError, DataError
+from runner.pipelines.base import Batch, record_files
+from runner.signals import Interrupted, StopSignals
+from tests.conftest import ROOT, TINY, compose, run_cli
+
+QUICK = [*TINY, "max_steps=40", "log_every=20", "checkpoint_every=20", "eval_splits=[test]"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data_root) -> Path:
+    """A finished 40-step run, trained from the command line (so its saved config is Hydra's)."""
+    run_dir = tmp_path_factory.mktemp("trained") / "run"
+    proc = run_cli(*QUICK, f"run_dir={run_dir}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return run_dir
+
+
+def _copy(run_dir: Path, dest: Path) -> Path:
+    shutil.copytree(run_dir, dest, symlinks=True)
+    (dest / ".lock").unlink(missing_ok=True)
+    return dest
+
+
+# ---------------------------------------------------------------------------------------------- 1. moved run dirs
+def test_checkpoint_state_holds_relative_paths(trained):
+    state = (trained / "checkpoints" / "checkpoint").read_text()
+    assert 'model_checkpoint_path: "model.ckpt-40"' in state and str(trained) not in state
+
+
+def test_a_moved_run_dir_evaluates_and_resumes_from_its_own_checkpoints(trained, tmp_path):
+    moved = _copy(trained, tmp_path / "elsewhere" / "run")
+    evaluated = run_cli("mode=eval", f"run_dir={moved}")
+    assert evaluated.returncode == 0, evaluated.stdout
+    assert f"Evaluating {moved}/checkpoints/model.ckpt-40 (step 40)" in evaluated.stdout
+    resumed = run_cli(*QUICK, "max_steps=60", f"run_dir={moved}")
+    assert resumed.returncode == 0, resumed.stdout
+    assert f"Resuming from {moved}/checkpoints/model.ckpt-40 at step 40" in resumed.stdout
+    assert json.loads((moved / "summary.json").read_text())["steps_this_run"] == 20
+    assert not (trained / "checkpoints" / "model.ckpt-60.index").exists()  # the original is untouched
+
+
+def test_a_state_file_with_absolute_paths_of_another_place_is_read_by_name(trained, tmp_path):
+    copy = _copy(trained, tmp_path / "copy")
+    (copy / "checkpoints" / "checkpoint").write_text(
+        'model_checkpoint_path: "/gone/run/checkpoints/model.ckpt-40"\n'
+        'all_model_checkpoint_paths: "/gone/run/checkpoints/model.ckpt-20"\n'
+        'all_model_checkpoint_paths: "/gone/run/checkpoints/model.ckpt-40"\n')
+    assert latest_checkpoint(copy) == str(copy / "checkpoints" / "model.ckpt-40")
+    (copy / "checkpoints" / "checkpoint").unlink()  # no state file at all: the newest complete one
+    assert latest_checkpoint(copy) == str(copy / "checkpoints" / "model.ckpt-40")
+
+
+# ---------------------------------------------------------------------------------------------- 2. empty files
+class _Files:
+    """A dataset stand-in whose split is given record files."""
+
+    record_kind, record_bytes = "fixed_length", 3073
+
+    def __init__(self, paths):
+        self.paths = [str(p) for p in paths]
+
+    def record_files(self, split):
+        return self.paths
+
+
+def test_a_split_whose_files_hold_no_records_is_an_error_naming_them(tmp_path):
+    (tmp_path / "a.bin").write_bytes(b"")
+    (tmp_path / "b.bin").write_bytes(b"\0" * 100)  # less than one 3,073-byte record
+    with pytest.raises(DataError, match=r"the train split has no records: .*a\.bin, .*b\.bin hold none"):
+        record_files(_Files([tmp_path / "a.bin", tmp_path / "b.bin"]), "train")
+    (tmp_path / "c.bin").write_bytes(b"\0" * 3073)
+    assert record_files(_Files([tmp_path / "a.bin", tmp_path / "c.bin"]), "train")[1].endswith("c.bin")
+
+
+def test_an_emptied_tfrecord_cache_file_is_rebuilt_before_use(tmp_path, tiny_digits):
+    for pipeline in ("queue", "tf_data"):
+        paths = ensure_records(tiny_digits)
+        paths["train"].write_bytes(b"")
+        summary = run(compose(*QUICK, f"pipeline={pipeline}", "max_steps=20"), str(tmp_path / pipeline))
+        assert summary["steps"] == 20
+        assert sum(1 for _ in tf.data.TFRecordDataset(str(paths["train"]))) == 1000
+
+
+BLOCKED = textwrap.dedent("""
+    import sys, tensorflow as tf
+    from runner.engine import session
+    from runner.signals import StopSignals
+    v1 = tf.compat.v1
+    graph = tf.Graph()
+    with graph.as_default():  # a reader over a file with no whole record: the batch never comes
+        files = v1.train.string_input_producer([sys.argv[1]])
+        _, record = v1.FixedLengthRecordReader(record_bytes=3073).read(files)
+        batch = v1.train.batch([record], batch_size=4)
+    with StopSignals() as stop:
+        try:
+            with session(graph, None, [], stop=stop) as (sess, _):
+                print("running", flush=True)
+                sess.run(batch)
+        except tf.errors.OutOfRangeError:
+            print(f"released by signal {stop.signum}", flush=True)
+""")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_releases_a_step_blocked_on_input(tmp_path, sig):
+    (tmp_path / "short.bin").write_bytes(b"\0" * 100)
+    proc = subprocess.Popen([sys.executable, "-c", BLOCKED, str(tmp_path / "short.bin")], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "running"
+        time.sleep(1.0)
+        proc.send_signal(sig)
+        assert proc.wait(timeout=20) == 0
+        assert f"released by signal {int(sig)}" in proc.stdout.read()
+    finally:
+        proc.kill()
+
+
+# ---------------------------------------------------------------------------------------------- 3. stale caches
+def test_a_killed_regeneration_is_never_used_as_it_is(tmp_path, data_root):
+    cfg = compose(*TINY, f"dataset.data_dir={tmp_path}")
+    dataset = build_dataset(cfg)
+    dataset.prepare()
+    manifest = dataset.manifest.path
+    assert json.loads(manifest.read_text())["spec"] == dataset.spec
+    # What a kill -9 in the middle of a regeneration with num_train=2000 leaves: its first file is rewritten
+    # (atomically), the others are the old ones, and the manifest was removed before the rewrite began.
+    other = build_dataset(compose(*TINY, "dataset.num_train=2000", f"dataset.data_dir={tmp_path}"))
+    manifest.unlink()
+    images = np.zeros((2000, 28, 28), np.uint8)
+    from runner.datasets.idx import write_idx
+
+    write_idx(other.files()["train_images"], images)
+    again = build_dataset(cfg)
+    again.prepare()  # regenerates: the files match the config again
+    assert again.num_examples("train") == 1000 and again.num_examples("validation") == 200
+    np.testing.assert_array_equal(again.arrays("train")[0], dataset.arrays("train")[0])
+
+
+def test_a_changed_or_truncated_cache_file_is_made_again(tmp_path, data_root):
+    cfg = compose(*TINY, f"dataset.data_dir={tmp_path}")
+    build_dataset(cfg).prepare()
+    labels = build_dataset(cfg).files()["test_labels"]
+    labels.write_bytes(labels.read_bytes()[:-10])  # truncated; the manifest still says the old size
+    dataset = build_dataset(cfg)
+    assert dataset.missing()  # seen as incomplete
+    dataset.prepare()
+    assert dataset.num_examples("test") == 300
+
+
+def test_cache_files_are_shareable(tmp_path, data_root):
+    dataset = build_dataset(compose(*TINY, f"dataset.data_dir={tmp_path}"))
+    dataset.prepare()
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [*dataset.paths(), dataset.manifest.path, *ensure_records(dataset).values()]:
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
+
+
+def test_a_complete_cache_is_read_without_its_lock(tmp_path, data_root, monkeypatch):
+    """A read-only copy of a complete cache is usable: nothing needs the lock file, which can't be created."""
+    dataset = build_dataset(compose(*TINY, f"dataset.data_dir={tmp_path}"))
+    dataset.prepare()
+    ensure_records(dataset)
+
+    def refuse(folder):
+        raise AssertionError(f"took the lock of {folder}")
+
+    for module in ("runner.datasets.base", "runner.datasets.records"):
+        monkeypatch.setattr(f"{module}.folder_lock", refuse)
+    again = build_dataset(compose(*TINY, f"dataset.data_dir={tmp_path}"))
+    assert again.num_examples("train") == 1000
+    assert ensure_records(again)["train"].exists()
+
+
+def test_a_cache_folder_that_cannot_be_written_is_named(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(DataError, match=r"file/sub: cannot write the data cache there .*dataset.data_dir"):
+        with cache_files.folder_lock(tmp_path / "file" / "sub"):
+            pass
+
+
+# ---------------------------------------------------------------------------------------------- 4. damaged records
+def test_a_damaged_record_names_the_file_and_convert_repairs_it(tmp_path, tiny_digits):
+    paths = ensure_records(tiny_digits)
+    train = paths["train"]
+    stat = train.stat()
+    raw = bytearray(train.read_bytes())
+    raw[len(raw) // 2:len(raw) // 2 + 16] = bytes(255 - b for b in raw[len(raw) // 2:len(raw) // 2 + 16])
+    train.write_bytes(bytes(raw))
+    os.utime(train, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same size, same mtime: only the CRCs can tell
+    leftover = train.parent / ".train.tfrecords.abc123.part"
+    leftover.write_bytes(b"half")
+    args = [*TINY, "pipeline=tf_data", "max_steps=30", "eval_splits=[test]"]
+    proc = run_cli(*args, f"run_dir={tmp_path}/run")
+    assert proc.returncode == 2, proc.stdout
+    error = [line for line in proc.stdout.splitlines() if line.startswith("error: ")]
+    assert len(error) == 1 and f"{train}: corrupted record at" in error[0], proc.stdout
+    assert "Rebuild the records with: python -m runner mode=convert dataset.num_train=1200" in error[0]
+    convert = run_cli(*TINY, "mode=convert", f"run_dir={tmp_path}/convert")
+    assert convert.returncode == 0, convert.stdout
+    assert f"Writing {train}" in convert.stdout and not leftover.exists()
+    assert run_cli(*args, f"run_dir={tmp_path}/run").returncode == 0
+
+
+# ---------------------------------------------------------------------------------------------- 5. changed configs
+@pytest.mark.parametrize("args,named", [
+    (["batch_size=50"], "batch_size 100 -> 50"),
+    (["optimizer.lr=0.5"], "optimizer.lr 0.01 -> 0.5"),
+    (["pipeline=preloaded"], "pipeline.name 'feed_dict' -> 'preloaded'"),
+    (["model.hidden1=256"], "model.hidden1 128 -> 256"),
+])
+def test_resuming_with_a_changed_model_or_data_is_refused_naming_the_keys(trained, tmp_path, args, named):
+    copy = _copy(trained, tmp_path / "run")
+    saved = (copy / ".hydra" / "config.yaml").read_text()
+    proc = run_cli(*QUICK, "max_steps=60", *args, f"run_dir={copy}")
+    assert proc.returncode == 2
+    assert f"holds a run trained with another config ({named}" in proc.stdout and "force_resume=true" in proc.stdout
+    assert (copy / ".hydra" / "config.yaml").read_text() == saved  # never overwritten
+    assert not (copy / ".hydra" / "resumes").exists() and not (copy / "checkpoints" / "model.ckpt-60.index").exists()
+
+
+def test_safe_changes_resume_and_are_recorded(trained, tmp_path):
+    copy = _copy(trained, tmp_path / "run")
+    saved = (copy / ".hydra" / "config.yaml").read_text()
+    proc = run_cli(*QUICK, "max_steps=60", "log_every=10", "hardware=cpu2", f"run_dir={copy}")
+    assert proc.returncode == 0, proc.stdout
+    assert (copy / ".hydra" / "config.yaml").read_text() == saved
+    assert "max_steps: 60" in (copy / ".hydra" / "resumes" / "1" / "config.yaml").read_text()
+    last = json.loads((copy / "history.jsonl").read_text().splitlines()[-1])
+    assert last["event"] == "resume" and last["changed"]["max_steps"] == [40, 60]
+    assert last["changed"]["hardware.num_devices"] == [1, 2] and last["forced"] is False
+
+
+def test_force_resume_continues_and_a_checkpoint_that_does_not_fit_is_a_config_error(trained, tmp_path):
+    copy = _copy(trained, tmp_path / "run")
+    forced = run_cli(*QUICK, "max_steps=60", "optimizer.lr=0.02", "force_resume=true", f"run_dir={copy}")
+    assert forced.returncode == 0, forced.stdout
+    assert json.loads((copy / "history.jsonl").read_text().splitlines()[-1])["forced"] is True
+    adam = run_cli(*QUICK, "max_steps=80", "optimizer=adam", "force_resume=true", f"run_dir={copy}")
+    assert adam.returncode == 2
+    assert "model.ckpt-60 does not fit the model this config builds" in adam.stdout
+    assert "input data" not in adam.stdout
+
+
+def test_eval_takes_its_choices_and_refuses_model_changes(trained):
+    refused = run_cli("mode=eval", "model.hidden1=256", f"run_dir={trained}")
+    assert refused.returncode == 2
+    assert "mode=eval evaluates the run with its own config; it can't take model.hidden1=256" in refused.stdout
+    chosen = run_cli("mode=eval", "pipeline=tf_data", "batch_size=64", "eval_splits=[validation]",
+                     f"run_dir={trained}")
+    assert chosen.returncode == 0, chosen.stdout
+    assert "pipeline=tf_data" in chosen.stdout and "batch_size=64" in chosen.stdout
+    assert "Validation Data Eval:" in chosen.stdout and "Test Data Eval:" not in chosen.stdout
+
+
+# ---------------------------------------------------------------------------------------------- 8. disk errors
+def test_a_run_dir_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "taken").write_text("")
+    for run_dir in (tmp_path / "taken", tmp_path / "taken" / "run"):
+        proc = run_cli(*QUICK, f"run_dir={run_dir}")
+        assert proc.returncode == 2 and proc.stdout.strip().splitlines() == [
+            f"error: run_dir={run_dir}{' is' if run_dir.name == 'taken' else ': ' + str(tmp_path / 'taken') + ' is'}"
+            f" a file, not a folder; choose another run_dir"]
+
+
+def test_a_full_disk_during_a_checkpoint_is_one_line_and_keeps_the_earlier_checkpoints(tmp_path, tiny_digits):
+    run_dir = tmp_path / "run"
+    assert run_cli(*QUICK, "max_steps=20", f"run_dir={run_dir}").returncode == 0
+
+    def limit():  # files may not grow past 300 KB: the 420 KB checkpoint of step 40 can't be written
+        resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))
+
+    proc = subprocess.run([sys.executable, "-m", "runner", *QUICK, f"run_dir={run_dir}"], cwd=ROOT, text=True,
+                          capture_output=True, timeout=120, preexec_fn=limit)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    error = [line for line in proc.stdout.splitlines() if line.startswith("error: ")]
+    assert error and f"cannot write the checkpoint of step 40 in {run_dir}/checkpoints" in error[0]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert latest_checkpoint(run_dir) == str(run_dir / "checkpoints" / "model.ckpt-20")
+    resumed = run_cli(*QUICK, f"run_dir={run_dir}")  # with room again, the run goes on from step 20
+    assert resumed.returncode == 0 and "at step 20" in resumed.stdout
+
+
+# ---------------------------------------------------------------------------------------------- 9. smaller things
+def test_a_second_run_in_the_same_run_dir_fails_naming_the_first(trained, tmp_path):
+    copy = _copy(trained, tmp_path / "run")
+    with rundir.lock(copy):
+        proc = run_cli(*QUICK, "max_steps=60", f"run_dir={copy}")
+    assert proc.returncode == 2
+    assert f"run_dir={copy} is in use by another run (pid {os.getpid()})" in proc.stdout
+    assert not (copy / ".hydra" / "resumes").exists()
+
+
+def test_a_stop_signal_ends_an_eval_pass_between_batches():
+    images = tf.zeros([4, 2])
+    op = EvalOp("test", Batch(images, tf.zeros([4], tf.int32), 400), tf.constant(4, tf.int64),
+                tf.constant(4, tf.int64), steps=100)
+    stop = StopSignals()
+    stop.signum = signal.SIGTERM
+
+    class NoSession:
+        def run(self, *args, **kwargs):
+            raise AssertionError("a batch was evaluated after the stop")
+
+    with pytest.raises(Interrupted):
+        run_eval(NoSession(), op, stop)
+
+
+def test_a_signal_during_data_generation_stops_at_once_and_leaves_no_partial_cache(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "runner", f"dataset.data_dir={tmp_path}/data",
+                             f"run_dir={tmp_path}/run"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in proc.stdout:
+            if line.startswith("Generating the digits dataset"):
+                break
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 128 + signal.SIGTERM
+        out = proc.stdout.read()
+    finally:
+        proc.kill()
+    assert "stopped: SIGTERM before training started; nothing was lost" in out and "Traceback" not in out
+    assert not (tmp_path / "data" / "digits.json").exists()  # no manifest: the next run generates again
+    assert not list((tmp_path / "data").glob(".*.part"))
+
+
+def test_every_config_error_is_a_config_error_not_a_traceback():
+    with pytest.raises(ConfigError, match="has no schema"):
+        from omegaconf import OmegaConf, open_dict
+
+        from runner.config import validate
+
+        cfg = compose()
+        with open_dict(cfg):
+            cfg.pipeline = OmegaConf.create({"name": "feed_dict", "prefetch": True})  # an option YAML without schema
+        validate(cfg)
