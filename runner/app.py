@@ -117,8 +117,7 @@ def _finished(cfg: DictConfig, job_dir: Path) -> dict | float | None:
     summary = json.loads(summary_path.read_text())
     if cfg.mode == "train" and summary.get("steps", 0) < cfg.max_steps:
         return None
-    saved = job_dir / rundir.SAVED_CONFIG
-    if not saved.exists() or rundir.changes(rundir.saved_config(job_dir), cfg).keys() - {"run_dir"}:
+    if not (job_dir / rundir.SAVED_CONFIG).exists() or rundir.unsafe_changes(job_dir, cfg):
         return None
     if cfg.get("sweep_objective"):
         from runner.build import _objective

@@ -83,6 +83,11 @@ def _within(key: str, prefixes: tuple[str, ...]) -> bool:
     return any(key == p or key.startswith(p + ".") for p in prefixes)
 
 
+def unsafe_changes(run_dir: str | Path, cfg: DictConfig) -> dict[str, list]:
+    """The changes from the run's saved config that alter the model, its variables or the data."""
+    return {k: v for k, v in changes(saved_config(run_dir), cfg).items() if not _within(k, SAFE_ON_RESUME)}
+
+
 def check_resume(run_dir: str | Path, cfg: DictConfig) -> dict[str, list]:
     """For a rerun in a trained run dir: the changes from its saved config. Raises ConfigError, naming the keys,
     when a change would alter the model, its variables or the data, unless ``force_resume``."""

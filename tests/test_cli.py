@@ -118,6 +118,7 @@ def test_convert_writes_tfrecords(tmp_path):
         ["test.tfrecords", "train.tfrecords", "validation.tfrecords"]
 
 
+@pytest.mark.slow
 def test_multirun_over_pipelines_and_batch_sizes(tmp_path):
     proc = run_cli("-m", *TINY, "pipeline=feed_dict,queue,tf_data,preloaded", "batch_size=50,100",
                    "max_steps=20", "log_every=10", "checkpoint_every=20", "eval_splits=[test]",

@@ -2,11 +2,14 @@
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from runner.engine import latest_checkpoint
 from tests.conftest import ROOT, TINY, run_cli
 
 QUICK = [*TINY, "max_steps=20", "log_every=10", "checkpoint_every=20", "eval_splits=[test]"]
@@ -32,6 +35,7 @@ def test_a_failed_job_is_reported_and_the_others_still_run(tmp_path):
     assert (tmp_path / "plot_optimizer.lr.png").exists()
 
 
+@pytest.mark.slow
 def test_joblib_sweep_runs_jobs_in_parallel_with_divided_threads(tmp_path):
     proc = run_cli("-m", "hydra/launcher=parallel", *QUICK, "pipeline=feed_dict,tf_data", "hardware=cpu,cpu2",
                    f"hydra.sweep.dir={tmp_path}", timeout=300)
@@ -45,6 +49,7 @@ def test_joblib_sweep_runs_jobs_in_parallel_with_divided_threads(tmp_path):
     assert all(c["config"]["hardware"]["intra_op_threads"] == 0 for c in configs)  # the config is untouched
 
 
+@pytest.mark.slow
 def test_optuna_sweep_returns_the_objective(tmp_path):
     proc = run_cli("-m", "experiment=optuna_lr", *QUICK, "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={tmp_path}",
                    timeout=300)
@@ -78,3 +83,65 @@ def test_submitit_local_sweep(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = list(csv.DictReader((tmp_path / "report.csv").open()))
     assert len(rows) == 2 and {r["status"] for r in rows} == {"completed"}
+
+
+def _interrupt_sweep(args: list[str], sig: signal.Signals, wait_for: str = "Step 20: ") -> subprocess.CompletedProcess:
+    """Starts a sweep, sends ``sig`` once a job trains, and returns the finished process's output."""
+    proc = subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        out = []
+        for line in proc.stdout:
+            out.append(line)
+            if line.startswith(wait_for):
+                break
+        proc.send_signal(sig)
+        out.append(proc.stdout.read())
+        return subprocess.CompletedProcess(proc.args, proc.wait(timeout=120), "".join(out), "")
+    finally:
+        proc.kill()
+
+
+def _steps_saved(job: Path) -> int:
+    return int(latest_checkpoint(job).rsplit("-", 1)[1])
+
+
+def test_a_signal_stops_the_whole_sweep_and_a_rerun_continues_it(tmp_path):
+    sweep = [*TINY, "log_every=10", "checkpoint_every=100000", "eval_splits=[test]", "optimizer.lr=0.05,0.1,0.2",
+             f"hydra.sweep.dir={tmp_path}"]
+    stopped = _interrupt_sweep(["-m", *sweep, "max_steps=1000000"], signal.SIGTERM)
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stdout[-3000:]
+    assert "stopped: SIGTERM; 3 job(s) interrupted (0, 1, 2). Rerun the same command to continue them." in stopped.stdout
+    rows = list(csv.DictReader((tmp_path / "report.csv").open()))
+    assert [(r["job"], r["status"]) for r in rows] == [("0", "interrupted"), ("1", "interrupted"), ("2", "interrupted")]
+    assert rows[0]["error"].startswith("SIGTERM at step") and rows[1]["error"] == "not started: the sweep was stopped"
+    step = _steps_saved(tmp_path / "0")
+    assert step >= 20 and not (tmp_path / "1" / "checkpoints").exists()
+    # The rerun (here with a reachable max_steps, which a resume may change) resumes job 0 and runs the others.
+    rerun = run_cli("-m", *sweep, f"max_steps={step + 20}", timeout=300)
+    assert rerun.returncode == 0, rerun.stdout[-3000:]
+    assert f"Resuming from {tmp_path}/0/checkpoints/model.ckpt-{step} at step {step}" in rerun.stdout
+    assert json.loads((tmp_path / "0" / "summary.json").read_text())["steps_this_run"] == 20
+    rows = list(csv.DictReader((tmp_path / "report.csv").open()))
+    assert [r["status"] for r in rows] == ["completed"] * 3 and not (tmp_path / ".interrupted").exists()
+    again = run_cli("-m", *sweep, f"max_steps={step + 20}", timeout=300)
+    assert again.returncode == 0 and again.stdout.count("finished in an earlier run of this sweep: skipped") == 3
+
+
+def test_the_same_sweep_command_finds_the_same_sweep_dir():
+    from runner.config import _sweep_key
+
+    assert _sweep_key(["a=1,2", "b=3"]) == _sweep_key(["b=3", "a=1,2"]) != _sweep_key(["a=1,2", "b=4"])
+
+
+@pytest.mark.slow
+def test_a_signal_stops_a_parallel_sweep_with_checkpoints(tmp_path):
+    sweep = ["-m", "hydra/launcher=parallel", *TINY, "log_every=10", "checkpoint_every=100000", "eval_splits=[test]",
+             "optimizer.lr=0.05,0.1,0.2,0.3", f"hydra.sweep.dir={tmp_path}", "max_steps=1000000"]
+    stopped = _interrupt_sweep(sweep, signal.SIGINT)
+    assert stopped.returncode == 128 + signal.SIGINT, stopped.stdout[-3000:]
+    assert "Traceback" not in stopped.stdout
+    rows = list(csv.DictReader((tmp_path / "report.csv").open()))
+    assert {r["status"] for r in rows} == {"interrupted"}
+    trained = [r["job"] for r in rows if r["error"].startswith("SIGINT at step")]
+    assert trained and all(latest_checkpoint(tmp_path / job) for job in trained)
