@@ -19,8 +19,7 @@ from omegaconf import DictConfig
 
 from runner import sweep
 from runner.config import CONF_DIR, register_resolvers, register_schemas, validate
-from runner.datasets.files import describe_os_error
-from runner.errors import ConfigError, RunnerError
+from runner.errors import ConfigError, RunnerError, describe_os_error
 from runner.signals import Interrupted, raise_on_signals
 
 register_schemas()

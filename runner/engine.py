@@ -182,10 +182,11 @@ def session(graph: tf.Graph, config: v1.ConfigProto | None, batches: list[Batch]
             if graph.get_collection(v1.GraphKeys.QUEUE_RUNNERS):
                 threads = v1.train.start_queue_runners(sess, coord)
             yield sess, ckpt
-        except (tf.errors.OutOfRangeError, tf.errors.CancelledError):
+        except (tf.errors.OutOfRangeError, tf.errors.CancelledError) as err:
             if coord.should_stop():  # a queue was closed because a reader thread failed: surface its error
                 _join(coord, threads)
-            raise
+            raise DataError(f"the input ran out of data ({op_error_text(err)}); check that the split's files "
+                            f"hold the records the dataset expects (dataset.data_dir)") from None
         except (tf.errors.DataLossError, tf.errors.NotFoundError) as err:  # a record file corrupt or gone
             raise DataError(f"input data cannot be read: {op_error_text(err)}") from None
         except tf.errors.OpError as err:  # e.g. a record file truncated while the run reads it

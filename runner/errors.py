@@ -1,4 +1,5 @@
 """Errors a user can act on. The app prints their message and exits non-zero, without a traceback."""
+import errno
 
 
 class RunnerError(Exception):
@@ -15,3 +16,20 @@ class DataError(RunnerError):
 
 class TrainingError(RunnerError):
     """Training cannot go on (for example the loss became NaN)."""
+
+
+def describe_os_error(err: OSError) -> str | None:
+    """One line for an OSError a user can act on (disk full, file too large, no permission), else None."""
+    hints = {errno.ENOSPC: "free some space or choose another folder",
+             errno.EDQUOT: "free some space or choose another folder",
+             errno.EFBIG: "the file size limit (ulimit -f) was reached; raise it or choose another folder",
+             errno.EACCES: "make it writable or choose another folder",
+             errno.EPERM: "make it writable or choose another folder",
+             errno.EROFS: "the file system is read-only; choose another folder",
+             errno.ENOTDIR: "a file stands where a folder is needed; move it or choose another folder",
+             errno.EEXIST: "a file stands where a folder is needed; move it or choose another folder",
+             errno.EISDIR: "a folder stands where a file is needed"}
+    if err.errno not in hints:
+        return None
+    where = err.filename or "a file"
+    return f"cannot write {where}: {err.strerror}; {hints[err.errno]}"

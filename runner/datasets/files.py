@@ -7,7 +7,6 @@ So a cache whose manifest is missing or disagrees with its files is incomplete, 
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import json
 import os
@@ -67,6 +66,9 @@ def folder_lock(folder: str | os.PathLike) -> Iterator[None]:
         try:
             remove_leftovers(folder)
             yield
+        except OSError as err:  # a write failed (disk full, size limit): say where
+            err.filename = err.filename or str(folder)
+            raise
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
@@ -128,20 +130,3 @@ class Manifest:
 
     def write(self, spec: dict, files: list[Path]) -> None:
         write_json(self.path, {"spec": spec, "files": {str(p.relative_to(self.root)): stamp(p) for p in files}})
-
-
-def describe_os_error(err: OSError) -> str | None:
-    """One line for an OSError a user can act on (disk full, file too large, no permission), else None."""
-    hints = {errno.ENOSPC: "free some space or choose another folder",
-             errno.EDQUOT: "free some space or choose another folder",
-             errno.EFBIG: "the file size limit (ulimit -f) was reached; raise it or choose another folder",
-             errno.EACCES: "make it writable or choose another folder",
-             errno.EPERM: "make it writable or choose another folder",
-             errno.EROFS: "the file system is read-only; choose another folder",
-             errno.ENOTDIR: "a file stands where a folder is needed; move it or choose another folder",
-             errno.EEXIST: "a file stands where a folder is needed; move it or choose another folder",
-             errno.EISDIR: "a folder stands where a file is needed"}
-    if err.errno not in hints:
-        return None
-    where = err.filename or "a file"
-    return f"cannot write {where}: {err.strerror}; {hints[err.errno]}"
