@@ -183,6 +183,8 @@ def session(graph: tf.Graph, config: v1.ConfigProto | None, batches: list[Batch]
                 threads = v1.train.start_queue_runners(sess, coord)
             yield sess, ckpt
         except (tf.errors.OutOfRangeError, tf.errors.CancelledError) as err:
+            if stop and stop.signum is not None:  # the stop closed the queues
+                stop.check()
             if coord.should_stop():  # a queue was closed because a reader thread failed: surface its error
                 _join(coord, threads)
             raise DataError(f"the input ran out of data ({op_error_text(err)}); check that the split's files "

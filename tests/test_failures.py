@@ -104,7 +104,7 @@ def test_an_emptied_tfrecord_cache_file_is_rebuilt_before_use(tmp_path, tiny_dig
 BLOCKED = textwrap.dedent("""
     import sys, tensorflow as tf
     from runner.engine import session
-    from runner.signals import StopSignals
+    from runner.signals import Interrupted, StopSignals
     v1 = tf.compat.v1
     graph = tf.Graph()
     with graph.as_default():  # a reader over a file with no whole record: the batch never comes
@@ -116,7 +116,7 @@ BLOCKED = textwrap.dedent("""
             with session(graph, None, [], stop=stop) as (sess, _):
                 print("running", flush=True)
                 sess.run(batch)
-        except tf.errors.OutOfRangeError:
+        except Interrupted:
             print(f"released by signal {stop.signum}", flush=True)
 """)
 
