@@ -25,67 +25,69 @@ CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 INT_MAX = 2**31 - 1  # TensorFlow and numpy take these as int32 or as seeds
 
 
-def bounded(default: Any, lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
-            auto: int | None = None) -> Any:
+def bounded(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, auto: int | None = None,
+            default: Any = MISSING) -> Any:
     """A field whose value must lie in [lo, hi] (or (lo, hi] with ``lo_open``); None bounds are open-ended.
     ``auto`` is a value allowed besides the range (such as -1 for AUTOTUNE)."""
     return field(default=default, metadata={"lo": lo, "hi": hi, "lo_open": lo_open, "auto": auto})
 
 
-def one_of(default: str, *choices: str) -> Any:
+def one_of(*choices: str, default: Any = MISSING) -> Any:
     return field(default=default, metadata={"choices": choices})
 
+
+# Each value lives in one place: an option's values in its YAML (conf/GROUP/OPTION.yaml), the top-level ones in
+# conf/config.yaml. A schema gives types, ranges and meanings, and a value only where every option of the schema
+# shares it (hardware).
 
 # ---------------------------------------------------------------------------------------------- dataset
 @dataclass
 class DatasetConfig:
     name: str = MISSING
     data_dir: str = MISSING  # where the files live (or are downloaded/generated to)
-    validation_size: int = bounded(5000, 0)  # the first N training examples form the validation split
+    validation_size: int = bounded(0)  # the first N training examples form the validation split
 
 
 @dataclass
 class DigitsConfig(DatasetConfig):
-    num_train: int = bounded(60000, 1)  # generated training examples (validation included)
-    num_test: int = bounded(10000, 1)
-    generator_seed: int = 20261125  # the data are a pure function of this seed and the sizes
+    num_train: int = bounded(1)  # generated training examples (validation included)
+    num_test: int = bounded(1)
+    generator_seed: int = bounded(0)  # the data are a pure function of this seed and the sizes
 
 
 @dataclass
 class ShapesConfig(DatasetConfig):
-    validation_size: int = bounded(0, 0)
-    num_train: int = bounded(50000, 1)  # generated training records, spread over data_batch_1..5.bin
-    num_test: int = bounded(10000, 1)
-    generator_seed: int = 20261125
+    num_train: int = bounded(1)  # generated training records, spread over data_batch_1..5.bin
+    num_test: int = bounded(1)
+    generator_seed: int = bounded(0)
 
 
 @dataclass
 class Cifar10Config(DatasetConfig):
-    validation_size: int = bounded(0, 0)
-    download: bool = True  # fetch cifar-10-binary.tar.gz when neither the batches nor the archive are there
-    url: str = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
+    download: bool = MISSING  # fetch cifar-10-binary.tar.gz when neither the batches nor the archive are there
+    url: str = MISSING
 
 
 @dataclass
 class MnistConfig(DatasetConfig):
-    download: bool = True  # fetch missing files from the mirrors
-    mirrors: list[str] = field(default_factory=list)  # base URLs, tried in order
+    download: bool = MISSING  # fetch missing files from the mirrors
+    mirrors: list[str] = MISSING  # base URLs, tried in order
 
 
 # ---------------------------------------------------------------------------------------------- model
 @dataclass
 class MlpConfig:
     channels: ClassVar[int | None] = None  # takes any image (flattened)
-    name: str = "mlp"
-    hidden1: int = bounded(128, 1)
-    hidden2: int = bounded(32, 1)
+    name: str = MISSING
+    hidden1: int = bounded(1)
+    hidden2: int = bounded(1)
 
 
 @dataclass
 class Cifar10CnnConfig:
     channels: ClassVar[int | None] = 3  # conv1 is 5x5x3
-    name: str = "cifar10_cnn"
-    weight_decay: float = bounded(0.004, 0.0)  # L2 on the local3/local4 weights, added to the loss
+    name: str = MISSING
+    weight_decay: float = bounded(0.0)  # L2 on the local3/local4 weights, added to the loss
 
 
 # ---------------------------------------------------------------------------------------------- pipeline
@@ -96,47 +98,46 @@ class PipelineConfig:
 
 @dataclass
 class FeedDictConfig(PipelineConfig):
-    prefetch: bool = True  # make the next batch in a worker thread while the current step runs
+    prefetch: bool = MISSING  # make the next batch in a worker thread while the current step runs
 
 
 @dataclass
 class PreloadedConfig(PipelineConfig):
-    prefetch: bool = True  # gather and preprocess the next batch while the current step runs
+    prefetch: bool = MISSING  # gather and preprocess the next batch while the current step runs
 
 
 @dataclass
 class QueueConfig(PipelineConfig):
-    num_threads: int = bounded(16, 1, 256)  # threads running the reader + decode op into shuffle_batch
-    min_fraction_of_examples_in_queue: float = bounded(0.4, 0.0, 1.0, lo_open=True)
-    records_per_read: int = bounded(16, 1, 4096)  # records each thread reads, decodes, preprocesses at once
+    num_threads: int = bounded(1, 256)  # threads running the reader + decode op into shuffle_batch
+    min_fraction_of_examples_in_queue: float = bounded(0.0, 1.0, lo_open=True)
+    records_per_read: int = bounded(1, 4096)  # records each thread reads, decodes, preprocesses at once
 
 
 @dataclass
 class TfDataConfig(PipelineConfig):
-    shuffle_buffer: int = bounded(10000, 1)  # records; each epoch is still a permutation of the split
-    num_parallel_calls: int = bounded(-1, 1, auto=-1)  # -1 = tf.data.AUTOTUNE
-    prefetch: int = bounded(-1, 1, auto=-1)  # batches; -1 = tf.data.AUTOTUNE
+    shuffle_buffer: int = bounded(1)  # records; each epoch is still a permutation of the split
+    num_parallel_calls: int = bounded(1, auto=-1)  # -1 = tf.data.AUTOTUNE
+    prefetch: int = bounded(1, auto=-1)  # batches; -1 = tf.data.AUTOTUNE
 
 
 # ---------------------------------------------------------------------------------------------- optimizer
 @dataclass
 class OptimizerConfig:
     name: str = MISSING
-    lr: float = bounded(0.01, 0.0, lo_open=True)  # initial learning rate
+    lr: float = bounded(0.0, lo_open=True)  # initial learning rate
 
 
 @dataclass
 class MomentumConfig(OptimizerConfig):
-    momentum: float = bounded(0.9, 0.0, 1.0)
-    use_nesterov: bool = False
+    momentum: float = bounded(0.0, 1.0)
+    use_nesterov: bool = MISSING
 
 
 @dataclass
 class AdamConfig(OptimizerConfig):
-    lr: float = bounded(0.001, 0.0, lo_open=True)
-    beta1: float = bounded(0.9, 0.0, 1.0)
-    beta2: float = bounded(0.999, 0.0, 1.0)
-    epsilon: float = bounded(1e-8, 0.0, lo_open=True)
+    beta1: float = bounded(0.0, 1.0)
+    beta2: float = bounded(0.0, 1.0)
+    epsilon: float = bounded(0.0, lo_open=True)
 
 
 # ---------------------------------------------------------------------------------------------- schedule
@@ -147,55 +148,55 @@ class ScheduleConfig:
 
 @dataclass
 class ExponentialDecayConfig(ScheduleConfig):
-    decay_epochs: float = bounded(350.0, 0.0, lo_open=True)  # epochs between decays
-    decay_rate: float = bounded(0.1, 0.0, lo_open=True)  # lr multiplier per decay
-    staircase: bool = True
+    decay_epochs: float = bounded(0.0, lo_open=True)  # epochs between decays
+    decay_rate: float = bounded(0.0, lo_open=True)  # lr multiplier per decay
+    staircase: bool = MISSING
 
 
 # ---------------------------------------------------------------------------------------------- hardware
 @dataclass
 class HardwareConfig:
     name: str = MISSING
-    device_type: str = one_of("cpu", "cpu", "gpu")
-    num_devices: int = bounded(1, 1, 64)  # towers: one model replica per device
-    variable_device: str = one_of("cpu", "cpu", "gpu")  # where variables live
-    intra_op_threads: int = bounded(0, 0, 4096)  # 0 = TensorFlow picks
-    inter_op_threads: int = bounded(0, 0, 4096)
-    soft_placement: bool = True
+    device_type: str = one_of("cpu", "gpu")
+    num_devices: int = bounded(1, 64)  # towers: one model replica per device
+    variable_device: str = one_of("cpu", "gpu", default="cpu")  # where variables live
+    intra_op_threads: int = bounded(0, 4096, default=0)  # 0 = TensorFlow picks
+    inter_op_threads: int = bounded(0, 4096, default=0)
+    soft_placement: bool = True  # ops without a kernel on the tower's device run where they can
     strict: bool = False  # fail instead of warning when fewer devices exist than asked
 
 
 # ---------------------------------------------------------------------------------------------- bench
 @dataclass
 class BenchConfig:
-    pipelines: Optional[list[str]] = None  # null: all registered pipelines
-    warmup_steps: int = bounded(10, 0)  # steps run before timing starts (graph warm-up, queue settling)
-    windows: int = bounded(5, 1)  # timed windows; the median is reported
-    steps_per_window: int = bounded(20, 1)
+    pipelines: Optional[list[str]] = MISSING  # null: all registered pipelines
+    warmup_steps: int = bounded(0)  # steps run before timing starts (graph warm-up, queue settling)
+    windows: int = bounded(1)  # timed windows; the median is reported
+    steps_per_window: int = bounded(1)
 
 
 # ---------------------------------------------------------------------------------------------- top level
 @dataclass
 class RunnerConfig:
-    mode: str = one_of("train", "train", "eval", "bench", "convert")
-    batch_size: int = bounded(100, 1)  # per tower
-    max_steps: int = bounded(2000, 1)
-    seed: int = bounded(0, 0)
+    mode: str = one_of("train", "eval", "bench", "convert")
+    batch_size: int = bounded(1)  # per tower
+    max_steps: int = bounded(1)
+    seed: int = bounded(0)
     run_dir: str = MISSING  # where checkpoints, events and summaries go (Hydra's run dir)
-    trainer: str = "auto"  # a registered trainer, or auto: towers with several devices, else single
-    log_every: int = bounded(100, 1)  # steps between progress lines and summaries
-    checkpoint_every: int = bounded(1000, 1)  # steps between checkpoints (each followed by an eval)
-    keep_checkpoints: int = bounded(5, 1)
-    eval_splits: list[str] = field(default_factory=lambda: ["train", "validation", "test"])
-    moving_average_decay: Optional[float] = bounded(None, 0.0, 1.0, lo_open=True)  # None: no averages
-    eval_moving_average: bool = True  # evaluate with the averaged variables when they exist
-    eval_once: bool = True  # mode=eval: one pass, or re-evaluate new checkpoints every eval_interval_secs
-    eval_interval_secs: float = bounded(300.0, 0.0, lo_open=True)
+    trainer: str = MISSING  # a registered trainer, or auto: towers with several devices, else single
+    log_every: int = bounded(1)  # steps between progress lines and summaries
+    checkpoint_every: int = bounded(1)  # steps between checkpoints (each followed by an eval)
+    keep_checkpoints: int = bounded(1)
+    eval_splits: list[str] = MISSING
+    moving_average_decay: Optional[float] = bounded(0.0, 1.0, lo_open=True)  # None: no averages
+    eval_moving_average: bool = MISSING  # evaluate with the averaged variables when they exist
+    eval_once: bool = MISSING  # mode=eval: one pass, or re-evaluate new checkpoints every eval_interval_secs
+    eval_interval_secs: float = bounded(0.0, lo_open=True)
     bench: BenchConfig = field(default_factory=BenchConfig)
-    sweep_objective: Optional[str] = None  # e.g. final_precision.test: a run returns that number (Optuna sweeps)
-    progress: str = one_of("auto", "auto", "bar", "lines")  # auto: a progress bar on a terminal, lines otherwise
-    verbose: bool = False  # show TensorFlow's C++ logs and deprecation warnings
-    force_resume: bool = False  # continue a run dir's training even if the config changed in ways that matter
+    sweep_objective: Optional[str] = MISSING  # e.g. final_precision.test: a run returns that number (Optuna)
+    progress: str = one_of("auto", "bar", "lines")  # auto: a progress bar on a terminal, lines otherwise
+    verbose: bool = MISSING  # show TensorFlow's C++ logs and deprecation warnings
+    force_resume: bool = MISSING  # continue a run dir's training even if the config changed in ways that matter
     dataset: Any = MISSING
     model: Any = MISSING
     pipeline: Any = MISSING

@@ -23,8 +23,8 @@ class Placement:
     session_config: tf.compat.v1.ConfigProto
 
 
-def place(name: str, device_type: str, num_devices: int, variable_device: str, intra_op_threads: int = 0,
-          inter_op_threads: int = 0, soft_placement: bool = True, strict: bool = False) -> Placement:
+def place(name: str, device_type: str, num_devices: int, variable_device: str, intra_op_threads: int,
+          inter_op_threads: int, soft_placement: bool, strict: bool) -> Placement:
     cpus = 1
     if device_type == "cpu":
         devices = [f"/cpu:{i}" for i in range(num_devices)]

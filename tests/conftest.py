@@ -32,6 +32,13 @@ def compose(*overrides: str):
         return hydra_compose("config", overrides=list(overrides))
 
 
+def option(group: str, name: str, **overrides) -> dict:
+    """A group option's values as its part's keyword arguments: from its YAML (where they live), updated."""
+    from runner.build import _params
+
+    return {**_params(compose(f"{group}={name}")[group]), **overrides}
+
+
 @pytest.fixture(scope="session")
 def tiny_digits(data_root):
     """The default dataset at test size (1000 train, 200 validation, 300 test), generated once."""

@@ -18,6 +18,7 @@ from runner.engine import session
 from runner.errors import DataError, RunnerError
 from runner.models import MODELS
 from runner.pipelines import PIPELINES
+from tests.conftest import option
 from tests.test_download import server  # noqa: F401  (fixture)
 
 v1 = tf.compat.v1
@@ -25,7 +26,8 @@ v1 = tf.compat.v1
 
 @pytest.fixture(scope="module")
 def tiny_shapes(tmp_path_factory):
-    dataset = Shapes(str(tmp_path_factory.mktemp("shapes")), num_train=500, num_test=130)
+    dataset = Shapes(**option("dataset", "shapes", data_dir=str(tmp_path_factory.mktemp("shapes")), num_train=500,
+                                  num_test=130))
     dataset.prepare()
     return dataset
 
@@ -76,7 +78,8 @@ def test_downloads_verifies_and_extracts_the_archive(server, tmp_path):  # noqa:
     url, www = server
     archive, contents = _archive(tmp_path)
     (www / "cifar-10-binary.tar.gz").write_bytes(archive)
-    dataset = Cifar10(str(tmp_path / "data"), url=url + "cifar-10-binary.tar.gz", md5=hashlib.md5(archive).hexdigest())
+    dataset = Cifar10(**option("dataset", "cifar10", data_dir=str(tmp_path / "data"), url=url + "cifar-10-binary.tar.gz"),
+                      md5=hashlib.md5(archive).hexdigest())
     assert dataset.num_examples("train") == 20 and dataset.num_examples("test") == 4
     np.testing.assert_array_equal(dataset.arrays("test")[0], contents["test_batch.bin"][0])
 
@@ -84,7 +87,7 @@ def test_downloads_verifies_and_extracts_the_archive(server, tmp_path):  # noqa:
 def test_a_corrupted_archive_is_rejected(server, tmp_path):  # noqa: F811
     url, www = server
     (www / "cifar-10-binary.tar.gz").write_bytes(b"not the archive")
-    dataset = Cifar10(str(tmp_path / "data"), url=url + "cifar-10-binary.tar.gz")
+    dataset = Cifar10(**option("dataset", "cifar10", data_dir=str(tmp_path / "data"), url=url + "cifar-10-binary.tar.gz"))
     with pytest.raises(DataError, match="md5 mismatch"):
         dataset.prepare()
     assert [p.name for p in (tmp_path / "data").iterdir()] == [".lock"]  # nothing half-written
@@ -94,13 +97,14 @@ def test_an_archive_already_there_is_extracted_without_network(tmp_path):
     archive, _ = _archive(tmp_path)
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "cifar-10-binary.tar.gz").write_bytes(archive)
-    dataset = Cifar10(str(tmp_path / "data"), download=False, md5=hashlib.md5(archive).hexdigest())
+    dataset = Cifar10(**option("dataset", "cifar10", data_dir=str(tmp_path / "data"), download=False),
+                      md5=hashlib.md5(archive).hexdigest())
     assert dataset.num_examples("train") == 20
 
 
 def test_missing_files_without_download(tmp_path):
     with pytest.raises(DataError, match=r"Failed to find file: .*data_batch_1\.bin.*dataset\.download=true"):
-        Cifar10(str(tmp_path), download=False).prepare()
+        Cifar10(**option("dataset", "cifar10", data_dir=str(tmp_path), download=False)).prepare()
 
 
 def test_shapes_are_deterministic_balanced_and_not_linearly_separable():
@@ -216,7 +220,7 @@ def test_exponential_decay_schedule_is_the_tutorials():
 def test_every_pipeline_gives_24x24_standardized_batches_and_exact_eval(tiny_shapes, name):
     graph = tf.Graph()
     with graph.as_default():
-        pipeline = PIPELINES.get(name)(tiny_shapes, seed=1)
+        pipeline = PIPELINES.get(name)(tiny_shapes, seed=1, **option("pipeline", name))
         train = pipeline.build("train", 32, training=True)
         test = pipeline.build("test", 64, training=False)
     with session(graph, None, [train, test]) as (sess, _):
@@ -230,11 +234,11 @@ def test_every_pipeline_gives_24x24_standardized_batches_and_exact_eval(tiny_sha
 
 @pytest.mark.parametrize("name,damage", [("queue", "delete"), ("tf_data", "delete"), ("tf_data", "truncate")])
 def test_a_file_damaged_under_a_running_pipeline_ends_the_run_with_that_error(tmp_path, name, damage):
-    dataset = Shapes(str(tmp_path), num_train=500, num_test=100)
+    dataset = Shapes(**option("dataset", "shapes", data_dir=str(tmp_path), num_train=500, num_test=100))
     dataset.prepare()
     graph = tf.Graph()
     with graph.as_default():
-        batch = PIPELINES.get(name)(dataset, seed=1).build("train", 16, training=True)
+        batch = PIPELINES.get(name)(dataset, seed=1, **option("pipeline", name)).build("train", 16, training=True)
     path = dataset.record_files("train")[2]
     if damage == "delete":  # after the dataset was checked
         os.remove(path)

@@ -95,3 +95,50 @@ def test_cifar10_tutorial_experiment():
     assert (cfg.dataset.name, cfg.pipeline.name, cfg.model.name, cfg.max_steps) == \
         ("cifar10", "queue", "cifar10_cnn", 1_000_000)
     assert (cfg.pipeline.num_threads, cfg.pipeline.min_fraction_of_examples_in_queue) == (16, 0.4)
+
+
+def test_each_value_lives_in_one_place():
+    """Option values live in the YAMLs: schemas hold none (but hardware's shared ones), constructors no defaults."""
+    import dataclasses
+    import inspect
+
+    from omegaconf import MISSING
+
+    from runner.config import SCHEMAS, RunnerConfig
+    from runner.datasets import DATASETS
+    from runner.hardware import place
+    from runner.pipelines import PIPELINES
+
+    for group, options in SCHEMAS.items():
+        for schema in options.values():
+            for f in dataclasses.fields(schema):
+                if group != "hardware" or f.name in ("name", "device_type", "num_devices"):
+                    assert f.default is MISSING, (schema.__name__, f.name)
+    assert all(f.default is MISSING for f in dataclasses.fields(RunnerConfig) if f.name != "bench")
+    parts = [*(DATASETS.get(n) for n in DATASETS.names()), *(PIPELINES.get(n) for n in PIPELINES.names()), place]
+    for part in parts:
+        defaults = [p.name for p in inspect.signature(part).parameters.values()
+                    if p.default is not inspect.Parameter.empty and p.name != "md5"]
+        assert not defaults, (part, defaults)
+
+
+def test_a_value_missing_from_an_options_yaml_is_named():
+    from omegaconf import MISSING, open_dict
+
+    cfg = compose("pipeline=queue")
+    with open_dict(cfg):
+        cfg.pipeline.num_threads = MISSING
+    with pytest.raises(ConfigError, match=r"pipeline.num_threads has no value; set it"):
+        validate(cfg)
+
+
+def test_registry_names_are_module_names():
+    """validate() reads the names from module files without importing TensorFlow; they must be the registry's."""
+    from runner.config import registered
+    from runner.models import MODELS
+    from runner.pipelines import PIPELINES
+    from runner.trainers import TRAINERS
+
+    assert registered("pipelines") == PIPELINES.names()
+    assert registered("models") == MODELS.names()
+    assert registered("trainers") == TRAINERS.names()

@@ -11,6 +11,7 @@ from runner.datasets.download import download
 from runner.datasets.idx import write_idx
 from runner.datasets.mnist import Mnist
 from runner.errors import DataError
+from tests.conftest import option
 
 
 @pytest.fixture
@@ -76,7 +77,8 @@ def _mnist_files(folder, n_train=30, n_test=10):
 def test_mnist_downloads_missing_files_and_splits_validation(server, tmp_path):
     url, www = server
     sums, arrays = _mnist_files(www)
-    dataset = Mnist(str(tmp_path / "mnist"), validation_size=5, mirrors=[url], md5=sums)
+    dataset = Mnist(**option("dataset", "mnist", data_dir=str(tmp_path / "mnist"), validation_size=5, mirrors=[url]),
+                    md5=sums)
     images, labels = dataset.arrays("validation")
     np.testing.assert_array_equal(images[..., 0], arrays["train-images-idx3-ubyte.gz"][:5])
     assert dataset.num_examples("train") == 25 and dataset.num_examples("test") == 10
@@ -84,7 +86,8 @@ def test_mnist_downloads_missing_files_and_splits_validation(server, tmp_path):
 
 
 def test_mnist_without_download_says_where_it_looked(tmp_path):
-    dataset = Mnist(str(tmp_path / "empty"), download=False, mirrors=["http://127.0.0.1:9/"])
+    dataset = Mnist(**option("dataset", "mnist", data_dir=str(tmp_path / "empty"), download=False,
+                           mirrors=["http://127.0.0.1:9/"]))
     with pytest.raises(DataError, match=r"(?s)missing in .*empty.*dataset\.download=true"):
         dataset.prepare()
 
@@ -93,7 +96,7 @@ def test_mnist_rejects_a_local_file_with_the_wrong_md5(tmp_path):
     sums, _ = _mnist_files(tmp_path)
     sums["t10k-labels-idx1-ubyte.gz"] = "0" * 32
     with pytest.raises(DataError, match=r"t10k-labels.*md5"):
-        Mnist(str(tmp_path), md5=sums).prepare()
+        Mnist(**option("dataset", "mnist", data_dir=str(tmp_path)), md5=sums).prepare()
 
 
 def test_mismatched_image_and_label_counts(tmp_path):
@@ -101,4 +104,4 @@ def test_mismatched_image_and_label_counts(tmp_path):
     write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.zeros(3, np.uint8))
     sums["t10k-labels-idx1-ubyte.gz"] = md5((tmp_path / "t10k-labels-idx1-ubyte.gz").read_bytes())
     with pytest.raises(DataError, match="3 labels for 10 images"):
-        Mnist(str(tmp_path), md5=sums).prepare()
+        Mnist(**option("dataset", "mnist", data_dir=str(tmp_path)), md5=sums).prepare()

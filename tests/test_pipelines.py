@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from runner.engine import session
 from runner.pipelines import PIPELINES
+from tests.conftest import option
 
 ALL = PIPELINES.names()
 
@@ -20,7 +21,7 @@ def _keys(images: np.ndarray, labels: np.ndarray) -> list[tuple[bytes, int]]:
 def _pull(dataset, name: str, split: str, batch_size: int, training: bool, steps: int, **params):
     graph = tf.Graph()
     with graph.as_default():
-        pipeline = PIPELINES.get(name)(dataset, seed=3, **params)
+        pipeline = PIPELINES.get(name)(dataset, seed=3, **option("pipeline", name, **params))
         batch = pipeline.build(split, batch_size, training)
     out = []
     with session(graph, None, [batch]) as (sess, _):
@@ -81,7 +82,7 @@ def test_queue_training_mixes_epochs_but_covers_the_split(tiny_digits, records_p
 def test_preloaded_data_stays_out_of_the_graph_def(tiny_digits):
     graph = tf.Graph()
     with graph.as_default():
-        PIPELINES.get("preloaded")(tiny_digits).build("train", 10, True)
+        PIPELINES.get("preloaded")(tiny_digits, seed=0, **option("pipeline", "preloaded")).build("train", 10, True)
     assert graph.as_graph_def().ByteSize() < 100_000  # the 784 KB of pixels are fed, not embedded
     saved = graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES)
     assert not [v.name for v in saved if "preloaded" in v.name]  # data is not written into checkpoints

@@ -14,26 +14,26 @@ from runner.models import MODELS
 from runner.pipelines import PIPELINES
 from runner.pipelines.base import Batch
 from runner.trainers import TRAINERS
-from tests.conftest import TINY, compose, run_cli
+from tests.conftest import TINY, compose, option, run_cli
 
 v1 = tf.compat.v1
 NO_GPU = not tf.config.list_physical_devices("GPU")
 
 
 def test_cpu_towers_run_on_logical_cpu_devices():
-    placement = place("cpu4", "cpu", 4, "cpu")
+    placement = place("cpu4", **option("hardware", "cpu4"))
     assert placement.devices == ["/cpu:0", "/cpu:1", "/cpu:2", "/cpu:3"] and placement.variable_device == "/cpu:0"
     assert placement.session_config.device_count["CPU"] == 4
 
 
 @pytest.mark.skipif(not NO_GPU, reason="needs a machine without GPUs")
 def test_missing_gpus_warn_once_and_use_the_cpu(caplog):
-    placement = place("gpu2", "gpu", 2, "cpu")
+    placement = place("gpu2", **option("hardware", "gpu2"))
     assert placement.devices == ["/cpu:0", "/cpu:0"]
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert warnings == ["hardware=gpu2 asks for 2 GPU(s) but this machine has 0: running its 2 tower(s) on the CPU"]
     with pytest.raises(ConfigError, match="asks for 2 GPU.*hardware.strict=false"):
-        place("gpu2", "gpu", 2, "cpu", strict=True)
+        place("gpu2", **option("hardware", "gpu2", strict=True))
 
 
 def _one_step(trainer: str, model_name: str, params: dict, x, y, towers: int, initial: dict | None = None):
@@ -79,7 +79,7 @@ def test_two_towers_of_batch_b_update_like_one_device_with_batch_2b(model_name, 
 def test_feed_dict_feeds_one_placeholder_pair_per_tower(tiny_digits):
     graph = tf.Graph()
     with graph.as_default():
-        pipeline = PIPELINES.get("feed_dict")(tiny_digits, seed=0)
+        pipeline = PIPELINES.get("feed_dict")(tiny_digits, seed=0, **option("pipeline", "feed_dict"))
         first, second = (pipeline.build("train", 10, training=True) for _ in range(2))
     assert first.images is not second.images and first.labels is not second.labels
     a, b = first.feed(), second.feed()

@@ -20,8 +20,7 @@ MD5 = "c32a1d4ab5d03f1284b67883e8d87530"
 class Cifar10(CifarBinary):
     name = "cifar10"
 
-    def __init__(self, data_dir: str, validation_size: int = 0, download: bool = True,
-                 url: str = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz", md5: str = MD5):
+    def __init__(self, data_dir: str, validation_size: int, download: bool, url: str, md5: str = MD5):
         super().__init__(data_dir, validation_size)
         self.download = download
         self.url = url

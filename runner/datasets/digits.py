@@ -12,8 +12,7 @@ from runner.datasets.idx_digits import IdxDigits
 class Digits(Generated, IdxDigits):
     name = "digits"
 
-    def __init__(self, data_dir: str, validation_size: int = 5000, num_train: int = 60000, num_test: int = 10000,
-                 generator_seed: int = 20261125):
+    def __init__(self, data_dir: str, validation_size: int, num_train: int, num_test: int, generator_seed: int):
         super().__init__(data_dir, validation_size)
         self.spec = {"num_train": num_train, "num_test": num_test, "generator_seed": generator_seed}
 

@@ -20,8 +20,8 @@ MD5 = {
 class Mnist(IdxDigits):
     name = "mnist"
 
-    def __init__(self, data_dir: str, validation_size: int = 5000, download: bool = True,
-                 mirrors: list[str] | None = None, md5: dict[str, str] | None = None):
+    def __init__(self, data_dir: str, validation_size: int, download: bool, mirrors: list[str],
+                 md5: dict[str, str] | None = None):
         super().__init__(data_dir, validation_size)
         self.download = download
         self.mirrors = list(mirrors or [])

@@ -85,8 +85,7 @@ def generate(num: int, seed: int, chunk: int = 10000) -> tuple[np.ndarray, np.nd
 class Shapes(Generated, CifarBinary):
     name = "shapes"
 
-    def __init__(self, data_dir: str, validation_size: int = 0, num_train: int = 50000, num_test: int = 10000,
-                 generator_seed: int = 20261125):
+    def __init__(self, data_dir: str, validation_size: int, num_train: int, num_test: int, generator_seed: int):
         super().__init__(data_dir, validation_size)
         self.spec = {"num_train": num_train, "num_test": num_test, "generator_seed": generator_seed}
 

@@ -19,7 +19,7 @@ from runner.pipelines.base import Batch, EpochOrder
 class FeedDict:
     name = "feed_dict"
 
-    def __init__(self, dataset, seed: int = 0, prefetch: bool = True):
+    def __init__(self, dataset, seed: int, prefetch: bool):
         self.dataset = dataset
         self.seed = seed
         self.prefetch = prefetch

@@ -41,7 +41,7 @@ def _next_indices(n: int, batch_size: int, training: bool, seed: int) -> tf.Tens
 class Preloaded:
     name = "preloaded"
 
-    def __init__(self, dataset, seed: int = 0, prefetch: bool = True):
+    def __init__(self, dataset, seed: int, prefetch: bool):
         self.dataset = dataset
         self.seed = seed
         self.prefetch = prefetch

@@ -27,8 +27,8 @@ log = logging.getLogger("runner")
 class Queue:
     name = "queue"
 
-    def __init__(self, dataset, seed: int = 0, num_threads: int = 16, min_fraction_of_examples_in_queue: float = 0.4,
-                 records_per_read: int = 16):
+    def __init__(self, dataset, seed: int, num_threads: int, min_fraction_of_examples_in_queue: float,
+                 records_per_read: int):
         self.dataset = dataset
         self.seed = seed
         self._builds = itertools.count()  # each build (tower, split) gets its own stream

@@ -26,8 +26,8 @@ def record_dataset(dataset, split: str) -> tf.data.Dataset:
 class TfData:
     name = "tf_data"
 
-    def __init__(self, dataset, seed: int = 0, shuffle_buffer: int = 10000, num_parallel_calls: int = -1,
-                 prefetch: int = -1):
+    def __init__(self, dataset, seed: int, shuffle_buffer: int, num_parallel_calls: int,
+                 prefetch: int):
         self.dataset = dataset
         self.seed = seed
         self._builds = itertools.count()  # each build (tower, split) gets its own stream
