@@ -269,9 +269,9 @@ def test_force_resume_continues_and_a_checkpoint_that_does_not_fit_is_a_config_e
 
 
 def test_eval_takes_its_choices_and_refuses_model_changes(trained):
-    refused = run_cli("mode=eval", "model.hidden1=256", f"run_dir={trained}")
-    assert refused.returncode == 2
-    assert "mode=eval evaluates the run with its own config; it can't take model.hidden1=256" in refused.stdout
+    with pytest.raises(ConfigError, match="mode=eval evaluates the run with its own config; it can't take "
+                                          "model.hidden1=256 .the run has 128."):
+        rundir.eval_config(trained, compose("mode=eval", "model.hidden1=256"), ["mode", "model.hidden1"])
     chosen = run_cli("mode=eval", "pipeline=tf_data", "batch_size=64", "eval_splits=[validation]",
                      f"run_dir={trained}")
     assert chosen.returncode == 0, chosen.stdout

@@ -1,8 +1,10 @@
 """Smoke tier: short runs of every pipeline on the default dataset, checking the run dir; resume; eval; NaN."""
 import json
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -77,7 +79,47 @@ def test_a_stop_signal_writes_a_checkpoint_and_the_rerun_resumes(tmp_path, tiny_
     assert f"stopped: {sig.name} at step" in out and "rerun with run_dir=" in out
     step = int(out.split(f"{sig.name} at step ")[1].split(":")[0])
     assert (tmp_path / "checkpoints" / f"model.ckpt-{step}.index").exists()
-    resumed = run_cli(*args, f"max_steps={step + 20}", "eval_splits=[test]")
-    assert resumed.returncode == 0, resumed.stderr
-    assert f"Resuming from {tmp_path}/checkpoints/model.ckpt-{step} at step {step}" in resumed.stdout
-    assert json.loads((tmp_path / "summary.json").read_text())["steps_this_run"] == 20
+    resumed = run(compose(*args[:-1], f"max_steps={step + 20}", "eval_splits=[test]"), str(tmp_path))
+    assert resumed["steps"] == step + 20 and resumed["steps_this_run"] == 20
+
+
+def _lines(proc) -> "queue.Queue[str]":
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+    return lines
+
+
+def _wait_for(lines, text: str, timeout: float = 60) -> str:
+    deadline = time.time() + timeout
+    seen = []
+    while time.time() < deadline:
+        try:
+            line = lines.get(timeout=0.5)
+        except queue.Empty:
+            continue
+        seen.append(line)
+        if text in line:
+            return line
+    raise AssertionError(f"{text!r} not printed; got: {''.join(seen)}")
+
+
+def test_continuous_eval_follows_new_checkpoints_until_stopped(tmp_path):
+    args = [*TINY, "moving_average_decay=0.9999", "log_every=5", "checkpoint_every=5", "eval_splits=[test]",
+            f"run_dir={tmp_path}"]
+    assert run_cli(*args, "max_steps=5").returncode == 0
+    proc = subprocess.Popen([sys.executable, "-m", "runner", "mode=eval", "eval_once=false", "eval_interval_secs=0.5",
+                             f"run_dir={tmp_path}"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        lines = _lines(proc)
+        _wait_for(lines, "model.ckpt-5 (step 5, moving averages)")
+        _wait_for(lines, "precision @ 1 = ")
+        run(compose(*args[:-1], "max_steps=10"), str(tmp_path))  # a new checkpoint appears
+        _wait_for(lines, "model.ckpt-10 (step 10, moving averages)")
+        _wait_for(lines, "precision @ 1 = ")  # the pass is over (a signal would end a pass between batches)
+        proc.send_signal(signal.SIGINT)
+        _wait_for(lines, "stopped: SIGINT: evaluation of")
+        assert proc.wait(timeout=30) == 128 + signal.SIGINT
+    finally:
+        proc.kill()
+    assert json.loads((tmp_path / "eval.json").read_text())["step"] == 10
