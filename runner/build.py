@@ -185,31 +185,33 @@ def _naming_damaged_records(dataset) -> Iterator[None]:
 
 
 def run(cfg: DictConfig, run_dir: str) -> dict | None:
-    _quiet_tensorflow(cfg.verbose)
+    """Runs cfg.mode. What can fail without TensorFlow (the run dir, a resume, the data files) is checked before it
+    loads, so those errors come at once."""
+    if cfg.mode == "eval":
+        cfg = rundir.eval_config(run_dir, cfg, _given())
+    if cfg.mode == "train":
+        with rundir.lock(run_dir):
+            changed = rundir.check_resume(run_dir, cfg)
+            return _train(cfg, run_dir, _prepared(cfg), changed)
+    dataset = _prepared(cfg)
     if cfg.mode == "convert":
         from runner.datasets.records import ensure_records
 
-        paths = ensure_records(build_dataset(cfg), force=True)
-        for split, path in paths.items():
+        for split, path in ensure_records(dataset, force=True).items():
             log.info("%s: %s", split, path)
         return None
     if cfg.mode == "eval":
         from runner.evaluate import evaluate
 
-        saved = rundir.eval_config(run_dir, cfg, _given())
-        parts = build_parts(saved)
-        _describe(saved, parts, run_dir)
-        decay = saved.get("moving_average_decay") if saved.eval_moving_average else None
-        with _naming_damaged_records(parts.dataset):
-            return evaluate(parts, run_dir, saved.batch_size, list(saved.eval_splits), moving_average_decay=decay,
-                            once=saved.eval_once, interval_secs=saved.eval_interval_secs)
-    if cfg.mode == "train":
-        with rundir.lock(run_dir):
-            return _train(cfg, run_dir)
+        parts = build_parts(cfg, dataset)
+        _describe(cfg, parts, run_dir)
+        decay = cfg.get("moving_average_decay") if cfg.eval_moving_average else None
+        with _naming_damaged_records(dataset):
+            return evaluate(parts, run_dir, cfg.batch_size, list(cfg.eval_splits), moving_average_decay=decay,
+                            once=cfg.eval_once, interval_secs=cfg.eval_interval_secs)
     from runner.bench import BenchSettings, bench
 
     names = list(cfg.bench.pipelines or _registered("pipelines"))
-    dataset = build_dataset(cfg)
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     settings = BenchSettings(batch_size=cfg.batch_size, warmup_steps=cfg.bench.warmup_steps,
                              windows=cfg.bench.windows, steps_per_window=cfg.bench.steps_per_window,
@@ -224,13 +226,20 @@ def run(cfg: DictConfig, run_dir: str) -> dict | None:
         return bench(make_parts, names, settings, run_dir, OmegaConf.to_container(cfg, resolve=True))
 
 
-def _train(cfg: DictConfig, run_dir: str) -> dict | float:
+def _prepared(cfg: DictConfig):
+    """The dataset with its files obtained and read, then TensorFlow loaded (quietly)."""
+    dataset = build_dataset(cfg)
+    dataset.prepare()
+    _quiet_tensorflow(cfg.verbose)
+    return dataset
+
+
+def _train(cfg: DictConfig, run_dir: str, dataset, changed: dict) -> dict | float:
     from runner import provenance
     from runner.train import Settings, train
 
     resuming = rundir.has_checkpoints(run_dir)
-    changed = rundir.check_resume(run_dir, cfg)
-    parts = build_parts(cfg)
+    parts = build_parts(cfg, dataset)
     _describe(cfg, parts, run_dir)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     if not resuming:  # the first run's provenance stays; reruns are recorded in history.jsonl
@@ -242,6 +251,6 @@ def _train(cfg: DictConfig, run_dir: str) -> dict | float:
                         keep_checkpoints=cfg.keep_checkpoints, eval_splits=list(cfg.eval_splits),
                         moving_average_decay=cfg.moving_average_decay,
                         eval_moving_average=cfg.eval_moving_average, progress=cfg.progress)
-    with _naming_damaged_records(parts.dataset):
+    with _naming_damaged_records(dataset):
         summary = train(parts, settings, resolved)
     return _objective(summary, cfg.sweep_objective) if cfg.sweep_objective else summary

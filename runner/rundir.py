@@ -116,6 +116,7 @@ def eval_config(run_dir: str | Path, cfg: DictConfig, given: list[str]) -> DictC
         listed = ", ".join(f"{k}={v[1]!r} (the run has {v[0]!r})" for k, v in refused.items())
         raise ConfigError(f"mode=eval evaluates the run with its own config; it can't take {listed}. It may "
                           f"change: {', '.join(EVAL_CHOICES)}")
+    saved.mode = "eval"
     return saved
 
 
