@@ -32,8 +32,7 @@ def _task(cfg: DictConfig) -> dict | float | None:
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode == RunMode.MULTIRUN:
         return _job(cfg, Path(hydra_cfg.sweep.dir), Path(hydra_cfg.runtime.output_dir))
-    try:
-        validate(cfg)
+    try:  # the config was validated before Hydra made the run dir (ValidateBeforeRun)
         from runner.build import run  # imports TensorFlow
 
         return run(cfg, hydra_cfg.runtime.output_dir)

@@ -7,7 +7,6 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-
 from typing import Iterator
 
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -87,7 +86,8 @@ def _hardware(cfg: DictConfig) -> dict:
     return hw
 
 
-def build_parts(cfg: DictConfig, dataset=None):
+def build_parts(cfg: DictConfig, dataset):
+    """The parts of a run on a prepared dataset (see :func:`_prepared`)."""
     from runner.engine import Parts, shared_model
     from runner.hardware import place
     from runner.models import MODELS
@@ -95,26 +95,15 @@ def build_parts(cfg: DictConfig, dataset=None):
     from runner.pipelines import PIPELINES
     from runner.trainers import TRAINERS
 
-    dataset = dataset or build_dataset(cfg)
-    dataset.prepare()
-    for split in cfg.eval_splits + ["train"]:
-        if dataset.num_examples(split) == 0:
-            raise ConfigError(f"the {split} split of dataset {cfg.dataset.name} is empty")
-    if cfg.batch_size > dataset.num_examples("train"):
-        raise ConfigError(f"batch_size={cfg.batch_size} is larger than the {dataset.num_examples('train')} "
-                          f"training examples of dataset {cfg.dataset.name}")
     model_fn = MODELS.get(cfg.model.name)
     optimizer = _params(cfg.optimizer)
     base_lr = optimizer.pop("lr")
     schedule_fn, schedule = SCHEDULES.get(cfg.schedule.name), _params(cfg.schedule)
     optimizer_fn = OPTIMIZERS.get(cfg.optimizer.name)
     placement = place(**_hardware(cfg))
-    trainer = cfg.trainer
+    trainer = cfg.trainer  # validate() refused trainer=single on several devices
     if trainer == "auto":
         trainer = "towers" if len(placement.devices) > 1 else "single"
-    elif trainer == "single" and len(placement.devices) > 1:
-        raise ConfigError(f"trainer=single runs on one device but hardware={cfg.hardware.name} has "
-                          f"{len(placement.devices)}; use trainer=auto or trainer=towers")
     return Parts(
         dataset=dataset,
         pipeline=PIPELINES.get(cfg.pipeline.name)(dataset, seed=cfg.seed, **_params(cfg.pipeline)),
@@ -227,9 +216,15 @@ def run(cfg: DictConfig, run_dir: str) -> dict | None:
 
 
 def _prepared(cfg: DictConfig):
-    """The dataset with its files obtained and read, then TensorFlow loaded (quietly)."""
+    """The dataset with its files obtained, read and checked against the config, then TensorFlow loaded (quietly)."""
     dataset = build_dataset(cfg)
     dataset.prepare()
+    for split in [*cfg.eval_splits, "train"]:
+        if dataset.num_examples(split) == 0:
+            raise DataError(f"the {split} split of dataset {cfg.dataset.name} in {dataset.data_dir} has no examples")
+    if cfg.batch_size > dataset.num_examples("train"):
+        raise ConfigError(f"batch_size={cfg.batch_size} is larger than the {dataset.num_examples('train')} "
+                          f"training examples of dataset {cfg.dataset.name}")
     _quiet_tensorflow(cfg.verbose)
     return dataset
 

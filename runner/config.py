@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import pkgutil
 import sys
 from dataclasses import dataclass, field
@@ -328,8 +329,6 @@ def _check_writable(run_dir: str) -> None:
     existing = next(p for p in [path, *path.parents] if p.exists())
     if not existing.is_dir():
         raise ConfigError(f"run_dir={run_dir}: {existing} is a file, not a folder; choose another run_dir")
-    import os
-
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"run_dir={run_dir}: {existing} is not writable; choose another run_dir")
 
@@ -349,6 +348,9 @@ def validate(cfg: DictConfig) -> None:
     for split in cfg.eval_splits:
         if split not in known:
             raise ConfigError(f"eval_splits contains {split!r}; known splits: {', '.join(sorted(known))}")
+    if "validation" in cfg.eval_splits and not cfg.dataset.validation_size:
+        raise ConfigError("eval_splits contains 'validation' but dataset.validation_size=0 makes none; set "
+                          "dataset.validation_size or leave validation out of eval_splits")
     for key, package in (("pipeline.name", "pipelines"), ("model.name", "models")):
         if OmegaConf.select(cfg, key) not in registered(package):
             raise ConfigError(f"{key}={OmegaConf.select(cfg, key)!r} is not known; choose one of: "

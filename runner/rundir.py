@@ -43,7 +43,7 @@ def hydra_subdir(mode: str, output_dir: str) -> str:
     ``.hydra/<mode>`` for eval, bench and convert."""
     if mode != "train":
         return f".hydra/{mode}"
-    if not (Path(output_dir) / SAVED_CONFIG).exists() or not has_checkpoints(output_dir):
+    if not (Path(output_dir) / SAVED_CONFIG).exists() or not (has_checkpoints(output_dir) or in_use(output_dir)):
         return ".hydra"
     resumes = Path(output_dir) / ".hydra" / "resumes"
     taken = [int(p.name) for p in resumes.glob("*") if p.name.isdigit()] if resumes.is_dir() else []
@@ -124,6 +124,18 @@ def record(run_dir: str | Path, **entry) -> None:
     """Appends a line to the run's history.jsonl."""
     with open(Path(run_dir) / "history.jsonl", "a") as f:
         f.write(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **entry}) + "\n")
+
+
+def in_use(run_dir: str | Path) -> bool:
+    """Whether another process holds the run dir's lock (is training in it)."""
+    try:
+        with open(Path(run_dir) / ".lock") as handle:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 @contextlib.contextmanager

@@ -6,7 +6,8 @@ turns the signal into a flag the loop checks between steps. Python runs signal h
 is back in Python, so a step blocked inside TensorFlow (an input queue that never fills) would never see the flag:
 the signal also wakes a watcher thread (``signal.set_wakeup_fd``), which runs the loop's ``on_stop`` callbacks
 (closing input queues releases a blocked step). If the loop has not reached its safe point ``grace_secs`` later,
-or on a second signal, the process exits at once; the last checkpoint is kept.
+or on a second signal (one more than a second after the first), the process exits at once; the last checkpoint
+is kept.
 """
 from __future__ import annotations
 
@@ -17,12 +18,14 @@ import signal
 import socket
 import sys
 import threading
+import time
 from typing import Callable
 
 from runner.errors import RunnerError
 
 log = logging.getLogger("runner")
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+SAME_STOP_SECS = 1.0  # signals this close to the first are the same stop, not a second one
 
 
 class Interrupted(RunnerError):
@@ -39,7 +42,7 @@ def name(signum: int) -> str:
 
 
 def _raise(signum, frame):
-    raise Interrupted(f"{name(signum)} before training started; nothing was lost. Rerun the same command to "
+    raise Interrupted(f"{name(signum)} while no training step ran; nothing was lost. Rerun the same command to "
                       f"continue.", signum)
 
 
@@ -60,7 +63,7 @@ class StopSignals(contextlib.AbstractContextManager):
         self._previous: dict = {}
         self._timer: threading.Timer | None = None
         self._acknowledged = threading.Event()
-        self._received = 0
+        self._first: float | None = None  # when the first signal arrived
 
     def on_stop(self, callback: Callable[[], None]) -> None:
         """Runs ``callback`` from the watcher thread as soon as a signal arrives."""
@@ -116,9 +119,12 @@ class StopSignals(contextlib.AbstractContextManager):
             for signum in data:
                 if signum not in SIGNALS:
                     continue
-                self._received += 1
-                if self._received > 1:
+                now = time.monotonic()
+                if self._first is not None and now - self._first < SAME_STOP_SECS:
+                    continue  # the same stop delivered twice (a terminal's Ctrl-C and a sweep's forwarding)
+                if self._first is not None:
                     self._exit_now(signum, "a second signal")
+                self._first = now
                 self.signum = self.signum or signum
                 for callback in self._on_stop:
                     with contextlib.suppress(Exception):

@@ -70,7 +70,7 @@ def job(sweep_dir: Path) -> Iterator[None]:
 
 
 def _raise_in_job(signum, frame):
-    raise Interrupted(f"{name(signum)} before the job's training started; nothing was lost", signum)
+    raise Interrupted(f"{name(signum)} while no training step ran; nothing was lost", signum)
 
 
 def forward_signals(sweep_dir: Path) -> None:

@@ -55,6 +55,7 @@ def test_cfg_job_prints_the_composed_config():
     (["dataset.data_dir="], "dataset.data_dir is empty; give it a value"),
     (["dataset=shapes", "mode=convert"], "mode=convert writes TFRecords of MNIST-format datasets"),
     (["model=nope"], "model=nope is not an option of model; choose one of: cifar10_cnn, mlp"),
+    (["dataset.validation_size=0"], "eval_splits contains 'validation' but dataset.validation_size=0 makes none"),
 ])
 def test_bad_config_fails_fast_naming_the_key(tmp_path, args, message):
     proc = run_cli(*args, f"run_dir={tmp_path}/run")

@@ -317,6 +317,16 @@ def test_a_second_run_in_the_same_run_dir_fails_naming_the_first(trained, tmp_pa
     assert not (copy / ".hydra" / "resumes").exists()
 
 
+def test_a_second_run_never_overwrites_the_config_of_a_run_that_has_no_checkpoint_yet(tmp_path):
+    run_dir = tmp_path / "run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "config.yaml").write_text("first: run\n")
+    with rundir.lock(run_dir):  # the first run is still preparing its data
+        proc = run_cli(*QUICK, f"run_dir={run_dir}")
+    assert proc.returncode == 2 and "is in use by another run" in proc.stdout
+    assert (run_dir / ".hydra" / "config.yaml").read_text() == "first: run\n"
+
+
 def test_a_stop_signal_ends_an_eval_pass_between_batches():
     images = tf.zeros([4, 2])
     op = EvalOp("test", Batch(images, tf.zeros([4], tf.int32), 400), tf.constant(4, tf.int64),
@@ -346,7 +356,7 @@ def test_a_signal_during_data_generation_stops_at_once_and_leaves_no_partial_cac
         out = proc.stdout.read()
     finally:
         proc.kill()
-    assert "stopped: SIGTERM before training started; nothing was lost" in out and "Traceback" not in out
+    assert "stopped: SIGTERM while no training step ran; nothing was lost" in out and "Traceback" not in out
     assert not (tmp_path / "data" / "digits.json").exists()  # no manifest: the next run generates again
     assert not list((tmp_path / "data").glob(".*.part"))
 
