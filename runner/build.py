@@ -12,7 +12,8 @@ from typing import Iterator
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from runner import rundir
-from runner.config import CONF_DIR, registered as _registered
+from runner.config import CONF_DIR, SCHEMAS
+from runner.config import registered as _registered
 from runner.errors import ConfigError, DataError
 
 log = logging.getLogger("runner")
@@ -123,6 +124,7 @@ def _with_pipeline(cfg: DictConfig, name: str) -> DictConfig:
         return cfg
     group = OmegaConf.load(Path(CONF_DIR) / "pipeline" / f"{name}.yaml")
     group.pop("defaults", None)
+    group = OmegaConf.merge(OmegaConf.structured(SCHEMAS["pipeline"][name]), group)  # typed, as composed
     copy = cfg.copy()
     with open_dict(copy):
         copy.pipeline = group

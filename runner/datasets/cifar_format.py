@@ -50,7 +50,6 @@ class CifarBinary(FileDataset):
     name = "cifar"
     kind = "CIFAR"
     num_classes = 10
-    image_shape = (HEIGHT, WIDTH, DEPTH)
     output_shape = (cifar_preprocess.CROP, cifar_preprocess.CROP, DEPTH)
     record_kind = "fixed_length"
     record_bytes = RECORD_BYTES

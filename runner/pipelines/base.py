@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -34,12 +34,6 @@ class Batch:
     def pull(self) -> list:
         """What to run to take one batch on its own: images, labels and the advance op when there is one."""
         return [self.images, self.labels] + ([self.advance] if self.advance is not None else [])
-
-
-class Pipeline(Protocol):
-    name: str
-
-    def build(self, split: str, batch_size: int, training: bool) -> Batch: ...
 
 
 def record_files(dataset, split: str) -> list[str]:
