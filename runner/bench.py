@@ -21,7 +21,8 @@ from typing import Callable, Iterator
 import numpy as np
 import tensorflow as tf
 
-from runner.engine import Parts, merged_feed, session, with_input_advance
+from runner.engine import Parts, merged_feed, session
+from runner.graph import build_train_graph
 from runner.pipelines.base import Batch
 
 v1 = tf.compat.v1
@@ -35,6 +36,7 @@ class BenchSettings:
     windows: int
     steps_per_window: int
     seed: int
+    moving_average_decay: float | None  # as the run trains: the averages' update is part of the step
 
 
 def _timed(run_once: Callable[[], None], steps: int, examples_per_step: int) -> tuple[float, float]:
@@ -57,20 +59,6 @@ def _windows(run_once: Callable[[], None], s: BenchSettings, examples_per_step: 
             "window_examples_per_sec": [t[0] for t in timed]}
 
 
-def _train_graph(parts: Parts, s: BenchSettings, make_batches: Callable[[], list[Batch]]):
-    graph = tf.Graph()
-    with graph.as_default():
-        v1.set_random_seed(s.seed)
-        global_step = v1.train.get_or_create_global_step()
-        with tf.device("/cpu:0"):
-            batches = make_batches()
-        lr = parts.make_lr(global_step, batches[0].num_examples / (s.batch_size * len(batches)))
-        _, train_op = parts.trainer(parts.model, batches, parts.make_optimizer(lr), global_step, parts.devices,
-                                    parts.variable_device)
-        train_op = with_input_advance(train_op, batches)
-    return graph, batches, train_op
-
-
 @contextlib.contextmanager
 def bound_runner(parts: Parts, s: BenchSettings) -> Iterator[Callable[[], None]]:
     """Runs one step of the model-only bound: the train op on a constant batch (a real, preprocessed training
@@ -87,19 +75,19 @@ def bound_runner(parts: Parts, s: BenchSettings) -> Iterator[Callable[[], None]]
             out.append(Batch(tf.constant(x), tf.constant(labels[idx]), n))
         return out
 
-    graph, _, train_op = _train_graph(parts, s, constant_batches)
-    with session(graph, parts.session_config, []) as (sess, _):
-        yield lambda: sess.run(train_op)
+    tg = build_train_graph(parts, s.batch_size, s.seed, s.moving_average_decay, constant_batches)
+    with session(tg.graph, parts.session_config, []) as (sess, _):
+        yield lambda: sess.run(tg.train_op)
 
 
 def measure_pipeline(parts: Parts, s: BenchSettings, bound: Callable[[], None], bound_windows: list) -> dict:
     """Pipeline-only and training throughput; training windows alternate with windows of the bound, and the
     ratio to the bound is the median of the paired ratios, so drifts of a shared machine cancel out."""
-    graph, batches, train_op = _train_graph(
-        parts, s, lambda: [parts.pipeline.build("train", s.batch_size, training=True) for _ in parts.devices])
+    tg = build_train_graph(parts, s.batch_size, s.seed, s.moving_average_decay)
+    graph, batches, train_op = tg.graph, tg.batches, tg.train_op
     pulls = [b.pull() for b in batches]
     fills = [(b.fill_size, b.fill_target) for b in batches if b.fill_size is not None]
-    examples_per_step = s.batch_size * len(batches)
+    examples_per_step = tg.examples_per_step
     result = {}
     start = time.perf_counter()
     with session(graph, parts.session_config, batches) as (sess, _):

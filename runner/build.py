@@ -206,7 +206,7 @@ def run(cfg: DictConfig, run_dir: str) -> dict | None:
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     settings = BenchSettings(batch_size=cfg.batch_size, warmup_steps=cfg.bench.warmup_steps,
                              windows=cfg.bench.windows, steps_per_window=cfg.bench.steps_per_window,
-                             seed=cfg.seed)
+                             seed=cfg.seed, moving_average_decay=cfg.moving_average_decay)
     first = build_parts(_with_pipeline(cfg, names[0]), dataset)
     _describe(cfg, first, run_dir)
 

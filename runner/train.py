@@ -24,12 +24,12 @@ from runner.engine import (
     op_error_text,
     run_eval,
     session,
-    with_input_advance,
 )
 from runner.errors import RunnerError, TrainingError
+from runner.graph import build_train_graph
+from runner.progress import Progress
 from runner.signals import Interrupted, StopSignals
 from runner.signals import name as signal_name
-from runner.progress import Progress
 
 v1 = tf.compat.v1
 log = logging.getLogger("runner")
@@ -66,21 +66,6 @@ class Metrics:
                                 step)
 
 
-def _with_averages(train_op, loss, global_step, decay: float | None):
-    """Adds the loss's moving average (for summaries) and, with ``decay``, moving averages of the trainable
-    variables updated after each step (num_updates = global step), as cifar10.train."""
-    loss_averages = v1.train.ExponentialMovingAverage(0.9, name="avg")
-    loss_averages_op = loss_averages.apply([loss])
-    v1.summary.scalar("loss/raw", loss)
-    v1.summary.scalar("loss/average", loss_averages.average(loss))
-    if not decay:
-        return tf.group(train_op, loss_averages_op, name="train"), None
-    ema = v1.train.ExponentialMovingAverage(decay, global_step)
-    with tf.control_dependencies([train_op]):
-        variables_averages_op = ema.apply(v1.trainable_variables())
-    return tf.group(train_op, loss_averages_op, variables_averages_op, name="train"), ema
-
-
 def _save(saver: v1.train.Saver, sess: v1.Session, run_dir: Path, step: int) -> None:
     """Writes the checkpoint of ``step``; a full disk or a read-only dir is a one-line error (the checkpoints
     written before are kept: a checkpoint counts only once the state file names it)."""
@@ -94,19 +79,11 @@ def _save(saver: v1.train.Saver, sess: v1.Session, run_dir: Path, step: int) -> 
 
 def train(parts: Parts, s: Settings, config: dict) -> dict:
     run_dir = Path(s.run_dir)
-    graph = tf.Graph()
+    tg = build_train_graph(parts, s.batch_size, s.seed, s.moving_average_decay)
+    graph, global_step, batches, lr, loss, train_op, ema = (tg.graph, tg.global_step, tg.batches, tg.learning_rate,
+                                                            tg.loss, tg.train_op, tg.ema)
+    examples_per_step = tg.examples_per_step
     with graph.as_default():
-        v1.set_random_seed(s.seed)
-        global_step = v1.train.get_or_create_global_step()
-        with tf.device("/cpu:0"):  # input work stays on the CPU, as the tutorials'
-            batches = [parts.pipeline.build("train", s.batch_size, training=True) for _ in parts.devices]
-        examples_per_step = s.batch_size * len(batches)
-        lr = parts.make_lr(global_step, batches[0].num_examples / examples_per_step)
-        loss, train_op = parts.trainer(parts.model, batches, parts.make_optimizer(lr), global_step, parts.devices,
-                                       parts.variable_device)
-        loss = tf.identity(loss, name="loss")  # one name whatever the trainer, so checkpoints stay portable
-        train_op, ema = _with_averages(train_op, loss, global_step, s.moving_average_decay)
-        train_op = with_input_advance(train_op, batches)
         getter = moving_average_getter(ema) if ema and s.eval_moving_average else None
         evals = build_evals(parts, s.eval_splits, s.batch_size, getter)
         v1.summary.scalar("learning_rate", lr)

@@ -38,3 +38,49 @@ def test_bench_of_chosen_pipelines_from_the_command_line(tmp_path):
     unknown = run_cli(*TINY_BENCH, "bench.pipelines=[fax]", f"run_dir={tmp_path}/x")
     assert unknown.returncode == 2 and "bench.pipelines contains 'fax'; known pipelines: feed_dict," in unknown.stdout
     assert not (tmp_path / "x").exists()
+
+
+def _state_updated_by(train_op) -> set[str]:
+    """Names of the global variables that one run of ``train_op`` writes (gradients applied, averages updated)."""
+    import tensorflow as tf
+
+    names = {v.op.name for v in train_op.graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES)}
+    seen, stack, updated = set(), [train_op], set()
+    while stack:
+        op = stack.pop()
+        if op.name in seen:
+            continue
+        seen.add(op.name)
+        if op.inputs and ("Apply" in op.type or op.type.startswith("Assign")):
+            updated.add(op.inputs[0].op.name)
+        stack.extend(t.op for t in op.inputs)
+        stack.extend(op.control_inputs)
+    return updated & names
+
+
+def test_the_bench_measures_the_op_that_trains(tmp_path, monkeypatch):
+    """The bound and the pipelines are built by the training's own graph builder: the same variables, and one step
+    updates the same ones (the model, the optimizer's step, the moving averages of the CIFAR-10 preset)."""
+    import runner.bench
+    import runner.train
+    from runner.graph import build_train_graph
+
+    built = []
+
+    def recording(*args, **kwargs):
+        built.append(build_train_graph(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(runner.train, "build_train_graph", recording)
+    monkeypatch.setattr(runner.bench, "build_train_graph", recording)
+    shapes = ["dataset=shapes", "dataset.num_train=500", "dataset.num_test=100", "batch_size=16", "pipeline=tf_data"]
+    run(compose(*shapes, "max_steps=2", "log_every=1"), str(tmp_path / "train"))
+    run(compose(*shapes, "mode=bench", "bench.pipelines=[tf_data]", "bench.warmup_steps=0", "bench.windows=1",
+                "bench.steps_per_window=1"), str(tmp_path / "bench"))
+    trained, bound, measured = built
+    variables = [sorted(v.op.name for v in g.graph.get_collection("variables")) for g in built]
+    assert variables[0] == variables[1] == variables[2]
+    assert any("ExponentialMovingAverage" in name for name in variables[0])  # the preset's averages are there
+    updated = [_state_updated_by(g.train_op) for g in built]
+    assert updated[0] == updated[1] == updated[2]
+    assert {"global_step", "conv1/weights", "conv1/weights/ExponentialMovingAverage"} <= updated[0]
