@@ -110,6 +110,8 @@ def build_parts(cfg: DictConfig, dataset):
         pipeline=PIPELINES.get(cfg.pipeline.name)(dataset, seed=cfg.seed, **_params(cfg.pipeline)),
         model=shared_model(model_fn, dataset.num_classes, _params(cfg.model)),
         trainer=TRAINERS.get(trainer),
+        names={"pipeline": cfg.pipeline.name, "dataset": cfg.dataset.name, "model": cfg.model.name,
+               "trainer": trainer},
         make_lr=lambda step, steps_per_epoch: schedule_fn(base_lr, step, steps_per_epoch, **schedule),
         make_optimizer=lambda lr: optimizer_fn(lr, **optimizer),
         devices=placement.devices,
@@ -135,7 +137,7 @@ def _describe(cfg: DictConfig, parts, run_dir: str) -> None:
     model = ", ".join(f"{k}={v}" for k, v in _params(cfg.model).items())
     log.info("Building: dataset=%s pipeline=%s model=%s(%s) batch_size=%d devices=%s trainer=%s run_dir=%s",
              cfg.dataset.name, cfg.pipeline.name, cfg.model.name, model, cfg.batch_size,
-             ",".join(parts.devices), parts.trainer.__name__, run_dir)
+             ",".join(parts.devices), parts.names["trainer"], run_dir)
 
 
 def _objective(summary: dict, path: str) -> float:
@@ -244,7 +246,8 @@ def _train(cfg: DictConfig, run_dir: str, dataset, changed: dict) -> dict | floa
     rundir.record(run_dir, event="resume" if resuming else "start", overrides=_overrides(), changed=changed,
                   forced=bool(cfg.force_resume and changed))
     settings = Settings(run_dir=run_dir, batch_size=cfg.batch_size, max_steps=cfg.max_steps, seed=cfg.seed,
-                        log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every,
+                        log_every=cfg.log_every, summary_every=cfg.summary_every,
+                        checkpoint_every=cfg.checkpoint_every,
                         keep_checkpoints=cfg.keep_checkpoints, eval_splits=list(cfg.eval_splits),
                         moving_average_decay=cfg.moving_average_decay,
                         eval_moving_average=cfg.eval_moving_average, progress=cfg.progress)

@@ -185,7 +185,8 @@ class RunnerConfig:
     seed: int = bounded(0)
     run_dir: str = MISSING  # where checkpoints, events and summaries go (Hydra's run dir)
     trainer: str = MISSING  # a registered trainer, or auto: towers with several devices, else single
-    log_every: int = bounded(1)  # steps between progress lines and summaries
+    log_every: int = bounded(1)  # steps between progress lines
+    summary_every: int = bounded(1)  # steps between TensorBoard summaries
     checkpoint_every: int = bounded(1)  # steps between checkpoints (each followed by an eval)
     keep_checkpoints: int = bounded(1)
     eval_splits: list[str] = MISSING

@@ -29,6 +29,7 @@ class Parts:
     pipeline: Any
     model: Callable[..., tf.Tensor]  # (images, training) -> logits, variables shared between calls
     trainer: Callable
+    names: dict[str, str]  # the registry names of the parts: dataset, pipeline, model, trainer
     make_lr: Callable  # (global_step, steps_per_epoch) -> learning-rate tensor
     make_optimizer: Callable  # learning rate -> tf.compat.v1.train.Optimizer
     devices: list[str]  # one tower per device

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from runner.datasets.files import write_json
 from runner.engine import (
     CHECKPOINT_NAME,
     Parts,
@@ -41,7 +42,8 @@ class Settings:
     batch_size: int
     max_steps: int
     seed: int
-    log_every: int
+    log_every: int  # steps between progress lines
+    summary_every: int  # steps between TensorBoard summaries (histograms and images cost a step's time)
     checkpoint_every: int
     keep_checkpoints: int
     eval_splits: list[str]
@@ -127,9 +129,10 @@ def train(parts: Parts, s: Settings, config: dict) -> dict:
                 while step < s.max_steps:
                     stop.check()
                     log_now = (step + 1) % s.log_every == 0 or step + 1 == s.max_steps
-                    fetches = [train_op, loss, summary_op if log_now else no_summary]
+                    summarize_now = (step + 1) % s.summary_every == 0 or step + 1 == s.max_steps
+                    fetches = [train_op, loss, lr, summary_op if summarize_now else no_summary]
                     t0 = time.time()
-                    _, loss_value, summary = sess.run(fetches, merged_feed(batches))
+                    _, loss_value, lr_value, summary = sess.run(fetches, merged_feed(batches))
                     train_time += time.time() - t0
                     step += 1
                     trained_steps += 1
@@ -139,13 +142,14 @@ def train(parts: Parts, s: Settings, config: dict) -> dict:
                         raise TrainingError(f"loss is {loss_value} at step {step}; nothing was saved from this step "
                                             f"on (checkpoints in {checkpoint_dir(run_dir)} are kept). Lower the "
                                             f"learning rate (optimizer.lr) or check the input data.")
+                    if summarize_now:
+                        writer.add_summary(summary, step)
                     if log_now:
                         elapsed = time.time() - window_start
                         eps = window_steps * examples_per_step / elapsed
                         progress.report(step, loss_value, elapsed / window_steps, eps)
-                        writer.add_summary(summary, step)
                         metrics.scalars(step, examples_per_sec=eps)
-                        metrics.write(step, loss=float(loss_value), learning_rate=float(sess.run(lr)),
+                        metrics.write(step, loss=float(loss_value), learning_rate=float(lr_value),
                                       examples_per_sec=eps)
                     if step % s.checkpoint_every == 0 or step == s.max_steps:
                         eval_started = time.time()
@@ -175,13 +179,10 @@ def train(parts: Parts, s: Settings, config: dict) -> dict:
         "examples_per_step": examples_per_step,
         "wall_time_sec": time.time() - started,
         "trainable_parameters": num_params,
-        "pipeline": config["pipeline"]["name"],
-        "dataset": config["dataset"]["name"],
-        "model": config["model"]["name"],
-        "trainer": parts.trainer.__name__,
+        **parts.names,
         "devices": parts.devices,
         "config": config,
     }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(run_dir / "summary.json", summary)
     log.info("Results in %s (summary.json, metrics.jsonl, checkpoints/, TensorBoard events)", run_dir)
     return summary
