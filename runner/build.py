@@ -12,7 +12,7 @@ from typing import Iterator
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from runner import rundir
-from runner.config import CONF_DIR, SCHEMAS
+from runner.config import CONF_DIR, schema_of, validate
 from runner.config import registered as _registered
 from runner.errors import ConfigError, DataError
 
@@ -60,16 +60,16 @@ def build_dataset(cfg: DictConfig):
 
 
 def _parallel_jobs() -> int:
-    """How many jobs of this sweep run at once on this machine (the joblib launcher's n_jobs), else 1."""
+    """How many jobs of this sweep run at once on this machine: the launcher's ``n_jobs`` (joblib's convention:
+    -1 all cores, -2 all but one, ...) when it runs jobs side by side here, else 1."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return 1
-    launcher = HydraConfig.get().launcher
-    if "joblib" not in str(launcher.get("_target_", "")):
+    n = HydraConfig.get().launcher.get("n_jobs")
+    if n is None:  # one job at a time (the basic launcher), or each on its own machine (slurm, ray)
         return 1
-    n = launcher.get("n_jobs") or -1
     cores = os.cpu_count() or 1
     return max(1, cores + 1 + n if n < 0 else n)
 
@@ -126,10 +126,11 @@ def _with_pipeline(cfg: DictConfig, name: str) -> DictConfig:
         return cfg
     group = OmegaConf.load(Path(CONF_DIR) / "pipeline" / f"{name}.yaml")
     group.pop("defaults", None)
-    group = OmegaConf.merge(OmegaConf.structured(SCHEMAS["pipeline"][name]), group)  # typed, as composed
+    group = OmegaConf.merge(OmegaConf.structured(schema_of("pipeline", name)), group)  # typed, as composed
     copy = cfg.copy()
     with open_dict(copy):
         copy.pipeline = group
+    validate(copy)
     return copy
 
 
@@ -182,6 +183,7 @@ def run(cfg: DictConfig, run_dir: str) -> dict | None:
     loads, so those errors come at once."""
     if cfg.mode == "eval":
         cfg = rundir.eval_config(run_dir, cfg, _given())
+        validate(cfg)  # the run's config with this evaluation's choices, checked like a run's
     if cfg.mode == "train":
         with rundir.lock(run_dir):
             changed = rundir.check_resume(run_dir, cfg)

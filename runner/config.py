@@ -297,6 +297,30 @@ def _walk(node: DictConfig, prefix: str, schema: Any) -> None:
 GROUPS = ("dataset", "model", "pipeline", "optimizer", "schedule", "hardware")
 
 
+def schema_of(group: str, option: str) -> Any:
+    """The schema an option's YAML starts from (its ``/schema/GROUP/NAME@_here_`` default)."""
+    path = Path(CONF_DIR) / group / f"{option}.yaml"
+    entries = OmegaConf.load(path).get("defaults", []) if path.exists() else []
+    for entry in entries:
+        if isinstance(entry, str) and entry.startswith(f"/schema/{group}/"):
+            return SCHEMAS[group][entry[len(f"/schema/{group}/"):].split("@")[0]]
+    raise ConfigError(f"{group}={option} has no schema: conf/{group}/{option}.yaml must start from one")
+
+
+def typed(cfg: DictConfig) -> DictConfig:
+    """A config read from a file (a run's saved config), typed by the schemas again, so it is validated and merged
+    like a composed one."""
+    try:
+        out = OmegaConf.merge(OmegaConf.structured(RunnerConfig),
+                              {k: v for k, v in cfg.items() if k not in GROUPS})
+        with open_dict(out):
+            for group in GROUPS:
+                out[group] = OmegaConf.merge(OmegaConf.structured(schema_of(group, cfg[group].name)), cfg[group])
+    except (ValueError, KeyError, AttributeError) as err:  # OmegaConf's errors derive from these
+        raise ConfigError(f"a saved config does not fit this version of runner: {str(err).splitlines()[0]}") from None
+    return out
+
+
 def _group_schema(cfg: DictConfig, group: str) -> Any:
     schema = OmegaConf.get_type(cfg[group])
     if not dataclasses.is_dataclass(schema):

@@ -106,7 +106,9 @@ def check_resume(run_dir: str | Path, cfg: DictConfig) -> dict[str, list]:
 def eval_config(run_dir: str | Path, cfg: DictConfig, given: list[str]) -> DictConfig:
     """mode=eval: the run's saved config, with what the command line chose among :data:`EVAL_CHOICES`. Other
     keys given on the command line that differ from the run's are refused, naming them."""
-    saved = saved_config(run_dir)
+    from runner.config import typed  # config imports this module (its resolvers)
+
+    saved = typed(saved_config(run_dir))
     for key in EVAL_CHOICES:
         if any(_within(g, (key,)) for g in given):
             OmegaConf.update(saved, key, OmegaConf.select(cfg, key), merge=False, force_add=True)

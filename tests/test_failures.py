@@ -371,3 +371,17 @@ def test_every_config_error_is_a_config_error_not_a_traceback():
         with open_dict(cfg):
             cfg.pipeline = OmegaConf.create({"name": "feed_dict", "prefetch": True})  # an option YAML without schema
         validate(cfg)
+
+
+def test_a_saved_config_is_typed_again_so_eval_validates_it(trained):
+    from omegaconf import OmegaConf
+
+    from runner.config import typed, validate
+
+    cfg = typed(rundir.saved_config(trained))
+    validate(cfg)
+    assert OmegaConf.get_type(cfg.pipeline).__name__ == "FeedDictConfig" and cfg.batch_size == 100
+    chosen = rundir.eval_config(trained, compose("mode=eval", "batch_size=7"), ["mode", "batch_size"])
+    assert chosen.batch_size == 7 and chosen.mode == "eval"
+    with pytest.raises(ConfigError, match="does not fit this version of runner"):
+        typed(OmegaConf.merge(rundir.saved_config(trained), {"model": {"depth": 3}}))
