@@ -3,6 +3,7 @@ rate and moving averages. Training and the benchmark (the bound and every pipeli
 benchmark measures exactly the op that trains."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable
 
@@ -35,8 +36,7 @@ def build_train_graph(parts: Parts, batch_size: int, seed: int, moving_average_d
         v1.set_random_seed(seed)
         global_step = v1.train.get_or_create_global_step()
         with tf.device("/cpu:0"):  # input work stays on the CPU, as the tutorials'
-            batches = make_batches() if make_batches else [
-                parts.pipeline.build("train", batch_size, training=True) for _ in parts.devices]
+            batches = make_batches() if make_batches else tower_batches(parts, batch_size)
         examples_per_step = batch_size * len(batches)
         lr = parts.make_lr(global_step, batches[0].num_examples / examples_per_step)
         loss, train_op = parts.trainer(parts.model, batches, parts.make_optimizer(lr), global_step, parts.devices,
@@ -45,6 +45,19 @@ def build_train_graph(parts: Parts, batch_size: int, seed: int, moving_average_d
         train_op, ema = _with_averages(train_op, loss, global_step, moving_average_decay)
         train_op = with_input_advance(train_op, batches)
     return TrainGraph(graph, global_step, batches, examples_per_step, lr, loss, train_op, ema)
+
+
+def tower_batches(parts: Parts, batch_size: int) -> list[Batch]:
+    """One training batch of ``batch_size`` per tower, from one input pipeline: one reader set and shuffle queue
+    (or one tf.data stream, one feed) makes towers x batch_size examples a step, and each tower takes its own
+    slice, as cifar10_multi_gpu_train's towers dequeue from one queue."""
+    n = len(parts.devices)
+    batch = parts.pipeline.build("train", batch_size * n, training=True)
+    if n == 1:
+        return [batch]
+    images, labels = tf.split(batch.images, n), tf.split(batch.labels, n)
+    first = dataclasses.replace(batch, images=images[0], labels=labels[0])  # drives the pipeline for all towers
+    return [first] + [Batch(images[i], labels[i], batch.num_examples) for i in range(1, n)]
 
 
 def _with_averages(train_op, loss, global_step, decay: float | None):

@@ -76,16 +76,27 @@ def test_two_towers_of_batch_b_update_like_one_device_with_batch_2b(model_name, 
     assert any(not np.allclose(half[n], single[n], rtol=1e-4, atol=1e-6) for n in initial)  # both halves count
 
 
-def test_feed_dict_feeds_one_placeholder_pair_per_tower(tiny_digits):
-    graph = tf.Graph()
-    with graph.as_default():
-        pipeline = PIPELINES.get("feed_dict")(tiny_digits, seed=0, **option("pipeline", "feed_dict"))
-        first, second = (pipeline.build("train", 10, training=True) for _ in range(2))
-    assert first.images is not second.images and first.labels is not second.labels
-    a, b = first.feed(), second.feed()
-    assert set(a) == {first.images, first.labels} and set(b) == {second.images, second.labels}
-    assert not np.array_equal(a[first.labels], b[second.labels]) or not np.array_equal(a[first.images],
-                                                                                        b[second.images])
+@pytest.mark.parametrize("pipeline", PIPELINES.names())
+def test_towers_share_one_input_pipeline_and_take_disjoint_slices(tiny_digits, pipeline, caplog):
+    """One reader set and shuffle queue (or stream, or feed) for all towers; each tower gets its own batch."""
+    from runner.build import build_parts
+    from runner.engine import merged_feed, session
+    from runner.graph import build_train_graph
+
+    caplog.set_level("INFO", logger="runner")
+    cfg = compose(*TINY, f"pipeline={pipeline}", "hardware=cpu2", "pipeline.num_threads=2"
+                  if pipeline == "queue" else "seed=0")
+    parts = build_parts(cfg, tiny_digits)
+    tg = build_train_graph(parts, 50, 0, None)
+    assert len(tg.batches) == 2 and tg.examples_per_step == 100
+    shuffle_queues = [op for op in tg.graph.get_operations() if op.type == "RandomShuffleQueueV2"]
+    assert len(shuffle_queues) == (1 if pipeline == "queue" else 0)
+    assert caplog.text.count("Filling queue") == (1 if pipeline == "queue" else 0)
+    with session(tg.graph, parts.session_config, tg.batches) as (sess, _):
+        first, second = sess.run([[b.images, b.labels] for b in tg.batches], merged_feed(tg.batches))
+    assert len(first[1]) == len(second[1]) == 50
+    pixels = {x.tobytes() for x in first[0]}
+    assert not pixels & {x.tobytes() for x in second[0]}  # the towers' examples differ
 
 
 @pytest.mark.parametrize("pipeline", PIPELINES.names())
