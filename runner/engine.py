@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -141,9 +142,9 @@ def _checkpoints(run_dir: str | Path) -> list[Path]:
     if found:
         return found
     # No usable state file (lost, or from an older layout): the checkpoints whose index exists, by step.
-    steps = sorted(int(p.name[len(CHECKPOINT_NAME) + 1:-len(".index")]) for p in directory.glob(
-        f"{CHECKPOINT_NAME}-*.index") if p.name[len(CHECKPOINT_NAME) + 1:-len(".index")].isdigit())
-    return [directory / f"{CHECKPOINT_NAME}-{step}" for step in steps]
+    steps = [int(m[1]) for p in directory.glob(f"{CHECKPOINT_NAME}-*.index")
+             if (m := re.fullmatch(rf"{re.escape(CHECKPOINT_NAME)}-(\d+)\.index", p.name))]
+    return [directory / f"{CHECKPOINT_NAME}-{step}" for step in sorted(steps)]
 
 
 def latest_checkpoint(run_dir: str | Path) -> str | None:
