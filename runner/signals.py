@@ -41,7 +41,8 @@ def name(signum: int) -> str:
     return signal.Signals(signum).name
 
 
-def _raise(signum, frame):
+def raise_interrupted(signum, frame):
+    """A signal handler: raises :class:`Interrupted` where the main thread is."""
     raise Interrupted(f"{name(signum)} while no training step ran; nothing was lost. Rerun the same command to "
                       f"continue.", signum)
 
@@ -50,7 +51,7 @@ def raise_on_signals() -> None:
     """SIGINT and SIGTERM raise :class:`Interrupted` wherever the main thread is (the state outside loops)."""
     if threading.current_thread() is threading.main_thread():
         for sig in SIGNALS:
-            signal.signal(sig, _raise)
+            signal.signal(sig, raise_interrupted)
 
 
 class StopSignals(contextlib.AbstractContextManager):

@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 from typing import Iterator
 
-from runner.signals import SIGNALS, Interrupted, name
+from runner.signals import SIGNALS, raise_interrupted, raise_on_signals
 
 MARKER = ".interrupted"
 RUNNING = ".running"  # one file per process running a job, named by its pid
@@ -55,9 +55,7 @@ def job(sweep_dir: Path) -> Iterator[None]:
     pid_file.write_text("")
     main = threading.current_thread() is threading.main_thread()
     previous = {sig: signal.getsignal(sig) for sig in SIGNALS} if main else {}
-    if main:
-        for sig in SIGNALS:
-            signal.signal(sig, _raise_in_job)
+    raise_on_signals()
     _in_job.set()
     try:
         yield
@@ -67,10 +65,6 @@ def job(sweep_dir: Path) -> Iterator[None]:
             signal.signal(sig, handler)
         with contextlib.suppress(FileNotFoundError):
             pid_file.unlink()
-
-
-def _raise_in_job(signum, frame):
-    raise Interrupted(f"{name(signum)} while no training step ran; nothing was lost", signum)
 
 
 def forward_signals(sweep_dir: Path) -> None:
@@ -84,7 +78,7 @@ def forward_signals(sweep_dir: Path) -> None:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(int(pid_file.name), signum)
         if _in_job.is_set():
-            _raise_in_job(signum, frame)
+            raise_interrupted(signum, frame)
 
     for sig in SIGNALS:
         signal.signal(sig, handle)

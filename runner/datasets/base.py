@@ -86,8 +86,7 @@ class Generated:
         return Manifest(self.data_dir / f"{self.name}.json", self.data_dir)
 
     def missing(self) -> list[Path]:
-        self._problem = self.manifest.problem(self.spec, self.paths())
-        return self.paths() if self._problem else []
+        return self.paths() if self.manifest.problem(self.spec, self.paths()) else []
 
     def generate(self) -> None:
         raise NotImplementedError
@@ -95,7 +94,8 @@ class Generated:
     def fetch(self, missing: list[Path]) -> None:
         start = time.time()
         if any(p.exists() for p in missing):
-            log.info("Rebuilding the %s dataset in %s: %s", self.name, self.data_dir, self._problem)
+            log.info("Rebuilding the %s dataset in %s: %s", self.name, self.data_dir,
+                     self.manifest.problem(self.spec, self.paths()))
         log.info("Generating the %s dataset (%d train + %d test images) in %s", self.name, self.spec["num_train"],
                  self.spec["num_test"], self.data_dir)
         self.manifest.invalidate()
