@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from runner.engine import Parts, merged_feed, session
 from runner.graph import build_train_graph
+from runner.hooks import FeedHook
 from runner.pipelines.base import Batch
 
 v1 = tf.compat.v1
@@ -90,17 +91,17 @@ def measure_pipeline(parts: Parts, s: BenchSettings, bound: Callable[[], None], 
     examples_per_step = tg.examples_per_step
     result = {}
     start = time.perf_counter()
-    with session(graph, parts.session_config, batches) as (sess, _):
+    with session(graph, parts.session_config, batches, hooks=[FeedHook(batches)]) as (sess, _):
         if fills:  # the queue fills before its first batch can leave; timed on its own
             while any(sess.run(size) < target for size, target in fills):
                 time.sleep(0.01)
             result["queue_fill_sec"] = time.perf_counter() - start
-        sess.run(pulls, merged_feed(batches))
+        sess.run(pulls)
         result["first_batch_sec"] = time.perf_counter() - start
-        pipeline_only = _windows(lambda: sess.run(pulls, merged_feed(batches)), s, examples_per_step)
+        pipeline_only = _windows(lambda: sess.run(pulls), s, examples_per_step)
 
         def train_step():
-            sess.run(train_op, merged_feed(batches))
+            sess.run(train_op)
 
         for _ in range(s.warmup_steps):
             train_step()
@@ -109,7 +110,8 @@ def measure_pipeline(parts: Parts, s: BenchSettings, bound: Callable[[], None], 
             paired_bound = _timed(bound, s.steps_per_window, examples_per_step)
             pairs.append((_timed(train_step, s.steps_per_window, examples_per_step), paired_bound))
             bound_windows.append(paired_bound)
-        result["input_wait_share"] = _input_wait_share(sess, train_op, batches, steps=max(3, s.windows))
+        result["input_wait_share"] = sess.run_step_fn(
+            lambda step_context: _input_wait_share(step_context.session, train_op, batches, steps=max(3, s.windows)))
     result.update(pipeline_examples_per_sec=pipeline_only["examples_per_sec"],
                   pipeline_cpu_us_per_example=pipeline_only["cpu_us_per_example"],
                   train_examples_per_sec=statistics.median(t[0] for t, _ in pairs),
@@ -121,7 +123,7 @@ def measure_pipeline(parts: Parts, s: BenchSettings, bound: Callable[[], None], 
 
 
 def _input_wait_share(sess, train_op, batches: list[Batch], steps: int) -> float | None:
-    """Median share of a training step spent before its input was ready, from traced steps: Python feeding time
+    """On the raw session (the pipeline fed here, not by the hooks), the median share of a training step spent before its input was ready, from traced steps: Python feeding time
     plus the time until the ops producing the batch tensors finished, over feeding plus the step's span."""
     names = {t.op.name for b in batches for t in (b.images, b.labels)}
     options = v1.RunOptions(trace_level=v1.RunOptions.FULL_TRACE)

@@ -7,7 +7,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -36,6 +36,8 @@ class Parts:
     devices: list[str]  # one tower per device
     variable_device: str
     session_config: v1.ConfigProto
+    input_device: str = "/cpu:0"  # where input pipelines run (a cluster worker's own CPU)
+    replicas: Any = None  # runner.cluster.Replicas: this process's place in a cluster, or None
 
 
 def shared_model(fn: Callable, num_classes: int, params: dict) -> Callable[..., tf.Tensor]:
@@ -79,7 +81,7 @@ def build_evals(parts: Parts, splits: list[str], batch_size: int, getter: Callab
     evals = {}
     for split in splits:
         with tf.name_scope(f"eval_{split}"):
-            with tf.device("/cpu:0"):
+            with tf.device(parts.input_device):
                 batch = parts.pipeline.build(split, batch_size, training=False)
             with tf.device(parts.devices[0]):
                 logits = parts.model(batch.images, training=False, getter=getter)
@@ -152,67 +154,87 @@ def latest_checkpoint(run_dir: str | Path) -> str | None:
     return str(found[-1]) if found else None
 
 
+@dataclass
+class Task:
+    """Where a process's session runs: its own in-process runtime, or a task of a cluster (a Server's target).
+    Only the chief initializes and restores; the others wait for it."""
+
+    target: str = ""
+    is_chief: bool = True
+    wait_secs: float = 1800.0  # a worker waits this long for the chief to initialize the variables
+
+
 @contextlib.contextmanager
 def session(graph: tf.Graph, config: v1.ConfigProto | None, batches: list[Batch], saver: v1.train.Saver | None = None,
-            run_dir: str | Path | None = None, must_restore: bool = False, stop: StopSignals | None = None
-            ) -> Iterator[tuple[v1.Session, str | None]]:
-    """Opens a session: restores the latest checkpoint of run_dir (or initializes), loads the pipelines, and runs
-    queue runners under a Coordinator that is stopped and joined on the way out (re-raising a reader's error).
-    Without a saver nothing is restored. A stop signal stops the Coordinator at once, which closes the input
-    queues, so a step waiting for input returns."""
+            run_dir: str | Path | None = None, must_restore: bool = False, stop: StopSignals | None = None,
+            hooks: Sequence[v1.train.SessionRunHook] = (), task: Task = Task(),
+            scaffold: v1.train.Scaffold | None = None) -> Iterator[tuple[v1.train.MonitoredSession, str | None]]:
+    """A MonitoredSession on ``graph``: the chief restores the latest checkpoint of run_dir (or initializes), a
+    worker waits for the chief; then the queue runners start under the session's Coordinator and the pipelines of
+    ``batches`` start (:class:`runner.hooks.StartPipelines`). Without a saver nothing is restored. A stop signal
+    stops the Coordinator at once, which closes the input queues, so a step waiting for input returns. TensorFlow
+    errors become one-line errors naming the input or the checkpoint."""
+    from runner.hooks import SignalHook, StartPipelines
+
+    ckpt = latest_checkpoint(run_dir) if saver is not None and task.is_chief else None
+    if must_restore and not ckpt:
+        raise RunnerError(f"no checkpoint in {checkpoint_dir(run_dir)}; train first "
+                          f"(python -m runner run_dir={run_dir}) or point run_dir at a trained run")
+    start = StartPipelines(batches)
+    hooks = [start, *hooks] + ([SignalHook(stop)] if stop else [])
     with graph.as_default():  # the compat.v1 session APIs require the graph to be the default one
-        global_init = v1.global_variables_initializer()
-        local_init = v1.local_variables_initializer()
-        sess = v1.Session(graph=graph, config=config)
-        coord = v1.train.Coordinator()
-        if stop:
-            stop.on_stop(coord.request_stop)
-        threads: list = []
-        try:
-            ckpt = latest_checkpoint(run_dir) if saver else None
-            if ckpt:
-                _restore(saver, sess, ckpt, run_dir)
-            elif must_restore:
-                raise RunnerError(f"no checkpoint in {checkpoint_dir(run_dir)}; train first "
-                                  f"(python -m runner run_dir={run_dir}) or point run_dir at a trained run")
-            else:
-                sess.run(global_init)
-            sess.run(local_init)
-            hooks = {id(b.on_session): b.on_session for b in batches if b.on_session}
-            for hook in hooks.values():
-                hook(sess)
-            if graph.get_collection(v1.GraphKeys.QUEUE_RUNNERS):
-                threads = v1.train.start_queue_runners(sess, coord)
-            yield sess, ckpt
-        except (tf.errors.OutOfRangeError, tf.errors.CancelledError) as err:
-            if stop and stop.signum is not None:  # the stop closed the queues
-                stop.check()
-            if coord.should_stop():  # a queue was closed because a reader thread failed: surface its error
-                _join(coord, threads)
-            raise DataError(f"the input ran out of data ({op_error_text(err)}); check that the split's files "
-                            f"hold the records the dataset expects (dataset.data_dir)") from None
-        except (tf.errors.DataLossError, tf.errors.NotFoundError) as err:  # a record file corrupt or gone
-            raise DataError(f"input data cannot be read: {op_error_text(err)}") from None
-        except tf.errors.OpError as err:  # e.g. a record file truncated while the run reads it
-            raise RunnerError(f"TensorFlow stopped the run: {type(err).__name__}: {op_error_text(err)}") from None
-        finally:
-            coord.request_stop()
-            try:
-                _join(coord, threads)
-            finally:
-                sess.close()
+        scaffold = scaffold or v1.train.Scaffold(saver=saver or v1.train.Saver(allow_empty=True))
+        if task.is_chief:
+            creator = v1.train.ChiefSessionCreator(scaffold, task.target, config, checkpoint_filename_with_path=ckpt)
+        else:
+            creator = v1.train.WorkerSessionCreator(scaffold, task.target, config, max_wait_secs=task.wait_secs)
+        if ckpt:
+            saver.recover_last_checkpoints([str(p) for p in _checkpoints(run_dir)])
+        # Errors are said inside the session (MonitoredSession would take an OutOfRangeError for the end of the
+        # input) and around it (closing it re-raises a failed input thread's error).
+        with _errors(stop, start, ckpt, run_dir):
+            with v1.train.MonitoredSession(creator, hooks, stop_grace_period_secs=STOP_GRACE_SECS) as sess:
+                with _errors(stop, start, ckpt, run_dir):
+                    yield sess, ckpt
+                    check_input_threads(start)  # a failed reader thread ends the loop like a stop; say why
 
 
-def _restore(saver: v1.train.Saver, sess: v1.Session, ckpt: str, run_dir: str | Path) -> None:
-    """Restores ``ckpt``; a checkpoint that does not fit the graph is a config mismatch, said as one. The saver
-    is told of the older checkpoints, so keep_checkpoints still holds across resumes."""
+STOP_GRACE_SECS = 10  # input threads get this long to end when a session closes
+
+
+@contextlib.contextmanager
+def _errors(stop: StopSignals | None, start, ckpt: str | None, run_dir) -> Iterator[None]:
+    """TensorFlow's errors in a session, said as what they mean for the run."""
     try:
-        saver.restore(sess, ckpt)
-    except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as err:
-        raise ConfigError(f"{ckpt} does not fit the model this config builds ({op_error_text(err)}); the run "
-                          f"in {run_dir} was trained with another model, optimizer or data shape. Use its own "
-                          f"config (.hydra/config.yaml) or another run_dir.") from None
-    saver.recover_last_checkpoints([str(p) for p in _checkpoints(run_dir)])
+        yield
+    except (tf.errors.OutOfRangeError, tf.errors.CancelledError) as err:
+        if stop and stop.signum is not None:  # the stop closed the queues
+            stop.check()
+        check_input_threads(start)
+        raise DataError(f"the input ran out of data ({op_error_text(err)}); check that the split's files "
+                        f"hold the records the dataset expects (dataset.data_dir)") from None
+    except (tf.errors.DataLossError, tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as err:
+        if ckpt and start.coord is None:  # the session never started: the checkpoint did not restore
+            raise ConfigError(f"{ckpt} does not fit the model this config builds ({op_error_text(err)}); the run "
+                              f"in {run_dir} was trained with another model, optimizer or data shape. Use its own "
+                              f"config (.hydra/config.yaml) or another run_dir.") from None
+        if isinstance(err, tf.errors.InvalidArgumentError):
+            raise RunnerError(f"TensorFlow stopped the run: {type(err).__name__}: {op_error_text(err)}") from None
+        raise DataError(f"input data cannot be read: {op_error_text(err)}") from None
+    except tf.errors.OpError as err:  # e.g. a record file truncated while the run reads it
+        check_input_threads(start)
+        raise RunnerError(f"TensorFlow stopped the run: {type(err).__name__}: {op_error_text(err)}") from None
+
+
+def check_input_threads(start) -> None:
+    """Raises a failed input thread's error (recorded by the session's Coordinator) as a DataError."""
+    coord = start.coord
+    if coord is None or not coord.should_stop():
+        return
+    try:
+        coord.raise_requested_exception()
+    except tf.errors.OpError as err:
+        raise DataError(f"an input thread failed: {type(err).__name__}: {op_error_text(err)}") from None
 
 
 def op_error_text(err: tf.errors.OpError) -> str:
@@ -222,11 +244,3 @@ def op_error_text(err: tf.errors.OpError) -> str:
         if line.lstrip().startswith("[[") and i:
             return lines[i - 1].strip()
     return lines[-1].strip() if lines else type(err).__name__
-
-
-def _join(coord: v1.train.Coordinator, threads: list) -> None:
-    """Joins the queue-runner threads, turning a reader thread's TensorFlow error into a DataError."""
-    try:
-        coord.join(threads, stop_grace_period_secs=10)
-    except tf.errors.OpError as err:
-        raise DataError(f"an input thread failed: {type(err).__name__}: {op_error_text(err)}") from None

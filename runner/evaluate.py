@@ -29,6 +29,7 @@ def evaluate(parts: Parts, run_dir: str, batch_size: int, splits: list[str], mov
             saver = make_saver(var_list=v1.train.ExponentialMovingAverage(moving_average_decay).variables_to_restore())
         else:
             saver = make_saver()
+        scaffold = v1.train.Scaffold(saver=saver)  # one for every checkpoint evaluated: no new ops each time
     batches = [e.batch for e in evals.values()]
     last, out = None, None
     with StopSignals() as stop:
@@ -36,7 +37,7 @@ def evaluate(parts: Parts, run_dir: str, batch_size: int, splits: list[str], mov
             while True:
                 latest = latest_checkpoint(run_dir)
                 if latest != last or once:
-                    out = _evaluate_checkpoint(graph, parts, batches, saver, run_dir, global_step, evals, stop,
+                    out = _evaluate_checkpoint(graph, parts, batches, scaffold, run_dir, global_step, evals, stop,
                                                moving_average_decay)
                     last = out["checkpoint"]
                 if once:
@@ -55,10 +56,11 @@ def evaluate(parts: Parts, run_dir: str, batch_size: int, splits: list[str], mov
         raise Interrupted(f"{signal_name(stop.signum)}: evaluation of {run_dir} stopped{evaluated}", stop.signum)
 
 
-def _evaluate_checkpoint(graph, parts: Parts, batches, saver, run_dir: str, global_step, evals, stop: StopSignals,
-                         moving_average_decay: float | None) -> dict:
+def _evaluate_checkpoint(graph, parts: Parts, batches, scaffold, run_dir: str, global_step, evals,
+                         stop: StopSignals, moving_average_decay: float | None) -> dict:
     """One pass of every eval split over the latest checkpoint; writes eval.json."""
-    with session(graph, parts.session_config, batches, saver, run_dir, must_restore=True, stop=stop) as (sess, ckpt):
+    with session(graph, parts.session_config, batches, scaffold.saver, run_dir, must_restore=True, stop=stop,
+                 scaffold=scaffold) as (sess, ckpt):
         step = int(sess.run(global_step))
         log.info("Evaluating %s (step %d%s)", ckpt, step, ", moving averages" if moving_average_decay else "")
         results = {split: run_eval(sess, op, stop) for split, op in evals.items()}

@@ -3,9 +3,10 @@ rate and moving averages. Training and the benchmark (the bound and every pipeli
 benchmark measures exactly the op that trains."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import tensorflow as tf
 
@@ -25,6 +26,34 @@ class TrainGraph:
     loss: tf.Tensor  # mean over towers, named "loss"
     train_op: tf.Operation  # one step: gradients applied, averages updated, the next batches prepared
     ema: v1.train.ExponentialMovingAverage | None  # of the trainable variables, when kept
+    step_after: tf.Tensor  # the global step read after this step's update
+    device_fn: Callable | None = None  # on a cluster: the replica device setter the graph was built under
+    sync: v1.train.SyncReplicasOptimizer | None = None  # on a cluster with hardware.sync
+    release: tf.Operation | None = None  # sync: tokens that let every worker finish its last step
+
+    @contextlib.contextmanager
+    def scope(self) -> Iterator[None]:
+        """The graph as default, under the placement it was built with (for the ops a mode adds)."""
+        with self.graph.as_default(), (tf.device(self.device_fn) if self.device_fn else contextlib.nullcontext()):
+            yield
+
+    def hooks(self, chief: bool) -> list:
+        """The session hooks this graph needs: SyncReplicasOptimizer's, and on the chief the release of the other
+        workers at the end."""
+        if self.sync is None:
+            return []
+        return [self.sync.make_session_run_hook(chief), *([ReleaseWorkers(self.release)] if chief else [])]
+
+
+class ReleaseWorkers(v1.train.SessionRunHook):
+    """Sync training: when the chief ends, a token for every worker, so none waits for an update that will not
+    come (each then sees the last global step and stops)."""
+
+    def __init__(self, release: tf.Operation):
+        self.release = release
+
+    def end(self, session):
+        session.run(self.release)
 
 
 def build_train_graph(parts: Parts, batch_size: int, seed: int, moving_average_decay: float | None,
@@ -32,19 +61,33 @@ def build_train_graph(parts: Parts, batch_size: int, seed: int, moving_average_d
     """The training graph of a run, in a new graph. ``make_batches`` replaces the pipeline's training batches
     (the benchmark's bound feeds a constant batch per tower)."""
     graph = tf.Graph()
-    with graph.as_default():
+    replicas = parts.replicas
+    device_fn = replicas.device_setter() if replicas else None
+    with graph.as_default(), (tf.device(device_fn) if device_fn else contextlib.nullcontext()):
         v1.set_random_seed(seed)
         global_step = v1.train.get_or_create_global_step()
-        with tf.device("/cpu:0"):  # input work stays on the CPU, as the tutorials'
+        with tf.device(parts.input_device):  # input work stays on the CPU (of this worker), as the tutorials'
             batches = make_batches() if make_batches else tower_batches(parts, batch_size)
         examples_per_step = batch_size * len(batches)
         lr = parts.make_lr(global_step, batches[0].num_examples / examples_per_step)
-        loss, train_op = parts.trainer(parts.model, batches, parts.make_optimizer(lr), global_step, parts.devices,
+        optimizer = parts.make_optimizer(lr)
+        sync = release = None
+        if replicas and replicas.sync:  # one gradient per worker per step, averaged, applied once by the chief
+            optimizer = sync = v1.train.SyncReplicasOptimizer(optimizer, replicas_to_aggregate=replicas.num_workers,
+                                                              total_num_replicas=replicas.num_workers)
+        loss, train_op = parts.trainer(parts.model, batches, optimizer, global_step, parts.devices,
                                        parts.variable_device)
         loss = tf.identity(loss, name="loss")  # one name whatever the trainer, so checkpoints stay portable
-        train_op, ema = _with_averages(train_op, loss, global_step, moving_average_decay)
+        # Sync replicas: the chief alone updates the averages, once per global step (after its step's update).
+        averaging = not (sync and not replicas.is_chief)
+        train_op, ema = _with_averages(train_op, loss, global_step, moving_average_decay, averaging)
         train_op = with_input_advance(train_op, batches)
-    return TrainGraph(graph, global_step, batches, examples_per_step, lr, loss, train_op, ema)
+        with tf.control_dependencies([train_op]):
+            step_after = tf.identity(global_step.read_value(), name="step_after")
+        if sync:
+            release = sync.get_init_tokens_op(replicas.num_workers)
+    return TrainGraph(graph, global_step, batches, examples_per_step, lr, loss, train_op, ema, step_after, device_fn,
+                      sync, release)
 
 
 def tower_batches(parts: Parts, batch_size: int) -> list[Batch]:
@@ -60,7 +103,7 @@ def tower_batches(parts: Parts, batch_size: int) -> list[Batch]:
     return [first] + [Batch(images[i], labels[i], batch.num_examples) for i in range(1, n)]
 
 
-def _with_averages(train_op, loss, global_step, decay: float | None):
+def _with_averages(train_op, loss, global_step, decay: float | None, averaging: bool = True):
     """Adds the loss's moving average (for summaries) and, with ``decay``, moving averages of the trainable
     variables updated after each step (num_updates = global step), as cifar10.train."""
     loss_averages = v1.train.ExponentialMovingAverage(0.9, name="avg")
@@ -72,4 +115,6 @@ def _with_averages(train_op, loss, global_step, decay: float | None):
     ema = v1.train.ExponentialMovingAverage(decay, global_step)
     with tf.control_dependencies([train_op]):
         variables_averages_op = ema.apply(v1.trainable_variables())
+    if not averaging:
+        return tf.group(train_op, loss_averages_op, name="train"), ema
     return tf.group(train_op, loss_averages_op, variables_averages_op, name="train"), ema

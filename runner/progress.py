@@ -9,15 +9,21 @@ log = logging.getLogger("runner")
 
 
 class Progress(contextlib.ExitStack):
-    def __init__(self, mode: str, start: int, total: int):
+    """Lines, or a bar once :meth:`start` says where the run starts (the session knows the resumed step)."""
+
+    def __init__(self, mode: str, total: int):
         super().__init__()
+        self.use_bar = mode == "bar" or (mode == "auto" and sys.stdout.isatty())
+        self.total = total
         self.bar = None
-        if mode == "bar" or (mode == "auto" and sys.stdout.isatty()):
+
+    def start(self, step: int) -> None:
+        if self.use_bar and self.bar is None:
             from tqdm import tqdm
             from tqdm.contrib.logging import logging_redirect_tqdm
 
             self.enter_context(logging_redirect_tqdm())  # eval lines print above the bar
-            self.bar = self.enter_context(tqdm(total=total, initial=start, unit="step", dynamic_ncols=True,
+            self.bar = self.enter_context(tqdm(total=self.total, initial=step, unit="step", dynamic_ncols=True,
                                                file=sys.stdout))
 
     def step(self) -> None:

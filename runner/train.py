@@ -3,9 +3,7 @@ clean stops on SIGINT/SIGTERM. Writes checkpoints/, TensorBoard events, metrics.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,15 +17,17 @@ from runner.engine import (
     build_evals,
     checkpoint_dir,
     count_parameters,
+    Task,
+    latest_checkpoint,
     make_saver,
-    merged_feed,
     moving_average_getter,
     op_error_text,
     run_eval,
     session,
 )
-from runner.errors import RunnerError, TrainingError
+from runner.errors import RunnerError
 from runner.graph import build_train_graph
+from runner.hooks import CheckpointEvalHook, Clock, ClockHook, FeedHook, Metrics, NanHook, ProgressHook, SummaryHook
 from runner.progress import Progress
 from runner.signals import Interrupted, StopSignals
 from runner.signals import name as signal_name
@@ -52,22 +52,6 @@ class Settings:
     progress: str = "lines"  # auto | bar | lines
 
 
-class Metrics:
-    """metrics.jsonl lines plus TensorBoard scalars."""
-
-    def __init__(self, run_dir: Path, writer: v1.summary.FileWriter):
-        self.path = run_dir / "metrics.jsonl"
-        self.writer = writer
-
-    def write(self, step: int, **values) -> None:
-        with self.path.open("a") as f:
-            f.write(json.dumps({"step": step, "time": time.time(), **values}) + "\n")
-
-    def scalars(self, step: int, **values: float) -> None:
-        self.writer.add_summary(v1.Summary(value=[v1.Summary.Value(tag=k, simple_value=v) for k, v in values.items()]),
-                                step)
-
-
 def _save(saver: v1.train.Saver, sess: v1.Session, run_dir: Path, step: int) -> None:
     """Writes the checkpoint of ``step``; a full disk or a read-only dir is a one-line error (the checkpoints
     written before are kept: a checkpoint counts only once the state file names it)."""
@@ -79,104 +63,78 @@ def _save(saver: v1.train.Saver, sess: v1.Session, run_dir: Path, step: int) -> 
                           f"checkpoints are kept)") from None
 
 
-def train(parts: Parts, s: Settings, config: dict) -> dict:
+def train(parts: Parts, s: Settings, config: dict, task: Task = Task()) -> dict | None:
+    """Trains to ``s.max_steps`` in a MonitoredSession whose hooks do the rest. On a cluster every worker runs
+    this; only the chief writes (checkpoints, summaries, metrics, summary.json) and evaluates."""
     run_dir = Path(s.run_dir)
     tg = build_train_graph(parts, s.batch_size, s.seed, s.moving_average_decay)
-    graph, global_step, batches, lr, loss, train_op, ema = (tg.graph, tg.global_step, tg.batches, tg.learning_rate,
-                                                            tg.loss, tg.train_op, tg.ema)
-    examples_per_step = tg.examples_per_step
-    with graph.as_default():
-        getter = moving_average_getter(ema) if ema and s.eval_moving_average else None
-        evals = build_evals(parts, s.eval_splits, s.batch_size, getter)
-        v1.summary.scalar("learning_rate", lr)
-        if len(batches[0].images.shape) == 4 and batches[0].images.shape[-1] in (1, 3):
-            v1.summary.image("images", batches[0].images, max_outputs=3)
+    chief = task.is_chief
+    with tg.scope():
+        getter = moving_average_getter(tg.ema) if tg.ema and s.eval_moving_average else None
+        evals = build_evals(parts, s.eval_splits, s.batch_size, getter) if chief else {}
+        v1.summary.scalar("learning_rate", tg.learning_rate)
+        images = tg.batches[0].images
+        if len(images.shape) == 4 and images.shape[-1] in (1, 3):
+            v1.summary.image("images", images, max_outputs=3)
         summary_op = v1.summary.merge_all()
-        no_summary = tf.no_op()
-        saver = make_saver(max_to_keep=s.keep_checkpoints)
+        saver = make_saver(max_to_keep=s.keep_checkpoints, sharded=bool(task.target))
         num_params = count_parameters()
-        writer = v1.summary.FileWriter(str(run_dir), graph)
+        writer = v1.summary.FileWriter(str(run_dir), tg.graph) if chief else None
 
-    all_batches = batches + [e.batch for e in evals.values()]
     metrics = Metrics(run_dir, writer)
     final: dict = {}
     started = time.time()
-    train_time, trained_steps = 0.0, 0
-    try:
-        with contextlib.ExitStack() as stack:
-            stop = stack.enter_context(StopSignals())
-            sess, ckpt = stack.enter_context(session(graph, parts.session_config, all_batches, saver, run_dir,
-                                                     stop=stop))
-            step = int(sess.run(global_step))
-            if ckpt:
-                log.info("Resuming from %s at step %d", ckpt, step)
-            progress = stack.enter_context(Progress(s.progress, step, s.max_steps))
-            saved_at = step if ckpt else None
+    clock = Clock()
 
-            def checkpoint_and_eval() -> None:
-                nonlocal saved_at
-                _save(saver, sess, run_dir, step)
-                saved_at = step
-                for split, op in evals.items():
-                    result = run_eval(sess, op, stop)
-                    final[split] = result["precision"]
-                    metrics.write(step, **result)
-                    metrics.scalars(step, **{f"precision/{split}": result["precision"]})
-                writer.flush()
+    def evaluate(sess, step: int) -> None:
+        for split, op in evals.items():
+            result = run_eval(sess, op, stop)
+            final[split] = result["precision"]
+            metrics.write(step, **result)
+            metrics.scalars(step, **{f"precision/{split}": result["precision"]})
+        writer.flush()
 
-            window_start, window_steps = time.time(), 0
-            try:
-                while step < s.max_steps:
-                    stop.check()
-                    log_now = (step + 1) % s.log_every == 0 or step + 1 == s.max_steps
-                    summarize_now = (step + 1) % s.summary_every == 0 or step + 1 == s.max_steps
-                    fetches = [train_op, loss, lr, summary_op if summarize_now else no_summary]
-                    t0 = time.time()
-                    _, loss_value, lr_value, summary = sess.run(fetches, merged_feed(batches))
-                    train_time += time.time() - t0
-                    step += 1
-                    trained_steps += 1
-                    window_steps += 1
-                    progress.step()
-                    if not math.isfinite(loss_value):
-                        raise TrainingError(f"loss is {loss_value} at step {step}; nothing was saved from this step "
-                                            f"on (checkpoints in {checkpoint_dir(run_dir)} are kept). Lower the "
-                                            f"learning rate (optimizer.lr) or check the input data.")
-                    if summarize_now:
-                        writer.add_summary(summary, step)
-                    if log_now:
-                        elapsed = time.time() - window_start
-                        eps = window_steps * examples_per_step / elapsed
-                        progress.report(step, loss_value, elapsed / window_steps, eps)
-                        metrics.scalars(step, examples_per_sec=eps)
-                        metrics.write(step, loss=float(loss_value), learning_rate=float(lr_value),
-                                      examples_per_sec=eps)
-                    if step % s.checkpoint_every == 0 or step == s.max_steps:
-                        eval_started = time.time()
-                        checkpoint_and_eval()
-                        window_start += time.time() - eval_started  # examples/sec counts training time only
-                    if log_now:
-                        window_start, window_steps = time.time(), 0
-                if saved_at != step or not final:  # resumed at or past max_steps: still report the precisions
-                    checkpoint_and_eval()
-            except (Interrupted, tf.errors.OutOfRangeError, tf.errors.CancelledError):
-                if stop.signum is None:  # an input error, not a stop: the session reports it
-                    raise
-                stop.acknowledge()
-                if saved_at != step:
-                    _save(saver, sess, run_dir, step)
-                raise Interrupted(f"{signal_name(stop.signum)} at step {step}: checkpoint saved in "
-                                  f"{checkpoint_dir(run_dir)}; rerun with run_dir={run_dir} to resume",
-                                  stop.signum) from None
-    finally:
-        writer.close()
-
+    with contextlib.ExitStack() as stack:
+        if writer is not None:
+            stack.callback(writer.close)
+        stop = stack.enter_context(StopSignals())
+        progress = stack.enter_context(Progress(s.progress, s.max_steps))
+        hooks = [ClockHook(clock, tg.global_step, tg.step_after), FeedHook(tg.batches),
+                 NanHook(tg.loss, clock, checkpoint_dir(run_dir)), *tg.hooks(chief),
+                 ProgressHook(progress, tg.loss, tg.learning_rate, clock, metrics, s.log_every, s.max_steps,
+                              tg.examples_per_step),
+                 v1.train.StopAtStepHook(last_step=s.max_steps)]
+        if chief:
+            hooks += [SummaryHook(summary_op, writer, clock, s.summary_every, s.max_steps),
+                      CheckpointEvalHook(lambda sess, step: _save(saver, sess, run_dir, step), evaluate, clock,
+                                         s.checkpoint_every, s.max_steps, lambda: stop.signum is not None,
+                                         resumed=bool(latest_checkpoint(run_dir)))]
+        all_batches = tg.batches + [e.batch for e in evals.values()]
+        sess, ckpt = stack.enter_context(session(tg.graph, parts.session_config, all_batches, saver, run_dir,
+                                                 stop=stop, hooks=hooks, task=task))
+        if ckpt:
+            log.info("Resuming from %s at step %d", ckpt, clock.step)
+        progress.start(clock.step)
+        try:
+            while clock.step < s.max_steps and not sess.should_stop():
+                sess.run(tg.train_op)
+        except (tf.errors.OutOfRangeError, tf.errors.CancelledError):
+            if stop.signum is None:  # an input error, not a stop: the session says which
+                raise
+    if stop.signum is not None:
+        stop.acknowledge()
+        where = f"checkpoint saved in {checkpoint_dir(run_dir)}; " if chief else ""
+        raise Interrupted(f"{signal_name(stop.signum)} at step {clock.step}: {where}rerun with run_dir={run_dir} "
+                          f"to resume", stop.signum)
+    if not chief:
+        return None
+    train_time, trained_steps = clock.run_secs, clock.runs
     summary = {
         "final_precision": final,
-        "steps": step,
+        "steps": clock.step,
         "steps_this_run": trained_steps,
-        "examples_per_sec": trained_steps * examples_per_step / train_time if train_time else None,
-        "examples_per_step": examples_per_step,
+        "examples_per_sec": trained_steps * tg.examples_per_step / train_time if train_time else None,
+        "examples_per_step": tg.examples_per_step,
         "wall_time_sec": time.time() - started,
         "trainable_parameters": num_params,
         **parts.names,

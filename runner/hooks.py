@@ -1,0 +1,219 @@
+"""The training loop's concerns, one SessionRunHook each, run by a tf.compat.v1.train.MonitoredSession.
+
+:class:`Clock` is shared: :class:`ClockHook` (first in the list) sets the global step after each run and the time
+spent in runs, and the hooks after it read them. Order matters: the NaN check comes before anything is written
+for a step, the checkpoint before its eval.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import tensorflow as tf
+
+from runner.errors import TrainingError
+from runner.pipelines.base import Batch
+
+v1 = tf.compat.v1
+Hook = v1.train.SessionRunHook
+Args = v1.train.SessionRunArgs
+
+
+@dataclass
+class Clock:
+    step: int = 0  # the global step after the last run
+    first_step: int = 0  # the global step when the session was created
+    run_secs: float = 0.0  # time inside training runs (feeding included), evals excluded
+    runs: int = 0  # training runs by this process
+
+
+class ClockHook(Hook):
+    """Keeps :class:`Clock`: ``step_after`` is the global step read after the step's update."""
+
+    def __init__(self, clock: Clock, global_step: tf.Tensor, step_after: tf.Tensor):
+        self.clock, self.global_step, self.step_after = clock, global_step, step_after
+        self._t0 = 0.0
+
+    def after_create_session(self, session, coord):
+        self.clock.step = self.clock.first_step = int(session.run(self.global_step))
+
+    def before_run(self, run_context):
+        self._t0 = time.perf_counter()
+        return Args(self.step_after)
+
+    def after_run(self, run_context, run_values):
+        self.clock.run_secs += time.perf_counter() - self._t0
+        self.clock.runs += 1
+        self.clock.step = int(run_values.results)
+
+
+class StartPipelines(Hook):
+    """Starts the input pipelines once a session exists (preloaded's load, iterator initialization; the queue
+    runners were started by the session under its Coordinator) and keeps that Coordinator, whose recorded
+    exception is a failed input thread's error."""
+
+    def __init__(self, batches: list[Batch]):
+        self.starts: list[Callable] = []
+        for b in batches:
+            if b.on_session and b.on_session not in self.starts:
+                self.starts.append(b.on_session)
+        self.coord: v1.train.Coordinator | None = None
+
+    def after_create_session(self, session, coord):
+        self.coord = coord
+        for start in self.starts:
+            start(session)
+
+
+class FeedHook(Hook):
+    """feed_dict's feeding: each run of the loop gets the training placeholders' next values."""
+
+    def __init__(self, batches: list[Batch]):
+        self.feeds = [b.feed for b in batches if b.feed]
+
+    def before_run(self, run_context):
+        return Args(None, feed_dict={k: v for feed in self.feeds for k, v in feed().items()})
+
+
+class NanHook(Hook):
+    """Stops the run on a loss that is NaN or infinite, before anything is written for that step."""
+
+    def __init__(self, loss: tf.Tensor, clock: Clock, checkpoints: Path):
+        self.loss, self.clock, self.checkpoints = loss, clock, checkpoints
+
+    def before_run(self, run_context):
+        return Args(self.loss)
+
+    def after_run(self, run_context, run_values):
+        if not math.isfinite(run_values.results):
+            raise TrainingError(f"loss is {run_values.results} at step {self.clock.step}; nothing was saved from "
+                                f"this step on (checkpoints in {self.checkpoints} are kept). Lower the learning "
+                                f"rate (optimizer.lr) or check the input data.")
+
+
+def _due(step: int, every: int, last: int) -> bool:
+    """Whether ``step`` (the step about to run or just run) is one to act on: every ``every`` steps and the last."""
+    return step % every == 0 or step >= last
+
+
+class SummaryHook(Hook):
+    """TensorBoard summaries every ``every`` steps and at the last one."""
+
+    def __init__(self, summary_op, writer, clock: Clock, every: int, last: int):
+        self.summary_op, self.writer, self.clock, self.every, self.last = summary_op, writer, clock, every, last
+        self._want = False
+
+    def before_run(self, run_context):
+        self._want = self.summary_op is not None and _due(self.clock.step + 1, self.every, self.last)
+        return Args(self.summary_op) if self._want else None
+
+    def after_run(self, run_context, run_values):
+        if self._want:
+            self.writer.add_summary(run_values.results, self.clock.step)
+
+
+class Metrics:
+    """metrics.jsonl lines plus TensorBoard scalars; without a writer (a cluster's other workers) nothing."""
+
+    def __init__(self, run_dir: Path, writer: v1.summary.FileWriter | None):
+        self.path = run_dir / "metrics.jsonl"
+        self.writer = writer
+
+    def write(self, step: int, **values) -> None:
+        if self.writer is None:
+            return
+        with self.path.open("a") as f:
+            f.write(json.dumps({"step": step, "time": time.time(), **values}) + "\n")
+
+    def scalars(self, step: int, **values: float) -> None:
+        if self.writer is not None:
+            self.writer.add_summary(
+                v1.Summary(value=[v1.Summary.Value(tag=k, simple_value=v) for k, v in values.items()]), step)
+
+
+class ProgressHook(Hook):
+    """The progress line (or bar) every ``every`` steps and at the last: loss, time per step and examples/sec
+    over the steps since the previous line, counting training runs only."""
+
+    def __init__(self, progress, loss, learning_rate, clock: Clock, metrics: Metrics, every: int, last: int,
+                 examples_per_step: int):
+        self.progress, self.loss, self.lr, self.clock = progress, loss, learning_rate, clock
+        self.metrics, self.every, self.last, self.examples_per_step = metrics, every, last, examples_per_step
+        self._want = False
+        self._window = (0.0, 0)  # run_secs and runs at the previous line
+
+    def after_create_session(self, session, coord):
+        self._window = (self.clock.run_secs, self.clock.runs)
+
+    def before_run(self, run_context):
+        self._want = _due(self.clock.step + 1, self.every, self.last)
+        return Args([self.loss, self.lr]) if self._want else None
+
+    def after_run(self, run_context, run_values):
+        self.progress.step()
+        if not self._want:
+            return
+        loss, lr = (float(v) for v in run_values.results)
+        secs, runs = self.clock.run_secs - self._window[0], self.clock.runs - self._window[1]
+        self._window = (self.clock.run_secs, self.clock.runs)
+        eps = runs * self.examples_per_step / secs
+        self.progress.report(self.clock.step, loss, secs / runs, eps)
+        self.metrics.scalars(self.clock.step, examples_per_sec=eps)
+        self.metrics.write(self.clock.step, loss=loss, learning_rate=lr, examples_per_sec=eps)
+
+
+class CheckpointEvalHook(Hook):
+    """A checkpoint every ``every`` steps and at the last, each followed by ``evaluate(session, step)``. At the end
+    of the session: the last step's checkpoint and eval if they were not made (a resumed run at its end still
+    reports its precisions); after a stop signal only the checkpoint."""
+
+    def __init__(self, save: Callable, evaluate: Callable, clock: Clock, every: int, last: int,
+                 stopping: Callable[[], bool], resumed: bool):
+        self.save, self.evaluate, self.clock = save, evaluate, clock
+        self.every, self.last, self.stopping = every, last, stopping
+        self.resumed = resumed
+        self.saved_at: int | None = None
+        self.evaluated = False
+
+    def after_create_session(self, session, coord):
+        self.saved_at = self.clock.step if self.resumed else None
+        self._next = (self.clock.step // self.every + 1) * self.every
+
+    def after_run(self, run_context, run_values):
+        step = self.clock.step
+        if step >= self._next or step >= self.last:
+            self._next = (step // self.every + 1) * self.every
+            self._checkpoint_and_eval(run_context.session)
+
+    def _checkpoint_and_eval(self, session) -> None:
+        self.save(session, self.clock.step)
+        self.saved_at = self.clock.step
+        self.evaluate(session, self.clock.step)
+        self.evaluated = True
+
+    def end(self, session):
+        if self.stopping():
+            if self.saved_at != self.clock.step:
+                self.save(session, self.clock.step)
+                self.saved_at = self.clock.step
+        elif self.saved_at != self.clock.step or not self.evaluated:
+            self._checkpoint_and_eval(session)
+
+
+class SignalHook(Hook):
+    """SIGINT/SIGTERM: the loop stops after the current step; the signal also stops the session's Coordinator at
+    once, which closes the input queues, so a step waiting for input returns."""
+
+    def __init__(self, stop):
+        self.stop = stop
+
+    def after_create_session(self, session, coord):
+        self.stop.on_stop(coord.request_stop)
+
+    def after_run(self, run_context, run_values):
+        if self.stop.signum is not None:
+            run_context.request_stop()
