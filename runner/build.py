@@ -75,8 +75,14 @@ def _parallel_jobs() -> int:
 
 
 def _hardware(cfg: DictConfig) -> dict:
-    """The hardware group as arguments, with thread pools divided among parallel sweep jobs unless set."""
+    """The hardware group as the arguments of runner.hardware.place, with thread pools divided among parallel
+    sweep jobs unless set."""
+    import inspect
+
+    from runner.hardware import place
+
     hw = OmegaConf.to_container(cfg.hardware, resolve=True)
+    hw = {k: v for k, v in hw.items() if k in inspect.signature(place).parameters}  # a cluster's keys are not
     jobs = _parallel_jobs()
     if jobs > 1:
         share = max(1, (os.cpu_count() or 1) // jobs)
@@ -87,10 +93,12 @@ def _hardware(cfg: DictConfig) -> dict:
     return hw
 
 
-def build_parts(cfg: DictConfig, dataset):
-    """The parts of a run on a prepared dataset (see :func:`_prepared`)."""
+def build_parts(cfg: DictConfig, dataset, replicas=None):
+    """The parts of a run on a prepared dataset (see :func:`_prepared`); with ``replicas``
+    (:class:`runner.cluster.Replicas`) those of a cluster worker, reading its shard of the training split."""
     from runner.engine import Parts, shared_model
     from runner.hardware import place
+    from runner.pipelines.base import Shard
     from runner.models import MODELS
     from runner.optim import OPTIMIZERS, SCHEDULES
     from runner.pipelines import PIPELINES
@@ -105,18 +113,26 @@ def build_parts(cfg: DictConfig, dataset):
     trainer = cfg.trainer  # validate() refused trainer=single on several devices
     if trainer == "auto":
         trainer = "towers" if len(placement.devices) > 1 else "single"
+    devices, input_device, shard = placement.devices, "/cpu:0", Shard()
+    if replicas is not None:  # this worker's devices; variables go to the ps tasks (runner.graph)
+        devices = [replicas.worker_device + d for d in devices]
+        input_device = replicas.worker_device + "/cpu:0"
+        shard = Shard(replicas.task_index, replicas.num_workers)
+        placement.session_config.device_filters.extend(["/job:ps", replicas.worker_device])
     return Parts(
         dataset=dataset,
-        pipeline=PIPELINES.get(cfg.pipeline.name)(dataset, seed=cfg.seed, **_params(cfg.pipeline)),
+        pipeline=PIPELINES.get(cfg.pipeline.name)(dataset, seed=cfg.seed, shard=shard, **_params(cfg.pipeline)),
         model=shared_model(model_fn, dataset.num_classes, _params(cfg.model)),
         trainer=TRAINERS.get(trainer),
         names={"pipeline": cfg.pipeline.name, "dataset": cfg.dataset.name, "model": cfg.model.name,
                "trainer": trainer},
         make_lr=lambda step, steps_per_epoch: schedule_fn(base_lr, step, steps_per_epoch, **schedule),
         make_optimizer=lambda lr: optimizer_fn(lr, **optimizer),
-        devices=placement.devices,
+        devices=devices,
         variable_device=placement.variable_device,
         session_config=placement.session_config,
+        input_device=input_device,
+        replicas=replicas,
     )
 
 
@@ -184,6 +200,16 @@ def run(cfg: DictConfig, run_dir: str) -> dict | None:
     if cfg.mode == "eval":
         cfg = rundir.eval_config(run_dir, cfg, _given())
         validate(cfg)  # the run's config with this evaluation's choices, checked like a run's
+    if cfg.mode == "train" and cfg.hardware.name == "local_cluster":
+        from runner.local_cluster import launch
+
+        with rundir.lock(run_dir):
+            changed = rundir.check_resume(run_dir, cfg)
+            _record_start(cfg, run_dir, changed, devices=[f"local_cluster: {cfg.hardware.workers} worker(s), "
+                                                          f"{cfg.hardware.ps} ps"])
+            return launch(cfg, run_dir, _overrides())
+    if cfg.mode == "train" and cfg.hardware.name == "cluster":
+        return _cluster_task(cfg, run_dir)
     if cfg.mode == "train":
         with rundir.lock(run_dir):
             changed = rundir.check_resume(run_dir, cfg)
@@ -196,14 +222,7 @@ def run(cfg: DictConfig, run_dir: str) -> dict | None:
             log.info("%s: %s", split, path)
         return None
     if cfg.mode == "eval":
-        from runner.evaluate import evaluate
-
-        parts = build_parts(cfg, dataset)
-        _describe(cfg, parts, run_dir)
-        decay = cfg.get("moving_average_decay") if cfg.eval_moving_average else None
-        with _naming_damaged_records(dataset):
-            return evaluate(parts, run_dir, cfg.batch_size, list(cfg.eval_splits), moving_average_decay=decay,
-                            once=cfg.eval_once, interval_secs=cfg.eval_interval_secs)
+        return _evaluate(cfg, run_dir, dataset, once=cfg.eval_once)
     from runner.bench import BenchSettings, bench
 
     names = list(cfg.bench.pipelines or _registered("pipelines"))
@@ -221,6 +240,17 @@ def run(cfg: DictConfig, run_dir: str) -> dict | None:
         return bench(make_parts, names, settings, run_dir, OmegaConf.to_container(cfg, resolve=True))
 
 
+def _evaluate(cfg: DictConfig, run_dir: str, dataset, once: bool, until_step: int | None = None) -> dict | None:
+    from runner.evaluate import evaluate
+
+    parts = build_parts(cfg, dataset)
+    _describe(cfg, parts, run_dir)
+    decay = cfg.get("moving_average_decay") if cfg.eval_moving_average else None
+    with _naming_damaged_records(dataset):
+        return evaluate(parts, run_dir, cfg.batch_size, list(cfg.eval_splits), moving_average_decay=decay,
+                        once=once, interval_secs=cfg.eval_interval_secs, until_step=until_step)
+
+
 def _prepared(cfg: DictConfig):
     """The dataset with its files obtained, read and checked against the config, then TensorFlow loaded (quietly)."""
     dataset = build_dataset(cfg)
@@ -235,18 +265,27 @@ def _prepared(cfg: DictConfig):
     return dataset
 
 
-def _train(cfg: DictConfig, run_dir: str, dataset, changed: dict) -> dict | float:
+def _record_start(cfg: DictConfig, run_dir: str, changed: dict, devices: list[str]) -> None:
+    """Provenance of a new run (a rerun's stays) and a line in history.jsonl."""
     from runner import provenance
-    from runner.train import Settings, train
 
     resuming = rundir.has_checkpoints(run_dir)
-    parts = build_parts(cfg, dataset)
-    _describe(cfg, parts, run_dir)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    if not resuming:  # the first run's provenance stays; reruns are recorded in history.jsonl
-        provenance.write(run_dir, config=resolved, overrides=_overrides(), devices=parts.devices, seed=cfg.seed)
+    if not resuming:
+        provenance.write(run_dir, config=OmegaConf.to_container(cfg, resolve=True), overrides=_overrides(),
+                         devices=devices, seed=cfg.seed)
     rundir.record(run_dir, event="resume" if resuming else "start", overrides=_overrides(), changed=changed,
                   forced=bool(cfg.force_resume and changed))
+
+
+def _train(cfg: DictConfig, run_dir: str, dataset, changed: dict | None, replicas=None, make_task=None
+           ) -> dict | float | None:
+    """Trains; ``changed`` is None in a cluster task that does not own the run dir (it records nothing)."""
+    from runner.train import Settings, train
+
+    parts = build_parts(cfg, dataset, replicas)
+    _describe(cfg, parts, run_dir)
+    if changed is not None:
+        _record_start(cfg, run_dir, changed, parts.devices)
     settings = Settings(run_dir=run_dir, batch_size=cfg.batch_size, max_steps=cfg.max_steps, seed=cfg.seed,
                         log_every=cfg.log_every, summary_every=cfg.summary_every,
                         checkpoint_every=cfg.checkpoint_every,
@@ -254,5 +293,51 @@ def _train(cfg: DictConfig, run_dir: str, dataset, changed: dict) -> dict | floa
                         moving_average_decay=cfg.moving_average_decay,
                         eval_moving_average=cfg.eval_moving_average, progress=cfg.progress)
     with _naming_damaged_records(dataset):
-        summary = train(parts, settings, resolved)
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        if make_task is None:
+            summary = train(parts, settings, resolved)
+        else:  # a cluster worker: its server needs the parts' session config
+            summary = train(parts, settings, resolved, task=make_task(parts))
+    if summary is None:
+        return None
     return _objective(summary, cfg.sweep_objective) if cfg.sweep_objective else summary
+
+
+def _cluster_task(cfg: DictConfig, run_dir: str) -> dict | float | None:
+    """One task of a cluster, by its role: a ps serves, a worker trains (the chief owning the run dir), an evaluator
+    evaluates the chief's checkpoints as they appear until the last one."""
+    from runner import cluster
+
+    hw = cfg.hardware
+    role, index = cluster.role_from_env(hw.ps, hw.resolver)
+    if role == "ps":
+        _quiet_tensorflow(cfg.verbose)
+        from runner.hardware import place
+
+        resolved = cluster.resolve(hw.resolver, hw.ps, hw.port_base, hw.device_type)
+        cluster.serve(resolved, cluster.server(resolved, place(**_hardware(cfg)).session_config))
+        return None
+    if role == "evaluator":
+        dataset = _prepared(cfg)
+        return _evaluate(cfg, run_dir, dataset, once=False, until_step=cfg.max_steps)
+    owner = cluster.writes_run_dir(hw.name, hw.ps, hw.resolver)
+    with rundir.lock(run_dir) if owner else contextlib.nullcontext():
+        changed = rundir.check_resume(run_dir, cfg) if owner else None
+        dataset = _prepared(cfg)
+        resolved = cluster.resolve(hw.resolver, hw.ps, hw.port_base, hw.device_type)
+        if (resolved.role, resolved.index) != (role, index):
+            raise ConfigError(f"the cluster resolver says this task is {resolved.role} {resolved.index}, the "
+                              f"environment {role} {index}; check TF_CONFIG or hardware.ps")
+        replicas = cluster.Replicas(resolved.cluster, index, hw.sync)
+        servers = []
+
+        def make_task(parts):
+            from runner.engine import Task
+
+            servers.append(cluster.server(resolved, parts.session_config))
+            cluster.wait_for_cluster(resolved, hw.wait_secs)
+            return Task(servers[0].target, is_chief=replicas.is_chief, wait_secs=hw.wait_secs)
+
+        out = _train(cfg, run_dir, dataset, changed, replicas, make_task)
+        cluster.tell_ps_done(resolved, servers[0].target)
+        return out

@@ -167,6 +167,25 @@ class HardwareConfig:
     strict: bool = False  # fail instead of warning when fewer devices exist than asked
 
 
+@dataclass
+class ClusterConfig(HardwareConfig):
+    """Between-graph replication on TensorFlow's runtime; num_devices are the towers of each worker."""
+
+    sync: bool = True  # SyncReplicasOptimizer: one gradient per worker per step; false: asynchronous updates
+    ps: int = bounded(1, 64, default=1)  # under SLURM: how many of the job step's tasks are ps (the first ones)
+    resolver: str = one_of("auto", "tf_config", "slurm", default="auto")  # auto: TF_CONFIG if set, else SLURM
+    port_base: int = bounded(1024, 65535, default=8888)  # SLURM: the first task's port on each node
+    wait_secs: int = bounded(1, default=600)  # how long a worker waits for the chief to initialize
+
+
+@dataclass
+class LocalClusterConfig(ClusterConfig):
+    """The same cluster started on 127.0.0.1 by one command, its tasks as child processes."""
+
+    workers: int = bounded(1, 64, default=2)
+    evaluator: bool = False  # also an evaluator task: the continuous eval of the chief's checkpoints
+
+
 # ---------------------------------------------------------------------------------------------- bench
 @dataclass
 class BenchConfig:
@@ -214,7 +233,7 @@ SCHEMAS = {
                  "tf_data": TfDataConfig},
     "optimizer": {"base": OptimizerConfig, "momentum": MomentumConfig, "adam": AdamConfig},
     "schedule": {"base": ScheduleConfig, "exponential_decay": ExponentialDecayConfig},
-    "hardware": {"base": HardwareConfig},
+    "hardware": {"base": HardwareConfig, "cluster": ClusterConfig, "local_cluster": LocalClusterConfig},
 }
 """Schemas by group, stored as ``schema/<group>/<name>``; several options may share one (``base``)."""
 
@@ -405,6 +424,9 @@ def validate(cfg: DictConfig) -> None:
     if cfg.mode == "convert" and dataset.record_kind != "tfrecord":
         raise ConfigError(f"mode=convert writes TFRecords of MNIST-format datasets; dataset={cfg.dataset.name} is "
                           f"read from its {dataset.kind} record files as they are")
+    if cfg.hardware.name in ("cluster", "local_cluster") and cfg.mode == "bench":
+        raise ConfigError(f"mode=bench measures one process; hardware={cfg.hardware.name} is for training (use "
+                          f"hardware=cpu or a towers option)")
     objective = cfg.sweep_objective
     if objective is not None:
         allowed = [f"final_precision.{split}" for split in cfg.eval_splits] + list(SUMMARY_NUMBERS)

@@ -187,7 +187,7 @@ def session(graph: tf.Graph, config: v1.ConfigProto | None, batches: list[Batch]
         if task.is_chief:
             creator = v1.train.ChiefSessionCreator(scaffold, task.target, config, checkpoint_filename_with_path=ckpt)
         else:
-            creator = v1.train.WorkerSessionCreator(scaffold, task.target, config, max_wait_secs=task.wait_secs)
+            creator = _WorkerSessionCreator(scaffold, task.target, config, task.wait_secs)
         if ckpt:
             saver.recover_last_checkpoints([str(p) for p in _checkpoints(run_dir)])
         # Errors are said inside the session (MonitoredSession would take an OutOfRangeError for the end of the
@@ -200,6 +200,22 @@ def session(graph: tf.Graph, config: v1.ConfigProto | None, batches: list[Batch]
 
 
 STOP_GRACE_SECS = 10  # input threads get this long to end when a session closes
+READY_POLL_SECS = 0.5  # how often a worker looks whether the chief has initialized the variables
+
+
+class _WorkerSessionCreator(v1.train.SessionCreator):
+    """WorkerSessionCreator, but looking every READY_POLL_SECS (not every 30 s) whether the chief is done."""
+
+    def __init__(self, scaffold: v1.train.Scaffold, master: str, config, max_wait_secs: float):
+        self.scaffold, self.master, self.config, self.max_wait_secs = scaffold, master, config, max_wait_secs
+
+    def create_session(self):
+        self.scaffold.finalize()
+        manager = v1.train.SessionManager(
+            local_init_op=self.scaffold.local_init_op, local_init_feed_dict=self.scaffold.local_init_feed_dict,
+            ready_op=self.scaffold.ready_op, ready_for_local_init_op=self.scaffold.ready_for_local_init_op,
+            graph=tf.compat.v1.get_default_graph(), recovery_wait_secs=READY_POLL_SECS)
+        return manager.wait_for_session(self.master, config=self.config, max_wait_secs=self.max_wait_secs)
 
 
 @contextlib.contextmanager

@@ -20,7 +20,10 @@ log = logging.getLogger("runner")
 
 
 def evaluate(parts: Parts, run_dir: str, batch_size: int, splits: list[str], moving_average_decay: float | None,
-             once: bool = True, interval_secs: float = 300.0) -> dict | None:
+             once: bool = True, interval_secs: float = 300.0, until_step: int | None = None) -> dict | None:
+    """Evaluates the latest checkpoint once, or (``once=False``) each new one until a signal; with
+    ``until_step`` (a cluster's evaluator) it waits for the first checkpoint and ends after evaluating one of
+    that step or later."""
     graph = tf.Graph()
     with graph.as_default():
         global_step = v1.train.get_or_create_global_step()
@@ -36,11 +39,11 @@ def evaluate(parts: Parts, run_dir: str, batch_size: int, splits: list[str], mov
         try:
             while True:
                 latest = latest_checkpoint(run_dir)
-                if latest != last or once:
+                if (latest != last or once) and (latest or until_step is None):
                     out = _evaluate_checkpoint(graph, parts, batches, scaffold, run_dir, global_step, evals, stop,
                                                moving_average_decay)
                     last = out["checkpoint"]
-                if once:
+                if once or (until_step is not None and out and out["step"] >= until_step):
                     return out
                 deadline = time.time() + interval_secs
                 while time.time() < deadline:

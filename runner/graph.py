@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import threading
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -21,7 +22,7 @@ class TrainGraph:
     graph: tf.Graph
     global_step: tf.Variable
     batches: list[Batch]  # one per tower
-    examples_per_step: int
+    examples_per_step: int  # examples in one global step (all towers; with sync replicas, all workers)
     learning_rate: tf.Tensor
     loss: tf.Tensor  # mean over towers, named "loss"
     train_op: tf.Operation  # one step: gradients applied, averages updated, the next batches prepared
@@ -34,7 +35,7 @@ class TrainGraph:
     @contextlib.contextmanager
     def scope(self) -> Iterator[None]:
         """The graph as default, under the placement it was built with (for the ops a mode adds)."""
-        with self.graph.as_default(), (tf.device(self.device_fn) if self.device_fn else contextlib.nullcontext()):
+        with self.graph.as_default(), (v1.device(self.device_fn) if self.device_fn else contextlib.nullcontext()):
             yield
 
     def hooks(self, chief: bool) -> list:
@@ -42,7 +43,10 @@ class TrainGraph:
         workers at the end."""
         if self.sync is None:
             return []
-        return [self.sync.make_session_run_hook(chief), *([ReleaseWorkers(self.release)] if chief else [])]
+        # No tokens at the start: every worker's first step waits for the first update, which then holds one
+        # gradient of each.
+        return [self.sync.make_session_run_hook(chief, num_tokens=0),
+                *([ReleaseWorkers(self.release)] if chief else [])]
 
 
 class ReleaseWorkers(v1.train.SessionRunHook):
@@ -54,6 +58,16 @@ class ReleaseWorkers(v1.train.SessionRunHook):
 
     def end(self, session):
         session.run(self.release)
+        # The chief's aggregation thread still waits for gradients that will not come; closing the session cancels
+        # it, which is the end of training, not an error to print.
+        previous = threading.excepthook
+
+        def quiet(args):
+            if not (issubclass(args.exc_type, tf.errors.CancelledError)
+                    and args.thread.name.startswith("QueueRunnerThread")):
+                previous(args)
+
+        threading.excepthook = quiet
 
 
 def build_train_graph(parts: Parts, batch_size: int, seed: int, moving_average_decay: float | None,
@@ -63,13 +77,15 @@ def build_train_graph(parts: Parts, batch_size: int, seed: int, moving_average_d
     graph = tf.Graph()
     replicas = parts.replicas
     device_fn = replicas.device_setter() if replicas else None
-    with graph.as_default(), (tf.device(device_fn) if device_fn else contextlib.nullcontext()):
+    with graph.as_default(), (v1.device(device_fn) if device_fn else contextlib.nullcontext()):
         v1.set_random_seed(seed)
         global_step = v1.train.get_or_create_global_step()
         with tf.device(parts.input_device):  # input work stays on the CPU (of this worker), as the tutorials'
             batches = make_batches() if make_batches else tower_batches(parts, batch_size)
         examples_per_step = batch_size * len(batches)
-        lr = parts.make_lr(global_step, batches[0].num_examples / examples_per_step)
+        if replicas and replicas.sync:  # a global step aggregates one step of every worker
+            examples_per_step *= replicas.num_workers
+        lr = parts.make_lr(global_step, parts.dataset.num_examples("train") / examples_per_step)
         optimizer = parts.make_optimizer(lr)
         sync = release = None
         if replicas and replicas.sync:  # one gradient per worker per step, averaged, applied once by the chief

@@ -141,13 +141,15 @@ class ProgressHook(Hook):
 
     def __init__(self, progress, loss, learning_rate, clock: Clock, metrics: Metrics, every: int, last: int,
                  examples_per_step: int):
+        """``examples_per_step``: per global step; on an asynchronous cluster each worker's step is one, so the
+        rate counts every worker's examples."""
         self.progress, self.loss, self.lr, self.clock = progress, loss, learning_rate, clock
         self.metrics, self.every, self.last, self.examples_per_step = metrics, every, last, examples_per_step
         self._want = False
-        self._window = (0.0, 0)  # run_secs and runs at the previous line
+        self._window = (0.0, 0)  # run_secs and global step at the previous line
 
     def after_create_session(self, session, coord):
-        self._window = (self.clock.run_secs, self.clock.runs)
+        self._window = (self.clock.run_secs, self.clock.step)
 
     def before_run(self, run_context):
         self._want = _due(self.clock.step + 1, self.every, self.last)
@@ -158,10 +160,10 @@ class ProgressHook(Hook):
         if not self._want:
             return
         loss, lr = (float(v) for v in run_values.results)
-        secs, runs = self.clock.run_secs - self._window[0], self.clock.runs - self._window[1]
-        self._window = (self.clock.run_secs, self.clock.runs)
-        eps = runs * self.examples_per_step / secs
-        self.progress.report(self.clock.step, loss, secs / runs, eps)
+        secs, steps = self.clock.run_secs - self._window[0], self.clock.step - self._window[1]
+        self._window = (self.clock.run_secs, self.clock.step)
+        eps = steps * self.examples_per_step / secs
+        self.progress.report(self.clock.step, loss, secs / max(steps, 1), eps)
         self.metrics.scalars(self.clock.step, examples_per_sec=eps)
         self.metrics.write(self.clock.step, loss=loss, learning_rate=lr, examples_per_sec=eps)
 

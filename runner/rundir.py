@@ -37,10 +37,18 @@ def has_checkpoints(run_dir: str | Path) -> bool:
 
 
 @functools.lru_cache(maxsize=None)  # resolved again later in the same run: the same answer
-def hydra_subdir(mode: str, output_dir: str) -> str:
+def hydra_subdir(mode: str, output_dir: str, hardware: str = "cpu", ps: int = 1, resolver: str = "auto"
+                 ) -> str | None:
     """Where Hydra writes this job's config: ``.hydra`` for a new training run; a numbered folder under
     ``.hydra/resumes/`` when the run dir already holds a trained run, whose config must stay as it is;
-    ``.hydra/<mode>`` for eval, bench and convert."""
+    ``.hydra/<mode>`` for eval, bench and convert; nowhere for a cluster task that does not own the run dir."""
+    from runner.cluster import writes_run_dir
+
+    try:
+        if mode == "train" and not writes_run_dir(hardware, int(ps), resolver):
+            return None
+    except ConfigError:  # said by the run itself, with its exit status
+        pass
     if mode != "train":
         return f".hydra/{mode}"
     if not (Path(output_dir) / SAVED_CONFIG).exists() or not (has_checkpoints(output_dir) or in_use(output_dir)):

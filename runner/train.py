@@ -56,6 +56,7 @@ def _save(saver: v1.train.Saver, sess: v1.Session, run_dir: Path, step: int) -> 
     """Writes the checkpoint of ``step``; a full disk or a read-only dir is a one-line error (the checkpoints
     written before are kept: a checkpoint counts only once the state file names it)."""
     try:
+        checkpoint_dir(run_dir).mkdir(parents=True, exist_ok=True)  # a sharded (cluster) saver does not make it
         saver.save(sess, str(checkpoint_dir(run_dir) / CHECKPOINT_NAME), global_step=step)
     except tf.errors.OpError as err:
         raise RunnerError(f"cannot write the checkpoint of step {step} in {checkpoint_dir(run_dir)}: "
@@ -128,7 +129,7 @@ def train(parts: Parts, s: Settings, config: dict, task: Task = Task()) -> dict 
                           f"to resume", stop.signum)
     if not chief:
         return None
-    train_time, trained_steps = clock.run_secs, clock.runs
+    train_time, trained_steps = clock.run_secs, clock.step - clock.first_step
     summary = {
         "final_precision": final,
         "steps": clock.step,

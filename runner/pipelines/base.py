@@ -36,6 +36,18 @@ class Batch:
         return [self.images, self.labels] + ([self.advance] if self.advance is not None else [])
 
 
+@dataclass(frozen=True)
+class Shard:
+    """A cluster worker's part of the training split: ``count`` workers read disjoint parts that together cover
+    it. Each pipeline cuts it its own way (by position, index or record key); evaluation reads whole splits."""
+
+    index: int = 0
+    count: int = 1
+
+    def applies(self, split: str, training: bool) -> bool:
+        return self.count > 1 and training and split == "train"
+
+
 def record_files(dataset, split: str) -> list[str]:
     """The record files of a split, for the pipelines that read files. Files that hold no records at all are an
     error naming them: a reader cycling over empty files would wait forever for its first record."""

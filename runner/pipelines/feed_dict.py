@@ -12,21 +12,24 @@ import numpy as np
 import tensorflow as tf
 
 from runner.pipelines import PIPELINES
-from runner.pipelines.base import Batch, EpochOrder
+from runner.pipelines.base import Batch, EpochOrder, Shard
 
 
 @PIPELINES.register("feed_dict")
 class FeedDict:
     name = "feed_dict"
 
-    def __init__(self, dataset, seed: int, prefetch: bool):
+    def __init__(self, dataset, seed: int, prefetch: bool, shard: Shard = Shard()):
         self.dataset = dataset
         self.seed = seed
         self.prefetch = prefetch
+        self.shard = shard
         self._builds = itertools.count()  # each build (tower, split) gets its own stream
 
     def build(self, split: str, batch_size: int, training: bool) -> Batch:
         images, labels = self.dataset.arrays(split)
+        if self.shard.applies(split, training):  # this worker's examples: every count-th from its index
+            images, labels = images[self.shard.index::self.shard.count], labels[self.shard.index::self.shard.count]
         seed = self.seed + next(self._builds)
         order = EpochOrder(len(labels), training, seed)
         rng = np.random.default_rng([seed, 1])

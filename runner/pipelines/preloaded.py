@@ -7,7 +7,7 @@ import itertools
 import tensorflow as tf
 
 from runner.pipelines import PIPELINES
-from runner.pipelines.base import Batch
+from runner.pipelines.base import Batch, Shard
 
 v1 = tf.compat.v1
 
@@ -41,18 +41,22 @@ def _next_indices(n: int, batch_size: int, training: bool, seed: int) -> tf.Tens
 class Preloaded:
     name = "preloaded"
 
-    def __init__(self, dataset, seed: int, prefetch: bool):
+    def __init__(self, dataset, seed: int, prefetch: bool, shard: Shard = Shard()):
         self.dataset = dataset
         self.seed = seed
         self.prefetch = prefetch
+        self.shard = shard
         self._builds = itertools.count()  # each build (tower, split) gets its own stream
-        self._data: dict[str, tuple] = {}  # split -> (images var, labels var, init fn): one copy per split
-        self._loaded: dict[str, object] = {}  # split -> the session its data was last loaded in
+        self._data: dict[str, tuple] = {}  # split (or its shard) -> (images var, labels var, init fn, size)
+        self._loaded: dict[str, object] = {}  # the same keys -> the session its data was last loaded in
 
-    def _variables(self, split: str):
-        if split not in self._data:
+    def _variables(self, split: str, sharded: bool):
+        key = f"{split}_shard{self.shard.index}" if sharded else split
+        if key not in self._data:
             images, labels = self.dataset.arrays(split)
-            with v1.variable_scope(f"preloaded_{split}"):
+            if sharded:  # this worker's examples: every count-th from its index
+                images, labels = images[self.shard.index::self.shard.count], labels[self.shard.index::self.shard.count]
+            with v1.variable_scope(f"preloaded_{key}"):
                 images_ph = v1.placeholder(tf.uint8, images.shape, name="images_init")
                 labels_ph = v1.placeholder(tf.int32, labels.shape, name="labels_init")
                 # collections=[]: neither saved in checkpoints nor touched by the global initializer.
@@ -60,17 +64,16 @@ class Preloaded:
                 labels_var = v1.Variable(labels_ph, trainable=False, collections=[], name="labels")
 
             def load(sess):
-                if self._loaded.get(split) is not sess:  # once per session, however many batches share it
+                if self._loaded.get(key) is not sess:  # once per session, however many batches share it
                     sess.run([images_var.initializer, labels_var.initializer],
                              {images_ph: images, labels_ph: labels})
-                    self._loaded[split] = sess
+                    self._loaded[key] = sess
 
-            self._data[split] = (images_var, labels_var, load)
-        return self._data[split]
+            self._data[key] = (images_var, labels_var, load, len(labels))
+        return self._data[key]
 
     def build(self, split: str, batch_size: int, training: bool) -> Batch:
-        images_var, labels_var, load = self._variables(split)
-        n = self.dataset.num_examples(split)
+        images_var, labels_var, load, n = self._variables(split, self.shard.applies(split, training))
         with v1.variable_scope(None, default_name=f"preloaded_{split}_{'train' if training else 'eval'}"):
             idx = _next_indices(n, batch_size, training, self.seed + next(self._builds))
             images = self.dataset.preprocess(tf.gather(images_var, idx), training)

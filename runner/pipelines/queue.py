@@ -17,7 +17,7 @@ import logging
 import tensorflow as tf
 
 from runner.pipelines import PIPELINES
-from runner.pipelines.base import Batch, record_files
+from runner.pipelines.base import Batch, Shard, record_files
 
 v1 = tf.compat.v1
 log = logging.getLogger("runner")
@@ -28,8 +28,9 @@ class Queue:
     name = "queue"
 
     def __init__(self, dataset, seed: int, num_threads: int, min_fraction_of_examples_in_queue: float,
-                 records_per_read: int):
+                 records_per_read: int, shard: Shard = Shard()):
         self.dataset = dataset
+        self.shard = shard
         self.seed = seed
         self._builds = itertools.count()  # each build (tower, split) gets its own stream
         self.num_threads = num_threads
@@ -44,7 +45,13 @@ class Queue:
             reader = v1.TFRecordReader()
         else:
             reader = v1.FixedLengthRecordReader(record_bytes=self.dataset.record_bytes)
-        _, records = reader.read_up_to(filename_queue, self.records_per_read)
+        keys, records = reader.read_up_to(filename_queue, self.records_per_read)
+        if self.shard.applies(split, training):
+            # This worker's records: those whose key (file name and record number or offset, the same on every
+            # worker) hashes to its index; the workers' parts are disjoint and cover the split.
+            names = tf.strings.regex_replace(keys, r".*/", "")
+            mine = tf.equal(tf.strings.to_hash_bucket_fast(names, self.shard.count), self.shard.index)
+            records = tf.boolean_mask(records, mine)
         images, labels = self.dataset.decode(records)
         images = self.dataset.preprocess(images, training)
         images.set_shape([None, *self.dataset.output_shape])
@@ -52,6 +59,8 @@ class Queue:
 
     def build(self, split: str, batch_size: int, training: bool) -> Batch:
         n = self.dataset.num_examples(split)
+        if self.shard.applies(split, training):
+            n //= self.shard.count  # about this worker's part of an epoch
         seed = self.seed + next(self._builds)
         with tf.name_scope(f"queue_{split}"):
             if not training:

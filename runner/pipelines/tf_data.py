@@ -10,7 +10,7 @@ import itertools
 import tensorflow as tf
 
 from runner.pipelines import PIPELINES
-from runner.pipelines.base import Batch, record_files
+from runner.pipelines.base import Batch, Shard, record_files
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -27,8 +27,9 @@ class TfData:
     name = "tf_data"
 
     def __init__(self, dataset, seed: int, shuffle_buffer: int, num_parallel_calls: int,
-                 prefetch: int):
+                 prefetch: int, shard: Shard = Shard()):
         self.dataset = dataset
+        self.shard = shard
         self.seed = seed
         self._builds = itertools.count()  # each build (tower, split) gets its own stream
         self.shuffle_buffer = shuffle_buffer
@@ -37,6 +38,10 @@ class TfData:
 
     def build(self, split: str, batch_size: int, training: bool) -> Batch:
         ds = record_dataset(self.dataset, split)
+        n = self.dataset.num_examples(split)
+        if self.shard.applies(split, training):  # this worker's records: every count-th from its index
+            ds = ds.shard(self.shard.count, self.shard.index)
+            n = len(range(self.shard.index, n, self.shard.count))
         if training:  # shuffle before repeat: every epoch is a permutation of the split
             seed = self.seed + next(self._builds)
             ds = ds.shuffle(self.shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
@@ -56,5 +61,4 @@ class TfData:
         ds = ds.with_options(options)
         iterator = tf.compat.v1.data.make_initializable_iterator(ds, shared_name=None)
         images, labels = iterator.get_next(name=f"{split}_batch")
-        return Batch(images, labels, self.dataset.num_examples(split),
-                     on_session=lambda sess: sess.run(iterator.initializer))
+        return Batch(images, labels, n, on_session=lambda sess: sess.run(iterator.initializer))

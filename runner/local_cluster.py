@@ -1,0 +1,197 @@
+"""hardware=local_cluster: the cluster of ``hardware=cluster`` started on 127.0.0.1 by one command.
+
+Each task (ps, workers, the evaluator if asked) is a child process running the same command with
+``hardware=cluster`` and its role in ``TF_CONFIG``, on free ports. This process owns the run dir (lock, saved
+config, history), prints every task's lines prefixed by its role, and watches them: a task that fails stops the
+others and the command exits non-zero naming it and its last error line; a signal reaches every task (the chief
+checkpoints) and nothing outlives the command. TensorFlow's thread pools are divided among the tasks.
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from runner.cluster import LAUNCHED_ENV
+from runner.errors import RunnerError
+from runner.signals import Interrupted, StopSignals
+from runner.signals import name as signal_name
+
+log = logging.getLogger("runner")
+STOP_GRACE_SECS = 40  # after a signal, how long the tasks get to checkpoint and exit before they are killed
+FAIL_GRACE_SECS = 5  # after a failure, how long the other tasks get before they are killed
+DONE_GRACE_SECS = 60  # after the workers end, how long the ps tasks and the evaluator get to end
+# Keys of the hardware group a task takes from the launcher's (the rest are local_cluster's own).
+TASK_KEYS = ("device_type", "num_devices", "variable_device", "soft_placement", "strict", "sync", "ps", "wait_secs")
+
+
+@dataclass
+class Task:
+    role: str
+    index: int
+    process: subprocess.Popen
+    lines: deque = field(default_factory=lambda: deque(maxlen=50))
+
+    @property
+    def name(self) -> str:
+        return f"{self.role} {self.index}"
+
+    def last_error(self) -> str:
+        """Its last line that says what went wrong (else its last line)."""
+        for line in reversed(self.lines):
+            if line.startswith(("error:", "stopped:", "Traceback", "Error", "ERROR")) or "Error:" in line:
+                return line
+        return self.lines[-1] if self.lines else "(no output)"
+
+
+def free_ports(n: int) -> list[int]:
+    """n ports that are free now on 127.0.0.1 (held open together, so they differ)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when the launcher dies, even by SIGKILL (Linux prctl PR_SET_PDEATHSIG)."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+
+
+def task_command(cfg: DictConfig, run_dir: str, overrides: list[str], threads: int) -> list[str]:
+    """The command every task runs: the launcher's overrides, with hardware=cluster and the launcher's hardware
+    settings, the same run dir, and no config or log file of its own (the launcher keeps them)."""
+    own = [o for o in overrides if not o.lstrip("+~").split("=", 1)[0].split(".")[0] in ("hardware", "run_dir")
+           and not o.startswith("hydra")]
+    hw = cfg.hardware
+    settings = [f"hardware.{k}={str(hw[k]).lower() if isinstance(hw[k], bool) else hw[k]}" for k in TASK_KEYS]
+    intra = hw.intra_op_threads or threads
+    inter = hw.inter_op_threads or threads
+    return [sys.executable, "-m", "runner", *own, "hardware=cluster", *settings, "hardware.resolver=tf_config",
+            f"hardware.intra_op_threads={intra}", f"hardware.inter_op_threads={inter}", f"run_dir={run_dir}",
+            "progress=lines", "hydra.job_logging.root.handlers=[console]"]
+
+
+def launch(cfg: DictConfig, run_dir: str, overrides: list[str]) -> dict | None:
+    hw = cfg.hardware
+    ports = free_ports(hw.ps + hw.workers)
+    cluster = {"ps": [f"127.0.0.1:{p}" for p in ports[:hw.ps]],
+               "worker": [f"127.0.0.1:{p}" for p in ports[hw.ps:]]}
+    roles = [("ps", i) for i in range(hw.ps)] + [("worker", i) for i in range(hw.workers)]
+    roles += [("evaluator", 0)] if hw.evaluator else []
+    computing = hw.workers + (1 if hw.evaluator else 0)  # ps tasks mostly wait: they get one thread
+    threads = max(1, (os.cpu_count() or 1) // computing)
+    command = task_command(cfg, str(Path(run_dir).absolute()), overrides, threads)
+    log.info("local_cluster: %d ps, %d worker(s)%s on 127.0.0.1; %d TensorFlow thread(s) per worker", hw.ps,
+             hw.workers, " and an evaluator" if hw.evaluator else "", threads)
+    tasks: list[Task] = []
+    with StopSignals(grace_secs=STOP_GRACE_SECS + 5) as stop, contextlib.ExitStack() as stack:
+        stack.callback(_end_all, tasks, FAIL_GRACE_SECS)  # whatever happens, nothing outlives the command
+        # A signal goes to the workers and the evaluator; the ps tasks hold the variables the chief's last checkpoint
+        # reads, so they are stopped after the workers.
+        stop.on_stop(lambda: _signal_all([t for t in tasks if t.role != "ps"], stop.signum or signal.SIGTERM))
+        for role, index in roles:
+            env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": role, "index": index}}),
+                   LAUNCHED_ENV: str(os.getpid()), "PYTHONUNBUFFERED": "1"}
+            if role == "ps":  # a ps serves variables: one thread pool thread is plenty
+                task_cmd = [c if not c.startswith(("hardware.intra_op", "hardware.inter_op")) else
+                            c.split("=")[0] + "=1" for c in command]
+            else:
+                task_cmd = command
+            process = subprocess.Popen(task_cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL, text=True, errors="replace",
+                                       start_new_session=True,  # a terminal's Ctrl-C reaches them through here
+                                       preexec_fn=_die_with_parent)
+            task = Task(role, index, process)
+            tasks.append(task)
+            threading.Thread(target=_relay, args=(task,), daemon=True, name=f"relay-{role}{index}").start()
+            log.info("[%s] started (pid %d, %s)", task.name, process.pid,
+                     cluster[role][index] if role in cluster else "no server")
+        _watch(tasks, stop)
+    if stop.signum is not None:
+        stop.acknowledge()
+        raise Interrupted(f"{signal_name(stop.signum)}: every task stopped; the chief's last checkpoint is in "
+                          f"{Path(run_dir) / 'checkpoints'}; rerun with run_dir={run_dir} to resume", stop.signum)
+    summary = Path(run_dir) / "summary.json"
+    return json.loads(summary.read_text()) if summary.exists() else None
+
+
+def _relay(task: Task) -> None:
+    """Prints a task's lines, prefixed by its role, and keeps its last ones."""
+    for line in task.process.stdout:
+        line = line.rstrip("\n")
+        task.lines.append(line)
+        log.info("[%s] %s", task.name, line)
+
+
+def _watch(tasks: list[Task], stop: StopSignals) -> None:
+    """Until the workers have ended: a task that fails (or a ps that ends early) fails the command. Then the ps
+    tasks (told by the workers) and the evaluator (after the last checkpoint) end on their own."""
+    workers = [t for t in tasks if t.role == "worker"]
+    while True:
+        if stop.signum is not None:
+            _wait([t for t in tasks if t.role != "ps"], STOP_GRACE_SECS)
+            return
+        for t in tasks:
+            code = t.process.poll()
+            if code is None or (code == 0 and t.role != "ps"):
+                continue
+            if code == 0 and all(w.process.poll() == 0 for w in workers):
+                continue
+            time.sleep(0.2)  # let its last lines arrive
+            how = f"was killed by {signal_name(-code)}" if code < 0 else f"exited with status {code}"
+            if code == 0:
+                how = "ended before the workers were done"
+            raise RunnerError(f"{t.name} {how}: {t.last_error()}. Every other task was stopped; rerun the same "
+                              f"command to resume from the chief's last checkpoint")
+        if all(w.process.poll() == 0 for w in workers):
+            if _wait(tasks, DONE_GRACE_SECS, check=stop):
+                return
+        time.sleep(0.1)
+
+
+def _wait(tasks: list[Task], secs: float, check: StopSignals | None = None) -> bool:
+    """Waits up to ``secs`` for every task to end; True if they did (or a failure/signal needs attention)."""
+    deadline = time.monotonic() + secs
+    while time.monotonic() < deadline:
+        if all(t.process.poll() is not None for t in tasks):
+            return True
+        if check is not None and (check.signum is not None or any(t.process.poll() not in (None, 0) for t in tasks)):
+            return False
+        time.sleep(0.1)
+    if check is not None:
+        left = ", ".join(t.name for t in tasks if t.process.poll() is None)
+        raise RunnerError(f"the workers are done but {left} did not end within {secs:.0f} s; they were stopped")
+    return True
+
+
+def _signal_all(tasks: list[Task], signum: int) -> None:
+    for t in tasks:
+        if t.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                t.process.send_signal(signum)
+
+
+def _end_all(tasks: list[Task], grace: float) -> None:
+    """SIGTERM to the tasks still running, SIGKILL to those still there after ``grace`` seconds; then reaps all."""
+    _signal_all(tasks, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(t.process.poll() is None for t in tasks):
+        time.sleep(0.05)
+    _signal_all(tasks, signal.SIGKILL)
+    for t in tasks:
+        t.process.wait()
