@@ -139,8 +139,8 @@ def _relay(task: Task) -> None:
 
 
 def _watch(tasks: list[Task], stop: StopSignals) -> None:
-    """Until the workers have ended: a task that fails (or a ps that ends early) fails the command. Then the ps
-    tasks (told by the workers) and the evaluator (after the last checkpoint) end on their own."""
+    """Until the workers have ended: a task that fails fails the command. Then the ps tasks (told by the workers)
+    and the evaluator (after the last checkpoint) end on their own."""
     workers = [t for t in tasks if t.role == "worker"]
     while True:
         if stop.signum is not None:
@@ -148,14 +148,10 @@ def _watch(tasks: list[Task], stop: StopSignals) -> None:
             return
         for t in tasks:
             code = t.process.poll()
-            if code is None or (code == 0 and t.role != "ps"):
-                continue
-            if code == 0 and all(w.process.poll() == 0 for w in workers):
+            if code is None or code == 0:  # a ps ends well only once every worker has told it it is done
                 continue
             time.sleep(0.2)  # let its last lines arrive
             how = f"was killed by {signal_name(-code)}" if code < 0 else f"exited with status {code}"
-            if code == 0:
-                how = "ended before the workers were done"
             raise RunnerError(f"{t.name} {how}: {t.last_error()}. Every other task was stopped; rerun the same "
                               f"command to resume from the chief's last checkpoint")
         if all(w.process.poll() == 0 for w in workers):

@@ -64,6 +64,14 @@ def _save(saver: v1.train.Saver, sess: v1.Session, run_dir: Path, step: int) -> 
                           f"checkpoints are kept)") from None
 
 
+def _finished(sess, tg, max_steps: int) -> bool:
+    """Whether the cluster's global step has reached ``max_steps`` (read on the ps)."""
+    try:
+        return sess.run_step_fn(lambda step_context: step_context.session.run(tg.global_step)) >= max_steps
+    except tf.errors.OpError:
+        return False
+
+
 def train(parts: Parts, s: Settings, config: dict, task: Task = Task()) -> dict | None:
     """Trains to ``s.max_steps`` in a MonitoredSession whose hooks do the rest. On a cluster every worker runs
     this; only the chief writes (checkpoints, summaries, metrics, summary.json) and evaluates."""
@@ -120,7 +128,9 @@ def train(parts: Parts, s: Settings, config: dict, task: Task = Task()) -> dict 
             while clock.step < s.max_steps and not sess.should_stop():
                 sess.run(tg.train_op)
         except (tf.errors.OutOfRangeError, tf.errors.CancelledError):
-            if stop.signum is None:  # an input error, not a stop: the session says which
+            # A stop closed the input queues, or (sync replicas) the chief ended and closed the token queue this
+            # worker waited on. Anything else is an input error: the session says which.
+            if stop.signum is None and not (tg.sync and not chief and _finished(sess, tg, s.max_steps)):
                 raise
     if stop.signum is not None:
         stop.acknowledge()
