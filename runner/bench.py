@@ -38,6 +38,8 @@ class BenchSettings:
     steps_per_window: int
     seed: int
     moving_average_decay: float | None  # as the run trains: the averages' update is part of the step
+    training_run: bool = False  # also a real training run per pipeline
+    summary_every: int = 100  # the training run's summaries
 
 
 def _timed(run_once: Callable[[], None], steps: int, examples_per_step: int) -> tuple[float, float]:
@@ -122,6 +124,25 @@ def measure_pipeline(parts: Parts, s: BenchSettings, bound: Callable[[], None], 
     return result
 
 
+def training_run(parts: Parts, s: BenchSettings, run_dir: str, name: str, config: dict, bench_eps: float) -> dict:
+    """Trains with the real loop (train.train, in ``run_dir/training_<pipeline>``) for as many steps as the
+    bench's windows; its examples/sec is the median of its progress windows after the warm-up steps."""
+    from runner.train import Settings, train
+
+    steps = s.warmup_steps + s.windows * s.steps_per_window
+    out = Path(run_dir) / f"training_{name}"
+    train(parts, Settings(run_dir=str(out), batch_size=s.batch_size, max_steps=steps, seed=s.seed,
+                          log_every=s.steps_per_window, summary_every=s.summary_every, checkpoint_every=steps,
+                          keep_checkpoints=1, eval_splits=[], moving_average_decay=s.moving_average_decay,
+                          progress="lines"), config)
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    windows = [m["examples_per_sec"] for m in lines
+               if "examples_per_sec" in m and m["step"] - s.steps_per_window >= s.warmup_steps]
+    eps = statistics.median(windows)
+    return {"training_run_examples_per_sec": eps, "training_run_ratio_to_bench": eps / bench_eps,
+            "training_run_window_examples_per_sec": windows}
+
+
 def _input_wait_share(sess, train_op, batches: list[Batch], steps: int) -> float | None:
     """On the raw session (the pipeline fed here, not by the hooks), the median share of a training step spent before its input was ready, from traced steps: Python feeding time
     plus the time until the ops producing the batch tensors finished, over feeding plus the step's span."""
@@ -181,10 +202,18 @@ def bench(make_parts: Callable[[str], Parts], names: list[str], s: BenchSettings
             log.info("Measuring pipeline %s (%d windows of %d steps, each paired with a window of the bound)",
                      name, s.windows, s.steps_per_window)
             results[name] = measure_pipeline(make_parts(name), s, bound_step, bound_windows)
+            if s.training_run:
+                log.info("Training run with pipeline %s: the real loop (hooks, summaries, progress lines)", name)
+                results[name].update(training_run(make_parts(name), s, run_dir, name, config,
+                                                  results[name]["train_examples_per_sec"]))
     bound = {"examples_per_sec": statistics.median(b[0] for b in bound_windows),
              "cpu_us_per_example": statistics.median(b[1] for b in bound_windows),
              "window_examples_per_sec": [b[0] for b in bound_windows]}
     table = _table(bound, results)
+    runs = [f"{name:<10} training run {p['training_run_examples_per_sec']:.1f} examples/sec = "
+            f"{p['training_run_ratio_to_bench']:.3f} x the bench's train figure"
+            for name, p in results.items() if "training_run_examples_per_sec" in p]
+    table = "\n".join([table, *runs])
     for line in table.splitlines():
         log.info(line)
     out = {"bound_examples_per_sec": bound["examples_per_sec"],

@@ -12,7 +12,7 @@ from typing import Iterator
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from runner import rundir
-from runner.config import CONF_DIR, schema_of, validate
+from runner.config import compose_group, validate
 from runner.config import registered as _registered
 from runner.errors import ConfigError, DataError
 
@@ -137,12 +137,10 @@ def build_parts(cfg: DictConfig, dataset, replicas=None):
 
 
 def _with_pipeline(cfg: DictConfig, name: str) -> DictConfig:
-    """cfg with pipeline ``name``: the chosen pipeline keeps its overrides, others take conf/pipeline/NAME.yaml."""
+    """cfg with pipeline ``name``: the chosen pipeline keeps its overrides, others are composed by Hydra."""
     if name == cfg.pipeline.name:
         return cfg
-    group = OmegaConf.load(Path(CONF_DIR) / "pipeline" / f"{name}.yaml")
-    group.pop("defaults", None)
-    group = OmegaConf.merge(OmegaConf.structured(schema_of("pipeline", name)), group)  # typed, as composed
+    group = compose_group("pipeline", name)
     copy = cfg.copy()
     with open_dict(copy):
         copy.pipeline = group
@@ -229,7 +227,8 @@ def run(cfg: DictConfig, run_dir: str) -> dict | None:
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     settings = BenchSettings(batch_size=cfg.batch_size, warmup_steps=cfg.bench.warmup_steps,
                              windows=cfg.bench.windows, steps_per_window=cfg.bench.steps_per_window,
-                             seed=cfg.seed, moving_average_decay=cfg.moving_average_decay)
+                             seed=cfg.seed, moving_average_decay=cfg.moving_average_decay,
+                             training_run=cfg.bench.training_run, summary_every=cfg.summary_every)
     first = build_parts(_with_pipeline(cfg, names[0]), dataset)
     _describe(cfg, first, run_dir)
 

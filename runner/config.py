@@ -193,6 +193,7 @@ class BenchConfig:
     warmup_steps: int = bounded(0)  # steps run before timing starts (graph warm-up, queue settling)
     windows: int = bounded(1)  # timed windows; the median is reported
     steps_per_window: int = bounded(1)
+    training_run: bool = MISSING  # also train each pipeline with the real loop (hooks, summaries, progress lines)
 
 
 # ---------------------------------------------------------------------------------------------- top level
@@ -324,6 +325,19 @@ def schema_of(group: str, option: str) -> Any:
         if isinstance(entry, str) and entry.startswith(f"/schema/{group}/"):
             return SCHEMAS[group][entry[len(f"/schema/{group}/"):].split("@")[0]]
     raise ConfigError(f"{group}={option} has no schema: conf/{group}/{option}.yaml must start from one")
+
+
+def compose_group(group: str, option: str) -> DictConfig:
+    """A group option as Hydra composes it (its YAML on its schema), through the compose API: inside the running
+    app, or on its own."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    override = [f"{group}={option}"]
+    if GlobalHydra.instance().is_initialized():
+        return compose("config", overrides=override)[group]
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose("config", overrides=override)[group]
 
 
 def typed(cfg: DictConfig) -> DictConfig:

@@ -84,3 +84,19 @@ def test_the_bench_measures_the_op_that_trains(tmp_path, monkeypatch):
     updated = [_state_updated_by(g.train_op) for g in built]
     assert updated[0] == updated[1] == updated[2]
     assert {"global_step", "conv1/weights", "conv1/weights/ExponentialMovingAverage"} <= updated[0]
+
+
+def test_a_training_run_is_measured_beside_the_bench(tmp_path):
+    """bench.training_run=true: the real loop trains each pipeline as long as the bench's windows and its
+    examples/sec is set beside the bench's train figure."""
+    out = run(compose(*TINY_BENCH, "bench.pipelines=[tf_data]", "bench.training_run=true", "bench.windows=3"),
+              str(tmp_path))
+    p = out["pipelines"]["tf_data"]
+    assert len(p["training_run_window_examples_per_sec"]) == 3  # the windows after the warm-up steps
+    assert p["training_run_examples_per_sec"] == pytest.approx(
+        sorted(p["training_run_window_examples_per_sec"])[1])
+    assert p["training_run_ratio_to_bench"] == pytest.approx(
+        p["training_run_examples_per_sec"] / p["train_examples_per_sec"])
+    summary = json.loads((tmp_path / "training_tf_data" / "summary.json").read_text())
+    assert summary["steps"] == 2 + 3 * 3 and summary["pipeline"] == "tf_data"
+    assert "training run" in (tmp_path / "bench.txt").read_text()
