@@ -203,6 +203,7 @@ def run(cfg: DictConfig, run_dir: str) -> dict | None:
 
         with rundir.lock(run_dir):
             changed = rundir.check_resume(run_dir, cfg)
+            _quiet_tensorflow(cfg.verbose)  # provenance records TensorFlow's build
             _record_start(cfg, run_dir, changed, devices=[f"local_cluster: {cfg.hardware.workers} worker(s), "
                                                           f"{cfg.hardware.ps} ps"])
             return launch(cfg, run_dir, _overrides())

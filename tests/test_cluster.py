@@ -233,3 +233,36 @@ def test_a_killed_worker_ends_the_run_with_a_clear_error_and_no_orphans(tmp_path
     assert took < 15, took
     time.sleep(0.5)
     assert not any(_alive(p) for p in pids.values()), pids
+
+
+@pytest.mark.slow
+def test_an_async_cluster_with_an_evaluator_continues_a_one_process_run(tmp_path):
+    first = run_cli(*FAST, "max_steps=200", f"run_dir={tmp_path}")
+    assert first.returncode == 0, first.stderr[-3000:]
+    out = run_cli("hardware=local_cluster", "hardware.sync=false", "hardware.evaluator=true", "eval_interval_secs=1",
+                  *FAST, "max_steps=500", f"run_dir={tmp_path}", timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "[worker 0] Resuming from" in out.stdout and "at step 200" in out.stdout
+    assert re.search(r"\[evaluator 0\] .*precision @ 1 = ", out.stdout)
+    evaluated = json.loads((tmp_path / "eval.json").read_text())
+    assert evaluated["step"] >= 500 and evaluated["results"]["test"]["precision"] > 0.5
+    assert not any(_alive(p) for p in _pids(out.stdout).values())
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_local_cluster_checkpoints_and_stops_every_task(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "runner", "hardware=local_cluster", *TINY, "max_steps=1000000",
+                             "log_every=20", f"run_dir={tmp_path}"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
+    deadline = time.monotonic() + 120
+    while not any(line.startswith("[worker 0] Step ") for line in lines):
+        assert time.monotonic() < deadline and proc.poll() is None, "".join(lines)[-3000:]
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    text = "".join(lines)
+    assert "every task stopped" in text and list((tmp_path / "checkpoints").glob("model.ckpt-*.index")), text[-3000:]
+    time.sleep(0.5)
+    assert not any(_alive(p) for p in _pids(text).values())

@@ -15,6 +15,7 @@ from tests.conftest import ROOT, TINY, run_cli
 QUICK = [*TINY, "max_steps=20", "log_every=10", "checkpoint_every=20", "eval_splits=[test]"]
 
 
+@pytest.mark.slow  # a sweep (STYLE.md: sweeps in the slow tier)
 def test_a_failed_job_is_reported_and_the_others_still_run(tmp_path):
     proc = run_cli("-m", *QUICK, "optimizer.lr=0.1,1e30,0.05", f"hydra.sweep.dir={tmp_path}", timeout=300)
     assert proc.returncode == 1, proc.stdout[-3000:]
