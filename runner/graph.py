@@ -57,7 +57,10 @@ class ReleaseWorkers(v1.train.SessionRunHook):
         self.release = release
 
     def end(self, session):
-        session.run(self.release)
+        try:
+            session.run(self.release)
+        except (tf.errors.CancelledError, tf.errors.OutOfRangeError):
+            pass  # a stop closed the token queue: the workers waiting on it were released by that
         # The chief's aggregation thread still waits for gradients that will not come; closing the session cancels
         # it, which is the end of training, not an error to print.
         previous = threading.excepthook

@@ -109,7 +109,7 @@ def train(parts: Parts, s: Settings, config: dict, task: Task = Task()) -> dict 
         stop = stack.enter_context(StopSignals())
         progress = stack.enter_context(Progress(s.progress, s.max_steps))
         hooks = [ClockHook(clock, tg.global_step, tg.step_after), FeedHook(tg.batches),
-                 NanHook(tg.loss, clock, checkpoint_dir(run_dir)), *tg.hooks(chief),
+                 NanHook(tg.loss, clock, checkpoint_dir(run_dir)),
                  ProgressHook(progress, tg.loss, tg.learning_rate, clock, metrics, s.log_every, s.max_steps,
                               tg.examples_per_step),
                  v1.train.StopAtStepHook(last_step=s.max_steps)]
@@ -118,6 +118,7 @@ def train(parts: Parts, s: Settings, config: dict, task: Task = Task()) -> dict 
                       CheckpointEvalHook(lambda sess, step: _save(saver, sess, run_dir, step), evaluate, clock,
                                          s.checkpoint_every, s.max_steps, lambda: stop.signum is not None,
                                          resumed=bool(latest_checkpoint(run_dir)))]
+        hooks += tg.hooks(chief)  # last: at the end, the other workers are released after the last checkpoint
         all_batches = tg.batches + [e.batch for e in evals.values()]
         sess, ckpt = stack.enter_context(session(tg.graph, parts.session_config, all_batches, saver, run_dir,
                                                  stop=stop, hooks=hooks, task=task))
