@@ -5,7 +5,7 @@ import pytest
 
 from runner.build import run
 from runner.pipelines import PIPELINES
-from tests.conftest import compose
+from tests.conftest import compose, option
 
 SHAPES = ["dataset=shapes", "dataset.num_train=500", "dataset.num_test=130", "batch_size=32"]
 
@@ -40,3 +40,29 @@ def test_the_tutorial_beats_chance_clearly_on_shapes(tmp_path):
     summary = run(compose("dataset=shapes", "dataset.num_train=10000", "dataset.num_test=2000", "max_steps=400",
                           "pipeline=tf_data", "log_every=100"), str(tmp_path))
     assert summary["final_precision"]["test"] > 0.5, summary["final_precision"]  # chance is 0.1
+
+
+
+def test_a_tf_data_session_closes_at_once():
+    """tf.data's autotuning model made every session close wait for its background thread, whose sleep grows with
+    the run (20 s after a 60-step CIFAR-10 run, up to a minute); without it a finished run ends at once."""
+    import time
+
+    import tensorflow as tf
+
+    from runner.build import build_dataset
+    from runner.engine import session
+
+    dataset = build_dataset(compose(*SHAPES))
+    dataset.prepare()
+    graph = tf.Graph()
+    with graph.as_default():
+        batch = PIPELINES.get("tf_data")(dataset, seed=0, **option("pipeline", "tf_data")).build("test", 32, False)
+    context = session(graph, None, [batch])
+    sess, _ = context.__enter__()
+    started = time.time()
+    while time.time() - started < 6:  # long enough for the model thread's sleep to grow to seconds
+        sess.run(batch.pull())
+    closing = time.time()
+    context.__exit__(None, None, None)
+    assert time.time() - closing < 0.5

@@ -58,6 +58,10 @@ class TfData:
         # Each batch-wide op of the map runs on one thread: input work stays off the cores the model's ops use
         # in parallel, instead of competing with them op by op.
         options.threading.max_intra_op_parallelism = 1
+        # AUTOTUNE (-1) without the autotuning model: the map runs on all cores and the prefetch buffer grows as
+        # needed. The model's background thread made every session close wait for it, up to a minute (20 s
+        # after a 60-step CIFAR-10 run), between a run's last eval and its end.
+        options.autotune.enabled = False
         ds = ds.with_options(options)
         iterator = tf.compat.v1.data.make_initializable_iterator(ds, shared_name=None)
         images, labels = iterator.get_next(name=f"{split}_batch")
