@@ -213,16 +213,22 @@ def test_a_cluster_checkpoint_evaluates_in_one_process(cluster_run):
     assert evaluated["results"]["test"]["precision"] == pytest.approx(summary["final_precision"]["test"])
 
 
-def test_a_killed_worker_ends_the_run_with_a_clear_error_and_no_orphans(tmp_path):
+def _start_cluster(run_dir, until: str):
+    """A long local_cluster run, once a line starts with ``until``: (process, its lines so far and to come)."""
     proc = subprocess.Popen([sys.executable, "-m", "runner", "hardware=local_cluster", *TINY, "max_steps=1000000",
-                             "log_every=20", f"run_dir={tmp_path}"], cwd=ROOT, stdout=subprocess.PIPE,
+                             "log_every=20", f"run_dir={run_dir}"], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
     deadline = time.monotonic() + 120
-    while not any(line.startswith("[worker 1] Step ") for line in lines):
+    while not any(line.startswith(until) for line in lines):
         assert time.monotonic() < deadline and proc.poll() is None, "".join(lines)[-3000:]
         time.sleep(0.1)
+    return proc, lines
+
+
+def test_a_killed_worker_ends_the_run_with_a_clear_error_and_no_orphans(tmp_path):
+    proc, lines = _start_cluster(tmp_path, "[worker 1] Step ")
     pids = _pids("".join(lines))
     os.kill(pids["worker 1"], signal.SIGKILL)
     killed = time.monotonic()
@@ -251,15 +257,7 @@ def test_an_async_cluster_with_an_evaluator_continues_a_one_process_run(tmp_path
 
 @pytest.mark.slow
 def test_sigterm_to_a_local_cluster_checkpoints_and_stops_every_task(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "runner", "hardware=local_cluster", *TINY, "max_steps=1000000",
-                             "log_every=20", f"run_dir={tmp_path}"], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    lines: list[str] = []
-    threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
-    deadline = time.monotonic() + 120
-    while not any(line.startswith("[worker 0] Step ") for line in lines):
-        assert time.monotonic() < deadline and proc.poll() is None, "".join(lines)[-3000:]
-        time.sleep(0.1)
+    proc, lines = _start_cluster(tmp_path, "[worker 0] Step ")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 128 + signal.SIGTERM
     text = "".join(lines)
