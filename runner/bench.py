@@ -124,23 +124,46 @@ def measure_pipeline(parts: Parts, s: BenchSettings, bound: Callable[[], None], 
     return result
 
 
-def training_run(parts: Parts, s: BenchSettings, run_dir: str, name: str, config: dict, bench_eps: float) -> dict:
+class _PairedBound(v1.train.SessionRunHook):
+    """In the training run, a window of the bound after each progress window (outside the timed runs), so the run's
+    windows are paired with the bound's as the bench's are."""
+
+    def __init__(self, bound: Callable[[], None], steps_per_window: int, warmup: int, examples_per_step: int):
+        self.bound, self.steps_per_window, self.warmup = bound, steps_per_window, warmup
+        self.examples_per_step = examples_per_step
+        self.windows: list[float] = []
+        self.steps = 0
+
+    def after_run(self, run_context, run_values):
+        self.steps += 1
+        if self.steps > self.warmup and self.steps % self.steps_per_window == 0:
+            self.windows.append(_timed(self.bound, self.steps_per_window, self.examples_per_step)[0])
+
+
+def training_run(parts: Parts, s: BenchSettings, run_dir: str, name: str, config: dict, measured: dict,
+                 bound: Callable[[], None]) -> dict:
     """Trains with the real loop (train.train, in ``run_dir/training_<pipeline>``) for as many steps as the
-    bench's windows; its examples/sec is the median of its progress windows after the warm-up steps."""
+    bench's windows (the warm-up rounded up to whole windows), a window of the bound after each of its progress
+    windows. Its examples/sec is the median of its windows after the warm-up; its ratio to the bench is the median of its windows over their paired bound
+    windows, over the pipeline's ratio to the bound."""
     from runner.train import Settings, train
 
-    steps = s.warmup_steps + s.windows * s.steps_per_window
+    warmup = -(-s.warmup_steps // s.steps_per_window) * s.steps_per_window  # progress lines fall on windows' ends
+    steps = warmup + s.windows * s.steps_per_window
     out = Path(run_dir) / f"training_{name}"
+    paired = _PairedBound(bound, s.steps_per_window, warmup, s.batch_size * len(parts.devices))
     train(parts, Settings(run_dir=str(out), batch_size=s.batch_size, max_steps=steps, seed=s.seed,
                           log_every=s.steps_per_window, summary_every=s.summary_every, checkpoint_every=steps,
                           keep_checkpoints=1, eval_splits=[], moving_average_decay=s.moving_average_decay,
-                          progress="lines"), config)
+                          progress="lines"), config, extra_hooks=[paired])
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    windows = [m["examples_per_sec"] for m in lines
-               if "examples_per_sec" in m and m["step"] - s.steps_per_window >= s.warmup_steps]
-    eps = statistics.median(windows)
-    return {"training_run_examples_per_sec": eps, "training_run_ratio_to_bench": eps / bench_eps,
-            "training_run_window_examples_per_sec": windows}
+    windows = [m["examples_per_sec"] for m in lines if "examples_per_sec" in m and m["step"] > warmup]
+    ratio = statistics.median(w / b for w, b in zip(windows, paired.windows))
+    return {"training_run_examples_per_sec": statistics.median(windows),
+            "training_run_ratio_to_bound": ratio,
+            "training_run_ratio_to_bench": ratio / measured["ratio_to_bound"],
+            "training_run_window_examples_per_sec": windows,
+            "training_run_bound_window_examples_per_sec": paired.windows}
 
 
 def _input_wait_share(sess, train_op, batches: list[Batch], steps: int) -> float | None:
@@ -204,14 +227,15 @@ def bench(make_parts: Callable[[str], Parts], names: list[str], s: BenchSettings
             results[name] = measure_pipeline(make_parts(name), s, bound_step, bound_windows)
             if s.training_run:
                 log.info("Training run with pipeline %s: the real loop (hooks, summaries, progress lines)", name)
-                results[name].update(training_run(make_parts(name), s, run_dir, name, config,
-                                                  results[name]["train_examples_per_sec"]))
+                results[name].update(training_run(make_parts(name), s, run_dir, name, config, results[name],
+                                                  bound_step))
     bound = {"examples_per_sec": statistics.median(b[0] for b in bound_windows),
              "cpu_us_per_example": statistics.median(b[1] for b in bound_windows),
              "window_examples_per_sec": [b[0] for b in bound_windows]}
     table = _table(bound, results)
-    runs = [f"{name:<10} training run {p['training_run_examples_per_sec']:.1f} examples/sec = "
-            f"{p['training_run_ratio_to_bench']:.3f} x the bench's train figure"
+    runs = [f"{name:<10} training run {p['training_run_examples_per_sec']:.1f} examples/sec, "
+            f"{p['training_run_ratio_to_bound']:.3f} x the bound = {p['training_run_ratio_to_bench']:.3f} x the "
+            f"bench's train figure"
             for name, p in results.items() if "training_run_examples_per_sec" in p]
     table = "\n".join([table, *runs])
     for line in table.splitlines():

@@ -7,6 +7,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import tensorflow as tf
 
@@ -72,7 +73,7 @@ def _finished(sess, tg, max_steps: int) -> bool:
         return False
 
 
-def train(parts: Parts, s: Settings, config: dict, task: Task = Task()) -> dict | None:
+def train(parts: Parts, s: Settings, config: dict, task: Task = Task(), extra_hooks: Sequence = ()) -> dict | None:
     """Trains to ``s.max_steps`` in a MonitoredSession whose hooks do the rest. On a cluster every worker runs
     this; only the chief writes (checkpoints, summaries, metrics, summary.json) and evaluates."""
     run_dir = Path(s.run_dir)
@@ -118,6 +119,7 @@ def train(parts: Parts, s: Settings, config: dict, task: Task = Task()) -> dict 
                       CheckpointEvalHook(lambda sess, step: _save(saver, sess, run_dir, step), evaluate, clock,
                                          s.checkpoint_every, s.max_steps, lambda: stop.signum is not None,
                                          resumed=bool(latest_checkpoint(run_dir)))]
+        hooks += list(extra_hooks)
         hooks += tg.hooks(chief)  # last: at the end, the other workers are released after the last checkpoint
         all_batches = tg.batches + [e.batch for e in evals.values()]
         sess, ckpt = stack.enter_context(session(tg.graph, parts.session_config, all_batches, saver, run_dir,
