@@ -5,7 +5,7 @@ import tensorflow as tf
 
 from runner.losses import total_loss
 from runner.trainers import TRAINERS
-from runner.trainers.towers import pin_variables
+from runner.trainers.base import pin_variables
 
 v1 = tf.compat.v1
 

@@ -7,26 +7,9 @@ import tensorflow as tf
 
 from runner.losses import total_loss
 from runner.trainers import TRAINERS
+from runner.trainers.base import pin_variables
 
 v1 = tf.compat.v1
-_VARIABLE_OPS = {"Variable", "VariableV2", "VarHandleOp", "AutoReloadVariable"}
-
-
-def pin_variables(variable_device: str, device: str):
-    """A device function: variables on the variable device, every other op on the tower's device, but for ops
-    placed on another task inside it (SyncReplicasOptimizer puts its gradient accumulators and token queue with
-    the global step, on a ps task)."""
-
-    def place(op):
-        if op.type in _VARIABLE_OPS:
-            return variable_device
-        if "/job:" in op.device and not device.startswith(op.device.split("/device:")[0]):
-            return op.device
-        return device
-
-    return place
-
-
 def average_gradients(tower_grads: list[list[tuple]]) -> list[tuple]:
     """[[(grad, var)] per tower] -> [(mean grad, var)], in the order of the first tower."""
     averaged = []
