@@ -196,7 +196,7 @@ def run(cfg: DictConfig, run_dir: str) -> dict | None:
     """Runs cfg.mode. What can fail without TensorFlow (the run dir, a resume, the data files) is checked before it
     loads, so those errors come at once."""
     if cfg.mode == "eval":
-        cfg = rundir.eval_config(run_dir, cfg, _given())
+        cfg = rundir.eval_config(run_dir, cfg, _overrides())
         validate(cfg)  # the run's config with this evaluation's choices, checked like a run's
     if cfg.mode == "train" and cfg.hardware.name == "local_cluster":
         from runner.local_cluster import launch

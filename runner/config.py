@@ -327,17 +327,21 @@ def schema_of(group: str, option: str) -> Any:
     raise ConfigError(f"{group}={option} has no schema: conf/{group}/{option}.yaml must start from one")
 
 
-def compose_group(group: str, option: str) -> DictConfig:
-    """A group option as Hydra composes it (its YAML on its schema), through the compose API: inside the running
-    app, or on its own."""
+def compose_config(overrides: list[str]) -> DictConfig:
+    """The config Hydra composes from ``overrides``, through its compose API: inside the running app, or on its
+    own."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    override = [f"{group}={option}"]
     if GlobalHydra.instance().is_initialized():
-        return compose("config", overrides=override)[group]
+        return compose("config", overrides=overrides)
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose("config", overrides=override)[group]
+        return compose("config", overrides=overrides)
+
+
+def compose_group(group: str, option: str) -> DictConfig:
+    """A group option as Hydra composes it (its YAML on its schema)."""
+    return compose_config([f"{group}={option}"])[group]
 
 
 def typed(cfg: DictConfig) -> DictConfig:

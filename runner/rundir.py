@@ -111,23 +111,41 @@ def check_resume(run_dir: str | Path, cfg: DictConfig) -> dict[str, list]:
     return changed
 
 
-def eval_config(run_dir: str | Path, cfg: DictConfig, given: list[str]) -> DictConfig:
-    """mode=eval: the run's saved config, with what the command line chose among :data:`EVAL_CHOICES`. Other
-    keys given on the command line that differ from the run's are refused, naming them."""
-    from runner.config import typed  # config imports this module (its resolvers)
+def eval_config(run_dir: str | Path, cfg: DictConfig, overrides: list[str]) -> DictConfig:
+    """mode=eval: the run's config composed again by Hydra's compose API from the run's own command line
+    (``.hydra/overrides.yaml``) plus this command line's choices among :data:`EVAL_CHOICES`. Outside those choices
+    the run's saved config stands wherever the two differ (the config files may have changed since the run).
+    Other keys given on the command line that differ from the run's are refused, naming them."""
+    from runner.config import compose_config, typed  # config imports this module (its resolvers)
 
     saved = typed(saved_config(run_dir))
-    for key in EVAL_CHOICES:
-        if any(_within(g, (key,)) for g in given):
-            OmegaConf.update(saved, key, OmegaConf.select(cfg, key), merge=False, force_add=True)
+    given = [_key(o) for o in overrides]
     refused = {k: v for k, v in changes(saved, cfg).items()
-               if any(_within(k, (g,)) or _within(g, (k,)) for g in given) and not _within(k, ("mode", "run_dir"))}
+               if any(_within(k, (g,)) or _within(g, (k,)) for g in given) and not _within(k, ("mode", "run_dir"))
+               and not _within(k, EVAL_CHOICES)}
     if refused:
         listed = ", ".join(f"{k}={v[1]!r} (the run has {v[0]!r})" for k, v in refused.items())
         raise ConfigError(f"mode=eval evaluates the run with its own config; it can't take {listed}. It may "
                           f"change: {', '.join(EVAL_CHOICES)}")
-    saved.mode = "eval"
-    return saved
+    chosen = [o for o in overrides if _within(_key(o), EVAL_CHOICES)]
+    now = tuple(_key(o) for o in chosen)  # what this evaluation sets: the run's own setting of it gives way
+    ran = Path(run_dir) / ".hydra" / "overrides.yaml"
+    ran_with = [o for o in (OmegaConf.load(ran) if ran.exists() else [])
+                if not _within(_key(o), ("mode", "run_dir", "hydra", *now))]
+    composed = typed(compose_config([*ran_with, *chosen, "mode=eval", f"run_dir={run_dir}"]))
+    for key, (old, _) in changes(saved, composed).items():
+        known = OmegaConf.select(saved, key, default=_ABSENT, throw_on_missing=False) is not _ABSENT
+        if known and not _within(key, ("mode", "run_dir", *now)):
+            OmegaConf.update(composed, key, old, merge=False, force_add=True)
+    return composed
+
+
+_ABSENT = object()
+
+
+def _key(override: str) -> str:
+    """The key an override sets (a group's name when it chooses an option)."""
+    return override.split("=", 1)[0].lstrip("+~")
 
 
 def record(run_dir: str | Path, **entry) -> None:

@@ -271,7 +271,7 @@ def test_force_resume_continues_and_a_checkpoint_that_does_not_fit_is_a_config_e
 def test_eval_takes_its_choices_and_refuses_model_changes(trained):
     with pytest.raises(ConfigError, match="mode=eval evaluates the run with its own config; it can't take "
                                           "model.hidden1=256 .the run has 128."):
-        rundir.eval_config(trained, compose("mode=eval", "model.hidden1=256"), ["mode", "model.hidden1"])
+        rundir.eval_config(trained, compose("mode=eval", "model.hidden1=256"), ["mode=eval", "model.hidden1=256"])
     chosen = run_cli("mode=eval", "pipeline=tf_data", "batch_size=64", "eval_splits=[validation]",
                      f"run_dir={trained}")
     assert chosen.returncode == 0, chosen.stdout
@@ -381,7 +381,11 @@ def test_a_saved_config_is_typed_again_so_eval_validates_it(trained):
     cfg = typed(rundir.saved_config(trained))
     validate(cfg)
     assert OmegaConf.get_type(cfg.pipeline).__name__ == "FeedDictConfig" and cfg.batch_size == 100
-    chosen = rundir.eval_config(trained, compose("mode=eval", "batch_size=7"), ["mode", "batch_size"])
+    chosen = rundir.eval_config(trained, compose("mode=eval", "batch_size=7"), ["mode=eval", "batch_size=7"])
     assert chosen.batch_size == 7 and chosen.mode == "eval"
+    piped = rundir.eval_config(trained, compose("mode=eval", "pipeline=tf_data", "pipeline.prefetch=2"),
+                               ["mode=eval", "pipeline=tf_data", "pipeline.prefetch=2"])  # composed by Hydra
+    assert OmegaConf.get_type(piped.pipeline).__name__ == "TfDataConfig" and piped.pipeline.prefetch == 2
+    assert piped.pipeline.shuffle_buffer == 10000 and piped.batch_size == 100  # the option's YAML; the run's
     with pytest.raises(ConfigError, match="does not fit this version of runner"):
         typed(OmegaConf.merge(rundir.saved_config(trained), {"model": {"depth": 3}}))
