@@ -172,11 +172,6 @@ def _overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
-def _given() -> list[str]:
-    """The keys the command line set (a group's name when it chose an option)."""
-    return [o.split("=", 1)[0].lstrip("+~") for o in _overrides()]
-
-
 @contextlib.contextmanager
 def _naming_damaged_records(dataset) -> Iterator[None]:
     """A data error while reading a record cache: find the damaged file and say how to rebuild it."""
