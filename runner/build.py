@@ -198,10 +198,11 @@ def run(cfg: DictConfig, run_dir: str) -> dict | None:
 
         with rundir.lock(run_dir):
             changed = rundir.check_resume(run_dir, cfg)
-            _quiet_tensorflow(cfg.verbose)  # provenance records TensorFlow's build
+            _prepared(cfg)  # the data once, here: the tasks find it ready (and a data error comes once)
             _record_start(cfg, run_dir, changed, devices=[f"local_cluster: {cfg.hardware.workers} worker(s), "
                                                           f"{cfg.hardware.ps} ps"])
-            return launch(cfg, run_dir, _overrides())
+            summary = launch(cfg, run_dir, _overrides())
+        return _objective(summary, cfg.sweep_objective) if cfg.sweep_objective and summary else summary
     if cfg.mode == "train" and cfg.hardware.name == "cluster":
         return _cluster_task(cfg, run_dir)
     if cfg.mode == "train":
