@@ -107,6 +107,7 @@ def _steps_saved(job: Path) -> int:
     return int(latest_checkpoint(job).rsplit("-", 1)[1])
 
 
+@pytest.mark.slow  # a sweep (STYLE.md: sweeps in the slow tier)
 def test_a_signal_stops_the_whole_sweep_and_a_rerun_continues_it(tmp_path):
     sweep = [*TINY, "log_every=10", "checkpoint_every=100000", "eval_splits=[test]", "optimizer.lr=0.05,0.1,0.2",
              f"hydra.sweep.dir={tmp_path}"]
