@@ -73,6 +73,7 @@ class Cifar10Config(DatasetConfig):
 class MnistConfig(DatasetConfig):
     download: bool = MISSING  # fetch missing files from the mirrors
     mirrors: list[str] = MISSING  # base URLs, tried in order
+    verify_md5: bool = MISSING  # false: read other MNIST-format files in data_dir (Fashion-MNIST, a re-split)
 
 
 # ---------------------------------------------------------------------------------------------- model

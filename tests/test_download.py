@@ -99,6 +99,17 @@ def test_mnist_rejects_a_local_file_with_the_wrong_md5(tmp_path):
         Mnist(**option("dataset", "mnist", data_dir=str(tmp_path)), md5=sums).prepare()
 
 
+def test_other_mnist_format_files_need_verify_md5_false(tmp_path):
+    """Fashion-MNIST or a re-split uses MNIST's names and format but not its md5s: the error names the setting."""
+    _, arrays = _mnist_files(tmp_path)
+    with pytest.raises(DataError, match=r"does not match the published .*set dataset\.verify_md5=false"):
+        Mnist(**option("dataset", "mnist", data_dir=str(tmp_path))).prepare()
+    dataset = Mnist(**option("dataset", "mnist", data_dir=str(tmp_path), validation_size=5, verify_md5=False))
+    images, labels = dataset.arrays("test")
+    np.testing.assert_array_equal(images[..., 0], arrays["t10k-images-idx3-ubyte.gz"])
+    assert dataset.num_examples("train") == 25
+
+
 def test_mismatched_image_and_label_counts(tmp_path):
     sums, _ = _mnist_files(tmp_path)
     write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.zeros(3, np.uint8))

@@ -20,10 +20,11 @@ MD5 = {
 class Mnist(IdxDigits):
     name = "mnist"
 
-    def __init__(self, data_dir: str, validation_size: int, download: bool, mirrors: list[str],
+    def __init__(self, data_dir: str, validation_size: int, download: bool, mirrors: list[str], verify_md5: bool,
                  md5: dict[str, str] | None = None):
         super().__init__(data_dir, validation_size)
         self.download = download
+        self.verify_md5 = verify_md5  # files found in data_dir; downloads from the mirrors are always verified
         self.mirrors = list(mirrors or [])
         self.md5 = md5 or MD5  # tests serve their own files
 
@@ -36,9 +37,11 @@ class Mnist(IdxDigits):
             download(path.name, self.data_dir, self.mirrors, self.md5[path.name])
 
     def prepare(self) -> None:
-        if self._arrays is None:
+        if self._arrays is None and self.verify_md5:
             for path in self.paths():
                 if path.exists() and md5sum(path) != self.md5[path.name]:
                     raise DataError(f"{path}: md5 {md5sum(path)} does not match the published "
-                                    f"{self.md5[path.name]}; delete the file so it is downloaded again")
+                                    f"{self.md5[path.name]}; delete the file so it is downloaded again, or set "
+                                    f"dataset.verify_md5=false to read other MNIST-format files (Fashion-MNIST, a "
+                                    f"re-split)")
         super().prepare()
