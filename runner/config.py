@@ -106,6 +106,7 @@ class FeedDictConfig(PipelineConfig):
 @dataclass
 class PreloadedConfig(PipelineConfig):
     prefetch: bool = MISSING  # gather and preprocess the next batch while the current step runs
+    storage: str = one_of("variable", "constant")  # where the split lives: a variable (fed once) or the graph
 
 
 @dataclass

@@ -31,7 +31,7 @@ def _pull(dataset, name: str, split: str, batch_size: int, training: bool, steps
 
 
 VARIANTS = [(name, {}) for name in ALL] + [("queue", {"records_per_read": 1}), ("feed_dict", {"prefetch": False}),
-                                           ("preloaded", {"prefetch": False})]
+                                           ("preloaded", {"prefetch": False}), ("preloaded", {"storage": "constant"})]
 
 
 @pytest.mark.parametrize("name,params", VARIANTS)
@@ -77,6 +77,21 @@ def test_queue_training_mixes_epochs_but_covers_the_split(tiny_digits, records_p
     counts = Counter(k for images, labels in batches for k in _keys(images, labels))
     assert len(counts) == n, f"{n - len(counts)} examples never drawn"
     assert max(counts.values()) <= 12
+
+
+def test_preloaded_as_a_constant_is_in_the_graph_def_and_refused_past_its_limit(tiny_digits, monkeypatch):
+    from runner.errors import ConfigError
+    from runner.pipelines import preloaded
+
+    graph = tf.Graph()
+    with graph.as_default():
+        PIPELINES.get("preloaded")(tiny_digits, seed=0, **option("pipeline", "preloaded", storage="constant")
+                                   ).build("train", 10, True)
+    assert graph.as_graph_def().ByteSize() > 784_000  # the pixels are in the graph
+    monkeypatch.setattr(preloaded, "GRAPH_DEF_LIMIT", 100_000)
+    with tf.Graph().as_default(), pytest.raises(ConfigError, match=r"holds at most 2 GB.*pipeline.storage=variable"):
+        PIPELINES.get("preloaded")(tiny_digits, seed=0, **option("pipeline", "preloaded", storage="constant")
+                                   ).build("train", 10, True)
 
 
 def test_preloaded_data_stays_out_of_the_graph_def(tiny_digits):

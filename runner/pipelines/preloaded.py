@@ -1,15 +1,19 @@
-"""Preloaded data: the split held in a variable (initialized from a placeholder, so it stays out of the GraphDef);
-each step slices its batch in the graph through an index permutation kept in variables too."""
+"""Preloaded data, as the Reading data guide's two variants: the split held in a variable (``storage=variable``,
+initialized from a placeholder, so it stays out of the GraphDef) or in a constant of the graph
+(``storage=constant``, refused past the 2 GB a GraphDef can hold). Each step slices its batch in the graph through an
+index permutation kept in variables."""
 from __future__ import annotations
 
 import itertools
 
 import tensorflow as tf
 
+from runner.errors import ConfigError
 from runner.pipelines import PIPELINES
 from runner.pipelines.base import Batch, Shard
 
 v1 = tf.compat.v1
+GRAPH_DEF_LIMIT = 2**31 - 2**26  # bytes a GraphDef can hold (2 GB), less room for the rest of the graph
 
 
 def _local(name: str, initial) -> tf.Variable:
@@ -41,10 +45,11 @@ def _next_indices(n: int, batch_size: int, training: bool, seed: int) -> tf.Tens
 class Preloaded:
     name = "preloaded"
 
-    def __init__(self, dataset, seed: int, prefetch: bool, shard: Shard = Shard()):
+    def __init__(self, dataset, seed: int, prefetch: bool, storage: str, shard: Shard = Shard()):
         self.dataset = dataset
         self.seed = seed
         self.prefetch = prefetch
+        self.storage = storage
         self.shard = shard
         self._builds = itertools.count()  # each build (tower, split) gets its own stream
         self._data: dict[str, tuple] = {}  # split (or its shard) -> (images var, labels var, init fn, size)
@@ -56,6 +61,8 @@ class Preloaded:
             images, labels = self.dataset.arrays(split)
             if sharded:  # this worker's examples: every count-th from its index
                 images, labels = images[self.shard.index::self.shard.count], labels[self.shard.index::self.shard.count]
+            if self.storage == "constant":
+                return self._constants(key, split, images, labels)
             with v1.variable_scope(f"preloaded_{key}"):
                 images_ph = v1.placeholder(tf.uint8, images.shape, name="images_init")
                 labels_ph = v1.placeholder(tf.int32, labels.shape, name="labels_init")
@@ -70,6 +77,17 @@ class Preloaded:
                     self._loaded[key] = sess
 
             self._data[key] = (images_var, labels_var, load, len(labels))
+        return self._data[key]
+
+    def _constants(self, key: str, split: str, images, labels):
+        size = images.nbytes + labels.nbytes
+        if size > GRAPH_DEF_LIMIT:
+            raise ConfigError(f"pipeline.storage=constant puts the {split} split in the GraphDef, which holds at most "
+                              f"2 GB; the split is {size / 2**30:.1f} GB. Use pipeline.storage=variable (fed once, "
+                              f"outside the GraphDef) or another pipeline")
+        with tf.name_scope(f"preloaded_{key}"):
+            self._data[key] = (tf.constant(images, name="images"), tf.constant(labels, name="labels"), None,
+                               len(labels))
         return self._data[key]
 
     def build(self, split: str, batch_size: int, training: bool) -> Batch:
@@ -96,7 +114,8 @@ def _double_buffered(images: tf.Tensor, labels: tf.Tensor, batch_size: int, n: i
         advance = tf.group(images_buf.assign(images), labels_buf.assign(labels))
 
     def start(sess):
-        load(sess)
+        if load:
+            load(sess)
         sess.run([images_buf.initializer, labels_buf.initializer])
         sess.run(fill)
 
