@@ -19,6 +19,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.experimental.callback import Callback
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf, open_dict
 
+from runner.cluster import CLUSTER_HARDWARE
 from runner.errors import ConfigError
 
 
@@ -444,7 +445,7 @@ def validate(cfg: DictConfig) -> None:
     if cfg.mode == "convert" and dataset.record_kind != "tfrecord":
         raise ConfigError(f"mode=convert writes TFRecords of MNIST-format datasets; dataset={cfg.dataset.name} is "
                           f"read from its {dataset.kind} record files as they are")
-    if cfg.hardware.name in ("cluster", "local_cluster") and cfg.mode == "bench":
+    if cfg.hardware.name in CLUSTER_HARDWARE and cfg.mode == "bench":
         raise ConfigError(f"mode=bench measures one process; hardware={cfg.hardware.name} is for training (use "
                           f"hardware=cpu or a towers option)")
     objective = cfg.sweep_objective

@@ -15,6 +15,7 @@ from typing import Callable
 
 import tensorflow as tf
 
+from runner.engine import merged_feed
 from runner.errors import TrainingError
 from runner.pipelines.base import Batch
 
@@ -28,7 +29,6 @@ class Clock:
     step: int = 0  # the global step after the last run
     first_step: int = 0  # the global step when the session was created
     run_secs: float = 0.0  # time inside training runs (feeding included), evals excluded
-    runs: int = 0  # training runs by this process
 
 
 class ClockHook(Hook):
@@ -47,7 +47,6 @@ class ClockHook(Hook):
 
     def after_run(self, run_context, run_values):
         self.clock.run_secs += time.perf_counter() - self._t0
-        self.clock.runs += 1
         self.clock.step = int(run_values.results)
 
 
@@ -73,10 +72,10 @@ class FeedHook(Hook):
     """feed_dict's feeding: each run of the loop gets the training placeholders' next values."""
 
     def __init__(self, batches: list[Batch]):
-        self.feeds = [b.feed for b in batches if b.feed]
+        self.batches = batches
 
     def before_run(self, run_context):
-        return Args(None, feed_dict={k: v for feed in self.feeds for k, v in feed().items()})
+        return Args(None, feed_dict=merged_feed(self.batches))
 
 
 class NanHook(Hook):
