@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from runner import rundir
 from runner.config import compose_group, validate
 from runner.config import registered as _registered
-from runner.errors import ConfigError, DataError
+from runner.errors import ConfigError, DataError, RunnerError, TrainingError
 
 log = logging.getLogger("runner")
 
@@ -174,17 +174,20 @@ def _overrides() -> list[str]:
 
 @contextlib.contextmanager
 def _naming_damaged_records(dataset) -> Iterator[None]:
-    """A data error while reading a record cache: find the damaged file and say how to rebuild it."""
+    """An error while reading records: find the damaged file (and record) and say what to do."""
     try:
         yield
-    except DataError:
-        damaged = dataset.damaged_records()
-        if not damaged:
+    except RunnerError as err:  # a read error, or an op that refused a record (a label out of range, a bad image)
+        if isinstance(err, (ConfigError, TrainingError)):
             raise
-        path, problem = damaged
+        damage = dataset.damaged_records()
+        if not damage:
+            raise
+        if not damage.cache:
+            raise DataError(f"{damage.where}: {damage.problem}; fix or remove it") from None
         dataset_args = " ".join(o for o in _overrides() if o.lstrip("+~").startswith("dataset"))
-        raise DataError(f"{path}: {problem}. Rebuild the records with: python -m runner mode=convert "
-                        f"{dataset_args}".rstrip() + f" (or delete {Path(path).parent})") from None
+        raise DataError(f"{damage.where}: {damage.problem}. Rebuild the records with: python -m runner mode=convert "
+                        f"{dataset_args}".rstrip() + f" (or delete {Path(damage.where).parent})") from None
 
 
 def run(cfg: DictConfig, run_dir: str) -> dict | None:
@@ -198,8 +201,8 @@ def run(cfg: DictConfig, run_dir: str) -> dict | None:
 
         with rundir.lock(run_dir):
             changed = rundir.check_resume(run_dir, cfg)
-            _prepared(cfg)  # the data once, here: the tasks find it ready (and a data error comes once)
-            _record_start(cfg, run_dir, changed, devices=[f"local_cluster: {cfg.hardware.workers} worker(s), "
+            dataset = _prepared(cfg)  # the data once, here: the tasks find it ready (and a data error comes once)
+            _record_start(cfg, run_dir, dataset, changed, devices=[f"local_cluster: {cfg.hardware.workers} worker(s), "
                                                           f"{cfg.hardware.ps} ps"])
             summary = launch(cfg, run_dir, _overrides())
         return _objective(summary, cfg.sweep_objective) if cfg.sweep_objective and summary else summary
@@ -211,9 +214,7 @@ def run(cfg: DictConfig, run_dir: str) -> dict | None:
             return _train(cfg, run_dir, _prepared(cfg), changed)
     dataset = _prepared(cfg)
     if cfg.mode == "convert":
-        from runner.datasets.records import ensure_records
-
-        for split, path in ensure_records(dataset, force=True).items():
+        for split, path in dataset.convert().items():
             log.info("%s: %s", split, path)
         return None
     if cfg.mode == "eval":
@@ -250,10 +251,12 @@ def _evaluate(cfg: DictConfig, run_dir: str, dataset, once: bool, until_step: in
 def _prepared(cfg: DictConfig):
     """The dataset with its files obtained, read and checked against the config, then TensorFlow loaded (quietly)."""
     dataset = build_dataset(cfg)
+    if dataset.needs_tensorflow:  # it reads its files with TensorFlow's ops
+        _quiet_tensorflow(cfg.verbose)
     dataset.prepare()
     for split in [*cfg.eval_splits, "train"]:
         if dataset.num_examples(split) == 0:
-            raise DataError(f"the {split} split of dataset {cfg.dataset.name} in {dataset.data_dir} has no examples")
+            raise DataError(f"the {split} split of dataset {cfg.dataset.name} in {dataset.location} has no examples")
     if cfg.batch_size > dataset.num_examples("train"):
         raise ConfigError(f"batch_size={cfg.batch_size} is larger than the {dataset.num_examples('train')} "
                           f"training examples of dataset {cfg.dataset.name}")
@@ -261,12 +264,16 @@ def _prepared(cfg: DictConfig):
     return dataset
 
 
-def _record_start(cfg: DictConfig, run_dir: str, changed: dict, devices: list[str]) -> None:
-    """Provenance of a new run (a rerun's stays) and a line in history.jsonl."""
+def _record_start(cfg: DictConfig, run_dir: str, dataset, changed: dict, devices: list[str]) -> None:
+    """Provenance of a new run (a rerun's stays), its labels (labels.json: label id -> class name) and a line in
+    history.jsonl."""
     from runner import provenance
+    from runner.datasets.files import write_json
 
     resuming = rundir.has_checkpoints(run_dir)
     if not resuming:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        write_json(Path(run_dir) / "labels.json", dict(enumerate(dataset.class_names)))
         provenance.write(run_dir, config=OmegaConf.to_container(cfg, resolve=True), overrides=_overrides(),
                          devices=devices, seed=cfg.seed)
     rundir.record(run_dir, event="resume" if resuming else "start", overrides=_overrides(), changed=changed,
@@ -281,7 +288,7 @@ def _train(cfg: DictConfig, run_dir: str, dataset, changed: dict | None, replica
     parts = build_parts(cfg, dataset, replicas)
     _describe(cfg, parts, run_dir)
     if changed is not None:
-        _record_start(cfg, run_dir, changed, parts.devices)
+        _record_start(cfg, run_dir, dataset, changed, parts.devices)
     settings = Settings(run_dir=run_dir, batch_size=cfg.batch_size, max_steps=cfg.max_steps, seed=cfg.seed,
                         log_every=cfg.log_every, summary_every=cfg.summary_every,
                         checkpoint_every=cfg.checkpoint_every,

@@ -46,35 +46,108 @@ def one_of(*choices: str, default: Any = MISSING) -> Any:
 @dataclass
 class DatasetConfig:
     name: str = MISSING
-    data_dir: str = MISSING  # where the files live (or are downloaded/generated to)
     validation_size: int = bounded(0)  # the first N training examples form the validation split
+    augment: str = one_of("none", "cifar10")  # none: pixels scaled to [0, 1]; cifar10: the tutorial's distortions
 
 
 @dataclass
-class DigitsConfig(DatasetConfig):
+class StoredDatasetConfig(DatasetConfig):
+    data_dir: str = MISSING  # where the files live (or are downloaded/generated to)
+
+
+@dataclass
+class DigitsConfig(StoredDatasetConfig):
     num_train: int = bounded(1)  # generated training examples (validation included)
     num_test: int = bounded(1)
     generator_seed: int = bounded(0)  # the data are a pure function of this seed and the sizes
 
 
 @dataclass
-class ShapesConfig(DatasetConfig):
+class ShapesConfig(StoredDatasetConfig):
     num_train: int = bounded(1)  # generated training records, spread over data_batch_1..5.bin
     num_test: int = bounded(1)
     generator_seed: int = bounded(0)
 
 
 @dataclass
-class Cifar10Config(DatasetConfig):
+class Cifar10Config(StoredDatasetConfig):
     download: bool = MISSING  # fetch cifar-10-binary.tar.gz when neither the batches nor the archive are there
     url: str = MISSING
 
 
 @dataclass
-class MnistConfig(DatasetConfig):
+class MnistConfig(StoredDatasetConfig):
     download: bool = MISSING  # fetch missing files from the mirrors
     mirrors: list[str] = MISSING  # base URLs, tried in order
     verify_md5: bool = MISSING  # false: read other MNIST-format files in data_dir (Fashion-MNIST, a re-split)
+
+
+@dataclass
+class OwnDatasetConfig(DatasetConfig):
+    """A user's own files, described in YAML."""
+
+    root: str = MISSING  # the folder of the files; file names and globs are relative to it
+
+
+@dataclass
+class DecodedDatasetConfig(OwnDatasetConfig):
+    cache_dir: str = MISSING  # where the decoded arrays (and converted TFRecords) are cached
+
+
+@dataclass
+class ImageFolderConfig(DecodedDatasetConfig):
+    image_size: list[int] = MISSING  # [height, width] every image is fitted to
+    channels: int = bounded(1, 4)  # 1 grey, 3 RGB (converted as needed; alpha dropped)
+    fit: str = one_of("resize", "center_crop")
+    read_from: str = one_of("files", "tfrecords")  # what queue and tf_data read: the images, or TFRecords of them
+
+
+@dataclass
+class TfRecordConfig(DecodedDatasetConfig):
+    train_files: list[str] = MISSING  # names or globs under root
+    test_files: list[str] = MISSING
+    image_key: str = MISSING  # the bytes feature of the image
+    label_key: str = MISSING  # the int64 feature of the label
+    image_format: str = one_of("raw", "encoded")  # raw pixels, or an encoded JPEG/PNG
+    image_shape: list[int] = MISSING  # raw: the stored shape; encoded: [height, width, channels] to fit to
+    image_dtype: str = one_of("uint8", "float32")  # raw pixels' type
+    fit: str = one_of("resize", "center_crop")  # encoded images
+    compression: str = one_of("none", "GZIP", "ZLIB")
+    num_classes: int = bounded(1)
+
+
+@dataclass
+class CsvConfig(DecodedDatasetConfig):
+    train_files: list[str] = MISSING  # names or globs under root
+    test_files: list[str] = MISSING
+    header: bool = MISSING  # each file starts with a row of column names
+    label_column: str = MISSING  # a column name (with a header) or a 0-based index
+    feature_columns: Optional[list[str]] = MISSING  # names or indices; null: every column but the label
+    column_defaults: dict[str, float] = MISSING  # column -> value for missing entries; others are required
+    field_delim: str = field(default=MISSING, metadata={"blank": True})  # "," or a tab, a space, ...
+    num_classes: int = bounded(1)
+
+
+@dataclass
+class IdxConfig(OwnDatasetConfig):
+    train_images: str = MISSING  # file names under root (.gz: gzipped)
+    train_labels: str = MISSING
+    test_images: str = MISSING
+    test_labels: str = MISSING
+    md5: Optional[dict[str, str]] = MISSING  # file name -> md5 to check; null or {}: no checks
+    num_classes: int = bounded(1)
+
+
+@dataclass
+class FixedLengthConfig(OwnDatasetConfig):
+    train_files: list[str] = MISSING  # names or globs under root
+    test_files: list[str] = MISSING
+    image_shape: list[int] = MISSING  # [height, width, channels]
+    order: str = one_of("chw", "hwc")  # how image bytes are stored: channels first (CIFAR) or last
+    header_bytes: int = bounded(0)  # bytes before the first record of each file
+    label_bytes: int = bounded(1)  # label bytes at the start of each record (CIFAR-100: 2)
+    label_index: int = bounded(0)  # which label byte is the label (CIFAR-100: 0 coarse, 1 fine)
+    num_classes: int = bounded(1)
 
 
 # ---------------------------------------------------------------------------------------------- model
@@ -231,7 +304,9 @@ class RunnerConfig:
 
 
 SCHEMAS = {
-    "dataset": {"digits": DigitsConfig, "mnist": MnistConfig, "shapes": ShapesConfig, "cifar10": Cifar10Config},
+    "dataset": {"digits": DigitsConfig, "mnist": MnistConfig, "shapes": ShapesConfig, "cifar10": Cifar10Config,
+                "image_folder": ImageFolderConfig, "tfrecord": TfRecordConfig, "csv": CsvConfig, "idx": IdxConfig,
+                "fixed_length": FixedLengthConfig},
     "model": {"mlp": MlpConfig, "cifar10_cnn": Cifar10CnnConfig},
     "pipeline": {"feed_dict": FeedDictConfig, "preloaded": PreloadedConfig, "queue": QueueConfig,
                  "tf_data": TfDataConfig},
@@ -281,7 +356,7 @@ def _check_field(path: str, value: Any, meta: dict) -> None:
     if "choices" in meta and value not in meta["choices"]:
         allowed = ", ".join(meta["choices"])
         raise ConfigError(f"{path}={value!r} is not allowed; choose one of: {allowed}")
-    if isinstance(value, str) and not value.strip():
+    if isinstance(value, str) and not value.strip() and not (value and meta.get("blank")):
         raise ConfigError(f"{path} is empty; give it a value")
     lo, hi, lo_open = meta.get("lo"), meta.get("hi"), meta.get("lo_open", False)
     if isinstance(value, int) and not isinstance(value, bool) and lo is not None:
@@ -401,10 +476,42 @@ def _check_writable(run_dir: str) -> None:
 SUMMARY_NUMBERS = ("examples_per_sec", "wall_time_sec", "steps", "steps_this_run")
 
 
+def _check_dataset(cfg: DictConfig, pipelines: list[str]) -> None:
+    """The dataset against the model, the pipelines and the mode. The dataset object is made (which reads no
+    data); what only its files can tell (a CSV's columns, an IDX file's shape) is checked when a run reads them."""
+    from runner.datasets import DATASETS
+    from runner.errors import DataError
+
+    params = OmegaConf.to_container(cfg.dataset, resolve=True)
+    dataset = DATASETS.get(params.pop("name"))(**params)
+    name = cfg.dataset.name
+    channels = _group_schema(cfg, "model").channels
+    try:
+        if channels and not dataset.images:
+            raise ConfigError(f"model={cfg.model.name} takes images but dataset={name} gives feature vectors of "
+                              f"{dataset.raw_shape[0]} values; use model=mlp")
+        shape = dataset.output_shape
+        if channels and shape[-1] != channels:
+            raise ConfigError(f"model={cfg.model.name} takes {channels}-channel images but dataset={name} has "
+                              f"{shape[-1]}-channel images of shape {list(shape)}; choose model=mlp or a dataset "
+                              f"of {channels}-channel images")
+        if "validation" in cfg.eval_splits and not dataset.has_validation():
+            raise ConfigError("eval_splits contains 'validation' but dataset.validation_size=0 makes none; set "
+                              "dataset.validation_size or leave validation out of eval_splits")
+    except DataError:
+        pass  # said again, with what to do, when the run reads the files
+    reads_files = [p for p in pipelines if p in ("queue", "tf_data")]
+    if not dataset.files_hold_validation and cfg.dataset.validation_size and reads_files:
+        raise ConfigError(f"pipeline={reads_files[0]} reads whole {dataset.kind} files, which hold no validation "
+                          f"split: use dataset.validation_size=0 with it, or pipeline=feed_dict or preloaded")
+    if cfg.mode == "convert" and not dataset.convertible:
+        raise ConfigError(f"mode=convert writes TFRecords that the queue and tf_data pipelines read; dataset={name} "
+                          f"is read from its own {dataset.kind} files as they are")
+
+
 def validate(cfg: DictConfig) -> None:
     """Checks every key against its schema (known, set, in range) and the rules between keys; raises ConfigError
     naming the key and what is allowed. Imports no TensorFlow."""
-    from runner.datasets import DATASETS
 
     for group in GROUPS:
         _group_schema(cfg, group)
@@ -413,9 +520,6 @@ def validate(cfg: DictConfig) -> None:
     for split in cfg.eval_splits:
         if split not in known:
             raise ConfigError(f"eval_splits contains {split!r}; known splits: {', '.join(sorted(known))}")
-    if "validation" in cfg.eval_splits and not cfg.dataset.validation_size:
-        raise ConfigError("eval_splits contains 'validation' but dataset.validation_size=0 makes none; set "
-                          "dataset.validation_size or leave validation out of eval_splits")
     for key, package in (("pipeline.name", "pipelines"), ("model.name", "models")):
         if OmegaConf.select(cfg, key) not in registered(package):
             raise ConfigError(f"{key}={OmegaConf.select(cfg, key)!r} is not known; choose one of: "
@@ -431,20 +535,7 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"bench.pipelines contains {name!r}; known pipelines: "
                               f"{', '.join(registered('pipelines'))}")
     used = [cfg.pipeline.name] if cfg.mode != "bench" else list(cfg.bench.pipelines or registered("pipelines"))
-    dataset = DATASETS.get(cfg.dataset.name)
-    channels = _group_schema(cfg, "model").channels
-    if channels and dataset.output_shape[-1] != channels:
-        raise ConfigError(f"model={cfg.model.name} takes {channels}-channel images but dataset={cfg.dataset.name} "
-                          f"has {dataset.output_shape[-1]}-channel images of shape {list(dataset.output_shape)}; "
-                          f"choose model=mlp or a CIFAR-format dataset (dataset=shapes or cifar10)")
-    reads_files = [p for p in used if p in ("queue", "tf_data")]
-    if dataset.record_kind == "fixed_length" and cfg.dataset.validation_size and reads_files:
-        raise ConfigError(f"pipeline={reads_files[0]} reads whole {dataset.kind} record files, which hold no "
-                          f"validation split: use dataset.validation_size=0 with it, or pipeline=feed_dict or "
-                          f"preloaded")
-    if cfg.mode == "convert" and dataset.record_kind != "tfrecord":
-        raise ConfigError(f"mode=convert writes TFRecords of MNIST-format datasets; dataset={cfg.dataset.name} is "
-                          f"read from its {dataset.kind} record files as they are")
+    _check_dataset(cfg, used)
     if cfg.hardware.name in CLUSTER_HARDWARE and cfg.mode == "bench":
         raise ConfigError(f"mode=bench measures one process; hardware={cfg.hardware.name} is for training (use "
                           f"hardware=cpu or a towers option)")

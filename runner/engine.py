@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import tensorflow as tf
 
-from runner.errors import ConfigError, DataError, RunnerError
+from runner.errors import ConfigError, DataError, RunnerError, op_error_text
 from runner.pipelines.base import Batch, num_batches
 from runner.signals import StopSignals
 
@@ -253,10 +253,3 @@ def check_input_threads(start) -> None:
         raise DataError(f"an input thread failed: {type(err).__name__}: {op_error_text(err)}") from None
 
 
-def op_error_text(err: tf.errors.OpError) -> str:
-    """The line of a TensorFlow error that says what went wrong (the one above the failing node's name)."""
-    lines = [line for line in err.message.splitlines() if line.strip()]
-    for i, line in enumerate(lines):
-        if line.lstrip().startswith("[[") and i:
-            return lines[i - 1].strip()
-    return lines[-1].strip() if lines else type(err).__name__

@@ -33,3 +33,13 @@ def describe_os_error(err: OSError) -> str | None:
         return None
     where = err.filename or "a file"
     return f"cannot write {where}: {err.strerror}; {hints[err.errno]}"
+
+
+def op_error_text(err) -> str:
+    """The line of a TensorFlow error that says what went wrong (the one above the failing node's name)."""
+    lines = [line for line in err.message.splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if line.lstrip().startswith("[[") and i:
+            return lines[i - 1].strip()
+    return lines[-1].strip() if lines else type(err).__name__
+

@@ -26,10 +26,12 @@ SAVED_CONFIG = Path(".hydra") / "config.yaml"
 SAFE_ON_RESUME = ("mode", "run_dir", "max_steps", "log_every", "summary_every", "checkpoint_every",
                   "keep_checkpoints", "eval_splits", "eval_moving_average", "eval_once", "eval_interval_secs",
                   "hardware", "trainer", "progress", "verbose", "bench", "sweep_objective", "force_resume",
-                  "dataset.data_dir", "dataset.download", "dataset.url", "dataset.mirrors")
+                  "dataset.data_dir", "dataset.download", "dataset.url", "dataset.mirrors", "dataset.root",
+                  "dataset.cache_dir", "dataset.read_from")
 # What mode=eval may take from the command line instead of the run's saved config.
 EVAL_CHOICES = ("hardware", "pipeline", "batch_size", "eval_splits", "eval_moving_average", "eval_once",
-                "eval_interval_secs", "progress", "verbose", "dataset.data_dir", "dataset.download")
+                "eval_interval_secs", "progress", "verbose", "dataset.data_dir", "dataset.download", "dataset.root",
+                "dataset.cache_dir", "dataset.read_from")
 
 
 def has_checkpoints(run_dir: str | Path) -> bool:

@@ -22,11 +22,10 @@ from runner.engine import (
     latest_checkpoint,
     make_saver,
     moving_average_getter,
-    op_error_text,
     run_eval,
     session,
 )
-from runner.errors import RunnerError
+from runner.errors import RunnerError, op_error_text
 from runner.graph import build_train_graph
 from runner.hooks import CheckpointEvalHook, Clock, ClockHook, FeedHook, Metrics, NanHook, ProgressHook, SummaryHook
 from runner.progress import Progress

@@ -52,7 +52,7 @@ def test_a_file_that_is_not_whole_records_is_rejected_naming_it(tmp_path):
 
 
 def test_decode_in_the_graph_matches_numpy(tiny_shapes):
-    raw = open(tiny_shapes.record_files("test")[0], "rb").read()[:5 * RECORD_BYTES]
+    raw = open(tiny_shapes.records("test").files[0], "rb").read()[:5 * RECORD_BYTES]
     records = tf.constant([raw[i * RECORD_BYTES:(i + 1) * RECORD_BYTES] for i in range(5)])
     images, labels = tiny_shapes.decode(records)
     np.testing.assert_array_equal(images.numpy(), tiny_shapes.arrays("test")[0][:5])
@@ -240,7 +240,7 @@ def test_a_file_damaged_under_a_running_pipeline_ends_the_run_with_that_error(tm
     graph = tf.Graph()
     with graph.as_default():
         batch = PIPELINES.get(name)(dataset, seed=1, **option("pipeline", name)).build("train", 16, training=True)
-    path = dataset.record_files("train")[2]
+    path = dataset.records("train").files[2]
     if damage == "delete":  # after the dataset was checked
         os.remove(path)
     else:

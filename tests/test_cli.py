@@ -47,13 +47,13 @@ def test_cfg_job_prints_the_composed_config():
     (["trainer=single", "hardware=cpu2"], "trainer=single runs on one device but hardware=cpu2 has 2"),
     (["mode=bench", "bench.pipelines=[nope]"], "bench.pipelines contains 'nope'; known pipelines: feed_dict"),
     (["dataset=shapes", "dataset.validation_size=100", "pipeline=tf_data"],
-     "pipeline=tf_data reads whole CIFAR record files, which hold no validation split"),
+     "pipeline=tf_data reads whole CIFAR files, which hold no validation split"),
     (["pipeline=tf_data", "pipeline.num_parallel_calls=0"],
      "pipeline.num_parallel_calls=0 is out of range; allowed: [1, 2147483647] or -1"),
     (["sweep_objective=nope.x"], "sweep_objective=nope.x is not a number a run reports; choose one of: "
                                  "final_precision.train"),
     (["dataset.data_dir="], "dataset.data_dir is empty; give it a value"),
-    (["dataset=shapes", "mode=convert"], "mode=convert writes TFRecords of MNIST-format datasets"),
+    (["dataset=shapes", "mode=convert"], "mode=convert writes TFRecords that the queue and tf_data pipelines read; dataset=shapes"),
     (["model=nope"], "model=nope is not an option of model; choose one of: cifar10_cnn, mlp"),
     (["dataset.validation_size=0"], "eval_splits contains 'validation' but dataset.validation_size=0 makes none"),
 ])

@@ -2,6 +2,7 @@
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 from hydra.errors import ConfigCompositionException
 
 from runner.config import validate
@@ -12,12 +13,18 @@ ROOT = Path(__file__).resolve().parent.parent
 SKIP = ("experiment", "preset", "hydra")
 GROUPS = [d for d in sorted((ROOT / "conf").iterdir()) if d.is_dir() and d.name not in SKIP]
 OPTIONS = [(d.name, p.stem) for d in GROUPS for p in sorted(d.glob("*.yaml"))]
+USER_VALUES = {"root": "/data/mine", "num_classes": 3}
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "experiments").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("group,option", OPTIONS)
 def test_every_option_composes_and_validates(group, option):
     cfg = compose(f"{group}={option}", *(["dataset=shapes"] if option == "cifar10_cnn" else []))
+    required = sorted(OmegaConf.missing_keys(cfg))  # values the user must give (a dataset's root)
+    if required:
+        with pytest.raises(ConfigError, match=rf"({'|'.join(required)}) has no value; set it"):
+            validate(cfg)
+        cfg = compose(f"{group}={option}", *[f"{key}={USER_VALUES[key.split('.')[-1]]}" for key in required])
     validate(cfg)
     assert cfg[group].name == option
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from runner.datasets.download import download
-from runner.datasets.idx import write_idx
+from runner.datasets.idx_format import write_idx
 from runner.datasets.mnist import Mnist
 from runner.errors import DataError
 from tests.conftest import option

@@ -19,7 +19,7 @@ import tensorflow as tf
 from runner import rundir
 from runner.build import build_dataset, run
 from runner.datasets import files as cache_files
-from runner.datasets.records import ensure_records
+from runner.datasets.base import Records
 from runner.engine import EvalOp, latest_checkpoint, run_eval
 from runner.errors import ConfigError, DataError
 from runner.pipelines.base import Batch, record_files
@@ -74,13 +74,13 @@ def test_a_state_file_with_absolute_paths_of_another_place_is_read_by_name(train
 class _Files:
     """A dataset stand-in whose split is given record files."""
 
-    record_kind, record_bytes = "fixed_length", 3073
+    location = "the test's folder"
 
     def __init__(self, paths):
-        self.paths = [str(p) for p in paths]
+        self.paths = tuple(str(p) for p in paths)
 
-    def record_files(self, split):
-        return self.paths
+    def records(self, split):
+        return Records("fixed_length", self.paths, record_bytes=3073)
 
 
 def test_a_split_whose_files_hold_no_records_is_an_error_naming_them(tmp_path):
@@ -89,12 +89,12 @@ def test_a_split_whose_files_hold_no_records_is_an_error_naming_them(tmp_path):
     with pytest.raises(DataError, match=r"the train split has no records: .*a\.bin, .*b\.bin hold none"):
         record_files(_Files([tmp_path / "a.bin", tmp_path / "b.bin"]), "train")
     (tmp_path / "c.bin").write_bytes(b"\0" * 3073)
-    assert record_files(_Files([tmp_path / "a.bin", tmp_path / "c.bin"]), "train")[1].endswith("c.bin")
+    assert record_files(_Files([tmp_path / "a.bin", tmp_path / "c.bin"]), "train").files[1].endswith("c.bin")
 
 
 def test_an_emptied_tfrecord_cache_file_is_rebuilt_before_use(tmp_path, tiny_digits):
     for pipeline in ("queue", "tf_data"):
-        paths = ensure_records(tiny_digits)
+        paths = tiny_digits.tfrecords()
         paths["train"].write_bytes(b"")
         summary = run(compose(*QUICK, f"pipeline={pipeline}", "max_steps=20"), str(tmp_path / pipeline))
         assert summary["steps"] == 20
@@ -148,7 +148,7 @@ def test_a_killed_regeneration_is_never_used_as_it_is(tmp_path, data_root):
     other = build_dataset(compose(*TINY, "dataset.num_train=2000", f"dataset.data_dir={tmp_path}"))
     manifest.unlink()
     images = np.zeros((2000, 28, 28), np.uint8)
-    from runner.datasets.idx import write_idx
+    from runner.datasets.idx_format import write_idx
 
     write_idx(other.files()["train_images"], images)
     again = build_dataset(cfg)
@@ -173,7 +173,7 @@ def test_cache_files_are_shareable(tmp_path, data_root):
     dataset.prepare()
     umask = os.umask(0)
     os.umask(umask)
-    for path in [*dataset.paths(), dataset.manifest.path, *ensure_records(dataset).values()]:
+    for path in [*dataset.paths(), dataset.manifest.path, *dataset.tfrecords().values()]:
         assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
 
 
@@ -181,7 +181,7 @@ def test_a_complete_cache_is_read_without_its_lock(tmp_path, data_root, monkeypa
     """A read-only copy of a complete cache is usable: nothing needs the lock file, which can't be created."""
     dataset = build_dataset(compose(*TINY, f"dataset.data_dir={tmp_path}"))
     dataset.prepare()
-    ensure_records(dataset)
+    dataset.tfrecords()
 
     def refuse(folder):
         raise AssertionError(f"took the lock of {folder}")
@@ -190,7 +190,7 @@ def test_a_complete_cache_is_read_without_its_lock(tmp_path, data_root, monkeypa
         monkeypatch.setattr(f"{module}.folder_lock", refuse)
     again = build_dataset(compose(*TINY, f"dataset.data_dir={tmp_path}"))
     assert again.num_examples("train") == 1000
-    assert ensure_records(again)["train"].exists()
+    assert again.tfrecords()["train"].exists()
 
 
 def test_a_cache_folder_that_cannot_be_written_is_named(tmp_path):
@@ -202,7 +202,7 @@ def test_a_cache_folder_that_cannot_be_written_is_named(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- 4. damaged records
 def test_a_damaged_record_names_the_file_and_convert_repairs_it(tmp_path, tiny_digits):
-    paths = ensure_records(tiny_digits)
+    paths = tiny_digits.tfrecords()
     train = paths["train"]
     stat = train.stat()
     raw = bytearray(train.read_bytes())

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from runner.datasets.glyphs import generate
-from runner.datasets.idx import read_idx, write_idx
+from runner.datasets.idx_format import read_idx, write_idx
 from runner.errors import DataError
 
 

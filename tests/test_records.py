@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from runner.datasets.records import ensure_records, parse_examples, write_records
+from runner.datasets.records import parse_examples, write_records
 from runner.errors import DataError
 
 
@@ -30,13 +30,13 @@ def test_image_and_label_counts_must_match(tmp_path):
 
 
 def test_records_are_cached_and_rebuilt_when_the_source_changes(tiny_digits):
-    paths = ensure_records(tiny_digits)
+    paths = tiny_digits.tfrecords()
     assert {split: sum(1 for _ in tf.data.TFRecordDataset(str(p))) for split, p in paths.items()} == \
         {"train": 1000, "validation": 200, "test": 300}
     mtimes = {p: p.stat().st_mtime_ns for p in paths.values()}
-    assert ensure_records(tiny_digits) == paths
+    assert tiny_digits.tfrecords() == paths
     assert {p: p.stat().st_mtime_ns for p in paths.values()} == mtimes  # cached: not rewritten
     source = tiny_digits.files()["test_labels"]
     os.utime(source, ns=(source.stat().st_atime_ns, source.stat().st_mtime_ns + 10**9))
-    ensure_records(tiny_digits)
+    tiny_digits.tfrecords()
     assert paths["test"].stat().st_mtime_ns != mtimes[paths["test"]]

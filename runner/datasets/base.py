@@ -1,46 +1,216 @@
-"""What every dataset shares: files in data_dir, obtained when missing (one process at a time), loaded once, and
-split into train / validation (the first ``validation_size`` training examples) / test."""
+"""The dataset interface, written once: :class:`Dataset` is what every pipeline may use, and every dataset implements
+all of it. Also what the file-backed datasets share: files in data_dir obtained when missing (one process at a
+time), loaded once and split into train / validation (the first ``validation_size`` training examples) / test."""
 from __future__ import annotations
 
+import abc
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from runner.datasets import augment as augments
 from runner.datasets.files import Manifest, folder_lock
 from runner.errors import ConfigError
 
 log = logging.getLogger("runner")
-Arrays = tuple[np.ndarray, np.ndarray]  # uint8 images [N, H, W, C], int32 labels [N]
+Arrays = tuple[np.ndarray, np.ndarray]  # examples [N, *raw_shape] (uint8 or float32), int32 labels [N]
+SPLITS = ("train", "validation", "test")
 
 
-class FileDataset:
-    """Subclasses name their files (:meth:`paths`), obtain missing ones (:meth:`fetch`) and read them
-    (:meth:`read`)."""
+@dataclass(frozen=True)
+class Records:
+    """A split's record files as the queue and tf_data pipelines read them: each record is one example, which
+    :meth:`Dataset.decode` turns into (example, label) in a batch."""
 
-    name = "dataset"
+    kind: str  # "tfrecord", "fixed_length" (records of record_bytes), "text" (lines) or "file" (a whole file)
+    files: tuple[str, ...]
+    record_bytes: int = 0  # fixed_length
+    header_bytes: int = 0  # fixed_length: bytes before the first record of each file
+    skip_lines: int = 0  # text: header lines at the top of each file
+    compression: str = ""  # tfrecord: "" or "GZIP" / "ZLIB"
 
-    def __init__(self, data_dir: str, validation_size: int):
-        self.data_dir = Path(data_dir).expanduser()
+    @property
+    def smallest_file(self) -> int:
+        """Bytes a file needs to hold one record."""
+        return self.header_bytes + self.record_bytes if self.kind == "fixed_length" else 1
+
+    def dataset(self, files: list[str] | None = None):
+        """The records of ``files`` (default: all) in file order, as a tf.data.Dataset of scalar strings."""
+        import tensorflow as tf
+
+        files = list(self.files if files is None else files)
+        if self.kind == "tfrecord":
+            return tf.data.TFRecordDataset(files, compression_type=self.compression)
+        if self.kind == "text":
+            return tf.data.Dataset.from_tensor_slices(files).flat_map(
+                lambda f: tf.data.TextLineDataset(f).skip(self.skip_lines))
+        if self.kind == "file":  # each file is one record: its name, which decode reads
+            return tf.data.Dataset.from_tensor_slices(files)
+        return tf.data.FixedLengthRecordDataset(files, self.record_bytes, header_bytes=self.header_bytes)
+
+
+@dataclass(frozen=True)
+class Damage:
+    """What :meth:`Dataset.damaged_records` found: the file (and record), what is wrong, and whether the file is a
+    cache that ``mode=convert`` rebuilds (otherwise the user's own file)."""
+
+    where: str
+    problem: str
+    cache: bool
+
+
+class Dataset(abc.ABC):
+    """What a pipeline may ask a dataset. ``raw`` examples are what :meth:`arrays` and :meth:`decode` give (images
+    [H, W, C] or feature vectors [F], uint8 or float32); :meth:`preprocess` turns a batch of them into float32
+    model inputs of ``output_shape``, with ``dataset.augment``'s distortions when training."""
+
+    name: str = "dataset"  # the registry name
+    kind: str = "dataset"  # what the examples are called in messages ("CIFAR", "MNIST", "image", ...)
+    augment: str = "none"
+    needs_tensorflow = False  # prepare() reads the files with TensorFlow ops
+
+    def __init__(self, validation_size: int, augment: str):
         self.validation_size = validation_size
+        self.augment = augment
+
+    # -------------------------------------------------------------- what the examples are
+    @property
+    @abc.abstractmethod
+    def num_classes(self) -> int: ...
+
+    @property
+    def class_names(self) -> list[str]:
+        """Label id -> name (written to the run dir as labels.json)."""
+        return [str(i) for i in range(self.num_classes)]
+
+    @property
+    @abc.abstractmethod
+    def raw_shape(self) -> tuple[int, ...]: ...
+
+    raw_dtype: str = "uint8"
+
+    @property
+    def images(self) -> bool:
+        """Examples are images [H, W, C]; False: feature vectors, which only models taking vectors can use."""
+        return len(self.raw_shape) == 3
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return augments.output_shape(self.augment, self.raw_shape, self.images)
+
+    @property
+    @abc.abstractmethod
+    def location(self) -> str:
+        """Where the files are, for messages."""
+
+    @property
+    @abc.abstractmethod
+    def cache_dir(self) -> Path:
+        """Where this dataset's caches (converted TFRecords, decoded arrays) go."""
+
+    # -------------------------------------------------------------- the splits as arrays (feed_dict, preloaded)
+    @abc.abstractmethod
+    def prepare(self) -> None:
+        """Makes sure the files are present and readable (obtaining them if this dataset can); cheap once done."""
+
+    @abc.abstractmethod
+    def num_examples(self, split: str) -> int: ...
+
+    @abc.abstractmethod
+    def arrays(self, split: str) -> Arrays:
+        """The raw examples and int32 labels of a split (may be memory-mapped)."""
+
+    # -------------------------------------------------------------- the splits as record files (queue, tf_data)
+    files_hold_validation = True  # records("validation") works (else only with dataset.validation_size=0)
+
+    @abc.abstractmethod
+    def records(self, split: str) -> Records:
+        """The record files of a split; ConfigError when the split has none of its own."""
+
+    @abc.abstractmethod
+    def decode(self, records):
+        """TF, batched: a batch [B] of records -> (raw examples [B, *raw_shape], int32 labels [B])."""
+
+    def has_validation(self) -> bool:
+        """The validation split has examples."""
+        return self.validation_size > 0
+
+    def damaged_records(self) -> Damage | None:
+        """After a read error: the damaged record file (and record) when one is found, else None."""
+        return None
+
+    convertible = False  # convert() writes the TFRecords the pipelines read
+
+    def convert(self) -> dict[str, Path]:
+        """``mode=convert``: writes the splits as TFRecords (rewriting them) and returns {split: path}."""
+        raise ConfigError(f"mode=convert writes TFRecords; dataset={self.name} is read from its own files as they "
+                          f"are")
+
+    # -------------------------------------------------------------- preprocessing (dataset.augment)
+    def preprocess(self, examples, training: bool):
+        """TF, batched: raw examples -> float32 [B, *output_shape]."""
+        return augments.preprocess_tf(self.augment, examples, training)
+
+    def preprocess_np(self, examples: np.ndarray, training: bool, rng: np.random.Generator | None) -> np.ndarray:
+        """numpy, batched: the same as :meth:`preprocess`."""
+        return augments.preprocess_np(self.augment, examples, training, rng)
+
+
+def match(root: Path, patterns: list[str]) -> list[Path]:
+    """Files under ``root`` named by names or globs, each glob's matches sorted; a name or a glob that matches
+    nothing stays as it is written, so the missing file can be named."""
+    import glob
+
+    found = []
+    for pattern in patterns:
+        path = root / pattern
+        matches = sorted(glob.glob(str(path))) if glob.has_magic(pattern) else []
+        found += [Path(m) for m in matches] or [path]
+    return found
+
+
+def check_labels(labels: np.ndarray, num_classes: int, where) -> None:
+    """Labels must be class ids 0..num_classes-1; the error names ``where(index)`` of the first bad one."""
+    from runner.errors import DataError
+
+    bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    if bad.size:
+        raise DataError(f"{where(int(bad[0]))}: label {int(labels[bad[0]])} is outside 0..{num_classes - 1} "
+                        f"({num_classes} classes); fix the label or the dataset's class count")
+
+
+class FileDataset(Dataset):
+    """A dataset whose files live in ``data_dir``: subclasses name them (:meth:`paths`), obtain missing ones
+    (:meth:`fetch`) and read them (:meth:`read`), all at once into memory."""
+
+    def __init__(self, data_dir: str, validation_size: int, augment: str):
+        super().__init__(validation_size, augment)
+        self.data_dir = Path(data_dir).expanduser()
         self._arrays: dict[str, Arrays] | None = None
 
-    def paths(self) -> list[Path]:
-        raise NotImplementedError
+    @property
+    def location(self) -> str:
+        return str(self.data_dir)
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_dir
+
+    @abc.abstractmethod
+    def paths(self) -> list[Path]: ...
 
     def fetch(self, missing: list[Path]) -> None:
         """Obtains the missing files, or raises DataError saying where it looked and what to do."""
-        raise NotImplementedError
+        from runner.errors import DataError
 
+        raise DataError(f"Failed to find file: {missing[0]}; check dataset.data_dir ({self.data_dir})")
+
+    @abc.abstractmethod
     def read(self) -> tuple[Arrays, Arrays]:
         """(train, test) arrays from the files; raises DataError naming a bad file."""
-        raise NotImplementedError
-
-    def damaged_records(self) -> tuple[str, str] | None:
-        """(file, what is wrong) of a damaged record file the pipelines read, for datasets whose records carry
-        checksums; None when none is found."""
-        return None
 
     def missing(self) -> list[Path]:
         """The files to obtain before the dataset can be read."""
@@ -64,7 +234,6 @@ class FileDataset:
         self._arrays = {"train": (images[v:], labels[v:]), "validation": (images[:v], labels[:v]), "test": test}
 
     def arrays(self, split: str) -> Arrays:
-        """uint8 images [N, H, W, C] and int32 labels [N] of a split."""
         self.prepare()
         return self._arrays[split]
 

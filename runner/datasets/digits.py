@@ -4,7 +4,7 @@ from __future__ import annotations
 from runner.datasets import DATASETS
 from runner.datasets.base import Generated
 from runner.datasets.glyphs import generate
-from runner.datasets.idx import write_idx
+from runner.datasets.idx_format import write_idx
 from runner.datasets.idx_digits import IdxDigits
 
 
@@ -12,8 +12,9 @@ from runner.datasets.idx_digits import IdxDigits
 class Digits(Generated, IdxDigits):
     name = "digits"
 
-    def __init__(self, data_dir: str, validation_size: int, num_train: int, num_test: int, generator_seed: int):
-        super().__init__(data_dir, validation_size)
+    def __init__(self, data_dir: str, validation_size: int, augment: str, num_train: int, num_test: int,
+                 generator_seed: int):
+        super().__init__(data_dir, validation_size, augment)
         self.spec = {"num_train": num_train, "num_test": num_test, "generator_seed": generator_seed}
 
     def generate(self) -> None:

@@ -1,62 +1,128 @@
-"""The IDX file format of MNIST: a big-endian header (magic, then one uint32 size per dimension) and raw data.
+"""IDX files (MNIST's format, gzipped or not): a folder with train and test images and labels. The ``idx``
+dataset reads any such folder, with the file names in YAML (MNIST's by default) and md5 checksums optional;
+``mnist`` and ``digits`` are MNIST's files.
 
-Plain or gzip-compressed (by the ``.gz`` suffix). Errors name the file and what is wrong with it.
+Images [N, H, W] (grey) or [N, H, W, C]; [N, F] files hold feature vectors. Pixels other than uint8 are read as
+float32. feed_dict and preloaded use the arrays; the queue and tf_data pipelines read TFRecords converted from the
+splits once (as convert_to_records) and cached in ``tfrecords/`` beside the files.
 """
 from __future__ import annotations
 
-import gzip
-import os
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
 
-from runner.datasets.files import atomic_path
+from runner.datasets import DATASETS
+from runner.datasets.base import Damage, FileDataset, Records, check_labels
+from runner.datasets.download import md5sum
+from runner.datasets.idx_format import read_header, read_idx
 from runner.errors import DataError
 
-# type code in the third magic byte -> numpy dtype (IDX stores multi-byte types big-endian)
-_DTYPES = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
-           0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
-_CODES = {dt.newbyteorder("="): code for code, dt in _DTYPES.items()}
+KEYS = ("train_images", "train_labels", "test_images", "test_labels")
 
 
-def _open(path: Path, mode: str, gz: bool):
-    return gzip.open(path, mode, compresslevel=6) if gz else open(path, mode)
+class IdxFiles(FileDataset):
+    """Four IDX files in ``data_dir`` named by ``self.names`` ({key in KEYS: file name})."""
+
+    kind = "IDX"
+    names: dict[str, str]
+
+    def files(self) -> dict[str, Path]:
+        return {key: self.data_dir / self.names[key] for key in KEYS}
+
+    def paths(self) -> list[Path]:
+        return list(self.files().values())
+
+    @property
+    def raw_shape(self) -> tuple[int, ...]:
+        _, shape = read_header(self.files()["train_images"])
+        return tuple(shape[1:]) + ((1,) if len(shape) == 3 else ())
+
+    @property
+    def raw_dtype(self) -> str:
+        return "uint8" if read_header(self.files()["train_images"])[0] == np.uint8 else "float32"
+
+    def read(self):
+        p = self.files()
+        shape = self.raw_shape
+        parts = []
+        for split in ("train", "test"):
+            images = read_idx(p[f"{split}_images"])
+            labels = read_idx(p[f"{split}_labels"])
+            got = images.shape[1:] + ((1,) if images.ndim == 3 else ())
+            if images.ndim not in (2, 3, 4) or got != shape:
+                raise DataError(f"{p[f'{split}_images']}: expected examples of shape [N, {', '.join(map(str, shape))}]"
+                                f", got {list(images.shape)}")
+            if labels.ndim != 1 or len(labels) != len(images):
+                raise DataError(f"{p[f'{split}_labels']}: {labels.shape[0]} labels for {len(images)} images in "
+                                f"{p[f'{split}_images']}; the pair does not match")
+            check_labels(labels, self.num_classes, lambda i, f=p[f"{split}_labels"]: f"{f}: entry {i}")
+            images = images.reshape(len(images), *shape)
+            parts.append((images if images.dtype == np.uint8 else images.astype(np.float32),
+                          labels.astype(np.int32)))
+        return tuple(parts)
+
+    # ------------------------------------------------------------------ records (TFRecords, see records.py)
+    def _records_dir(self) -> Path:
+        return self.data_dir / "tfrecords" / f"validation_{self.validation_size}"
+
+    def tfrecords(self, force: bool = False) -> dict[str, Path]:
+        from runner.datasets.base import SPLITS
+        from runner.datasets.records import ensure_records, source_stamp, write_records
+
+        self.prepare()
+        spec = {"source": {Path(k).name: v for k, v in source_stamp(self.paths()).items()},
+                "validation_size": self.validation_size,
+                "counts": {split: self.num_examples(split) for split in SPLITS}}
+        return ensure_records(self._records_dir(), spec, lambda split, path: write_records(*self.arrays(split), path),
+                              force)
+
+    def records(self, split: str) -> Records:
+        return Records("tfrecord", (str(self.tfrecords()[split]),))
+
+    convertible = True
+
+    def convert(self) -> dict[str, Path]:
+        return self.tfrecords(force=True)
+
+    def damaged_records(self) -> Damage | None:
+        from runner.datasets.records import find_corrupt
+
+        found = find_corrupt(sorted(self._records_dir().glob("*.tfrecords")))
+        return Damage(found[0], found[1], cache=True) if found else None
+
+    def decode(self, serialized):
+        """A batch of serialized tf.train.Example protos -> (images [B, *raw_shape], int32 labels [B])."""
+        from runner.datasets.records import parse_examples
+
+        return parse_examples(serialized, self.raw_shape, self.raw_dtype)
 
 
-def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Reads an IDX file into an array of its own shape; raises DataError if it is truncated or malformed."""
-    path = Path(path)
-    try:
-        with _open(path, "rb", path.suffix == ".gz") as f:
-            raw = f.read()
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except (OSError, EOFError, zlib.error) as err:
-        raise DataError(f"{path}: cannot be read ({err}); delete it so it is fetched or generated again") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _DTYPES:
-        raise DataError(f"{path}: not an IDX file (bad magic number {raw[:4].hex() or 'empty'})")
-    dtype, ndim = _DTYPES[raw[2]], raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DataError(f"{path}: truncated IDX header")
-    shape = struct.unpack(f">{ndim}I", raw[4:header])
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if len(raw) - header != expected:
-        raise DataError(f"{path}: header says shape {shape} ({expected} data bytes) but the file holds "
-                        f"{len(raw) - header}; the file is truncated or corrupt, delete it and fetch it again")
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+@DATASETS.register("idx")
+class Idx(IdxFiles):
+    """Any folder of IDX files, described in YAML."""
 
+    name = "idx"
 
-def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
-    """Writes an array as an IDX file, atomically (a temporary file renamed into place)."""
-    path = Path(path)
-    array = np.ascontiguousarray(array)
-    code = _CODES.get(array.dtype.newbyteorder("="))
-    if code is None:
-        raise ValueError(f"IDX cannot store dtype {array.dtype}")
-    header = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    with atomic_path(path) as tmp, _open(tmp, "wb", path.suffix == ".gz") as f:
-        f.write(header)
-        f.write(array.astype(_DTYPES[code]).tobytes())
+    def __init__(self, root: str, train_images: str, train_labels: str, test_images: str, test_labels: str,
+                 md5: dict[str, str] | None, num_classes: int, validation_size: int, augment: str):
+        super().__init__(root, validation_size, augment)
+        self.names = dict(zip(KEYS, (train_images, train_labels, test_images, test_labels)))
+        self.md5 = dict(md5 or {})  # file name -> md5; files not listed are not checked
+        self._num_classes = num_classes
+
+    @property
+    def num_classes(self) -> int:
+        return self._num_classes
+
+    def fetch(self, missing: list[Path]) -> None:
+        raise DataError(f"IDX files missing in dataset.root={self.data_dir}: {', '.join(p.name for p in missing)}. "
+                        f"Set dataset.root, or the file names (dataset.train_images, ...)")
+
+    def prepare(self) -> None:
+        if self._arrays is None:
+            for path in self.paths():
+                if path.name in self.md5 and path.exists() and md5sum(path) != self.md5[path.name]:
+                    raise DataError(f"{path}: md5 {md5sum(path)} does not match {self.md5[path.name]} given in "
+                                    f"dataset.md5; the file changed or is damaged")
+        super().prepare()

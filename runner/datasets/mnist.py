@@ -20,9 +20,9 @@ MD5 = {
 class Mnist(IdxDigits):
     name = "mnist"
 
-    def __init__(self, data_dir: str, validation_size: int, download: bool, mirrors: list[str], verify_md5: bool,
-                 md5: dict[str, str] | None = None):
-        super().__init__(data_dir, validation_size)
+    def __init__(self, data_dir: str, validation_size: int, augment: str, download: bool, mirrors: list[str],
+                 verify_md5: bool, md5: dict[str, str] | None = None):
+        super().__init__(data_dir, validation_size, augment)
         self.download = download
         self.verify_md5 = verify_md5  # files found in data_dir; downloads from the mirrors are always verified
         self.mirrors = list(mirrors or [])

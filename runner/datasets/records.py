@@ -1,36 +1,31 @@
-"""MNIST to TFRecords, as convert_to_records: one tf.train.Example per image with height, width, depth, label and
-image_raw. Records are cached beside the data with a manifest, and rebuilt when the source files or the
-validation split change, or when a record file is missing, truncated or changed."""
+"""Splits to TFRecords, as convert_to_records: one tf.train.Example per example with height, width, depth, label
+and image_raw. Records are cached with a manifest, and rebuilt when what they are made from (source files,
+validation split, decoding settings) changes, or when a record file is missing, truncated or changed."""
 from __future__ import annotations
 
 import logging
 import os
 import re
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
+from runner.datasets.base import SPLITS
 from runner.datasets.files import Manifest, atomic_path, folder_lock
 from runner.errors import DataError
 
 log = logging.getLogger("runner")
-SPLITS = ("train", "validation", "test")
-
-
-def _features() -> dict:
-    import tensorflow as tf
-
-    spec = {key: tf.io.FixedLenFeature([], tf.int64) for key in ("height", "width", "depth", "label")}
-    return {**spec, "image_raw": tf.io.FixedLenFeature([], tf.string)}
 
 
 def write_records(images: np.ndarray, labels: np.ndarray, path: str | os.PathLike) -> None:
-    """Writes uint8 images [N, H, W, D] and labels [N] as Example protos, atomically."""
+    """Writes images [N, H, W, D] (or vectors [N, F]) and labels [N] as Example protos, atomically. image_raw holds
+    each example's bytes in its array's dtype (uint8 pixels, as convert_to_records)."""
     import tensorflow as tf
 
     if len(images) != len(labels):
         raise DataError(f"images size {len(images)} does not match labels size {len(labels)} for {path}")
-    _, height, width, depth = images.shape
+    height, width, depth = (*images.shape[1:], 1, 1)[:3]
 
     def _int64(value: int) -> tf.train.Feature:
         return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
@@ -44,37 +39,32 @@ def write_records(images: np.ndarray, labels: np.ndarray, path: str | os.PathLik
             writer.write(example.SerializeToString())
 
 
-def parse_examples(serialized, image_shape: tuple[int, int, int]):
-    """A batch [B] of serialized Examples -> (uint8 images [B, H, W, D], int32 labels [B])."""
+def parse_examples(serialized, shape: tuple[int, ...], dtype: str = "uint8", image_key: str = "image_raw",
+                   label_key: str = "label"):
+    """A batch [B] of serialized Examples -> (examples [B, *shape] of dtype, int32 labels [B])."""
     import tensorflow as tf
 
-    parsed = tf.io.parse_example(serialized, _features())
-    images = tf.reshape(tf.io.decode_raw(parsed["image_raw"], tf.uint8), [-1, *image_shape])
-    return images, tf.cast(parsed["label"], tf.int32)
+    parsed = tf.io.parse_example(serialized, {image_key: tf.io.FixedLenFeature([], tf.string),
+                                              label_key: tf.io.FixedLenFeature([], tf.int64)})
+    examples = tf.reshape(tf.io.decode_raw(parsed[image_key], tf.dtypes.as_dtype(dtype)), [-1, *shape])
+    return examples, tf.cast(parsed[label_key], tf.int32)
 
 
-def _spec(dataset) -> dict:
-    """What the records are made from: the source files (size and mtime), the split and the counts."""
-    files = {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in dataset.paths()}
-    counts = {split: dataset.num_examples(split) for split in SPLITS}
-    return {"source": files, "validation_size": dataset.validation_size, "counts": counts}
+def source_stamp(paths: list[Path]) -> dict:
+    """Size and mtime of each source file: a cache made from them is stale when one changes."""
+    return {str(p): [p.stat().st_size, p.stat().st_mtime_ns] for p in paths}
 
 
-def records_dir(dataset) -> Path:
-    return dataset.data_dir / "tfrecords" / f"validation_{dataset.validation_size}"
-
-
-def ensure_records(dataset, force: bool = False) -> dict[str, Path]:
-    """Returns {split: path} of the dataset's TFRecords, converting first when they are missing, stale or
-    damaged (checked against their manifest), or when ``force``."""
-    out = records_dir(dataset)
+def ensure_records(out: Path, spec: dict, write: Callable[[str, Path], None], force: bool = False
+                   ) -> dict[str, Path]:
+    """Returns {split: path} of the TFRecords in ``out``, first writing each with ``write(split, path)`` when they
+    are missing, stale (``spec``, what they are made from, changed) or damaged (checked against their manifest), or
+    when ``force``. One process converts; parallel jobs wait for it and read."""
     paths = {split: out / f"{split}.tfrecords" for split in SPLITS}
     manifest = Manifest(out / "manifest.json", out)
-    dataset.prepare()
-    spec = _spec(dataset)
     if not force and manifest.problem(spec, list(paths.values())) is None:
         return paths  # no lock needed: a complete, read-only cache is usable
-    with folder_lock(out):  # parallel jobs: one converts, the others wait and read
+    with folder_lock(out):
         problem = manifest.problem(spec, list(paths.values()))
         if force or problem:
             if problem and any(p.exists() for p in paths.values()):
@@ -82,7 +72,7 @@ def ensure_records(dataset, force: bool = False) -> dict[str, Path]:
             manifest.invalidate()
             for split, path in paths.items():
                 log.info("Writing %s", path)
-                write_records(*dataset.arrays(split), path)
+                write(split, path)
             manifest.write(spec, list(paths.values()))
     return paths
 

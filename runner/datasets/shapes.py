@@ -84,9 +84,11 @@ def generate(num: int, seed: int, chunk: int = 10000) -> tuple[np.ndarray, np.nd
 @DATASETS.register("shapes")
 class Shapes(Generated, CifarBinary):
     name = "shapes"
+    class_names = list(CLASSES)
 
-    def __init__(self, data_dir: str, validation_size: int, num_train: int, num_test: int, generator_seed: int):
-        super().__init__(data_dir, validation_size)
+    def __init__(self, data_dir: str, validation_size: int, augment: str, num_train: int, num_test: int,
+                 generator_seed: int):
+        super().__init__(data_dir, validation_size, augment)
         self.spec = {"num_train": num_train, "num_test": num_test, "generator_seed": generator_seed}
 
     def generate(self) -> None:

@@ -14,6 +14,7 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
+from runner.datasets.base import Records
 from runner.errors import DataError
 
 
@@ -48,19 +49,18 @@ class Shard:
         return self.count > 1 and training and split == "train"
 
 
-def record_files(dataset, split: str) -> list[str]:
+def record_files(dataset, split: str) -> Records:
     """The record files of a split, for the pipelines that read files. Files that hold no records at all are an
     error naming them: a reader cycling over empty files would wait forever for its first record."""
-    files = dataset.record_files(split)
-    for path in files:
+    records = dataset.records(split)
+    for path in records.files:
         if not os.path.exists(path):
             raise DataError(f"Failed to find file: {path}")
-    one_record = dataset.record_bytes if dataset.record_kind == "fixed_length" else 1
-    if all(os.path.getsize(path) < one_record for path in files):
-        raise DataError(f"the {split} split has no records: {', '.join(files)} "
-                        f"{'holds' if len(files) == 1 else 'hold'} none. Delete the file(s) so they are made "
-                        f"again, or check dataset.data_dir.")
-    return files
+    if all(os.path.getsize(path) < records.smallest_file for path in records.files):
+        raise DataError(f"the {split} split has no records: {', '.join(records.files)} "
+                        f"{'holds' if len(records.files) == 1 else 'hold'} none. Delete the file(s) so they are "
+                        f"made again, or check the dataset's files ({dataset.location}).")
+    return records
 
 
 def num_batches(num_examples: int, batch_size: int) -> int:

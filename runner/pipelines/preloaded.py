@@ -64,7 +64,7 @@ class Preloaded:
             if self.storage == "constant":
                 return self._constants(key, split, images, labels)
             with v1.variable_scope(f"preloaded_{key}"):
-                images_ph = v1.placeholder(tf.uint8, images.shape, name="images_init")
+                images_ph = v1.placeholder(tf.as_dtype(images.dtype), images.shape, name="images_init")
                 labels_ph = v1.placeholder(tf.int32, labels.shape, name="labels_init")
                 # collections=[]: neither saved in checkpoints nor touched by the global initializer.
                 images_var = v1.Variable(images_ph, trainable=False, collections=[], name="images")

@@ -17,10 +17,21 @@ import logging
 import tensorflow as tf
 
 from runner.pipelines import PIPELINES
+from runner.datasets.base import Records
 from runner.pipelines.base import Batch, Shard, record_files
 
 v1 = tf.compat.v1
 log = logging.getLogger("runner")
+
+
+def _reader(source: Records):
+    """The original reader for the files' kind of record."""
+    if source.kind == "tfrecord":
+        compression = getattr(tf.io.TFRecordCompressionType, source.compression or "NONE")
+        return v1.TFRecordReader(options=tf.io.TFRecordOptions(compression))
+    if source.kind == "text":
+        return v1.TextLineReader(skip_header_lines=source.skip_lines)
+    return v1.FixedLengthRecordReader(record_bytes=source.record_bytes, header_bytes=source.header_bytes)
 
 
 @PIPELINES.register("queue")
@@ -39,13 +50,12 @@ class Queue:
 
     def _read(self, split: str, training: bool, seed: int):
         """Up to records_per_read preprocessed (float32 images, int32 labels), read by a reader op."""
-        files = record_files(self.dataset, split)
-        filename_queue = v1.train.string_input_producer(files, shuffle=training, seed=seed)
-        if self.dataset.record_kind == "tfrecord":
-            reader = v1.TFRecordReader()
+        source = record_files(self.dataset, split)
+        filename_queue = v1.train.string_input_producer(list(source.files), shuffle=training, seed=seed)
+        if source.kind == "file":  # each file is one record: the dequeued names themselves
+            keys = records = filename_queue.dequeue_up_to(self.records_per_read)
         else:
-            reader = v1.FixedLengthRecordReader(record_bytes=self.dataset.record_bytes)
-        keys, records = reader.read_up_to(filename_queue, self.records_per_read)
+            keys, records = _reader(source).read_up_to(filename_queue, self.records_per_read)
         if self.shard.applies(split, training):
             # This worker's records: those whose key (file name and record number or offset, the same on every
             # worker) hashes to its index; the workers' parts are disjoint and cover the split.

@@ -15,13 +15,6 @@ from runner.pipelines.base import Batch, Shard, record_files
 AUTOTUNE = tf.data.AUTOTUNE
 
 
-def record_dataset(dataset, split: str) -> tf.data.Dataset:
-    files = record_files(dataset, split)
-    if dataset.record_kind == "tfrecord":
-        return tf.data.TFRecordDataset(files)
-    return tf.data.FixedLengthRecordDataset(files, dataset.record_bytes)
-
-
 @PIPELINES.register("tf_data")
 class TfData:
     name = "tf_data"
@@ -37,7 +30,7 @@ class TfData:
         self.prefetch = AUTOTUNE if prefetch == -1 else prefetch
 
     def build(self, split: str, batch_size: int, training: bool) -> Batch:
-        ds = record_dataset(self.dataset, split)
+        ds = record_files(self.dataset, split).dataset()
         n = self.dataset.num_examples(split)
         if self.shard.applies(split, training):  # this worker's records: every count-th from its index
             ds = ds.shard(self.shard.count, self.shard.index)

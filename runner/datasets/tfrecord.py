@@ -1,0 +1,67 @@
+"""TFRecord files of tf.train.Example protos, written by any tool: ``train_files`` and ``test_files`` are globs under
+``root``; the image is a bytes feature (``image_key``) holding raw pixels (``image_format=raw``: ``image_shape`` and
+``image_dtype``, as convert_to_records and ``mode=convert`` write them) or an encoded JPEG/PNG
+(``image_format=encoded``: decoded and fitted to ``image_shape``); the label an int64 feature (``label_key``).
+The validation split is the head of the training records (feed_dict and preloaded only)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from runner.datasets import DATASETS
+from runner.datasets.base import Records, match
+from runner.datasets.decoded import Decoded
+from runner.datasets.images import decode_images, parse_encoded
+from runner.datasets.records import parse_examples
+from runner.errors import ConfigError
+
+
+@DATASETS.register("tfrecord")
+class TfRecord(Decoded):
+    name = "tfrecord"
+    kind = "TFRecord"
+    files_hold_validation = False
+
+    def __init__(self, root: str, train_files: list[str], test_files: list[str], image_key: str, label_key: str,
+                 image_format: str, image_shape: list[int], image_dtype: str, fit: str, compression: str,
+                 num_classes: int, cache_dir: str, validation_size: int, augment: str):
+        super().__init__(root, cache_dir, validation_size, augment)
+        if image_format == "encoded" and len(image_shape) != 3:
+            raise ConfigError(f"dataset.image_shape={list(image_shape)}: encoded images are decoded to [height, "
+                              f"width, channels]")
+        self.patterns = {"train": list(train_files), "test": list(test_files)}
+        self.image_key, self.label_key = image_key, label_key
+        self.image_format = image_format
+        self.image_shape = tuple(image_shape)
+        self.image_dtype = "uint8" if image_format == "encoded" else image_dtype
+        self.fit = fit
+        self.compression = "" if compression == "none" else compression
+        self._num_classes = num_classes
+
+    @property
+    def num_classes(self) -> int:
+        return self._num_classes
+
+    @property
+    def raw_shape(self) -> tuple[int, ...]:
+        return self.image_shape
+
+    @property
+    def raw_dtype(self) -> str:
+        return self.image_dtype
+
+    def split_files(self, split: str) -> list[Path]:
+        return [] if split == "validation" else match(self.root, self.patterns[split])
+
+    def settings(self) -> dict:
+        return {"image_key": self.image_key, "label_key": self.label_key, "image_format": self.image_format,
+                "image_shape": list(self.image_shape), "image_dtype": self.image_dtype, "fit": self.fit,
+                "compression": self.compression}
+
+    def source(self, files: list[str]) -> Records:
+        return Records("tfrecord", tuple(files), compression=self.compression)
+
+    def decode(self, serialized):
+        if self.image_format == "raw":
+            return parse_examples(serialized, self.image_shape, self.image_dtype, self.image_key, self.label_key)
+        contents, labels = parse_encoded(serialized, self.image_key, self.label_key)
+        return decode_images(contents, *self.image_shape, self.fit), labels
