@@ -27,8 +27,7 @@ log = logging.getLogger("runner")
 def _reader(source: Records):
     """The original reader for the files' kind of record."""
     if source.kind == "tfrecord":
-        compression = getattr(tf.io.TFRecordCompressionType, source.compression or "NONE")
-        return v1.TFRecordReader(options=tf.io.TFRecordOptions(compression))
+        return v1.TFRecordReader(options=tf.io.TFRecordOptions(compression_type=source.compression or None))
     if source.kind == "text":
         return v1.TextLineReader(skip_header_lines=source.skip_lines)
     return v1.FixedLengthRecordReader(record_bytes=source.record_bytes, header_bytes=source.header_bytes)
