@@ -1,0 +1,210 @@
+"""A user's own data by YAML alone: image folders, TFRecords, CSV, IDX and fixed-length records, each through every
+pipeline. Small files are written here in tmp; the images are the embedded digits (learnable by the MLP in a few
+hundred steps), as 28x28 RGB."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from runner.build import build_dataset, run
+from runner.datasets.fixed_length import Layout
+from runner.datasets.idx_format import write_idx
+from runner.datasets.records import write_records
+from runner.datasets.glyphs import generate
+from runner.pipelines import PIPELINES
+from tests.conftest import compose
+from tests.test_pipelines import _pull
+
+NUM_TRAIN, NUM_TEST = 600, 120
+CLASSES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]  # sorted: another order
+SHAPE = [28, 28, 3]
+
+
+def _images(seed: int, n: int):
+    images, labels = generate(n, seed)
+    return np.repeat(images[..., None], 3, axis=-1), labels.astype(np.int32)
+
+
+def write_image_folder(root: Path, num_train: int = NUM_TRAIN, num_test: int = NUM_TEST) -> Path:
+    """train/<class>/ and test/<class>/ of shapes, every other image a JPEG, the rest PNGs."""
+    for split, n, seed in (("train", num_train, 1), ("test", num_test, 2)):
+        images, labels = _images(seed, n)
+        for i, (image, label) in enumerate(zip(images, labels)):
+            folder = root / split / CLASSES[label]
+            folder.mkdir(parents=True, exist_ok=True)
+            if i % 2:
+                (folder / f"{i:05d}.jpg").write_bytes(tf.io.encode_jpeg(image, quality=95).numpy())
+            else:
+                (folder / f"{i:05d}.png").write_bytes(tf.io.encode_png(image).numpy())
+    return root
+
+
+def _encoded_examples(path: Path, images, labels) -> None:
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for image, label in zip(images, labels):
+            writer.write(tf.train.Example(features=tf.train.Features(feature={
+                "image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(
+                    value=[tf.io.encode_png(image).numpy()])),
+                "image/class/label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
+            })).SerializeToString())
+
+
+def write_csv(root: Path) -> Path:
+    """Three classes of 4-feature Gaussian clusters; a header; column b has missing values (default 0)."""
+    rng = np.random.default_rng(5)
+    centres = rng.normal(0, 3, (3, 4))
+    root.mkdir(parents=True, exist_ok=True)
+    for name, n in (("train.csv", NUM_TRAIN), ("test.csv", NUM_TEST)):
+        labels = rng.integers(0, 3, n)
+        x = centres[labels] + rng.normal(0, 1, (n, 4))
+        rows = ["a,b,label,c,d"]
+        for i, (row, label) in enumerate(zip(x, labels)):
+            b = "" if i % 7 == 0 else f"{row[1]:.4f}"
+            rows.append(f"{row[0]:.4f},{b},{label},{row[2]:.4f},{row[3]:.4f}")
+        (root / name).write_text("\n".join(rows) + "\n")
+    return root
+
+
+def _cifar100_layout() -> Layout:
+    return Layout(tuple(SHAPE), label_bytes=2, label_index=1, order="chw")
+
+
+def write_files(kind: str, root: Path) -> tuple[str, dict]:
+    """Writes a small dataset of ``kind`` under root; returns (dataset name, its settings besides root)."""
+    train, test = _images(1, NUM_TRAIN), _images(2, NUM_TEST)
+    root.mkdir(parents=True, exist_ok=True)
+    if kind == "image_folder":
+        write_image_folder(root)
+        return "image_folder", {"image_size": SHAPE[:2]}
+    if kind == "image_folder_tfrecords":
+        write_image_folder(root)
+        return "image_folder", {"image_size": SHAPE[:2], "read_from": "tfrecords"}
+    if kind == "tfrecord_raw":  # as mode=convert and convert_to_records write them
+        write_records(*train, root / "train.tfrecords")
+        write_records(*test, root / "test.tfrecords")
+        return "tfrecord", {"image_shape": SHAPE}
+    if kind == "tfrecord_encoded":
+        for i, part in enumerate(np.array_split(np.arange(NUM_TRAIN), 2)):
+            _encoded_examples(root / f"train-{i}.tfrecord", train[0][part], train[1][part])
+        _encoded_examples(root / "test-0.tfrecord", *test)
+        return "tfrecord", {"train_files": ["train-*.tfrecord"], "test_files": ["test-*.tfrecord"],
+                            "image_key": "image/encoded", "label_key": "image/class/label", "image_format": "encoded",
+                            "image_shape": SHAPE}
+    if kind == "csv":
+        write_csv(root)
+        return "csv", {"num_classes": 3, "column_defaults": {"b": 0.0}}
+    if kind == "idx":  # 4-d uint8 images, plain IDX; gzipped labels
+        write_idx(root / "imgs-train.idx", train[0])
+        write_idx(root / "labels-train.idx.gz", train[1].astype(np.uint8))
+        write_idx(root / "imgs-test.idx", test[0])
+        write_idx(root / "labels-test.idx.gz", test[1].astype(np.uint8))
+        return "idx", {"train_images": "imgs-train.idx", "train_labels": "labels-train.idx.gz",
+                       "test_images": "imgs-test.idx", "test_labels": "labels-test.idx.gz", "validation_size": 100}
+    if kind == "fixed_length":  # CIFAR-100-like: a coarse and a fine label byte, the fine one is the label
+        layout = _cifar100_layout()
+        rng = np.random.default_rng(0)
+        for i, part in enumerate(np.array_split(np.arange(NUM_TRAIN), 2)):
+            layout.write(root / f"train_{i}.bin", train[0][part], train[1][part])
+        layout.write(root / "test.bin", *test)
+        for path in root.glob("*.bin"):  # the coarse byte: noise the dataset must ignore
+            raw = np.fromfile(path, np.uint8).reshape(-1, layout.record_bytes)
+            raw[:, 0] = rng.integers(0, 20, len(raw))
+            raw.tofile(path)
+        return "fixed_length", {"train_files": ["train_*.bin"], "test_files": ["test.bin"], "image_shape": SHAPE,
+                                "label_bytes": 2, "label_index": 1}
+    raise ValueError(kind)
+
+
+KINDS = ["image_folder", "image_folder_tfrecords", "tfrecord_raw", "tfrecord_encoded", "csv", "idx", "fixed_length"]
+
+
+def overrides_for(kind: str, root: Path) -> list[str]:
+    """Writes the files of ``kind`` under root; the command-line overrides that read them."""
+    name, settings = write_files(kind, root / "files")
+    cache = [f"dataset.cache_dir={root / 'cache'}"] if name in ("image_folder", "tfrecord", "csv") else []
+    return [f"dataset={name}", f"dataset.root={root / 'files'}", *cache,
+            *[_override(k, v) for k, v in settings.items()]]
+
+
+def _override(key: str, value) -> str:
+    """A command-line override (a dict's keys are added one by one: ++dataset.column_defaults.b=0.0)."""
+    if isinstance(value, dict):
+        return " ".join(f"++dataset.{key}.{k}={json.dumps(v)}" for k, v in value.items())
+    return f"dataset.{key}={json.dumps(value)}"
+
+
+@pytest.fixture(scope="module", params=KINDS)
+def own(request, tmp_path_factory):
+    """(kind, a prepared dataset) for each format."""
+    dataset = build_dataset(compose(*overrides_for(request.param, tmp_path_factory.mktemp(request.param))))
+    dataset.prepare()
+    return request.param, dataset
+
+
+def _keys(x, labels):
+    return [(np.asarray(e, np.float32).tobytes(), int(y)) for e, y in zip(x, labels)]
+
+
+@pytest.mark.parametrize("pipeline", PIPELINES.names())
+def test_every_pipeline_reads_each_format_the_same_and_keeps_the_epoch_contract(own, pipeline):
+    kind, dataset = own
+    x, y = dataset.arrays("test")
+    assert len(y) == NUM_TEST and x.shape[1:] == dataset.raw_shape
+    if kind != "csv":
+        _check_pixels(kind, x, y, *_images(2, NUM_TEST))
+    expected = sorted(_keys(dataset.preprocess_np(np.asarray(x), False, None), y))
+    batch, batches = _pull(dataset, pipeline, "test", 50, training=False, steps=6)  # two passes of 3
+    assert batch.num_examples == NUM_TEST
+    assert [len(labels) for _, labels in batches] == [50, 50, 20] * 2
+    for first in (0, 3):
+        seen = [k for images, labels in batches[first:first + 3] for k in _keys(images, labels)]
+        assert sorted(seen) == expected  # in-graph decoding gives exactly the cached arrays
+    n = dataset.num_examples("train")
+    assert n % 20 == 0  # one epoch is whole batches
+    _, batches = _pull(dataset, pipeline, "train", 20, training=True, steps=n // 20)
+    seen = [k for images, labels in batches for k in _keys(images, labels)]
+    expected = sorted(_keys(dataset.preprocess_np(np.asarray(dataset.arrays("train")[0]), True, None),
+                            dataset.arrays("train")[1]))
+    if pipeline == "queue":  # shuffle_batch mixes epochs: most of the split in one epoch's worth of batches
+        assert len(set(seen) & set(expected)) > 0.5 * n
+    else:
+        assert sorted(seen) == expected
+
+
+def _check_pixels(kind, x, y, images, labels):
+    """The decoded test split holds the images written (an image folder lists them by class, then file name)."""
+    png = np.arange(len(labels)) % 2 == 0
+    if kind.startswith("image_folder"):
+        index = sorted(range(len(labels)), key=lambda i: (CLASSES[labels[i]], i))
+        images, png = images[index], png[index]
+        labels = np.array([sorted(CLASSES).index(CLASSES[label]) for label in labels[index]])
+    assert (y == labels).all()
+    diff = np.abs(np.asarray(x, np.int16) - images)
+    if kind.startswith("image_folder"):  # PNGs exact; JPEGs close (they smooth the noise)
+        assert diff[png].max() == 0 and diff[~png].mean() < 16  # another image: about 80
+    else:
+        assert diff.max() == 0
+
+
+def test_labels_and_classes_come_from_the_folders(tmp_path):
+    dataset = build_dataset(compose(*overrides_for("image_folder", tmp_path)))
+    assert dataset.class_names == sorted(CLASSES) and dataset.num_classes == 10
+
+
+@pytest.mark.parametrize("kind,pipeline", [("image_folder", "tf_data"), ("image_folder_tfrecords", "queue"),
+                                           ("tfrecord_raw", "preloaded"), ("tfrecord_encoded", "tf_data"),
+                                           ("csv", "queue"), ("idx", "feed_dict"), ("fixed_length", "tf_data")])
+def test_a_short_run_learns_above_chance(tmp_path, kind, pipeline):
+    summary = run(compose(*overrides_for(kind, tmp_path), f"pipeline={pipeline}", "model=mlp", "max_steps=300", "batch_size=40",
+                          "optimizer=adam", "optimizer.lr=0.001", "log_every=100", "checkpoint_every=300"),
+                  str(tmp_path / "run"))
+    chance = 1 / (3 if kind == "csv" else 10)
+    assert summary["final_precision"]["test"] > 2 * chance, summary["final_precision"]
+    labels = json.loads((tmp_path / "run" / "labels.json").read_text())
+    assert len(labels) == (3 if kind == "csv" else 10)
+    if kind == "image_folder":
+        assert labels == {str(i): c for i, c in enumerate(sorted(CLASSES))}
