@@ -4,6 +4,9 @@ hundred steps), as 28x28 RGB."""
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +18,9 @@ from runner.datasets.fixed_length import Layout
 from runner.datasets.idx_format import write_idx
 from runner.datasets.records import write_records
 from runner.datasets.glyphs import generate
+from runner.errors import DataError
 from runner.pipelines import PIPELINES
-from tests.conftest import compose
+from tests.conftest import compose, run_cli
 from tests.test_pipelines import _pull
 
 NUM_TRAIN, NUM_TEST = 600, 120
@@ -29,7 +33,7 @@ def _images(seed: int, n: int):
     return np.repeat(images[..., None], 3, axis=-1), labels.astype(np.int32)
 
 
-def write_image_folder(root: Path, num_train: int = NUM_TRAIN, num_test: int = NUM_TEST) -> Path:
+def write_image_folder(root: Path, num_train: int, num_test: int) -> Path:
     """train/<class>/ and test/<class>/ of shapes, every other image a JPEG, the rest PNGs."""
     for split, n, seed in (("train", num_train, 1), ("test", num_test, 2)):
         images, labels = _images(seed, n)
@@ -53,12 +57,12 @@ def _encoded_examples(path: Path, images, labels) -> None:
             })).SerializeToString())
 
 
-def write_csv(root: Path) -> Path:
+def write_csv(root: Path, num_train: int, num_test: int) -> Path:
     """Three classes of 4-feature Gaussian clusters; a header; column b has missing values (default 0)."""
     rng = np.random.default_rng(5)
     centres = rng.normal(0, 3, (3, 4))
     root.mkdir(parents=True, exist_ok=True)
-    for name, n in (("train.csv", NUM_TRAIN), ("test.csv", NUM_TEST)):
+    for name, n in (("train.csv", num_train), ("test.csv", num_test)):
         labels = rng.integers(0, 3, n)
         x = centres[labels] + rng.normal(0, 1, (n, 4))
         rows = ["a,b,label,c,d"]
@@ -73,29 +77,29 @@ def _cifar100_layout() -> Layout:
     return Layout(tuple(SHAPE), label_bytes=2, label_index=1, order="chw")
 
 
-def write_files(kind: str, root: Path) -> tuple[str, dict]:
+def write_files(kind: str, root: Path, num_train: int = NUM_TRAIN, num_test: int = NUM_TEST) -> tuple[str, dict]:
     """Writes a small dataset of ``kind`` under root; returns (dataset name, its settings besides root)."""
-    train, test = _images(1, NUM_TRAIN), _images(2, NUM_TEST)
+    train, test = _images(1, num_train), _images(2, num_test)
     root.mkdir(parents=True, exist_ok=True)
     if kind == "image_folder":
-        write_image_folder(root)
+        write_image_folder(root, num_train, num_test)
         return "image_folder", {"image_size": SHAPE[:2]}
     if kind == "image_folder_tfrecords":
-        write_image_folder(root)
+        write_image_folder(root, num_train, num_test)
         return "image_folder", {"image_size": SHAPE[:2], "read_from": "tfrecords"}
     if kind == "tfrecord_raw":  # as mode=convert and convert_to_records write them
         write_records(*train, root / "train.tfrecords")
         write_records(*test, root / "test.tfrecords")
         return "tfrecord", {"image_shape": SHAPE}
     if kind == "tfrecord_encoded":
-        for i, part in enumerate(np.array_split(np.arange(NUM_TRAIN), 2)):
+        for i, part in enumerate(np.array_split(np.arange(num_train), 2)):
             _encoded_examples(root / f"train-{i}.tfrecord", train[0][part], train[1][part])
         _encoded_examples(root / "test-0.tfrecord", *test)
         return "tfrecord", {"train_files": ["train-*.tfrecord"], "test_files": ["test-*.tfrecord"],
                             "image_key": "image/encoded", "label_key": "image/class/label", "image_format": "encoded",
                             "image_shape": SHAPE}
     if kind == "csv":
-        write_csv(root)
+        write_csv(root, num_train, num_test)
         return "csv", {"num_classes": 3, "column_defaults": {"b": 0.0}}
     if kind == "idx":  # 4-d uint8 images, plain IDX; gzipped labels
         write_idx(root / "imgs-train.idx", train[0])
@@ -107,7 +111,7 @@ def write_files(kind: str, root: Path) -> tuple[str, dict]:
     if kind == "fixed_length":  # CIFAR-100-like: a coarse and a fine label byte, the fine one is the label
         layout = _cifar100_layout()
         rng = np.random.default_rng(0)
-        for i, part in enumerate(np.array_split(np.arange(NUM_TRAIN), 2)):
+        for i, part in enumerate(np.array_split(np.arange(num_train), 2)):
             layout.write(root / f"train_{i}.bin", train[0][part], train[1][part])
         layout.write(root / "test.bin", *test)
         for path in root.glob("*.bin"):  # the coarse byte: noise the dataset must ignore
@@ -122,9 +126,9 @@ def write_files(kind: str, root: Path) -> tuple[str, dict]:
 KINDS = ["image_folder", "image_folder_tfrecords", "tfrecord_raw", "tfrecord_encoded", "csv", "idx", "fixed_length"]
 
 
-def overrides_for(kind: str, root: Path) -> list[str]:
+def overrides_for(kind: str, root: Path, *sizes: int) -> list[str]:
     """Writes the files of ``kind`` under root; the command-line overrides that read them."""
-    name, settings = write_files(kind, root / "files")
+    name, settings = write_files(kind, root / "files", *sizes)
     cache = [f"dataset.cache_dir={root / 'cache'}"] if name in ("image_folder", "tfrecord", "csv") else []
     return [f"dataset={name}", f"dataset.root={root / 'files'}", *cache,
             *[_override(k, v) for k, v in settings.items()]]
@@ -195,9 +199,13 @@ def test_labels_and_classes_come_from_the_folders(tmp_path):
     assert dataset.class_names == sorted(CLASSES) and dataset.num_classes == 10
 
 
-@pytest.mark.parametrize("kind,pipeline", [("image_folder", "tf_data"), ("image_folder_tfrecords", "queue"),
-                                           ("tfrecord_raw", "preloaded"), ("tfrecord_encoded", "tf_data"),
-                                           ("csv", "queue"), ("idx", "feed_dict"), ("fixed_length", "tf_data")])
+SLOW = pytest.mark.slow  # decoding images in the graph at every step: the contract tests cover it in the fast tier
+
+
+@pytest.mark.parametrize("kind,pipeline", [
+    pytest.param("image_folder", "tf_data", marks=SLOW), pytest.param("image_folder_tfrecords", "queue", marks=SLOW),
+    ("tfrecord_raw", "preloaded"), pytest.param("tfrecord_encoded", "tf_data", marks=SLOW), ("csv", "queue"),
+    ("idx", "feed_dict"), ("fixed_length", "tf_data")])
 def test_a_short_run_learns_above_chance(tmp_path, kind, pipeline):
     summary = run(compose(*overrides_for(kind, tmp_path), f"pipeline={pipeline}", "model=mlp", "max_steps=300", "batch_size=40",
                           "optimizer=adam", "optimizer.lr=0.001", "log_every=100", "checkpoint_every=300"),
@@ -208,3 +216,140 @@ def test_a_short_run_learns_above_chance(tmp_path, kind, pipeline):
     assert len(labels) == (3 if kind == "csv" else 10)
     if kind == "image_folder":
         assert labels == {str(i): c for i, c in enumerate(sorted(CLASSES))}
+
+
+# ---------------------------------------------------------------------------------------------- bad files
+def _first(root: Path, pattern: str) -> Path:
+    return sorted(root.glob(pattern))[0]
+
+
+def _rewrite_example(path: Path, index: int, **features) -> None:
+    """Replaces record ``index`` of a TFRecord file with an Example of the given features."""
+    records = list(tf.data.TFRecordDataset(str(path)).as_numpy_iterator())
+    feature = {}
+    for key, value in features.items():
+        feature[key] = (tf.train.Feature(int64_list=tf.train.Int64List(value=[value])) if isinstance(value, int)
+                        else tf.train.Feature(bytes_list=tf.train.BytesList(value=[value])))
+    records[index] = tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for record in records:
+            writer.write(record)
+
+
+def _replace_line(path: Path, line: int, text: str) -> None:
+    lines = path.read_text().splitlines()
+    lines[line - 1] = text
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _truncate(path: Path, keep: float = 0.5) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[:int(len(data) * keep) + 1])  # never a whole number of records
+
+
+# (kind, damage(files folder) -> the file it damaged, what the error says after the file's name)
+BAD = {
+    "image_folder-missing": ("image_folder", lambda r: (shutil.rmtree(r / "test"), r / "test")[1],
+                             r"is not a folder; dataset.root must hold train/<class>/ and test/<class>/"),
+    "image_folder-empty": ("image_folder", lambda r: _emptied(_first(r, "train/*/*.jpg")), r": cannot be decoded"),
+    "image_folder-truncated": ("image_folder", lambda r: _truncated(_first(r, "train/*/*.png")),
+                               r": cannot be decoded"),
+    "image_folder-undecodable": ("image_folder", lambda r: _garbage(_first(r, "test/*/*.jpg")), r": cannot be decoded"),
+    "image_folder-class": ("image_folder", lambda r: _moved(_first(r, "test/*/*.png"), r / "test" / "eleven"),
+                           r" is not a class of"),
+    "tfrecord-missing": ("tfrecord_raw", lambda r: _removed(r / "test.tfrecords"), r"Failed to find file"),
+    "tfrecord-empty": ("tfrecord_raw", lambda r: _emptied(r / "test.tfrecords"), r": the test split's files hold no records"),
+    "tfrecord-truncated": ("tfrecord_raw", lambda r: _truncated(r / "train.tfrecords"), r": record \d+: truncated"),
+    "tfrecord-undecodable": ("tfrecord_encoded", lambda r: (_rewrite_example(
+        r / "test-0.tfrecord", 7, **{"image/encoded": b"not an image", "image/class/label": 3}), r / "test-0.tfrecord")[1],
+        r": record 7: cannot be decoded"),
+    "tfrecord-label": ("tfrecord_raw", lambda r: (_rewrite_example(
+        r / "test.tfrecords", 5, image_raw=bytes(28 * 28 * 3), label=12), r / "test.tfrecords")[1],
+        r": record 5: label 12 is outside 0..9"),
+    "csv-missing": ("csv", lambda r: _removed(r / "test.csv"), r"Failed to find file"),
+    "csv-empty": ("csv", lambda r: _emptied(r / "train.csv"), r": empty; the first row must hold the column names"),
+    "csv-truncated": ("csv", lambda r: (_replace_line(r / "test.csv", 9, "1.0,2.0"), r / "test.csv")[1],
+                      r": line 9: cannot be decoded"),
+    "csv-undecodable": ("csv", lambda r: (_replace_line(r / "train.csv", 4, "1.0,abc,1,2.0,3.0"), r / "train.csv")[1],
+                        r": line 4: cannot be decoded .*abc"),
+    "csv-label": ("csv", lambda r: (_replace_line(r / "test.csv", 3, "1.0,2.0,7,2.0,3.0"), r / "test.csv")[1],
+                  r": line 3: label 7 is outside 0..2"),
+    "idx-missing": ("idx", lambda r: _removed(r / "imgs-test.idx"), r"IDX files missing"),
+    "idx-empty": ("idx", lambda r: _emptied(r / "imgs-test.idx"), r"not an IDX file"),
+    "idx-truncated": ("idx", lambda r: _truncated(r / "imgs-train.idx"), r"the file is truncated or corrupt"),
+    "idx-undecodable": ("idx", lambda r: _garbage(r / "labels-test.idx.gz"), r"cannot be read|not an IDX file"),
+    "idx-label": ("idx", lambda r: _idx_label(r / "labels-test.idx.gz", 4, 10), r": entry 4: label 10 is outside 0..9"),
+    "fixed_length-missing": ("fixed_length", lambda r: _removed(r / "test.bin"), r"Failed to find file"),
+    "fixed_length-empty": ("fixed_length", lambda r: _emptied(r / "train_1.bin"), r"0 bytes is not a whole number"),
+    "fixed_length-truncated": ("fixed_length", lambda r: _truncated(r / "test.bin", 0.3), r"bytes is not a whole number"),
+    "fixed_length-label": ("fixed_length", lambda r: _fixed_label(r / "test.bin", 6, 10),
+                           r": record 6: label 10 is outside 0..9"),
+}
+
+
+def _removed(path: Path) -> Path:
+    path.unlink()
+    return path
+
+
+def _emptied(path: Path) -> Path:
+    path.write_bytes(b"")
+    return path
+
+
+def _truncated(path: Path, keep: float = 0.5) -> Path:
+    _truncate(path, keep)
+    return path
+
+
+def _garbage(path: Path) -> Path:
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, 500, dtype=np.uint8).tobytes())
+    return path
+
+
+def _moved(path: Path, folder: Path) -> Path:
+    folder.mkdir()
+    return path.rename(folder / path.name).parent
+
+
+def _idx_label(path: Path, index: int, label: int) -> Path:
+    from runner.datasets.idx_format import read_idx
+
+    labels = read_idx(path).copy()
+    labels[index] = label
+    write_idx(path, labels)
+    return path
+
+
+def _fixed_label(path: Path, index: int, label: int) -> Path:
+    layout = _cifar100_layout()
+    raw = np.fromfile(path, np.uint8).reshape(-1, layout.record_bytes)
+    raw[index, layout.label_index] = label
+    raw.tofile(path)
+    return path
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_a_bad_file_is_an_error_naming_it_and_nothing_is_cached(tmp_path, case):
+    kind, damage, message = BAD[case]
+    overrides = overrides_for(kind, tmp_path, 160, 40)
+    path = damage(tmp_path / "files")
+    with pytest.raises(DataError, match=message) as error:
+        run(compose(*overrides, "pipeline=tf_data", "max_steps=1"), str(tmp_path / "run"))
+    assert str(path) in str(error.value) or (path.name in str(error.value) and str(path.parent) in str(error.value))
+    assert not list((tmp_path / "cache").glob("**/manifest.json")), "a failed conversion left a cache"
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("kind", ["csv", *[pytest.param(k, marks=pytest.mark.slow)
+                                             for k in ("image_folder", "tfrecord_raw", "idx", "fixed_length")]])
+def test_the_command_exits_2_within_seconds_naming_a_file_with_a_bad_label(tmp_path, kind):
+    case = {"image_folder": "image_folder-class", "tfrecord_raw": "tfrecord-label"}.get(kind, f"{kind}-label")
+    _, damage, message = BAD[case]
+    overrides = overrides_for(kind, tmp_path, 160, 40)
+    path = damage(tmp_path / "files")
+    start = time.time()
+    proc = run_cli(*overrides, "pipeline=queue", "max_steps=10", f"run_dir={tmp_path / 'run'}")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert re.search(rf"error: .*{re.escape(str(path))}.*({message})", proc.stdout), proc.stdout + proc.stderr
+    assert time.time() - start < 20

@@ -118,10 +118,14 @@ class Decoded(Dataset):
         if any(p.exists() for p in flat):
             log.info("Rebuilding the decoded %s cache in %s: %s", self.name, manifest.root, problem)
         manifest.invalidate()
-        for split in SPLITS:
+        decoded = {}
+        for split in SPLITS:  # every split decoded before anything is written: a bad file leaves no cache
             log.info("Decoding the %s split of %s (%d files)", split, self.root, len(files[split]))
-            examples, labels = self.decode_files(files[split])
-            for path, array in zip(paths[split], (examples, labels)):
+            decoded[split] = self.decode_files(files[split])
+            if split != "validation" and not len(decoded[split][1]):
+                raise DataError(f"{', '.join(map(str, files[split]))}: the {split} split's files hold no records")
+        for split in SPLITS:
+            for path, array in zip(paths[split], decoded[split]):
                 with atomic_path(path) as tmp, open(tmp, "wb") as f:
                     np.save(f, array)
         manifest.write(spec, flat)

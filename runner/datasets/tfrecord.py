@@ -12,7 +12,7 @@ from runner.datasets.base import Records, match
 from runner.datasets.decoded import Decoded
 from runner.datasets.images import decode_images, parse_encoded
 from runner.datasets.records import parse_examples
-from runner.errors import ConfigError
+from runner.errors import ConfigError, DataError
 
 
 @DATASETS.register("tfrecord")
@@ -59,6 +59,19 @@ class TfRecord(Decoded):
 
     def source(self, files: list[str]) -> Records:
         return Records("tfrecord", tuple(files), compression=self.compression)
+
+    def decode_files(self, files: list[Path]):
+        """Also refuses a file that ends inside a record, which TFRecordDataset would drop without a word."""
+        import tensorflow as tf
+
+        for file in files if not self.compression else []:
+            count = size = 0
+            for record in tf.data.TFRecordDataset(str(file)).as_numpy_iterator():
+                count, size = count + 1, size + len(record) + 16  # length, its CRC, the data, its CRC
+            if size != file.stat().st_size:
+                raise DataError(f"{file}: record {count}: truncated (the file ends {file.stat().st_size - size} "
+                                f"bytes into it); the file is incomplete, write or copy it again")
+        return super().decode_files(files)
 
     def decode(self, serialized):
         if self.image_format == "raw":
