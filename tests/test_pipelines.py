@@ -101,3 +101,15 @@ def test_preloaded_data_stays_out_of_the_graph_def(tiny_digits):
     assert graph.as_graph_def().ByteSize() < 100_000  # the 784 KB of pixels are fed, not embedded
     saved = graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES)
     assert not [v.name for v in saved if "preloaded" in v.name]  # data is not written into checkpoints
+
+
+def test_preloaded_refuses_a_split_larger_than_the_memory_available(tiny_digits, monkeypatch):
+    from runner.errors import ConfigError
+    from runner.pipelines import preloaded
+
+    size = sum(a.nbytes for a in tiny_digits.arrays("train"))
+    assert preloaded.available_memory() > 2 * size  # the machine's own figure lets it load
+    monkeypatch.setattr(preloaded, "available_memory", lambda: 2 * size - 1)
+    with tf.Graph().as_default(), pytest.raises(ConfigError, match=r"pipeline=preloaded holds the train split in "
+                                                                   r"memory: 0\.00 GB.*Use pipeline=tf_data"):
+        PIPELINES.get("preloaded")(tiny_digits, seed=0, **option("pipeline", "preloaded")).build("train", 32, True)

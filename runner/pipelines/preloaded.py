@@ -5,6 +5,7 @@ index permutation kept in variables."""
 from __future__ import annotations
 
 import itertools
+import os
 
 import tensorflow as tf
 
@@ -14,6 +15,18 @@ from runner.pipelines.base import Batch, Shard
 
 v1 = tf.compat.v1
 GRAPH_DEF_LIMIT = 2**31 - 2**26  # bytes a GraphDef can hold (2 GB), less room for the rest of the graph
+
+
+def available_memory() -> int:
+    """Bytes of memory available to a new allocation (MemAvailable: free memory plus what the page cache gives up)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def _local(name: str, initial) -> tf.Variable:
@@ -63,6 +76,12 @@ class Preloaded:
                 images, labels = images[self.shard.index::self.shard.count], labels[self.shard.index::self.shard.count]
             if self.storage == "constant":
                 return self._constants(key, split, images, labels)
+            size, free = images.nbytes + labels.nbytes, available_memory()
+            if 2 * size > free:  # the feed's copy and the variable, while loading
+                raise ConfigError(f"pipeline=preloaded holds the {split} split in memory: {size / 2**30:.2f} GB, "
+                                  f"twice while loading, and {free / 2**30:.2f} GB are available. Use "
+                                  f"pipeline=tf_data or pipeline=queue, which stream from the files (or feed_dict, "
+                                  f"which reads a memory-mapped cache)")
             with v1.variable_scope(f"preloaded_{key}"):
                 images_ph = v1.placeholder(tf.as_dtype(images.dtype), images.shape, name="images_init")
                 labels_ph = v1.placeholder(tf.int32, labels.shape, name="labels_init")
