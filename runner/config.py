@@ -134,7 +134,7 @@ class IdxConfig(OwnDatasetConfig):
     train_labels: str = MISSING
     test_images: str = MISSING
     test_labels: str = MISSING
-    md5: Optional[dict[str, str]] = MISSING  # file name -> md5 to check; null or {}: no checks
+    md5: dict[str, str] = MISSING  # file name -> md5 to check; files not listed are not checked
     num_classes: int = bounded(1)
 
 

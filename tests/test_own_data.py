@@ -353,3 +353,74 @@ def test_the_command_exits_2_within_seconds_naming_a_file_with_a_bad_label(tmp_p
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert re.search(rf"error: .*{re.escape(str(path))}.*({message})", proc.stdout), proc.stdout + proc.stderr
     assert time.time() - start < 20
+
+
+# ---------------------------------------------------------------------------------------------- towers, bench, convert
+def test_an_image_folder_trains_on_two_towers_and_benches_every_pipeline(tmp_path):
+    overrides = overrides_for("image_folder", tmp_path, 160, 40)
+    summary = run(compose(*overrides, "hardware=cpu2", "pipeline=queue", "pipeline.num_threads=2", "max_steps=20",
+                          "batch_size=8", "log_every=10", "eval_splits=[test]"), str(tmp_path / "run"))
+    assert summary["steps"] == 20 and summary["final_precision"]["test"] >= 0
+    assert len(summary["devices"]) == 2
+    bench = run(compose(*overrides, "mode=bench", "batch_size=16", "bench.warmup_steps=1", "bench.windows=1",
+                        "bench.steps_per_window=2"), str(tmp_path / "bench"))
+    assert sorted(bench["pipelines"]) == ["feed_dict", "preloaded", "queue", "tf_data"]
+    assert all(p["train_examples_per_sec"] > 0 for p in bench["pipelines"].values())
+
+
+@pytest.mark.parametrize("kind", ["image_folder_tfrecords", "idx"])
+def test_convert_writes_the_records_the_pipelines_read(tmp_path, kind):
+    overrides = overrides_for(kind, tmp_path, 160, 40)
+    run(compose(*overrides, "mode=convert", "batch_size=20"), str(tmp_path / "run"))
+    written = sorted(p.name for p in (tmp_path / ("cache" if "image" in kind else "files")).glob("**/*.tfrecords"))
+    assert written == ["test.tfrecords", "train.tfrecords", "validation.tfrecords"]
+    dataset = build_dataset(compose(*overrides))
+    files = dataset.records("test").files
+    assert len(files) == 1 and files[0].endswith("test.tfrecords")
+    count = sum(1 for _ in tf.data.TFRecordDataset(files[0]))
+    assert count == dataset.num_examples("test") == 40
+
+
+@pytest.mark.parametrize("kind", ["csv", "tfrecord_raw", "fixed_length"])
+def test_convert_refuses_the_formats_read_as_they_are(tmp_path, kind):
+    from runner.config import validate
+    from runner.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"mode=convert writes TFRecords that the queue and tf_data pipelines read"):
+        validate(compose(*overrides_for(kind, tmp_path, 20, 20), "mode=convert"))
+
+
+def test_a_csv_dataset_refuses_a_model_that_needs_images(tmp_path):
+    from runner.config import validate
+    from runner.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"model=cifar10_cnn takes images but dataset=csv gives feature vectors of 4 "
+                                          r"values; use model=mlp"):
+        validate(compose(*overrides_for("csv", tmp_path, 20, 20), "model=cifar10_cnn"))
+
+
+def test_the_tfrecord_dataset_reads_what_mode_convert_writes(tmp_path, tiny_digits):
+    paths = tiny_digits.tfrecords()  # convert_to_records' format: image_raw, label, height, width, depth
+    dataset = build_dataset(compose("dataset=tfrecord", f"dataset.root={paths['test'].parent}",
+                                    f"dataset.cache_dir={tmp_path}", "dataset.image_shape=[28,28,1]"))
+    for split in ("train", "test"):
+        got, want = dataset.arrays(split), tiny_digits.arrays(split)
+        assert (np.asarray(got[0]) == want[0]).all() and (got[1] == want[1]).all()
+
+
+def test_idx_checks_the_md5s_it_is_given(tmp_path):
+    overrides = overrides_for("idx", tmp_path, 120, 20)
+    path = tmp_path / "files" / "imgs-test.idx"
+    with pytest.raises(DataError, match=rf"{re.escape(str(path))}: md5 \w+ does not match 0+ given in dataset.md5"):
+        build_dataset(compose(*overrides, f"++dataset.md5={{imgs-test.idx:'{'0' * 32}'}}")).prepare()
+
+
+def test_every_dataset_implements_the_whole_interface():
+    import inspect
+
+    from runner.datasets import DATASETS
+    from runner.datasets.base import Dataset
+
+    for name in DATASETS.names():
+        cls = DATASETS.get(name)
+        assert issubclass(cls, Dataset) and not inspect.isabstract(cls), (name, cls.__abstractmethods__)
