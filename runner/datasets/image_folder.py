@@ -1,6 +1,6 @@
 """A folder of images with one subfolder per class: ``root/train/<class>/*.{jpg,jpeg,png}`` and ``root/test/<class>/``
 (``root/validation/<class>/`` too, if present; otherwise ``validation_size`` training images, picked at random with
-a fixed seed, form the validation split). Class names, sorted, become label ids.
+a fixed seed, form the validation split). Training images are read in a fixed random order. Class names, sorted, become label ids.
 
 Images are decoded and fitted to ``image_size`` x ``channels`` (:mod:`runner.datasets.images`). The queue and
 tf_data pipelines decode in the graph, from the image files (``read_from=files``) or from TFRecords of the encoded
@@ -22,7 +22,10 @@ from runner.errors import ConfigError, DataError
 
 EXTENSIONS = (".jpg", ".jpeg", ".png")
 IMAGE_KEY, LABEL_KEY = "image/encoded", "image/class/label"
-VALIDATION_SEED = 0  # which training images form the validation split: the same in every run
+# The training images are read in one fixed random order, not class by class, so a tf.data shuffle buffer smaller
+# than the split still mixes classes (as build_image_data does when it writes TFRecords); the first
+# validation_size of that order form the validation split. The same order in every run.
+ORDER_SEED = 0
 
 
 @DATASETS.register("image_folder")
@@ -74,19 +77,20 @@ class ImageFolder(Decoded):
 
     @cached_property
     def _listing(self) -> dict[str, list[Path]]:
-        train = self._images(self.root / "train")
+        train = self._images(self.root / "train")  # by class: read in a mixed order (below)
         if (self.root / "validation").is_dir():
             if self.validation_size:
                 raise ConfigError(f"{self.root / 'validation'} is the validation split; dataset.validation_size="
                                   f"{self.validation_size} would take another from train/. Set it to 0")
             validation = self._images(self.root / "validation")
+            train = [train[i] for i in np.random.default_rng(ORDER_SEED).permutation(len(train))]
         else:
             if not 0 <= self.validation_size < len(train):
                 raise ConfigError(f"dataset.validation_size={self.validation_size} must be smaller than the "
                                   f"{len(train)} training images in {self.root / 'train'}")
-            picked = set(np.random.default_rng(VALIDATION_SEED).permutation(len(train))[:self.validation_size])
-            validation = [p for i, p in enumerate(train) if i in picked]
-            train = [p for i, p in enumerate(train) if i not in picked]
+            order = np.random.default_rng(ORDER_SEED).permutation(len(train))
+            validation = sorted(train[i] for i in order[:self.validation_size])
+            train = [train[i] for i in order[self.validation_size:]]
         return {"train": train, "validation": validation, "test": self._images(self.root / "test")}
 
     def has_validation(self) -> bool:
