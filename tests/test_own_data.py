@@ -426,3 +426,15 @@ def test_every_dataset_implements_the_whole_interface():
     for name in DATASETS.names():
         cls = DATASETS.get(name)
         assert issubclass(cls, Dataset) and not inspect.isabstract(cls), (name, cls.__abstractmethods__)
+
+
+def test_a_file_damaged_while_a_run_reads_it_is_named(tmp_path):
+    from runner.build import _naming_damaged_records
+
+    dataset = build_dataset(compose(*overrides_for("csv", tmp_path, 40, 20)))
+    dataset.prepare()  # checked and cached; then the file changes under the run
+    path = tmp_path / "files" / "test.csv"
+    _replace_line(path, 5, "1.0,abc,1,2.0,3.0")
+    with pytest.raises(DataError, match=rf"{re.escape(str(path))}: line 5: cannot be decoded .*abc.*; fix or remove"):
+        with _naming_damaged_records(dataset):
+            _pull(dataset, "tf_data", "test", 20, training=False, steps=1)

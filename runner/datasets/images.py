@@ -16,8 +16,14 @@ def decode_images(contents, height: int, width: int, channels: int, fit: str):
         image.set_shape([None, None, channels])
         if fit == "center_crop":
             return tf.image.resize_with_crop_or_pad(image, height, width)
-        resized = tf.image.resize(image, [height, width], antialias=True)
-        return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+
+        def resize():
+            resized = tf.image.resize(image, [height, width], antialias=True)
+            return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+
+        size = tf.shape(image)[:2]
+        fits = tf.logical_and(tf.equal(size[0], height), tf.equal(size[1], width))
+        return tf.cond(fits, lambda: image, resize)  # images of the size already are used as they are
 
     return tf.map_fn(one, contents, fn_output_signature=tf.TensorSpec([height, width, channels], tf.uint8))
 
