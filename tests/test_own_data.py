@@ -107,7 +107,8 @@ def write_files(kind: str, root: Path, num_train: int = NUM_TRAIN, num_test: int
         write_idx(root / "imgs-test.idx", test[0])
         write_idx(root / "labels-test.idx.gz", test[1].astype(np.uint8))
         return "idx", {"train_images": "imgs-train.idx", "train_labels": "labels-train.idx.gz",
-                       "test_images": "imgs-test.idx", "test_labels": "labels-test.idx.gz", "validation_size": 100}
+                       "test_images": "imgs-test.idx", "test_labels": "labels-test.idx.gz",
+                       "validation_size": num_train // 6}
     if kind == "fixed_length":  # CIFAR-100-like: a coarse and a fine label byte, the fine one is the label
         layout = _cifar100_layout()
         rng = np.random.default_rng(0)
@@ -334,7 +335,7 @@ def _fixed_label(path: Path, index: int, label: int) -> Path:
 @pytest.mark.parametrize("case", sorted(BAD))
 def test_a_bad_file_is_an_error_naming_it_and_nothing_is_cached(tmp_path, case):
     kind, damage, message = BAD[case]
-    overrides = overrides_for(kind, tmp_path, 160, 40)
+    overrides = overrides_for(kind, tmp_path, 40, 20)
     path = damage(tmp_path / "files")
     with pytest.raises(DataError, match=message) as error:
         run(compose(*overrides, "pipeline=tf_data", "max_steps=1"), str(tmp_path / "run"))
@@ -358,12 +359,17 @@ def test_the_command_exits_2_within_seconds_naming_a_file_with_a_bad_label(tmp_p
 
 
 # ---------------------------------------------------------------------------------------------- towers, bench, convert
-def test_an_image_folder_trains_on_two_towers_and_benches_every_pipeline(tmp_path):
-    overrides = overrides_for("image_folder", tmp_path, 160, 40)
-    summary = run(compose(*overrides, "hardware=cpu2", "pipeline=queue", "pipeline.num_threads=2", "max_steps=20",
-                          "batch_size=8", "log_every=10", "eval_splits=[test]"), str(tmp_path / "run"))
-    assert summary["steps"] == 20 and summary["final_precision"]["test"] >= 0
+def test_an_image_folder_trains_on_two_towers(tmp_path):
+    summary = run(compose(*overrides_for("image_folder", tmp_path, 80, 20), "hardware=cpu2", "pipeline=queue",
+                          "pipeline.num_threads=2", "max_steps=10", "batch_size=8", "log_every=10",
+                          "eval_splits=[test]"), str(tmp_path / "run"))
+    assert summary["steps"] == 10 and summary["final_precision"]["test"] >= 0
     assert len(summary["devices"]) == 2
+
+
+@pytest.mark.slow
+def test_an_image_folder_benches_every_pipeline(tmp_path):
+    overrides = overrides_for("image_folder", tmp_path, 160, 40)
     bench = run(compose(*overrides, "mode=bench", "batch_size=16", "bench.warmup_steps=1", "bench.windows=1",
                         "bench.steps_per_window=2"), str(tmp_path / "bench"))
     assert sorted(bench["pipelines"]) == ["feed_dict", "preloaded", "queue", "tf_data"]

@@ -120,6 +120,7 @@ def test_checkpoints_are_portable_across_tower_counts(tmp_path, tiny_digits):
     assert resumed["steps"] == 50 and resumed["steps_this_run"] == 10 and len(resumed["devices"]) == 4
 
 
+@pytest.mark.slow  # a whole CLI run; the warning and the placement are tested above in-process
 @pytest.mark.skipif(not NO_GPU, reason="needs a machine without GPUs")
 def test_gpu2_runs_here_on_the_cpu(tmp_path):
     proc = run_cli("dataset=shapes", "dataset.num_train=300", "dataset.num_test=50", "batch_size=16",
