@@ -3,6 +3,7 @@ pipeline. Small files are written here in tmp; the images are the embedded digit
 hundred steps), as 28x28 RGB."""
 from __future__ import annotations
 
+import csv
 import json
 import re
 import shutil
@@ -444,3 +445,29 @@ def test_a_file_damaged_while_a_run_reads_it_is_named(tmp_path):
     with pytest.raises(DataError, match=rf"{re.escape(str(path))}: line 5: cannot be decoded .*abc.*; fix or remove"):
         with _naming_damaged_records(dataset):
             _pull(dataset, "tf_data", "test", 20, training=False, steps=1)
+
+
+def test_a_csv_without_a_header_names_columns_by_index(tmp_path):
+    overrides = overrides_for("csv", tmp_path, 40, 20)
+    for name in ("train.csv", "test.csv"):  # drop the header row; the label is column 2
+        path = tmp_path / "files" / name
+        path.write_text("".join(path.read_text().splitlines(keepends=True)[1:]))
+    with_header = build_dataset(compose(*overrides_for("csv", tmp_path / "again", 40, 20)))
+    dataset = build_dataset(compose(*overrides, "dataset.header=false", "dataset.label_column=2",
+                                    "dataset.feature_columns=[0,1,3,4]", "~dataset.column_defaults.b",
+                                    "++dataset.column_defaults.1=0.0"))
+    for split in ("train", "test"):
+        got, want = dataset.arrays(split), with_header.arrays(split)
+        assert (np.asarray(got[0]) == np.asarray(want[0])).all() and (got[1] == want[1]).all()
+    assert dataset.raw_shape == (4,)
+
+
+@pytest.mark.slow  # a sweep (STYLE.md: sweeps in the slow tier)
+def test_a_sweep_over_pipelines_on_own_data(tmp_path):
+    overrides = overrides_for("csv", tmp_path, 200, 40)
+    proc = run_cli("-m", *overrides, "model=mlp", "pipeline=feed_dict,queue,tf_data,preloaded", "max_steps=50",
+                   "batch_size=20", "log_every=25", "checkpoint_every=50", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+                   timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = list(csv.DictReader((tmp_path / "sweep" / "report.csv").open()))
+    assert sorted(r["status"] for r in rows) == ["completed"] * 4

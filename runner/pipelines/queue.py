@@ -77,8 +77,8 @@ class Queue:
                 return Batch(images, labels, n)
             read_images, read_labels = self._read(split, training=True, seed=seed)
             min_after_dequeue = int(self.min_fraction * n)
-            log.info("Filling queue with %d %s images before starting to train.", min_after_dequeue,
-                     self.dataset.kind)
+            log.info("Filling queue with %d %s %s before starting to train.", min_after_dequeue,
+                     self.dataset.kind, "images" if self.dataset.images else "examples")
             images, labels = v1.train.shuffle_batch(
                 [read_images, read_labels], batch_size=batch_size, num_threads=self.num_threads,
                 capacity=min_after_dequeue + 3 * batch_size, min_after_dequeue=min_after_dequeue, seed=seed,
