@@ -486,10 +486,14 @@ def _check_dataset(cfg: DictConfig, pipelines: list[str]) -> None:
     dataset = DATASETS.get(params.pop("name"))(**params)
     name = cfg.dataset.name
     channels = _group_schema(cfg, "model").channels
+    if channels and not dataset.images:
+        try:
+            values = f" of {dataset.raw_shape[0]} values"
+        except DataError:
+            values = ""
+        raise ConfigError(f"model={cfg.model.name} takes images but dataset={name} gives feature vectors{values}; "
+                          f"use model=mlp")
     try:
-        if channels and not dataset.images:
-            raise ConfigError(f"model={cfg.model.name} takes images but dataset={name} gives feature vectors of "
-                              f"{dataset.raw_shape[0]} values; use model=mlp")
         shape = dataset.output_shape
         if channels and shape[-1] != channels:
             raise ConfigError(f"model={cfg.model.name} takes {channels}-channel images but dataset={name} has "
