@@ -517,13 +517,14 @@ def validate(cfg: DictConfig) -> None:
     """Checks every key against its schema (known, set, in range) and the rules between keys; raises ConfigError
     naming the key and what is allowed. Imports no TensorFlow."""
 
+    from runner.datasets.base import SPLITS
+
     for group in GROUPS:
         _group_schema(cfg, group)
     _walk(cfg, "", RunnerConfig)
-    known = {"train", "validation", "test"}
     for split in cfg.eval_splits:
-        if split not in known:
-            raise ConfigError(f"eval_splits contains {split!r}; known splits: {', '.join(sorted(known))}")
+        if split not in SPLITS:
+            raise ConfigError(f"eval_splits contains {split!r}; known splits: {', '.join(sorted(SPLITS))}")
     for key, package in (("pipeline.name", "pipelines"), ("model.name", "models")):
         if OmegaConf.select(cfg, key) not in registered(package):
             raise ConfigError(f"{key}={OmegaConf.select(cfg, key)!r} is not known; choose one of: "
