@@ -97,6 +97,7 @@ def build_parts(cfg: DictConfig, dataset, replicas=None):
     """The parts of a run on a prepared dataset (see :func:`_prepared`); with ``replicas``
     (:class:`runner.cluster.Replicas`) those of a cluster worker, reading its shard of the training split."""
     from runner.engine import Parts, shared_model
+    from runner.precision import scaled
     from runner.hardware import place
     from runner.pipelines.base import Shard
     from runner.models import MODELS
@@ -122,12 +123,12 @@ def build_parts(cfg: DictConfig, dataset, replicas=None):
     return Parts(
         dataset=dataset,
         pipeline=PIPELINES.get(cfg.pipeline.name)(dataset, seed=cfg.seed, shard=shard, **_params(cfg.pipeline)),
-        model=shared_model(model_fn, dataset.num_classes, _params(cfg.model)),
+        model=shared_model(model_fn, dataset.num_classes, _params(cfg.model), cfg.hardware.precision),
         trainer=TRAINERS.get(trainer),
         names={"pipeline": cfg.pipeline.name, "dataset": cfg.dataset.name, "model": cfg.model.name,
                "trainer": trainer},
         make_lr=lambda step, steps_per_epoch: schedule_fn(base_lr, step, steps_per_epoch, **schedule),
-        make_optimizer=lambda lr: optimizer_fn(lr, **optimizer),
+        make_optimizer=lambda lr: scaled(optimizer_fn(lr, **optimizer), cfg.hardware.precision),
         devices=devices,
         variable_device=placement.variable_device,
         session_config=placement.session_config,

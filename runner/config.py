@@ -234,13 +234,15 @@ class ExponentialDecayConfig(ScheduleConfig):
 @dataclass
 class HardwareConfig:
     name: str = MISSING
-    device_type: str = one_of("cpu", "gpu")
+    device_type: str = one_of("cpu", "gpu", "auto")  # auto: one GPU if TensorFlow sees one, else the CPU
     num_devices: int = bounded(1, 64)  # towers: one model replica per device
     variable_device: str = one_of("cpu", "gpu", default="cpu")  # where variables live
     intra_op_threads: int = bounded(0, 4096, default=0)  # 0 = TensorFlow picks
     inter_op_threads: int = bounded(0, 4096, default=0)
     soft_placement: bool = True  # ops without a kernel on the tower's device run where they can
     strict: bool = False  # fail instead of warning when fewer devices exist than asked
+    precision: str = one_of("fp32", "bf16", "fp16", default="fp32")  # the model's compute type; variables float32
+    xla: bool = False  # XLA auto-clustering (JIT) of the graph; ops XLA cannot compile run as usual
 
 
 @dataclass

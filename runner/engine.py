@@ -40,9 +40,13 @@ class Parts:
     replicas: Any = None  # runner.cluster.Replicas: this process's place in a cluster, or None
 
 
-def shared_model(fn: Callable, num_classes: int, params: dict) -> Callable[..., tf.Tensor]:
-    """Wraps a registered model so every call (towers, eval) shares one set of variables. ``getter`` (a
-    variable_scope custom getter) lets evaluation read other values, such as moving averages."""
+def shared_model(fn: Callable, num_classes: int, params: dict, precision: str) -> Callable[..., tf.Tensor]:
+    """Wraps a registered model so every call (towers, eval) shares one set of variables and computes in
+    ``precision`` (runner.precision). ``getter`` (a variable_scope custom getter) lets evaluation read other values,
+    such as moving averages."""
+    from runner.precision import in_precision
+
+    fn = in_precision(fn, precision)
 
     def model(images: tf.Tensor, training: bool, getter: Callable | None = None) -> tf.Tensor:
         with v1.variable_scope(v1.get_variable_scope(), reuse=v1.AUTO_REUSE, custom_getter=getter):

@@ -1,4 +1,6 @@
 """Devices for a run from the hardware group: one tower per device, variables on the variable device.
+``hardware=auto`` (the default) is one GPU tower when TensorFlow sees a GPU, else the CPU; ``hardware.xla`` turns on
+XLA auto-clustering in the session.
 
 CPU towers run on logical CPU devices of the session (ConfigProto device_count), so several towers can be run and
 tested on any machine. When fewer GPUs exist than asked, all towers go on the devices that exist (the CPU when
@@ -24,8 +26,12 @@ class Placement:
 
 
 def place(name: str, device_type: str, num_devices: int, variable_device: str, intra_op_threads: int,
-          inter_op_threads: int, soft_placement: bool, strict: bool) -> Placement:
+          inter_op_threads: int, soft_placement: bool, strict: bool, xla: bool) -> Placement:
     cpus = 1
+    if device_type == "auto":  # one GPU tower when TensorFlow sees a GPU (the tutorial's placement), else the CPU
+        device_type = "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
+        log.info("hardware=%s: %s", name, "a GPU is visible, training on /gpu:0" if device_type == "gpu" else
+                 "no GPU is visible, training on the CPU")
     if device_type == "cpu":
         devices = [f"/cpu:{i}" for i in range(num_devices)]
         cpus = num_devices
@@ -47,4 +53,6 @@ def place(name: str, device_type: str, num_devices: int, variable_device: str, i
     config = tf.compat.v1.ConfigProto(device_count={"CPU": cpus}, allow_soft_placement=soft_placement,
                                       intra_op_parallelism_threads=intra_op_threads,
                                       inter_op_parallelism_threads=inter_op_threads)
+    if xla:  # XLA auto-clustering: what XLA compiles runs compiled, the rest as usual (see runner.precision.xla_note)
+        config.graph_options.optimizer_options.global_jit_level = tf.compat.v1.OptimizerOptions.ON_1
     return Placement(devices, variables, config)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+import runner  # noqa: F401  its process settings (oneDNN) before any test module loads TensorFlow
+
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["dataset.num_train=1200", "dataset.num_test=300", "dataset.validation_size=200"]
 

@@ -20,20 +20,45 @@ v1 = tf.compat.v1
 NO_GPU = not tf.config.list_physical_devices("GPU")
 
 
+def _place(name: str, **overrides):
+    """runner.hardware.place with an option's values (precision is the model's, not the placement's)."""
+    params = option("hardware", name, **overrides)
+    params.pop("precision")
+    return place(name, **params)
+
+
 def test_cpu_towers_run_on_logical_cpu_devices():
-    placement = place("cpu4", **option("hardware", "cpu4"))
+    placement = _place("cpu4")
     assert placement.devices == ["/cpu:0", "/cpu:1", "/cpu:2", "/cpu:3"] and placement.variable_device == "/cpu:0"
     assert placement.session_config.device_count["CPU"] == 4
 
 
+def test_auto_takes_one_gpu_when_tensorflow_sees_one_else_the_cpu(monkeypatch, caplog):
+    caplog.set_level("INFO", logger="runner")
+    if NO_GPU:
+        assert _place("auto").devices == ["/cpu:0"]
+        assert "no GPU is visible, training on the CPU" in caplog.text
+    fake = [tf.config.PhysicalDevice("/physical_device:GPU:0", "GPU")]  # as a machine with one GPU lists it
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: fake if kind == "GPU" else [])
+    placement = _place("auto")
+    assert placement.devices == ["/gpu:0"] and placement.variable_device == "/cpu:0"  # the tutorial's placement
+    assert "a GPU is visible, training on /gpu:0" in caplog.text
+
+
+def test_xla_turns_on_auto_clustering():
+    off, on = _place("cpu").session_config, _place("cpu", xla=True).session_config
+    assert off.graph_options.optimizer_options.global_jit_level != v1.OptimizerOptions.ON_1
+    assert on.graph_options.optimizer_options.global_jit_level == v1.OptimizerOptions.ON_1
+
+
 @pytest.mark.skipif(not NO_GPU, reason="needs a machine without GPUs")
 def test_missing_gpus_warn_once_and_use_the_cpu(caplog):
-    placement = place("gpu2", **option("hardware", "gpu2"))
+    placement = _place("gpu2")
     assert placement.devices == ["/cpu:0", "/cpu:0"]
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert warnings == ["hardware=gpu2 asks for 2 GPU(s) but this machine has 0: running its 2 tower(s) on the CPU"]
     with pytest.raises(ConfigError, match="asks for 2 GPU.*hardware.strict=false"):
-        place("gpu2", **option("hardware", "gpu2", strict=True))
+        _place("gpu2", strict=True)
 
 
 def _one_step(trainer: str, model_name: str, params: dict, x, y, towers: int, initial: dict | None = None):
@@ -42,7 +67,7 @@ def _one_step(trainer: str, model_name: str, params: dict, x, y, towers: int, in
     with graph.as_default():
         v1.set_random_seed(0)
         step = v1.train.get_or_create_global_step()
-        model = shared_model(MODELS.get(model_name), 10, params)
+        model = shared_model(MODELS.get(model_name), 10, params, "fp32")
         batches = [Batch(tf.constant(xi), tf.constant(yi), len(yi))
                    for xi, yi in zip(np.split(x, towers), np.split(y, towers))]
         _, train_op = TRAINERS.get(trainer)(model, batches, v1.train.GradientDescentOptimizer(0.1), step,

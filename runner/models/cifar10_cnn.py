@@ -5,6 +5,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from runner.models import MODELS
+from runner.precision import in_supported_type
 
 v1 = tf.compat.v1
 
@@ -12,9 +13,9 @@ v1 = tf.compat.v1
 def _variable(name: str, shape: list[int], stddev: float | None = None, constant: float = 0.0,
               weight_decay: float = 0.0, training: bool = False) -> tf.Variable:
     init = v1.truncated_normal_initializer(stddev=stddev) if stddev else v1.constant_initializer(constant)
-    var = v1.get_variable(name, shape, initializer=init, dtype=tf.float32)
+    var = v1.get_variable(name, shape, initializer=init, dtype=tf.float32)  # read as the compute type
     if weight_decay and training:  # once per training tower; evaluation adds no loss
-        decay = tf.multiply(tf.nn.l2_loss(var), weight_decay, name="weight_loss")
+        decay = tf.multiply(tf.nn.l2_loss(tf.cast(var, tf.float32)), weight_decay, name="weight_loss")  # float32
         v1.add_to_collection(v1.GraphKeys.REGULARIZATION_LOSSES, decay)
     return var
 
@@ -29,7 +30,8 @@ def _summarize(x: tf.Tensor, name: str, training: bool) -> tf.Tensor:
 
 
 def _lrn(x: tf.Tensor, name: str) -> tf.Tensor:
-    return tf.nn.lrn(x, depth_radius=4, bias=1.0, alpha=0.001 / 9.0, beta=0.75, name=name)
+    return in_supported_type("LRN", lambda y: tf.nn.lrn(y, depth_radius=4, bias=1.0, alpha=0.001 / 9.0, beta=0.75,
+                                                         name=name), x)
 
 
 def _max_pool(x: tf.Tensor, name: str) -> tf.Tensor:

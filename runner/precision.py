@@ -1,0 +1,83 @@
+"""``hardware.precision``: the type the model computes in, with float32 variables.
+
+- ``fp32``: everything in float32.
+- ``bf16`` / ``fp16``: the model's input (after float32 preprocessing) is cast to bfloat16 / float16, and each
+  float32 variable is read through a cast (a custom getter), so variables, their gradients' updates, moving averages
+  and checkpoints stay float32. The logits are cast back, so the softmax, the cross-entropy and the weight decay run
+  in float32. An op without a kernel for the type on its device (LRN on the CPU has none for bfloat16) runs in
+  float32 between two casts, and the run says so once (:func:`in_supported_type`).
+- ``fp16`` also scales the loss dynamically (:func:`scaled`): gradients that would underflow in float16 are
+  computed on ``loss x scale``; a step whose gradients overflow is skipped and the scale halved (it doubles after
+  2,000 finite steps). The scale is the ``loss_scale`` summary.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import tensorflow as tf
+
+v1 = tf.compat.v1
+log = logging.getLogger("runner")
+DTYPES = {"fp32": tf.float32, "bf16": tf.bfloat16, "fp16": tf.float16}
+_said: set[tuple[str, str, str]] = set()
+
+
+def cast_getter(dtype: tf.DType) -> Callable:
+    """A variable_scope custom getter: float32 variables are created (and stored) as float32 and read as ``dtype``."""
+
+    def read_as(getter, name, *args, **kwargs):  # TensorFlow passes the next getter as ``getter``
+        var = getter(name, *args, **kwargs)
+        return tf.cast(var, dtype) if var.dtype.base_dtype == tf.float32 else var
+
+    return read_as
+
+
+def has_kernel(op_type: str, dtype: tf.DType, device_type: str) -> bool:
+    """Whether TensorFlow registers a kernel of ``op_type`` for ``dtype`` on ``device_type`` (CPU, GPU)."""
+    from tensorflow.python.framework import kernels
+
+    for kernel in kernels.get_registered_kernels_for_op(op_type).kernel:
+        if kernel.device_type != device_type:
+            continue
+        types = [c.allowed_values.list.type for c in kernel.constraint if c.name == "T"]
+        if not types or dtype.as_datatype_enum in types[0]:
+            return True
+    return False
+
+
+def in_supported_type(op_type: str, fn: Callable[[tf.Tensor], tf.Tensor], x: tf.Tensor) -> tf.Tensor:
+    """``fn(x)``, in float32 when ``op_type`` has no kernel for x's type on x's device (said once per run)."""
+    dtype = x.dtype.base_dtype
+    device_type = "GPU" if "GPU" in (x.device or "").upper() else "CPU"
+    if dtype == tf.float32 or has_kernel(op_type, dtype, device_type):
+        return fn(x)
+    if (op_type, dtype.name, device_type) not in _said:
+        _said.add((op_type, dtype.name, device_type))
+        log.info("%s has no %s kernel on the %s: it runs in float32", op_type, dtype.name, device_type)
+    return tf.cast(fn(tf.cast(x, tf.float32)), dtype)
+
+
+def in_precision(fn: Callable[..., tf.Tensor], precision: str) -> Callable[..., tf.Tensor]:
+    """A model function that computes in ``precision``: images cast at its input, float32 variables read as the
+    compute type, logits returned as float32."""
+    dtype = DTYPES[precision]
+    if dtype == tf.float32:
+        return fn
+
+    def model(images: tf.Tensor, **kwargs) -> tf.Tensor:
+        with v1.variable_scope(v1.get_variable_scope(), custom_getter=cast_getter(dtype)):
+            logits = fn(tf.cast(images, dtype), **kwargs)
+        return tf.cast(logits, tf.float32)
+
+    return model
+
+
+def scaled(optimizer: v1.train.Optimizer, precision: str) -> v1.train.Optimizer:
+    """fp16: the optimizer with dynamic loss scaling (TensorFlow's MixedPrecisionLossScaleOptimizer), its scale a
+    summary; other precisions need none."""
+    if precision != "fp16":
+        return optimizer
+    optimizer = v1.mixed_precision.MixedPrecisionLossScaleOptimizer(optimizer, "dynamic")
+    v1.summary.scalar("loss_scale", optimizer._loss_scale())  # the scale of this step (its LossScale object)
+    return optimizer
