@@ -211,11 +211,38 @@ def _table(bound: dict, pipelines: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def bench(make_parts: Callable[[str], Parts], names: list[str], s: BenchSettings, run_dir: str,
-          config: dict) -> dict:
-    """Measures the bound, then each pipeline in ``names``; prints a table and writes bench.json."""
+def bench(make_parts: Callable[[str, str], Parts], names: list[str], precisions: list[str], s: BenchSettings,
+          run_dir: str, config: dict) -> dict:
+    """Measures the bound, then each pipeline in ``names``, in each of ``precisions`` (``make_parts(pipeline,
+    precision)``); with several precisions, also each bound against the first's, window by window. Prints a table
+    and writes bench.json (the first precision's figures at its top level, every precision's under "precisions")."""
     started = time.time()
-    parts = make_parts(names[0])
+    by_precision, tables = {}, []
+    for precision in precisions:
+        if len(precisions) > 1:
+            log.info("Precision %s", precision)
+        by_precision[precision] = _bench_one(make_parts, names, precision, s, run_dir, config)
+        tables.append((f"precision {precision}\n" if len(precisions) > 1 else "") + by_precision[precision].pop("table"))
+    table = "\n".join(tables)
+    out = {**by_precision[precisions[0]], "precision": precisions[0]}
+    if len(precisions) > 1:
+        out["precisions"] = by_precision
+        out["precision_bounds"] = _paired_bounds(make_parts, names[0], precisions, s)
+        table += "\n" + "\n".join(f"bound in {p}: {r['examples_per_sec']:.1f} examples/sec, {r['ratio']:.3f} x the bound "
+                                   f"in {precisions[0]} (paired windows)"
+                                   for p, r in out["precision_bounds"].items())
+    for line in table.splitlines():
+        log.info(line)
+    out.update(wall_time_sec=time.time() - started, settings=s.__dict__, config=config)
+    (Path(run_dir) / "bench.json").write_text(json.dumps(out, indent=2) + "\n")
+    (Path(run_dir) / "bench.txt").write_text(table + "\n")
+    log.info("Results in %s (bench.json, bench.txt)", run_dir)
+    return out
+
+
+def _bench_one(make_parts: Callable[[str, str], Parts], names: list[str], precision: str, s: BenchSettings,
+               run_dir: str, config: dict) -> dict:
+    parts = make_parts(names[0], precision)
     results, bound_windows = {}, []
     with bound_runner(parts, s) as bound_step:
         log.info("Model-only bound: %d warm-up steps", s.warmup_steps)
@@ -224,11 +251,11 @@ def bench(make_parts: Callable[[str], Parts], names: list[str], s: BenchSettings
         for name in names:
             log.info("Measuring pipeline %s (%d windows of %d steps, each paired with a window of the bound)",
                      name, s.windows, s.steps_per_window)
-            results[name] = measure_pipeline(make_parts(name), s, bound_step, bound_windows)
+            results[name] = measure_pipeline(make_parts(name, precision), s, bound_step, bound_windows)
             if s.training_run:
                 log.info("Training run with pipeline %s: the real loop (hooks, summaries, progress lines)", name)
-                results[name].update(training_run(make_parts(name), s, run_dir, name, config, results[name],
-                                                  bound_step))
+                results[name].update(training_run(make_parts(name, precision), s, run_dir, name, config,
+                                                  results[name], bound_step))
     bound = {"examples_per_sec": statistics.median(b[0] for b in bound_windows),
              "cpu_us_per_example": statistics.median(b[1] for b in bound_windows),
              "window_examples_per_sec": [b[0] for b in bound_windows]}
@@ -237,15 +264,29 @@ def bench(make_parts: Callable[[str], Parts], names: list[str], s: BenchSettings
             f"{p['training_run_ratio_to_bound']:.3f} x the bound = {p['training_run_ratio_to_bench']:.3f} x the "
             f"bench's train figure"
             for name, p in results.items() if "training_run_examples_per_sec" in p]
-    table = "\n".join([table, *runs])
-    for line in table.splitlines():
-        log.info(line)
-    out = {"bound_examples_per_sec": bound["examples_per_sec"],
-           "bound_cpu_us_per_example": bound["cpu_us_per_example"],
-           "bound_window_examples_per_sec": bound["window_examples_per_sec"],
-           "pipelines": results, "wall_time_sec": time.time() - started,
-           "settings": s.__dict__, "devices": parts.devices, "config": config}
-    (Path(run_dir) / "bench.json").write_text(json.dumps(out, indent=2) + "\n")
-    (Path(run_dir) / "bench.txt").write_text(table + "\n")
-    log.info("Results in %s (bench.json, bench.txt)", run_dir)
+    return {"bound_examples_per_sec": bound["examples_per_sec"],
+            "bound_cpu_us_per_example": bound["cpu_us_per_example"],
+            "bound_window_examples_per_sec": bound["window_examples_per_sec"],
+            "pipelines": results, "devices": parts.devices, "table": "\n".join([table, *runs])}
+
+
+def _paired_bounds(make_parts: Callable[[str, str], Parts], name: str, precisions: list[str], s: BenchSettings
+                   ) -> dict:
+    """Each precision's bound against the first precision's, windows alternating (the first's, then the other's),
+    the ratio the median of the paired windows."""
+    out = {}
+    parts = make_parts(name, precisions[0])
+    examples = s.batch_size * len(parts.devices)
+    with bound_runner(parts, s) as reference:
+        for precision in precisions[1:]:
+            with bound_runner(make_parts(name, precision), s) as other:
+                for _ in range(s.warmup_steps):
+                    reference()
+                    other()
+                pairs = [(_timed(reference, s.steps_per_window, examples)[0],
+                          _timed(other, s.steps_per_window, examples)[0]) for _ in range(s.windows)]
+            out[precision] = {"examples_per_sec": statistics.median(o for _, o in pairs),
+                              "reference_examples_per_sec": statistics.median(r for r, _ in pairs),
+                              "ratio": statistics.median(o / r for r, o in pairs),
+                              "windows": [list(p) for p in pairs]}
     return out

