@@ -134,6 +134,7 @@ def build_parts(cfg: DictConfig, dataset, replicas=None):
         variable_device=placement.variable_device,
         session_config=placement.session_config,
         input_device=input_device,
+        xla=cfg.hardware.xla,
         replicas=replicas,
     )
 
@@ -195,9 +196,18 @@ def _naming_damaged_records(dataset) -> Iterator[None]:
                         f"{dataset_args}".rstrip() + f" (or delete {Path(damage.where).parent})") from None
 
 
+def _xla_on_cpu(cfg: DictConfig) -> None:
+    """hardware.xla: on the CPU, XLA's auto-clustering also needs TF_XLA_FLAGS=--tf_xla_cpu_global_jit, which
+    TensorFlow reads when it loads (so a process that loaded it already clusters for GPUs only)."""
+    flags = os.environ.get("TF_XLA_FLAGS", "")
+    if cfg.hardware.get("xla") and "--tf_xla_cpu_global_jit" not in flags:
+        os.environ["TF_XLA_FLAGS"] = f"{flags} --tf_xla_cpu_global_jit".strip()
+
+
 def run(cfg: DictConfig, run_dir: str) -> dict | None:
     """Runs cfg.mode. What can fail without TensorFlow (the run dir, a resume, the data files) is checked before it
     loads, so those errors come at once."""
+    _xla_on_cpu(cfg)
     if cfg.mode == "eval":
         cfg = rundir.eval_config(run_dir, cfg, _overrides())
         validate(cfg)  # the run's config with this evaluation's choices, checked like a run's

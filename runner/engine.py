@@ -38,6 +38,7 @@ class Parts:
     session_config: v1.ConfigProto
     input_device: str = "/cpu:0"  # where input pipelines run (a cluster worker's own CPU)
     replicas: Any = None  # runner.cluster.Replicas: this process's place in a cluster, or None
+    xla: bool = False  # hardware.xla: the session auto-clusters for XLA
 
 
 def shared_model(fn: Callable, num_classes: int, params: dict, precision: str) -> Callable[..., tf.Tensor]:

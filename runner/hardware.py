@@ -56,6 +56,6 @@ def place(name: str, device_type: str, num_devices: int, variable_device: str, i
     config = tf.compat.v1.ConfigProto(device_count={"CPU": cpus}, allow_soft_placement=soft_placement,
                                       intra_op_parallelism_threads=intra_op_threads,
                                       inter_op_parallelism_threads=inter_op_threads)
-    if xla:  # XLA auto-clustering: what XLA compiles runs compiled, the rest as usual (see runner.precision.xla_note)
+    if xla:  # XLA auto-clustering: what XLA compiles runs compiled, the rest as usual
         config.graph_options.optimizer_options.global_jit_level = tf.compat.v1.OptimizerOptions.ON_1
     return Placement(devices, variables, config)

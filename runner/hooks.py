@@ -218,3 +218,36 @@ class SignalHook(Hook):
     def after_run(self, run_context, run_values):
         if self.stop.signum is not None:
             run_context.request_stop()
+
+
+class XlaReportHook(Hook):
+    """hardware.xla: traces the second step (the first compiles) and says once what XLA compiled and which ops of
+    the step run outside it (input, summaries, ops XLA has no kernel for): they fall back to TensorFlow's own."""
+
+    def __init__(self, graph: tf.Graph, say: Callable[[str], None]):
+        self.graph, self.say, self.runs = graph, say, 0
+
+    def before_run(self, run_context):
+        self.runs += 1
+        if self.runs == 2:
+            return Args(fetches=None, options=v1.RunOptions(trace_level=v1.RunOptions.FULL_TRACE))
+        return None
+
+    def after_run(self, run_context, run_values):
+        if self.runs != 2 or run_values.run_metadata is None:
+            return
+        names = {n.node_name.split(":")[0] for d in run_values.run_metadata.step_stats.dev_stats
+                 for n in d.node_stats}
+        clusters = {n.split("/")[0] for n in names if n.startswith("cluster_")}
+        outside = set()
+        for name in names - {n for n in names if n.startswith("cluster_")}:
+            try:
+                outside.add(self.graph.get_operation_by_name(name).type)
+            except (KeyError, ValueError):
+                pass  # a node TensorFlow added (_SOURCE, sends and receives)
+        outside -= {"NoOp", "Identity", "Const", "VarHandleOp", "ReadVariableOp", "_Retval", "_Arg"}
+        if not clusters:
+            self.say("hardware.xla: XLA compiled nothing in this step; it runs as without XLA")
+        else:
+            self.say(f"hardware.xla: XLA compiled {len(clusters)} cluster(s) of the step; these ops run outside "
+                     f"XLA, as without it: {', '.join(sorted(outside)) or 'none'}")

@@ -27,7 +27,8 @@ from runner.engine import (
 )
 from runner.errors import RunnerError, op_error_text
 from runner.graph import build_train_graph
-from runner.hooks import CheckpointEvalHook, Clock, ClockHook, FeedHook, Metrics, NanHook, ProgressHook, SummaryHook
+from runner.hooks import (CheckpointEvalHook, Clock, ClockHook, FeedHook, Metrics, NanHook, ProgressHook, SummaryHook,
+                          XlaReportHook)
 from runner.progress import Progress
 from runner.signals import Interrupted, StopSignals
 from runner.signals import name as signal_name
@@ -118,6 +119,8 @@ def train(parts: Parts, s: Settings, config: dict, task: Task = Task(), extra_ho
                       CheckpointEvalHook(lambda sess, step: _save(saver, sess, run_dir, step), evaluate, clock,
                                          s.checkpoint_every, s.max_steps, lambda: stop.signum is not None,
                                          resumed=bool(latest_checkpoint(run_dir)))]
+        if parts.xla:
+            hooks.append(XlaReportHook(tg.graph, log.info))
         hooks += list(extra_hooks)
         hooks += tg.hooks(chief)  # last: at the end, the other workers are released after the last checkpoint
         all_batches = tg.batches + [e.batch for e in evals.values()]
