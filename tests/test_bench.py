@@ -29,6 +29,7 @@ def test_bench_measures_every_pipeline_against_the_bound(tmp_path):
     assert table.splitlines()[0].split()[:2] == ["pipeline", "pipeline"] and "bound" in table
 
 
+@pytest.mark.slow  # the command line's bench; the in-process tests above and below measure the same code
 def test_bench_of_chosen_pipelines_from_the_command_line(tmp_path):
     proc = run_cli(*TINY_BENCH, "bench.pipelines=[tf_data]", "hardware=cpu2", f"run_dir={tmp_path}")
     assert proc.returncode == 0, proc.stdout + proc.stderr

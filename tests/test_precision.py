@@ -14,9 +14,14 @@ v1 = tf.compat.v1
 FAST = [*TINY, "optimizer.lr=0.1", "log_every=100", "checkpoint_every=300", "eval_splits=[test]"]
 
 
+@pytest.fixture(scope="module")
+def fp32(tmp_path_factory, tiny_digits):
+    """The MLP's fp32 run the other precisions are compared with."""
+    return run(compose(*FAST, "max_steps=300"), str(tmp_path_factory.mktemp("fp32")))
+
+
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
-def test_the_mlp_learns_in_each_precision_like_fp32(tmp_path, tiny_digits, precision):
-    fp32 = run(compose(*FAST, "max_steps=300"), str(tmp_path / "fp32"))
+def test_the_mlp_learns_in_each_precision_like_fp32(tmp_path, fp32, precision):
     other = run(compose(*FAST, "max_steps=300", f"hardware.precision={precision}"), str(tmp_path / precision))
     assert other["final_precision"]["test"] > 0.5  # chance is 0.1
     assert abs(other["final_precision"]["test"] - fp32["final_precision"]["test"]) < 0.05
@@ -114,6 +119,7 @@ def test_the_cnn_learns_in_each_precision_like_fp32(tmp_path, precision):
     assert abs(other["final_precision"]["test"] - fp32["final_precision"]["test"]) < 0.1
 
 
+@pytest.mark.slow  # a command-line run: XLA's CPU flag is read when TensorFlow loads
 def test_xla_compiles_the_step_and_says_what_runs_outside_it(tmp_path, tiny_digits):
     from tests.conftest import run_cli
 

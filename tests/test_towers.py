@@ -34,7 +34,10 @@ def test_cpu_towers_run_on_logical_cpu_devices():
 
 
 def test_auto_takes_one_gpu_when_tensorflow_sees_one_else_the_cpu(monkeypatch, caplog):
+    from runner import hardware
+
     caplog.set_level("INFO", logger="runner")
+    monkeypatch.setattr(hardware, "_said", set())  # said once per process: this test hears it afresh
     if NO_GPU:
         assert _place("auto").devices == ["/cpu:0"]
         assert "no GPU is visible, training on the CPU" in caplog.text
