@@ -128,3 +128,13 @@ def test_xla_compiles_the_step_and_says_what_runs_outside_it(tmp_path, tiny_digi
     assert proc.returncode == 0, proc.stdout + proc.stderr
     said = [line for line in proc.stdout.splitlines() if line.startswith("hardware.xla:")]
     assert len(said) == 1 and "XLA compiled" in said[0] and "cluster(s) of the step" in said[0], said
+
+
+def test_every_pipeline_and_towers_train_in_bf16(tmp_path, tiny_digits):
+    from runner.pipelines import PIPELINES
+
+    for pipeline in PIPELINES.names():
+        summary = run(compose(*TINY, f"pipeline={pipeline}", "hardware=cpu2", "hardware.precision=bf16",
+                              "max_steps=6", "log_every=3", "eval_splits=[test]"), str(tmp_path / pipeline))
+        assert summary["steps"] == 6 and len(summary["devices"]) == 2, pipeline
+        assert summary["config"]["hardware"]["precision"] == "bf16"
