@@ -13,7 +13,6 @@ import numpy as np
 from runner.datasets import cifar_preprocess
 from runner.errors import ConfigError
 
-AUGMENTS = ("none", "cifar10")
 
 
 def output_shape(augment: str, raw_shape: tuple[int, ...], images: bool) -> tuple[int, ...]:

@@ -2,7 +2,6 @@
 ``tfrecord`` with ``image_format=encoded``."""
 from __future__ import annotations
 
-FITS = ("resize", "center_crop")
 
 
 def decode_images(contents, height: int, width: int, channels: int, fit: str):
