@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 
-
 def decode_images(contents, height: int, width: int, channels: int, fit: str):
     """TF, batched: encoded images [B] -> uint8 [B, height, width, channels]. ``channels`` converts (grey <-> RGB,
     alpha dropped); ``fit=resize`` scales to the size (antialiased, aspect not kept), ``center_crop`` crops the
