@@ -143,14 +143,13 @@ def test_a_killed_regeneration_is_never_used_as_it_is(tmp_path, data_root):
     dataset.prepare()
     manifest = dataset.manifest.path
     assert json.loads(manifest.read_text())["spec"] == dataset.spec
-    # What a kill -9 in the middle of a regeneration with num_train=2000 leaves: its first file is rewritten
-    # (atomically), the others are the old ones, and the manifest was removed before the rewrite began.
-    other = build_dataset(compose(*TINY, "dataset.num_train=2000", f"dataset.data_dir={tmp_path}"))
+    # What a kill -9 in the middle of a regeneration leaves: its first file is rewritten (atomically, here with
+    # other images), the others are the old ones, and the manifest was removed before the rewrite began.
     manifest.unlink()
     images = np.zeros((2000, 28, 28), np.uint8)
     from runner.datasets.idx_format import write_idx
 
-    write_idx(other.files()["train_images"], images)
+    write_idx(dataset.files()["train_images"], images)
     again = build_dataset(cfg)
     again.prepare()  # regenerates: the files match the config again
     assert again.num_examples("train") == 1000 and again.num_examples("validation") == 200
@@ -191,6 +190,17 @@ def test_a_complete_cache_is_read_without_its_lock(tmp_path, data_root, monkeypa
     again = build_dataset(compose(*TINY, f"dataset.data_dir={tmp_path}"))
     assert again.num_examples("train") == 1000
     assert again.tfrecords()["train"].exists()
+
+
+def test_other_sizes_are_generated_beside_and_never_over_the_files_a_run_reads(tmp_path, data_root):
+    one = build_dataset(compose(*TINY, f"dataset.data_dir={tmp_path}"))
+    one.prepare()
+    before = {p: p.stat().st_mtime_ns for p in one.paths()}
+    other = build_dataset(compose(*TINY, "dataset.num_train=1500", f"dataset.data_dir={tmp_path}"))
+    other.prepare()
+    assert other.data_dir != one.data_dir and other.data_dir.parent == one.data_dir.parent == tmp_path
+    assert {p: p.stat().st_mtime_ns for p in one.paths()} == before  # untouched
+    assert other.num_examples("train") == 1300 and one.num_examples("train") == 1000
 
 
 def test_a_cache_folder_that_cannot_be_written_is_named(tmp_path):

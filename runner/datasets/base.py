@@ -241,10 +241,17 @@ class FileDataset(Dataset):
         return len(self.arrays(split)[1])
 
 
+def generated_dir(data_dir: str, spec: dict) -> str:
+    """A generated dataset's folder: one per spec under data_dir, so jobs that generate other sizes or seeds (a
+    sweep over dataset.num_train) never rewrite the files a running job reads."""
+    return str(Path(data_dir).expanduser() / "-".join(f"{k}{v}" for k, v in sorted(spec.items())))
+
+
 class Generated:
-    """Mixin for datasets generated deterministically from ``self.spec`` (sizes and seed) by :meth:`generate`.
-    A manifest, written after the files, records the spec and a stamp per file; the files are made again when it
-    is missing (a generation was killed), disagrees with the spec, or a file changed."""
+    """Mixin for datasets generated deterministically from ``self.spec`` (sizes and seed) by :meth:`generate`,
+    in their spec's own folder (:func:`generated_dir`). A manifest, written after the files, records the spec and a
+    stamp per file; the files are made again when it is missing (a generation was killed), disagrees with the spec,
+    or a file changed."""
 
     spec: dict
     data_dir: Path

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from runner.datasets import DATASETS
-from runner.datasets.base import Generated
+from runner.datasets.base import Generated, generated_dir
 from runner.datasets.glyphs import generate
 from runner.datasets.idx_format import write_idx
 from runner.datasets.idx_digits import IdxDigits
@@ -14,8 +14,8 @@ class Digits(Generated, IdxDigits):
 
     def __init__(self, data_dir: str, validation_size: int, augment: str, num_train: int, num_test: int,
                  generator_seed: int):
-        super().__init__(data_dir, validation_size, augment)
         self.spec = {"num_train": num_train, "num_test": num_test, "generator_seed": generator_seed}
+        super().__init__(generated_dir(data_dir, self.spec), validation_size, augment)
 
     def generate(self) -> None:
         files = self.files()

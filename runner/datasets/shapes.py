@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from runner.datasets import DATASETS
-from runner.datasets.base import Generated
+from runner.datasets.base import Generated, generated_dir
 from runner.datasets.cifar_format import HEIGHT, TEST_FILES, TRAIN_FILES, WIDTH, CifarBinary, write_records
 
 CLASSES = ("disk", "ring", "square", "triangle", "plus", "hstripes", "vstripes", "checker", "diamond", "x")
@@ -88,8 +88,8 @@ class Shapes(Generated, CifarBinary):
 
     def __init__(self, data_dir: str, validation_size: int, augment: str, num_train: int, num_test: int,
                  generator_seed: int):
-        super().__init__(data_dir, validation_size, augment)
         self.spec = {"num_train": num_train, "num_test": num_test, "generator_seed": generator_seed}
+        super().__init__(generated_dir(data_dir, self.spec), validation_size, augment)
 
     def generate(self) -> None:
         self.batches_dir.mkdir(parents=True, exist_ok=True)
