@@ -93,8 +93,8 @@ class Decoded(Dataset):
                 raise DataError(f"Failed to find file: {path}")
         stamps = {split: [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in paths]
                   for split, paths in files.items()}
-        spec = {"settings": self.settings(),
-                "sources": hashlib.sha1(json.dumps(stamps).encode()).hexdigest()}
+        self.sources_digest = hashlib.sha1(json.dumps(stamps).encode()).hexdigest()  # what any cache is made from
+        spec = {"settings": self.settings(), "sources": self.sources_digest}
         out = self.cache_dir / "decoded"
         paths = {split: (out / f"{split}_examples.npy", out / f"{split}_labels.npy") for split in SPLITS}
         flat = [p for pair in paths.values() for p in pair]

@@ -8,6 +8,7 @@ splits once (as convert_to_records) and cached in ``tfrecords/`` beside the file
 """
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -33,14 +34,19 @@ class IdxFiles(FileDataset):
     def paths(self) -> list[Path]:
         return list(self.files().values())
 
+    @cached_property
+    def _header(self) -> tuple[np.dtype, tuple[int, ...]]:
+        """(dtype, shape) of the training images, read once."""
+        return read_header(self.files()["train_images"])
+
     @property
     def raw_shape(self) -> tuple[int, ...]:
-        _, shape = read_header(self.files()["train_images"])
+        shape = self._header[1]
         return tuple(shape[1:]) + ((1,) if len(shape) == 3 else ())
 
     @property
     def raw_dtype(self) -> str:
-        return "uint8" if read_header(self.files()["train_images"])[0] == np.uint8 else "float32"
+        return "uint8" if self._header[0] == np.uint8 else "float32"
 
     def read(self):
         p = self.files()

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from runner.datasets import DATASETS
-from runner.datasets.base import SPLITS, Damage, Records
+from runner.datasets.base import Damage, Records
 from runner.datasets.decoded import Decoded
 from runner.datasets.images import decode_images, parse_encoded
 from runner.errors import ConfigError, DataError
@@ -116,14 +116,10 @@ class ImageFolder(Decoded):
         return Records("tfrecord", (str(self._tfrecords()[split]),))
 
     def _tfrecords(self, force: bool = False) -> dict[str, Path]:
-        import hashlib
-        import json
+        from runner.datasets.records import ensure_records
 
-        from runner.datasets.records import ensure_records, source_stamp
-
-        self.prepare()
-        stamps = {split: source_stamp(self.split_files(split)) for split in SPLITS}
-        spec = {"classes": self.class_names, "sources": hashlib.sha1(json.dumps(stamps).encode()).hexdigest()}
+        self.prepare()  # stamps the source files once (sources_digest)
+        spec = {"classes": self.class_names, "sources": self.sources_digest}
         out = self.cache_dir / "tfrecords" / f"validation_{self.validation_size}"
         return ensure_records(out, spec, self._write_tfrecords, force)
 
