@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 ARGS ?=
+PORT ?= 6006
 
-.PHONY: install train eval convert bench test test-full clean
+.PHONY: install train eval convert bench tensorboard test test-full clean
 
 install: $(VENV)/.installed
 
@@ -27,6 +28,9 @@ bench: install            ## the input methods against the model-only bound, on 
 
 convert: install          ## write the dataset's TFRecords (make convert ARGS="dataset=mnist")
 	$(PY) -m runner mode=convert $(ARGS)
+
+tensorboard: install      ## TensorBoard on the newest run or sweep (RUN=DIR picks another, PORT=6006)
+	$(PY) -m runner.viewer $(RUN) --port $(PORT)
 
 test: install             ## the fast suite (slow tests skipped)
 	$(PY) -m pytest -m "not slow" -n 2 -q

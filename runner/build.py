@@ -311,7 +311,8 @@ def _train(cfg: DictConfig, run_dir: str, dataset, changed: dict | None, replica
                         checkpoint_every=cfg.checkpoint_every,
                         keep_checkpoints=cfg.keep_checkpoints, eval_splits=list(cfg.eval_splits),
                         moving_average_decay=cfg.moving_average_decay,
-                        eval_moving_average=cfg.eval_moving_average, progress=cfg.progress)
+                        eval_moving_average=cfg.eval_moving_average, progress=cfg.progress,
+                        log_style=cfg.log_style, profile=tuple(cfg.profile) if cfg.profile else None)
     with _naming_damaged_records(dataset):
         resolved = OmegaConf.to_container(cfg, resolve=True)
         if make_task is None:

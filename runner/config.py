@@ -297,6 +297,8 @@ class RunnerConfig:
     bench: BenchConfig = field(default_factory=BenchConfig)
     sweep_objective: Optional[str] = MISSING  # e.g. final_precision.test: a run returns that number (Optuna)
     progress: str = one_of("auto", "bar", "lines")  # auto: a progress bar on a terminal, lines otherwise
+    log_style: str = one_of("mnist", "cifar10")  # the progress line of fully_connected_feed or of cifar10_train
+    profile: Optional[list[int]] = MISSING  # [first, last]: trace those steps (TensorBoard profiler, timelines)
     verbose: bool = MISSING  # show TensorFlow's C++ logs and deprecation warnings
     force_resume: bool = MISSING  # continue a run dir's training even if the config changed in ways that matter
     dataset: Any = MISSING
@@ -539,6 +541,9 @@ def validate(cfg: DictConfig) -> None:
     if cfg.trainer == "single" and cfg.hardware.num_devices > 1:
         raise ConfigError(f"trainer=single runs on one device but hardware={cfg.hardware.name} has "
                           f"{cfg.hardware.num_devices}; use trainer=auto or trainer=towers, or hardware=cpu")
+    if cfg.profile is not None and not (len(cfg.profile) == 2 and 1 <= cfg.profile[0] <= cfg.profile[1]):
+        raise ConfigError(f"profile={list(cfg.profile)} is not a range of steps; give [first, last] with "
+                          f"1 <= first <= last, e.g. profile=[100,110], or profile=null")
     for precision in cfg.bench.precisions or []:
         if precision not in PRECISIONS:
             raise ConfigError(f"bench.precisions contains {precision!r}; choose from: {', '.join(PRECISIONS)}")

@@ -3,6 +3,7 @@ config (and its moving averages, when it kept them). One pass by default; with e
 is evaluated as it appears, every eval_interval_secs, until SIGINT/SIGTERM (exit status 128 + signal)."""
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import time
@@ -14,6 +15,7 @@ from runner.datasets.files import write_json
 from runner.engine import Parts, build_evals, latest_checkpoint, make_saver, run_eval, session
 from runner.signals import Interrupted, StopSignals
 from runner.signals import name as signal_name
+from runner.summaries import EVAL_DIR, write_scalars
 
 v1 = tf.compat.v1
 log = logging.getLogger("runner")
@@ -33,15 +35,16 @@ def evaluate(parts: Parts, run_dir: str, batch_size: int, splits: list[str], mov
         else:
             saver = make_saver()
         scaffold = v1.train.Scaffold(saver=saver)  # one for every checkpoint evaluated: no new ops each time
+        writer = v1.summary.FileWriter(str(Path(run_dir) / EVAL_DIR))  # RUN/eval/, beside training's evaluations
     batches = [e.batch for e in evals.values()]
     last, out = None, None
-    with StopSignals() as stop:
+    with StopSignals() as stop, contextlib.closing(writer):
         try:
             while True:
                 latest = latest_checkpoint(run_dir)
                 if (latest != last or once) and (latest or until_step is None):
                     out = _evaluate_checkpoint(graph, parts, batches, scaffold, run_dir, global_step, evals, stop,
-                                               moving_average_decay)
+                                               moving_average_decay, writer)
                     last = out["checkpoint"]
                 if once or (until_step is not None and out and out["step"] >= until_step):
                     return out
@@ -60,8 +63,9 @@ def evaluate(parts: Parts, run_dir: str, batch_size: int, splits: list[str], mov
 
 
 def _evaluate_checkpoint(graph, parts: Parts, batches, scaffold, run_dir: str, global_step, evals,
-                         stop: StopSignals, moving_average_decay: float | None) -> dict:
-    """One pass of every eval split over the latest checkpoint; writes eval.json."""
+                         stop: StopSignals, moving_average_decay: float | None, writer) -> dict:
+    """One pass of every eval split over the latest checkpoint; writes eval.json and the precisions at the
+    checkpoint's step to ``writer``."""
     with session(graph, parts.session_config, batches, scaffold.saver, run_dir, must_restore=True, stop=stop,
                  scaffold=scaffold) as (sess, ckpt):
         step = int(sess.run(global_step))
@@ -69,6 +73,8 @@ def _evaluate_checkpoint(graph, parts: Parts, batches, scaffold, run_dir: str, g
         results = {split: run_eval(sess, op, stop) for split, op in evals.items()}
     for split, result in results.items():
         log.info("%s: precision @ 1 = %.3f (%s)", datetime.datetime.now(), result["precision"], split)
+    write_scalars(writer, step, **{f"precision/{split}": r["precision"] for split, r in results.items()})
+    writer.flush()
     out = {"checkpoint": ckpt, "step": step, "time": time.time(), "results": results}
     write_json(Path(run_dir) / "eval.json", out)
     return out

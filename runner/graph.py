@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from runner.engine import Parts, with_input_advance
 from runner.pipelines.base import Batch
+from runner.summaries import add_loss_summaries, add_training_summaries
 
 v1 = tf.compat.v1
 
@@ -94,9 +95,10 @@ def build_train_graph(parts: Parts, batch_size: int, seed: int, moving_average_d
         if replicas and replicas.sync:  # one gradient per worker per step, averaged, applied once by the chief
             optimizer = sync = v1.train.SyncReplicasOptimizer(optimizer, replicas_to_aggregate=replicas.num_workers,
                                                               total_num_replicas=replicas.num_workers)
-        loss, train_op = parts.trainer(parts.model, batches, optimizer, global_step, parts.devices,
-                                       parts.variable_device)
+        loss, grads, train_op = parts.trainer(parts.model, batches, optimizer, global_step, parts.devices,
+                                              parts.variable_device)
         loss = tf.identity(loss, name="loss")  # one name whatever the trainer, so checkpoints stay portable
+        add_training_summaries(grads, lr, batches[0].images)
         # Sync replicas: the chief alone updates the averages, once per global step (after its step's update).
         averaging = not (sync and not replicas.is_chief)
         train_op, ema = _with_averages(train_op, loss, global_step, moving_average_decay, averaging)
@@ -123,12 +125,9 @@ def tower_batches(parts: Parts, batch_size: int) -> list[Batch]:
 
 
 def _with_averages(train_op, loss, global_step, decay: float | None, averaging: bool = True):
-    """Adds the loss's moving average (for summaries) and, with ``decay``, moving averages of the trainable
+    """Adds the loss terms' moving averages (for summaries) and, with ``decay``, moving averages of the trainable
     variables updated after each step (num_updates = global step), as cifar10.train."""
-    loss_averages = v1.train.ExponentialMovingAverage(0.9, name="avg")
-    loss_averages_op = loss_averages.apply([loss])
-    v1.summary.scalar("loss/raw", loss)
-    v1.summary.scalar("loss/average", loss_averages.average(loss))
+    loss_averages_op = add_loss_summaries(loss)
     if not decay:
         return tf.group(train_op, loss_averages_op, name="train"), None
     ema = v1.train.ExponentialMovingAverage(decay, global_step)

@@ -17,6 +17,8 @@ from typing import Callable
 
 import tensorflow as tf
 
+from runner.summaries import scalar
+
 v1 = tf.compat.v1
 log = logging.getLogger("runner")
 DTYPES = {"fp32": tf.float32, "bf16": tf.bfloat16, "fp16": tf.float16}
@@ -79,7 +81,7 @@ def scaled(optimizer: v1.train.Optimizer, precision: str) -> v1.train.Optimizer:
     if precision != "fp16":
         return optimizer
     optimizer = v1.mixed_precision.MixedPrecisionLossScaleOptimizer(optimizer, "dynamic")
-    v1.summary.scalar("loss_scale", optimizer._loss_scale())  # the scale of this step (its LossScale object)
+    scalar("loss_scale", optimizer._loss_scale())  # the scale of this step (its LossScale object)
     return optimizer
 
 

@@ -1,4 +1,5 @@
-"""Sweep reports: report.md, report.csv and one PNG plot per swept parameter, in the sweep dir.
+"""Sweep reports: report.md, report.csv, one PNG plot per swept parameter and TensorBoard HParams summaries
+(runner.hparams), in the sweep dir.
 
 Written at the end of every multirun by :class:`SweepReport` (a Hydra callback); ``python -m runner.report DIR``
 rebuilds it for any past sweep. Failed jobs are listed with the last line of their error.
@@ -16,7 +17,7 @@ from pathlib import Path
 import yaml
 from hydra.experimental.callback import Callback
 
-from runner import sweep
+from runner import hparams, sweep
 
 log = logging.getLogger("runner")
 SPLITS = ("train", "validation", "test")
@@ -135,6 +136,7 @@ def write(sweep_dir: str | Path) -> list[dict]:
     if plots:
         lines += ["", f"Main metric: `{metric}`.", ""] + [f"![{p}]({p})" for p in plots]
     (sweep_dir / "report.md").write_text("\n".join(lines) + "\n")
+    hparams.write(sweep_dir, rows)
     return rows
 
 

@@ -28,9 +28,10 @@ from runner.engine import (
 from runner.errors import RunnerError, op_error_text
 from runner.graph import build_train_graph
 from runner.hooks import (CheckpointEvalHook, Clock, ClockHook, FeedHook, Metrics, NanHook, ProgressHook, SummaryHook,
-                          XlaReportHook)
+                          TraceHook, XlaReportHook)
 from runner.progress import Progress
 from runner.signals import Interrupted, StopSignals
+from runner.summaries import EVAL_DIR, write_scalars
 from runner.signals import name as signal_name
 
 v1 = tf.compat.v1
@@ -51,6 +52,8 @@ class Settings:
     moving_average_decay: float | None = None  # keep averages of the trainable variables
     eval_moving_average: bool = True  # evaluate with them
     progress: str = "lines"  # auto | bar | lines
+    log_style: str = "mnist"  # mnist | cifar10 (runner.progress)
+    profile: tuple[int, int] | None = None  # trace these steps, first to last (runner.hooks.TraceHook)
 
 
 def _save(saver: v1.train.Saver, sess: v1.Session, run_dir: Path, step: int) -> None:
@@ -82,14 +85,11 @@ def train(parts: Parts, s: Settings, config: dict, task: Task = Task(), extra_ho
     with tg.scope():
         getter = moving_average_getter(tg.ema) if tg.ema and s.eval_moving_average else None
         evals = build_evals(parts, s.eval_splits, s.batch_size, getter) if chief else {}
-        v1.summary.scalar("learning_rate", tg.learning_rate)
-        images = tg.batches[0].images
-        if len(images.shape) == 4 and images.shape[-1] in (1, 3):
-            v1.summary.image("images", images, max_outputs=3)
         summary_op = v1.summary.merge_all()
         saver = make_saver(max_to_keep=s.keep_checkpoints, sharded=bool(task.target))
         num_params = count_parameters()
         writer = v1.summary.FileWriter(str(run_dir), tg.graph) if chief else None
+        eval_writer = v1.summary.FileWriter(str(run_dir / EVAL_DIR)) if evals else None
 
     metrics = Metrics(run_dir, writer)
     final: dict = {}
@@ -101,14 +101,17 @@ def train(parts: Parts, s: Settings, config: dict, task: Task = Task(), extra_ho
             result = run_eval(sess, op, stop)
             final[split] = result["precision"]
             metrics.write(step, **result)
-            metrics.scalars(step, **{f"precision/{split}": result["precision"]})
+            write_scalars(eval_writer, step, **{f"precision/{split}": result["precision"]})
         writer.flush()
+        if eval_writer is not None:
+            eval_writer.flush()
 
     with contextlib.ExitStack() as stack:
-        if writer is not None:
-            stack.callback(writer.close)
+        for w in (writer, eval_writer):
+            if w is not None:
+                stack.callback(w.close)
         stop = stack.enter_context(StopSignals())
-        progress = stack.enter_context(Progress(s.progress, s.max_steps))
+        progress = stack.enter_context(Progress(s.progress, s.max_steps, s.log_style))
         hooks = [ClockHook(clock, tg.global_step, tg.step_after), FeedHook(tg.batches),
                  NanHook(tg.loss, clock, checkpoint_dir(run_dir)),
                  ProgressHook(progress, tg.loss, tg.learning_rate, clock, metrics, s.log_every, s.max_steps,
@@ -119,8 +122,11 @@ def train(parts: Parts, s: Settings, config: dict, task: Task = Task(), extra_ho
                       CheckpointEvalHook(lambda sess, step: _save(saver, sess, run_dir, step), evaluate, clock,
                                          s.checkpoint_every, s.max_steps, lambda: stop.signum is not None,
                                          resumed=bool(latest_checkpoint(run_dir)))]
+        trace = TraceHook(run_dir, *s.profile, clock, log.info) if s.profile and chief else None
+        if trace:
+            hooks.append(trace)
         if parts.xla:
-            hooks.append(XlaReportHook(tg.graph, log.info))
+            hooks.append(XlaReportHook(tg.graph, log.info, clock, trace.active if trace else lambda step: False))
         hooks += list(extra_hooks)
         hooks += tg.hooks(chief)  # last: at the end, the other workers are released after the last checkpoint
         all_batches = tg.batches + [e.batch for e in evals.values()]

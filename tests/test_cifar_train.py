@@ -20,20 +20,6 @@ def test_every_pipeline_trains_the_cifar10_model(tmp_path, pipeline):
     assert [m["num_examples"] for m in lines if "split" in m] == [130]
 
 
-def test_summaries_hold_the_tutorials_scalars_images_and_histograms(tmp_path):
-    import tensorflow as tf
-
-    run(compose(*SHAPES, "max_steps=6", "log_every=6"), str(tmp_path))
-    tags = set()
-    for event_file in tmp_path.glob("events.out.tfevents.*"):
-        for event in tf.compat.v1.train.summary_iterator(str(event_file)):
-            tags.update(v.tag for v in event.summary.value)
-    expected = {"loss/raw", "loss/average", "learning_rate", "conv1/sparsity", "local3/sparsity",
-                "conv1/activations", "softmax_linear/activations", "precision/test", "examples_per_sec"}
-    assert expected <= tags, expected - tags
-    assert any(tag.startswith("images") for tag in tags)
-
-
 @pytest.mark.slow
 def test_the_tutorial_beats_chance_clearly_on_shapes(tmp_path):
     """A few hundred steps of the tutorial's settings on the embedded dataset (about two minutes here)."""
@@ -66,3 +52,49 @@ def test_a_tf_data_session_closes_at_once():
     closing = time.time()
     context.__exit__(None, None, None)
     assert time.time() - closing < 0.5
+
+
+def test_step_one_loss_is_cross_entropy_plus_the_initial_weight_decay(tmp_path):
+    """The tutorial's first lines read loss = 4.68: ln(10) of ten near-equal logits plus 0.004 x l2_loss of the
+    local3 (2304x384) and local4 (384x192) weights drawn from a normal of stddev 0.04 truncated at two stddevs
+    (variance 0.7737 x 0.04^2)."""
+    import math
+
+    from tests.test_tensorboard import _events, _scalars
+
+    run(compose(*SHAPES, "pipeline=tf_data", "max_steps=1", "log_every=1", "summary_every=1"), str(tmp_path))
+    events = _events(tmp_path)
+    raw = {t: _scalars(events, f"loss/{t} (raw)")[1]
+           for t in ("cross_entropy", "local3/weight_loss", "local4/weight_loss", "total")}
+    variance = 0.7737 * 0.04 ** 2
+    assert raw["cross_entropy"] == pytest.approx(math.log(10), abs=0.05)
+    assert raw["local3/weight_loss"] == pytest.approx(0.004 * 2304 * 384 * variance / 2, rel=0.01)
+    assert raw["local4/weight_loss"] == pytest.approx(0.004 * 384 * 192 * variance / 2, rel=0.02)
+    assert raw["total"] == pytest.approx(4.68, abs=0.05)
+    step_one = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
+    assert step_one["step"] == 1 and step_one["loss"] == pytest.approx(raw["total"], rel=1e-5)
+
+
+def test_the_queue_holds_the_tutorials_min_after_dequeue_and_capacity(monkeypatch):
+    """cifar10_input: min_after_dequeue = 0.4 x 50,000 = 20,000 and capacity = min_after_dequeue + 3 x batch."""
+    import tensorflow as tf
+
+    from runner.build import build_dataset
+
+    dataset = build_dataset(compose(*SHAPES))
+    dataset.prepare()
+    monkeypatch.setattr(dataset, "num_examples", lambda split: 50_000)  # CIFAR-10's training split
+    with tf.Graph().as_default() as graph:
+        PIPELINES.get("queue")(dataset, seed=0, **option("pipeline", "queue")).build("train", 128, training=True)
+    (queue,) = [op for op in graph.get_operations() if op.type == "RandomShuffleQueueV2"]
+    assert (queue.get_attr("min_after_dequeue"), queue.get_attr("capacity")) == (20_000, 20_000 + 3 * 128)
+    assert option("pipeline", "queue")["num_threads"] == 16
+
+
+def test_the_cifar_presets_take_the_tutorials_queue_input_and_explicit_choices_win():
+    assert compose("dataset=shapes").pipeline.name == "queue"
+    assert compose("dataset=cifar10").pipeline.name == "queue"
+    assert compose("dataset=shapes", "pipeline=tf_data").pipeline.name == "tf_data"
+    assert compose("experiment=cifar10_tutorial").pipeline.name == "queue"
+    assert compose("dataset=digits").pipeline.name == "feed_dict"
+    assert (compose("dataset=shapes").log_style, compose("dataset=digits").log_style) == ("cifar10", "mnist")

@@ -158,3 +158,25 @@ def test_gpu2_runs_here_on_the_cpu(tmp_path):
     assert "devices=/cpu:0,/cpu:0 trainer=towers" in proc.stdout
     strict = run_cli("hardware=gpu2", "hardware.strict=true", *TINY, f"run_dir={tmp_path}/strict")
     assert strict.returncode == 2 and "hardware.strict=false" in strict.stdout
+
+
+def test_towers_build_under_the_tutorials_name_scopes_with_shared_variables_on_the_cpu(tiny_digits):
+    """cifar10_multi_gpu_train: tower_i name scopes, one set of variables (on the CPU) that every tower reads."""
+    from runner.build import build_parts
+    from runner.graph import build_train_graph
+
+    parts = build_parts(compose(*TINY, "hardware=cpu2", "pipeline=tf_data"), tiny_digits)
+    tg = build_train_graph(parts, 50, 0, None)
+    ops = tg.graph.get_operations()
+
+    def devices(ops) -> set[str]:
+        return {tf.DeviceSpec.from_string(op.device).to_string() for op in ops}
+
+    for i in range(2):
+        matmuls = [op for op in ops if op.type == "MatMul" and op.name.startswith(f"tower_{i}/hidden1/")]
+        assert matmuls and devices(matmuls) == {f"/device:CPU:{i}"}
+    variables = tg.graph.get_collection(v1.GraphKeys.TRAINABLE_VARIABLES)
+    assert sorted(v.op.name for v in variables) == sorted(
+        f"{layer}/{kind}" for layer in ("hidden1", "hidden2", "softmax_linear") for kind in ("weights", "biases"))
+    assert devices(variables) == {"/device:CPU:0"}
+    assert not [op for op in ops if op.name.startswith("tower_1/") and op.type == "VarHandleOp"]

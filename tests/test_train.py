@@ -123,6 +123,11 @@ def test_continuous_eval_follows_new_checkpoints_until_stopped(tmp_path):
     finally:
         proc.kill()
     assert json.loads((tmp_path / "eval.json").read_text())["step"] == 10
+    import tensorflow as tf
+
+    per_file = [[e.step for e in tf.compat.v1.train.summary_iterator(str(f))
+                 if any(v.tag == "precision/test" for v in e.summary.value)] for f in (tmp_path / "eval").iterdir()]
+    assert [5, 10] in per_file, per_file  # the evaluation's own events, at its checkpoints' steps, beside training's
 
 
 def test_summaries_every_summary_every_steps_and_progress_lines_every_log_every(tmp_path, tiny_digits):
@@ -131,7 +136,7 @@ def test_summaries_every_summary_every_steps_and_progress_lines_every_log_every(
     summary = run(compose(*TINY, "max_steps=40", "log_every=5", "summary_every=20", "eval_splits=[test]"),
                   str(tmp_path))
     steps = sorted({e.step for f in tmp_path.glob("events.out.tfevents.*")
-                    for e in tf.compat.v1.train.summary_iterator(str(f)) if any(v.tag == "loss/raw"
+                    for e in tf.compat.v1.train.summary_iterator(str(f)) if any(v.tag == "loss/total (raw)"
                                                                                  for v in e.summary.value)})
     assert steps == [20, 40]
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -139,3 +144,39 @@ def test_summaries_every_summary_every_steps_and_progress_lines_every_log_every(
     assert all(m["learning_rate"] == pytest.approx(0.01) for m in lines if "loss" in m)
     assert (summary["pipeline"], summary["dataset"], summary["model"], summary["trainer"]) == \
         ("feed_dict", "digits", "mlp", "single")
+
+
+def test_evaluation_uses_the_moving_averages_and_eval_moving_average_false_the_raw_variables(tmp_path, tiny_digits):
+    """As cifar10_eval: precision @ 1 of the checkpoint's averaged variables; both precisions are recomputed in
+    numpy from the checkpoint's tensors, and they differ on a checkpoint whose averages lag the variables."""
+    import numpy as np
+    import tensorflow as tf
+
+    from runner.engine import latest_checkpoint
+
+    args = [*TINY, "moving_average_decay=0.99", "max_steps=60", "checkpoint_every=60", "log_every=60",
+            "eval_splits=[test]", "optimizer.lr=0.1", f"run_dir={tmp_path}"]
+    assert run_cli(*args).returncode == 0
+    trained = json.loads((tmp_path / "summary.json").read_text())
+
+    def evaluation(*overrides: str) -> dict:
+        assert run_cli("mode=eval", f"run_dir={tmp_path}", *overrides).returncode == 0
+        return json.loads((tmp_path / "eval.json").read_text())
+
+    raw, averaged = evaluation("eval_moving_average=false"), evaluation()
+    reader = tf.train.load_checkpoint(latest_checkpoint(tmp_path))
+    images, labels = tiny_digits.arrays("test")
+    x0 = tiny_digits.preprocess_np(np.asarray(images), training=False, rng=None).reshape(len(labels), -1)
+
+    def correct(suffix: str) -> int:
+        x = x0
+        for layer in ("hidden1", "hidden2", "softmax_linear"):
+            x = x @ reader.get_tensor(f"{layer}/weights{suffix}") + reader.get_tensor(f"{layer}/biases{suffix}")
+            x = np.maximum(x, 0) if layer != "softmax_linear" else x
+        return int((x.argmax(axis=1) == labels).sum())
+
+    with_averages, without = correct("/ExponentialMovingAverage"), correct("")
+    assert averaged["results"]["test"]["num_correct"] == with_averages
+    assert raw["results"]["test"]["num_correct"] == without
+    assert trained["final_precision"]["test"] == averaged["results"]["test"]["precision"]  # training evaluates so too
+    assert with_averages != without

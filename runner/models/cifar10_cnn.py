@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from runner.models import MODELS
 from runner.precision import in_supported_type
+from runner.summaries import histogram, scalar
 
 v1 = tf.compat.v1
 
@@ -23,9 +24,8 @@ def _variable(name: str, shape: list[int], stddev: float | None = None, constant
 def _summarize(x: tf.Tensor, name: str, training: bool) -> tf.Tensor:
     """Histogram and sparsity of a layer's activations, tagged ``<layer>/activations`` and ``<layer>/sparsity``."""
     if training:
-        with v1.name_scope(None):  # tags without the enclosing scopes
-            v1.summary.histogram(f"{name}/activations", x)
-            v1.summary.scalar(f"{name}/sparsity", tf.nn.zero_fraction(x))
+        histogram(f"{name}/activations", x)
+        scalar(f"{name}/sparsity", tf.nn.zero_fraction(x))
     return x
 
 

@@ -12,10 +12,12 @@ v1 = tf.compat.v1
 
 @TRAINERS.register("single")
 def single(model, batches, optimizer, global_step, devices, variable_device):
-    """Returns (loss, train_op) for ``batches[0]`` on ``devices[0]`` (variables there too)."""
+    """Returns (loss, gradients and variables, train op) for ``batches[0]`` on ``devices[0]`` (variables there
+    too)."""
     (batch,) = batches
     with v1.device(pin_variables(variable_device, devices[0])):
         logits = model(batch.images, training=True)
         loss = total_loss(logits, batch.labels)
-        train_op = optimizer.minimize(loss, global_step=global_step)
-    return loss, train_op
+        grads = optimizer.compute_gradients(loss)
+        train_op = optimizer.apply_gradients(grads, global_step=global_step)
+    return loss, grads, train_op

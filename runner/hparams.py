@@ -1,0 +1,80 @@
+"""TensorBoard HParams summaries of a sweep, written with its report: each job's overrides as its hparams and its
+final numbers as ``final/...`` scalars (events in the job's dir), and the sweep's hparams and metrics (events in the
+sweep dir), so ``make tensorboard RUN=SWEEP_DIR`` compares the jobs in the HParams dashboard. Needs the tensorboard
+extra; without it the report says so once and writes the rest. Rewriting the report replaces these files."""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+log = logging.getLogger("runner")
+SUFFIX = ".hparams"  # the event files written here end so; a rewrite removes the old ones
+Value = bool | int | float | str
+
+
+def parse(overrides: list[str]) -> dict[str, Value]:
+    """A job's overrides as typed hparams (Hydra's own override parser): ``batch_size=64`` -> 64; a value that is
+    no number, bool or string (a list, null) is kept as written."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = {}
+    for override, text in zip(OverridesParser.create().parse_overrides(overrides), overrides):
+        value = override.value()
+        if override.is_delete():
+            continue
+        params[override.key_or_group] = value if isinstance(value, (bool, int, float, str)) else text.split("=", 1)[1]
+    return params
+
+
+def write(sweep_dir: Path, rows: list[dict]) -> bool:
+    """Writes the HParams events of the report's rows (runner.report.collect); False without TensorBoard."""
+    try:
+        from tensorboard.compat.proto import event_pb2, summary_pb2
+        from tensorboard.plugins.hparams import summary_v2 as hp
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+    except ImportError:
+        log.info("HParams summaries need TensorBoard: pip install -e '.[tensorboard]' (make install includes it), "
+                 "then python -m runner.report %s", sweep_dir)
+        return False
+
+    def write_events(directory: Path, *events) -> None:
+        for old in directory.glob(f"events.out.tfevents.*{SUFFIX}"):
+            old.unlink()
+        writer = EventFileWriter(str(directory), filename_suffix=SUFFIX)
+        for event in events:
+            writer.add_event(event)
+        writer.close()
+
+    metrics = sorted({k for r in rows for k, v in r.items() if _is_metric(k, v)})
+    params: dict[str, list[Value]] = {}
+    now = time.time()
+    for row in rows:
+        hparams = parse(row["overrides"].split()) if row["overrides"] else {}
+        for key, value in hparams.items():
+            params.setdefault(key, [])
+            if value not in params[key]:
+                params[key].append(value)
+        numbers = [summary_pb2.Summary.Value(tag=f"final/{k}", simple_value=float(row[k]))
+                   for k in metrics if _is_metric(k, row.get(k))]
+        write_events(sweep_dir / row["job"],
+                     event_pb2.Event(wall_time=now, step=0, summary=hp.hparams_pb(hparams, trial_id=row["job"])),
+                     event_pb2.Event(wall_time=now, step=int(row.get("steps") or 0),
+                                     summary=summary_pb2.Summary(value=numbers)))
+    domains = [hp.HParam(key, _domain(hp, values)) for key, values in sorted(params.items())]
+    config = hp.hparams_config_pb(domains, [hp.Metric(f"final/{k}", display_name=k) for k in metrics])
+    write_events(sweep_dir, event_pb2.Event(wall_time=now, step=0, summary=config))
+    return True
+
+
+def _is_metric(key: str, value) -> bool:
+    return key not in ("job", "overrides", "status", "error", "params") and isinstance(value, (int, float)) \
+        and not isinstance(value, bool)
+
+
+def _domain(hp, values: list[Value]):
+    """Discrete values of one type (TensorBoard's domains are typed); mixed types get none."""
+    kinds = {bool if isinstance(v, bool) else float if isinstance(v, (int, float)) else str for v in values}
+    if len(kinds) != 1:
+        return None
+    return hp.Discrete(sorted(float(v) for v in values) if kinds == {float} else sorted(values))
