@@ -8,6 +8,7 @@ jobs' dirs and their HParams summaries (runner.hparams).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -43,9 +44,7 @@ def main(argv: list[str] | None = None) -> None:
               "dir: make tensorboard RUN=DIR")
     if not logdir.is_dir():
         _fail(f"{logdir} is not a directory; give a run or sweep dir: make tensorboard RUN=DIR")
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("tensorboard") is None:
         _fail("TensorBoard is not installed: pip install -e '.[tensorboard]' (make install includes it)")
     print(f"TensorBoard on {logdir} at http://{args.host}:{args.port}/ (Ctrl-C stops it)", flush=True)
     command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--port", str(args.port),
