@@ -33,10 +33,10 @@ tensorboard: install      ## TensorBoard on the newest run or sweep (RUN=DIR pic
 	$(PY) -m runner.viewer $(RUN) --port $(PORT)
 
 test: install             ## the fast suite (slow tests skipped)
-	$(PY) -m pytest -m "not slow" -n 2 -q
+	$(PY) -m pytest -m "not slow" -n 2 --dist loadgroup -q
 
 test-full: install        ## everything, slow tests included
-	$(PY) -m pytest -n 2 -q
+	$(PY) -m pytest -n 2 --dist loadgroup -q
 
 clean:
 	rm -rf outputs multirun .pytest_cache build *.egg-info

@@ -8,6 +8,8 @@ import logging
 import time
 from pathlib import Path
 
+import yaml
+
 log = logging.getLogger("runner")
 SUFFIX = ".hparams"  # the event files written here end so; a rewrite removes the old ones
 Value = bool | int | float | str
@@ -50,14 +52,15 @@ def write(sweep_dir: Path, rows: list[dict]) -> bool:
     params: dict[str, list[Value]] = {}
     now = time.time()
     for row in rows:
-        hparams = parse(row["overrides"].split()) if row["overrides"] else {}
+        job = sweep_dir / row["job"]
+        hparams = parse(yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()) or [])
         for key, value in hparams.items():
             params.setdefault(key, [])
             if value not in params[key]:
                 params[key].append(value)
         numbers = [summary_pb2.Summary.Value(tag=f"final/{k}", simple_value=float(row[k]))
                    for k in metrics if _is_metric(k, row.get(k))]
-        write_events(sweep_dir / row["job"],
+        write_events(job,
                      event_pb2.Event(wall_time=now, step=0, summary=hp.hparams_pb(hparams, trial_id=row["job"])),
                      event_pb2.Event(wall_time=now, step=int(row.get("steps") or 0),
                                      summary=summary_pb2.Summary(value=numbers)))

@@ -54,3 +54,20 @@ def tiny_digits(data_root):
 def run_cli(*args: str, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "runner", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def pytest_collection_modifyitems(items):
+    """The tests that share a module-scoped fixture (a trained run, a local cluster) go to one xdist worker
+    (`make test` runs `--dist loadgroup`), so the fixture is built once instead of once per worker."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        if info is None:
+            continue
+        shared = []
+        for name in item.fixturenames:
+            defs = info.name2fixturedefs.get(name)
+            if defs and defs[-1].scope == "module":
+                param = getattr(item, "callspec", None) and item.callspec.params.get(name)
+                shared.append(f"{item.module.__name__}.{name}" + (f"[{param}]" if param is not None else ""))
+        if shared:
+            item.add_marker(pytest.mark.xdist_group("+".join(sorted(shared))))

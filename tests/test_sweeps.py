@@ -27,6 +27,8 @@ def test_a_failed_job_is_reported_and_the_others_still_run(tmp_path):
     report = (tmp_path / "report.md").read_text()
     assert "3 jobs, 2 completed, 1 failed, 0 interrupted, 0 incomplete." in report and "![plot_optimizer.lr.png]" in report
     assert (tmp_path / "plot_optimizer.lr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    hparams = [len(list(d.glob("events.out.tfevents.*.hparams"))) for d in (tmp_path, *(tmp_path / j for j in "012"))]
+    assert hparams == [1, 1, 1, 1]  # the sweep's and each job's HParams (read back in tests/test_tensorboard.py)
     # python -m runner.report rebuilds it for a past sweep
     for name in ("report.md", "report.csv", "plot_optimizer.lr.png"):
         (tmp_path / name).unlink()

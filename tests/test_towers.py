@@ -73,7 +73,7 @@ def _one_step(trainer: str, model_name: str, params: dict, x, y, towers: int, in
         model = shared_model(MODELS.get(model_name), 10, params, "fp32")
         batches = [Batch(tf.constant(xi), tf.constant(yi), len(yi))
                    for xi, yi in zip(np.split(x, towers), np.split(y, towers))]
-        _, train_op = TRAINERS.get(trainer)(model, batches, v1.train.GradientDescentOptimizer(0.1), step,
+        _, _, train_op = TRAINERS.get(trainer)(model, batches, v1.train.GradientDescentOptimizer(0.1), step,
                                             [f"/cpu:{i}" for i in range(towers)], "/cpu:0")
         variables = v1.trainable_variables()
         init = v1.global_variables_initializer()

@@ -154,16 +154,13 @@ def test_evaluation_uses_the_moving_averages_and_eval_moving_average_false_the_r
 
     from runner.engine import latest_checkpoint
 
+    from runner.build import _evaluate
+
     args = [*TINY, "moving_average_decay=0.99", "max_steps=60", "checkpoint_every=60", "log_every=60",
-            "eval_splits=[test]", "optimizer.lr=0.1", f"run_dir={tmp_path}"]
-    assert run_cli(*args).returncode == 0
-    trained = json.loads((tmp_path / "summary.json").read_text())
-
-    def evaluation(*overrides: str) -> dict:
-        assert run_cli("mode=eval", f"run_dir={tmp_path}", *overrides).returncode == 0
-        return json.loads((tmp_path / "eval.json").read_text())
-
-    raw, averaged = evaluation("eval_moving_average=false"), evaluation()
+            "eval_splits=[test]", "optimizer.lr=0.1"]
+    trained = run(compose(*args), str(tmp_path))
+    raw = _evaluate(compose(*args, "eval_moving_average=false"), str(tmp_path), tiny_digits, once=True)
+    averaged = _evaluate(compose(*args), str(tmp_path), tiny_digits, once=True)
     reader = tf.train.load_checkpoint(latest_checkpoint(tmp_path))
     images, labels = tiny_digits.arrays("test")
     x0 = tiny_digits.preprocess_np(np.asarray(images), training=False, rng=None).reshape(len(labels), -1)
