@@ -87,6 +87,7 @@ def test_the_bench_measures_the_op_that_trains(tmp_path, monkeypatch):
     assert {"global_step", "conv1/weights", "conv1/weights/ExponentialMovingAverage"} <= updated[0]
 
 
+@pytest.mark.slow  # the bench's fast tier measures every pipeline; this adds the real loop beside it
 def test_a_training_run_is_measured_beside_the_bench(tmp_path):
     """bench.training_run=true: the real loop trains each pipeline as long as the bench's windows and its
     examples/sec is set beside the bench's train figure."""

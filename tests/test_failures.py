@@ -121,7 +121,7 @@ BLOCKED = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)])
 def test_a_signal_releases_a_step_blocked_on_input(tmp_path, sig):
     (tmp_path / "short.bin").write_bytes(b"\0" * 100)
     proc = subprocess.Popen([sys.executable, "-c", BLOCKED, str(tmp_path / "short.bin")], cwd=ROOT,

@@ -96,6 +96,7 @@ def test_the_cnn_computes_in_bf16_with_lrn_in_float32(caplog):
     assert {d.dtype for d in graph.get_collection(v1.GraphKeys.REGULARIZATION_LOSSES)} == {tf.float32}
 
 
+@pytest.mark.slow  # bfloat16 is emulated on CPUs without its instructions: ~10 s here
 def test_the_bench_compares_precisions_with_paired_bounds(tmp_path, tiny_digits):
     out = run(compose(*TINY, "mode=bench", "batch_size=32", "bench.pipelines=[tf_data]", "bench.warmup_steps=1",
                       "bench.windows=2", "bench.steps_per_window=3", "bench.precisions=[fp32,bf16]"), str(tmp_path))

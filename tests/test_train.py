@@ -64,7 +64,7 @@ def test_batch_larger_than_the_split_is_refused(tmp_path, tiny_digits):
         run(compose(*TINY, "batch_size=5000"), str(tmp_path))
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [pytest.param(signal.SIGINT, marks=pytest.mark.slow), signal.SIGTERM])
 def test_a_stop_signal_writes_a_checkpoint_and_the_rerun_resumes(tmp_path, tiny_digits, sig):
     args = [*TINY, "pipeline=queue", "log_every=10", "checkpoint_every=100000", f"run_dir={tmp_path}"]
     proc = subprocess.Popen([sys.executable, "-m", "runner", *args, "max_steps=1000000"], cwd=ROOT,
