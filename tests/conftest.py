@@ -56,18 +56,18 @@ def run_cli(*args: str, timeout: float = 120, env: dict | None = None) -> subpro
                           timeout=timeout, env={**os.environ, **(env or {})})
 
 
-def pytest_collection_modifyitems(items):
+def pytest_itemcollected(item):
     """The tests that share a module-scoped fixture (a trained run, a local cluster) go to one xdist worker
-    (`make test` runs `--dist loadgroup`), so the fixture is built once instead of once per worker."""
-    for item in items:
-        info = getattr(item, "_fixtureinfo", None)
-        if info is None:
-            continue
-        shared = []
-        for name in item.fixturenames:
-            defs = info.name2fixturedefs.get(name)
-            if defs and defs[-1].scope == "module":
-                param = getattr(item, "callspec", None) and item.callspec.params.get(name)
-                shared.append(f"{item.module.__name__}.{name}" + (f"[{param}]" if param is not None else ""))
-        if shared:
-            item.add_marker(pytest.mark.xdist_group("+".join(sorted(shared))))
+    (`make test` runs `--dist loadgroup`), so the fixture is built once instead of once per worker. (Marked as each
+    test is collected: xdist reads the groups in its own collection hook.)"""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return
+    shared = []
+    for name in item.fixturenames:
+        defs = info.name2fixturedefs.get(name)
+        if defs and defs[-1].scope == "module":
+            param = getattr(item, "callspec", None) and item.callspec.params.get(name)
+            shared.append(f"{item.module.__name__}.{name}" + (f"[{param}]" if param is not None else ""))
+    if shared:
+        item.add_marker(pytest.mark.xdist_group("+".join(sorted(shared))))
