@@ -112,6 +112,7 @@ def test_train_then_eval_from_the_command_line(tmp_path):
         (tmp_path / "summary.json").read_text())["final_precision"]["test"]
 
 
+@pytest.mark.slow  # (convert in-process: tests/test_own_data.py, tests/test_records.py)
 def test_convert_writes_tfrecords(tmp_path):
     proc = run_cli(*TINY, "mode=convert", f"dataset.data_dir={tmp_path}/d", f"run_dir={tmp_path}/run")
     assert proc.returncode == 0, proc.stderr

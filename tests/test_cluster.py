@@ -225,6 +225,7 @@ def _start_cluster(run_dir, until: str):
     return proc, lines
 
 
+@pytest.mark.slow  # four processes loading TensorFlow: ~35 s
 def test_a_killed_worker_ends_the_run_with_a_clear_error_and_no_orphans(tmp_path):
     proc, lines = _start_cluster(tmp_path, "[worker 1] Step ")
     pids = _pids("".join(lines))

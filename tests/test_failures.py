@@ -269,6 +269,7 @@ def test_safe_changes_resume_and_are_recorded(trained, tmp_path):
     assert last["changed"]["hardware.num_devices"] == [1, 2] and last["forced"] is False
 
 
+@pytest.mark.slow  # (the refusal without force_resume is in the fast tier)
 def test_force_resume_continues_and_a_checkpoint_that_does_not_fit_is_a_config_error(trained, tmp_path):
     copy = _copy(trained, tmp_path / "run")
     forced = run_cli(*QUICK, "max_steps=60", "optimizer.lr=0.02", "force_resume=true", f"run_dir={copy}")
@@ -299,6 +300,7 @@ def test_a_run_dir_that_is_a_file_is_refused(tmp_path):
             f" a file, not a folder; choose another run_dir"]
 
 
+@pytest.mark.slow
 def test_a_full_disk_during_a_checkpoint_is_one_line_and_keeps_the_earlier_checkpoints(tmp_path, tiny_digits):
     run_dir = tmp_path / "run"
     run(compose(*QUICK, "max_steps=20"), str(run_dir))
