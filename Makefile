@@ -32,8 +32,8 @@ convert: install          ## write the dataset's TFRecords (make convert ARGS="d
 tensorboard: install      ## TensorBoard on the newest run or sweep (RUN=DIR picks another, PORT=6006)
 	$(PY) -m runner.viewer $(RUN) --port $(PORT)
 
-test: install             ## the fast suite (slow tests skipped)
-	$(PY) -m pytest -m "not slow" -n 2 --dist loadgroup -q
+test: install             ## the fast suite (slow tests skipped; 3 workers on 2 cores: some tests wait on subprocesses)
+	$(PY) -m pytest -m "not slow" -n 3 --dist loadgroup -q
 
 test-full: install        ## everything, slow tests included
 	$(PY) -m pytest -n 2 --dist loadgroup -q
