@@ -50,6 +50,8 @@ def test_cfg_job_prints_the_composed_config():
      "pipeline=tf_data reads whole CIFAR files, which hold no validation split"),
     (["pipeline=tf_data", "pipeline.num_parallel_calls=0"],
      "pipeline.num_parallel_calls=0 is out of range; allowed: [1, 2147483647] or -1"),
+    (["profile=[5,2]"], "profile=[5, 2] is not a range of steps; give [first, last] with 1 <= first <= last"),
+    (["log_style=foo"], "log_style='foo' is not allowed; choose one of: mnist, cifar10"),
     (["sweep_objective=nope.x"], "sweep_objective=nope.x is not a number a run reports; choose one of: "
                                  "final_precision.train"),
     (["dataset.data_dir="], "dataset.data_dir is empty; give it a value"),
