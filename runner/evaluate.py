@@ -15,7 +15,7 @@ from runner.datasets.files import write_json
 from runner.engine import Parts, build_evals, latest_checkpoint, make_saver, run_eval, session
 from runner.signals import Interrupted, StopSignals
 from runner.signals import name as signal_name
-from runner.summaries import EVAL_DIR, write_scalars
+from runner.summaries import EVAL_DIR, file_writer, write_scalars
 
 v1 = tf.compat.v1
 log = logging.getLogger("runner")
@@ -35,7 +35,7 @@ def evaluate(parts: Parts, run_dir: str, batch_size: int, splits: list[str], mov
         else:
             saver = make_saver()
         scaffold = v1.train.Scaffold(saver=saver)  # one for every checkpoint evaluated: no new ops each time
-        writer = v1.summary.FileWriter(str(Path(run_dir) / EVAL_DIR))  # RUN/eval/, beside training's evaluations
+        writer = file_writer(Path(run_dir) / EVAL_DIR)  # RUN/eval/, beside training's evaluations
     batches = [e.batch for e in evals.values()]
     last, out = None, None
     with StopSignals() as stop, contextlib.closing(writer):

@@ -3,7 +3,10 @@ weight-decay term, the total) raw and as a moving average, the learning rate, hi
 and of its gradient, and a few input images. Models add their own (activation histograms and sparsity)."""
 from __future__ import annotations
 
+import itertools
+import os
 import re
+from pathlib import Path
 
 import tensorflow as tf
 
@@ -61,6 +64,16 @@ def add_training_summaries(grads_and_vars: list[tuple], learning_rate: tf.Tensor
     scalar("learning_rate", learning_rate)
     if len(images.shape) == 4 and images.shape[-1] in (1, 3):
         v1.summary.image("images", images, max_outputs=3)
+
+
+_writers = itertools.count()
+
+
+def file_writer(logdir: str | Path, graph: tf.Graph | None = None) -> v1.summary.FileWriter:
+    """A FileWriter whose event file no other writer can take: TensorFlow names the file by the second and the host
+    only, so a training run and a `mode=eval` writing RUN/eval/ in the same second would share one name and one
+    would replace the other's events. The process id and a counter tell them apart."""
+    return v1.summary.FileWriter(str(logdir), graph, filename_suffix=f".{os.getpid()}.{next(_writers)}")
 
 
 def write_scalars(writer: v1.summary.FileWriter, step: int, **values: float) -> None:

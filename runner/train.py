@@ -31,7 +31,7 @@ from runner.hooks import (CheckpointEvalHook, Clock, ClockHook, FeedHook, Metric
                           TraceHook, XlaReportHook)
 from runner.progress import Progress
 from runner.signals import Interrupted, StopSignals
-from runner.summaries import EVAL_DIR, write_scalars
+from runner.summaries import EVAL_DIR, file_writer, write_scalars
 from runner.signals import name as signal_name
 
 v1 = tf.compat.v1
@@ -88,8 +88,8 @@ def train(parts: Parts, s: Settings, config: dict, task: Task = Task(), extra_ho
         summary_op = v1.summary.merge_all()
         saver = make_saver(max_to_keep=s.keep_checkpoints, sharded=bool(task.target))
         num_params = count_parameters()
-        writer = v1.summary.FileWriter(str(run_dir), tg.graph) if chief else None
-        eval_writer = v1.summary.FileWriter(str(run_dir / EVAL_DIR)) if evals else None
+        writer = file_writer(run_dir, tg.graph) if chief else None
+        eval_writer = file_writer(run_dir / EVAL_DIR) if evals else None
 
     metrics = Metrics(run_dir, writer)
     final: dict = {}

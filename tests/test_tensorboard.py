@@ -225,3 +225,19 @@ def test_a_sweeps_report_writes_hparams_with_each_jobs_overrides_and_final_numbe
     assert _plugin_data(failed, "_hparams_/session_start_info").session_start_info.hparams["batch_size"] \
         .number_value == 256
     assert not failed.Tags()["scalars"]  # a failed job has hparams and no final numbers
+
+
+def test_writers_of_the_same_second_keep_their_own_event_files(tmp_path):
+    """TensorFlow names an event file by the second and the host: a training run and `mode=eval` starting together
+    in RUN/eval/ shared one file, and one replaced the other's events (found by the continuous-eval test)."""
+    import tensorflow as tf
+
+    from runner.summaries import file_writer, write_scalars
+
+    with tf.Graph().as_default():
+        writers = [file_writer(tmp_path), file_writer(tmp_path)]
+        for step, writer in enumerate(writers, 1):
+            write_scalars(writer, step, **{"precision/test": step / 10})
+            writer.close()
+    found = sorted(list(_events_file(f).items()) for f in tmp_path.iterdir())
+    assert found == [[(1, pytest.approx(0.1))], [(2, pytest.approx(0.2))]]
