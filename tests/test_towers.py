@@ -64,6 +64,32 @@ def test_missing_gpus_warn_once_and_use_the_cpu(caplog):
         _place("gpu2", strict=True)
 
 
+def test_each_trainer_runs_the_models_update_ops_once_a_step():
+    """UPDATE_OPS (batch norm's moving statistics) run with every step, once: tower 0's on towers."""
+    def counting_model(images, *, num_classes, training):
+        counter = v1.get_variable("counter", [], initializer=v1.zeros_initializer(), trainable=False)
+        if training:
+            v1.add_to_collection(v1.GraphKeys.UPDATE_OPS, counter.assign_add(1.0))
+        weights = v1.get_variable("weights", [int(np.prod(images.shape[1:])), num_classes])
+        return tf.matmul(tf.reshape(images, [-1, weights.shape[0]]), weights)
+
+    for trainer, towers in (("single", 1), ("towers", 2)):
+        graph = tf.Graph()
+        with graph.as_default():
+            model = shared_model(counting_model, 10, {}, "fp32")
+            batches = [Batch(tf.zeros([4, 2, 2, 1]), tf.zeros([4], tf.int32), 4) for _ in range(towers)]
+            _, _, train_op = TRAINERS.get(trainer)(model, batches, v1.train.GradientDescentOptimizer(0.1),
+                                                v1.train.get_or_create_global_step(),
+                                                [f"/cpu:{i}" for i in range(towers)], "/cpu:0")
+            counter = [v for v in v1.global_variables() if v.op.name == "counter"][0]
+            init = v1.global_variables_initializer()
+        with v1.Session(graph=graph, config=v1.ConfigProto(device_count={"CPU": towers})) as sess:
+            sess.run(init)
+            for _ in range(3):
+                sess.run(train_op)
+            assert sess.run(counter) == 3.0, trainer
+
+
 def _one_step(trainer: str, model_name: str, params: dict, x, y, towers: int, initial: dict | None = None):
     """Variables before and after one SGD step of ``trainer`` with x, y split evenly over ``towers``."""
     graph = tf.Graph()

@@ -19,5 +19,6 @@ def single(model, batches, optimizer, global_step, devices, variable_device):
         logits = model(batch.images, training=True)
         loss = total_loss(logits, batch.labels)
         grads = optimizer.compute_gradients(loss)
-        train_op = optimizer.apply_gradients(grads, global_step=global_step)
+        with tf.control_dependencies(v1.get_collection(v1.GraphKeys.UPDATE_OPS)):  # e.g. batch norm's statistics
+            train_op = optimizer.apply_gradients(grads, global_step=global_step)
     return loss, grads, train_op
