@@ -22,10 +22,9 @@ def parse(overrides: list[str]) -> dict[str, Value]:
 
     params = {}
     for override, text in zip(OverridesParser.create().parse_overrides(overrides), overrides):
-        value = override.value()
-        if override.is_delete():
-            continue
-        params[override.key_or_group] = value if isinstance(value, (bool, int, float, str)) else text.split("=", 1)[1]
+        if not override.is_delete():
+            value = override.value()
+            params[override.key_or_group] = value if isinstance(value, (bool, int, float, str)) else text.split("=", 1)[1]
     return params
 
 
