@@ -28,8 +28,9 @@ def parse(overrides: list[str]) -> dict[str, Value]:
     return params
 
 
-def write(sweep_dir: Path, rows: list[dict]) -> bool:
-    """Writes the HParams events of the report's rows (runner.report.collect); False without TensorBoard."""
+def write(sweep_dir: Path, rows: list[dict], columns: list[str]) -> bool:
+    """Writes the HParams events of the report's rows (runner.report.collect) with its number ``columns`` as
+    metrics; False without TensorBoard."""
     try:
         from tensorboard.compat.proto import event_pb2, summary_pb2
         from tensorboard.plugins.hparams import summary_v2 as hp
@@ -47,7 +48,7 @@ def write(sweep_dir: Path, rows: list[dict]) -> bool:
             writer.add_event(event)
         writer.close()
 
-    metrics = sorted({k for r in rows for k, v in r.items() if _is_metric(k, v)})
+    metrics = [k for k in columns if any(_is_number(r.get(k)) for r in rows)]
     params: dict[str, list[Value]] = {}
     now = time.time()
     for row in rows:
@@ -58,7 +59,7 @@ def write(sweep_dir: Path, rows: list[dict]) -> bool:
             if value not in params[key]:
                 params[key].append(value)
         numbers = [summary_pb2.Summary.Value(tag=f"final/{k}", simple_value=float(row[k]))
-                   for k in metrics if _is_metric(k, row.get(k))]
+                   for k in metrics if _is_number(row.get(k))]
         write_events(job,
                      event_pb2.Event(wall_time=now, step=0, summary=hp.hparams_pb(hparams, trial_id=row["job"])),
                      event_pb2.Event(wall_time=now, step=int(row.get("steps") or 0),
@@ -69,9 +70,8 @@ def write(sweep_dir: Path, rows: list[dict]) -> bool:
     return True
 
 
-def _is_metric(key: str, value) -> bool:
-    return key not in ("job", "overrides", "status", "error", "params") and isinstance(value, (int, float)) \
-        and not isinstance(value, bool)
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _domain(hp, values: list[Value]):

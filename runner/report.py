@@ -58,11 +58,17 @@ def collect(sweep_dir: str | Path) -> list[dict]:
     return rows
 
 
+FIXED = ["job", "overrides", "status"]
+
+
+def _metrics(rows: list[dict]) -> list[str]:
+    """The columns of numbers the jobs reported, precisions first."""
+    return sorted({k for r in rows for k in r} - set(FIXED) - {"params", "error"},
+                  key=lambda k: (not k.startswith("precision"), k))
+
+
 def _columns(rows: list[dict]) -> list[str]:
-    fixed = ["job", "overrides", "status"]
-    metrics = sorted({k for r in rows for k in r} - set(fixed) - {"params", "error"},
-                     key=lambda k: (not k.startswith("precision"), k))
-    return fixed + metrics + ["error"]
+    return FIXED + _metrics(rows) + ["error"]
 
 
 def _fmt(value) -> str:
@@ -136,7 +142,7 @@ def write(sweep_dir: str | Path) -> list[dict]:
     if plots:
         lines += ["", f"Main metric: `{metric}`.", ""] + [f"![{p}]({p})" for p in plots]
     (sweep_dir / "report.md").write_text("\n".join(lines) + "\n")
-    hparams.write(sweep_dir, rows)
+    hparams.write(sweep_dir, rows, _metrics(rows))
     return rows
 
 
