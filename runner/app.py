@@ -187,6 +187,15 @@ def _composition_error(err: Exception) -> str | None:
     return None
 
 
+def _launcher_error(err: Exception) -> str | None:
+    """One line for a launcher that could not hand the sweep's jobs over (sbatch refused them, no Ray head)."""
+    if not type(err).__module__.startswith(("submitit", "ray")):
+        return None
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    said = "; ".join(lines[-2:]) or type(err).__name__
+    return f"the launcher could not start the sweep's jobs: {said}. Check hydra.launcher.* (--cfg hydra shows them)"
+
+
 def main() -> None:
     if any(arg in ("--help", "-h") for arg in sys.argv[1:]):
         print(_help(), end="")
@@ -199,7 +208,8 @@ def main() -> None:
         print(f"stopped: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
     except Exception as err:
-        message = _composition_error(err) or (describe_os_error(err) if isinstance(err, OSError) else None)
+        message = (_composition_error(err) or _launcher_error(err)
+                   or (describe_os_error(err) if isinstance(err, OSError) else None))
         if message is None:
             raise
         print(f"error: {message}", file=sys.stderr)

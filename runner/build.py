@@ -4,8 +4,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sys
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -15,35 +13,9 @@ from runner import rundir
 from runner.config import compose_group, validate
 from runner.config import registered as _registered
 from runner.errors import ConfigError, DataError, RunnerError, TrainingError
+from runner.tfload import load_tensorflow
 
 log = logging.getLogger("runner")
-
-
-def _quiet_tensorflow(verbose: bool) -> None:
-    """Silences TensorFlow's C++ logs and the queue/compat deprecation warnings unless verbose.
-
-    Some C++ libraries log to stderr while TensorFlow loads, before any log level applies, so stderr is parked in
-    a temporary file during the import and replayed only if the import fails.
-    """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose else "3")
-    if not verbose and "tensorflow" not in sys.modules:
-        sys.stderr.flush()
-        saved = os.dup(2)
-        with tempfile.TemporaryFile() as parked:
-            os.dup2(parked.fileno(), 2)
-            try:
-                import tensorflow  # noqa: F401
-            except BaseException:
-                os.dup2(saved, 2)
-                parked.seek(0)
-                sys.stderr.write(parked.read().decode(errors="replace"))
-                raise
-            finally:
-                os.dup2(saved, 2)
-                os.close(saved)
-    import tensorflow as tf
-
-    tf.get_logger().setLevel("INFO" if verbose else "ERROR")
 
 
 def _params(node: DictConfig) -> dict:
@@ -83,14 +55,28 @@ def _hardware(cfg: DictConfig) -> dict:
 
     hw = OmegaConf.to_container(cfg.hardware, resolve=True)
     hw = {k: v for k, v in hw.items() if k in inspect.signature(place).parameters}  # a cluster's keys are not
-    jobs = _parallel_jobs()
-    if jobs > 1:
-        share = max(1, (os.cpu_count() or 1) // jobs)
+    jobs, given = _parallel_jobs(), _cores_given()
+    if jobs > 1 or given:
+        share = max(1, (given or os.cpu_count() or 1) // jobs)
         for key in ("intra_op_threads", "inter_op_threads"):
             hw[key] = hw[key] or share
-        log.info("%d parallel jobs: TensorFlow thread pools of %d (intra) and %d (inter) per job", jobs,
-                 hw["intra_op_threads"], hw["inter_op_threads"])
+        said = f"{jobs} parallel jobs" if jobs > 1 else f"{given} CPU(s) given to this process"
+        log.info("%s: TensorFlow thread pools of %d (intra) and %d (inter)%s", said, hw["intra_op_threads"],
+                 hw["inter_op_threads"], " per job" if jobs > 1 else "")
     return hw
+
+
+def _cores_given() -> int | None:
+    """The CPUs this process was given, when fewer than the machine's: a SLURM job's ``--cpus-per-task``, or a CPU
+    affinity mask (taskset, cgroups). TensorFlow would otherwise size its thread pools to the whole machine."""
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if slurm.isdigit() and int(slurm) > 0:
+        return int(slurm)
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
+    return n if n < (os.cpu_count() or n) else None
 
 
 def build_parts(cfg: DictConfig, dataset, replicas=None):
@@ -269,7 +255,7 @@ def _prepared(cfg: DictConfig):
     """The dataset with its files obtained, read and checked against the config, then TensorFlow loaded (quietly)."""
     dataset = build_dataset(cfg)
     if dataset.needs_tensorflow:  # it reads its files with TensorFlow's ops
-        _quiet_tensorflow(cfg.verbose)
+        load_tensorflow(cfg.verbose)
     dataset.prepare()
     for split in [*cfg.eval_splits, "train"]:
         if dataset.num_examples(split) == 0:
@@ -277,7 +263,7 @@ def _prepared(cfg: DictConfig):
     if cfg.batch_size > dataset.num_examples("train"):
         raise ConfigError(f"batch_size={cfg.batch_size} is larger than the {dataset.num_examples('train')} "
                           f"training examples of dataset {cfg.dataset.name}")
-    _quiet_tensorflow(cfg.verbose)
+    load_tensorflow(cfg.verbose)
     return dataset
 
 
@@ -332,7 +318,7 @@ def _cluster_task(cfg: DictConfig, run_dir: str) -> dict | float | None:
     hw = cfg.hardware
     role, index = cluster.role_from_env(hw.ps, hw.resolver)
     if role == "ps":
-        _quiet_tensorflow(cfg.verbose)
+        load_tensorflow(cfg.verbose)
         from runner.hardware import place
 
         resolved = cluster.resolve(hw.resolver, hw.ps, hw.port_base, hw.device_type)

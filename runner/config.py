@@ -332,8 +332,13 @@ def register_schemas() -> None:
 
 
 def _sweep_key(overrides) -> str:
-    """A sweep's dir name from its overrides: the same sweep command finds the same dir again, so a rerun
-    continues it."""
+    """A sweep's dir name from its overrides as typed: the same sweep command finds the same dir again, so a rerun
+    continues it.
+
+    Registered with ``use_cache``: the launcher resolves ``hydra.sweep.dir`` once on the sweep's own config (whose
+    ``hydra.overrides.task`` is the sweep as typed, ``batch_size=50,100``), and Hydra copies that config's resolver
+    cache into every job's config (``load_sweep_config``), pickled along to joblib, submitit and Ray workers. So
+    every job resolves the sweep's dir, not one of its own from its own overrides (``batch_size=50``)."""
     import hashlib
 
     text = " ".join(sorted(str(o) for o in overrides))
@@ -346,7 +351,7 @@ def register_resolvers() -> None:
     if not OmegaConf.has_resolver("runner.subdir"):
         OmegaConf.register_new_resolver("runner.subdir", hydra_subdir)
     if not OmegaConf.has_resolver("runner.sweep_key"):
-        OmegaConf.register_new_resolver("runner.sweep_key", _sweep_key)
+        OmegaConf.register_new_resolver("runner.sweep_key", _sweep_key, use_cache=True)
 
 
 def registered(package: str) -> list[str]:

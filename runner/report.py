@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 from hydra.experimental.callback import Callback
 
-from runner import hparams, sweep
+from runner import hparams, sweep, tfload
 
 log = logging.getLogger("runner")
 SPLITS = ("train", "validation", "test")
@@ -151,14 +151,17 @@ class SweepReport(Callback):
     when a signal stopped it, or 1 when a job failed (after all jobs ran)."""
 
     def on_multirun_start(self, config, **kwargs) -> None:
+        tfload.quiet_children(bool(config.get("verbose")))  # before the launcher starts any job's process
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep.clear(sweep_dir)  # a rerun continues the sweep
+        sweep.clear_stale(sweep_dir)
         sweep.forward_signals(sweep_dir)
 
     def on_multirun_end(self, config, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.exists():
             return
+        tfload.load_tensorflow(bool(config.get("verbose")))  # the HParams summaries load it
         rows = write(sweep_dir)
         failed = [r for r in rows if r["status"] == "failed"]
         log.info("Sweep report: %s", sweep_dir / "report.md")
@@ -176,5 +179,6 @@ class SweepReport(Callback):
 if __name__ == "__main__":
     if len(sys.argv) != 2 or not Path(sys.argv[1]).is_dir():
         sys.exit("usage: python -m runner.report SWEEP_DIR")
+    tfload.load_tensorflow(verbose=False)
     written = write(sys.argv[1])
     print(f"{Path(sys.argv[1]) / 'report.md'}: {len(written)} jobs")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import threading
 from pathlib import Path
 from typing import Iterator
@@ -18,7 +19,7 @@ from typing import Iterator
 from runner.signals import SIGNALS, raise_interrupted, raise_on_signals
 
 MARKER = ".interrupted"
-RUNNING = ".running"  # one file per process running a job, named by its pid
+RUNNING = ".running"  # one file per process running a job, named HOST-PID; the folder goes with the last job
 
 
 def interrupted(sweep_dir: Path) -> int | None:
@@ -45,13 +46,48 @@ def clear(sweep_dir: Path) -> int | None:
 _in_job = threading.Event()  # this process is running a job (the serial launcher runs them in the sweep's process)
 
 
+def _marker_name(pid: int) -> str:
+    return f"{socket.gethostname()}-{pid}"
+
+
+def _local_pid(marker: Path) -> int | None:
+    """The pid a marker names, when it names a process of this machine (a SLURM job may run on another node)."""
+    host, _, pid = marker.name.rpartition("-")
+    return int(pid) if host == socket.gethostname() and pid.isdigit() else None
+
+
+def _remove_running(running: Path) -> None:
+    with contextlib.suppress(OSError):  # still in use by another job, or already gone
+        running.rmdir()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clear_stale(sweep_dir: Path) -> None:
+    """Removes the markers of this machine's jobs whose process is gone (killed with SIGKILL, say)."""
+    running = sweep_dir / RUNNING
+    for marker in running.glob("*") if running.is_dir() else ():
+        pid = _local_pid(marker)
+        if pid is not None and not _alive(pid):
+            marker.unlink(missing_ok=True)
+    _remove_running(running)
+
+
 @contextlib.contextmanager
 def job(sweep_dir: Path) -> Iterator[None]:
     """Runs one job: its pid is listed for the sweep's signal forwarding, and a signal outside its training loop
     raises Interrupted. The process's signal handlers are restored afterwards (a pool worker lives on)."""
     running = sweep_dir / RUNNING
     running.mkdir(parents=True, exist_ok=True)
-    pid_file = running / str(os.getpid())
+    pid_file = running / _marker_name(os.getpid())
     pid_file.write_text("")
     main = threading.current_thread() is threading.main_thread()
     previous = {sig: signal.getsignal(sig) for sig in SIGNALS} if main else {}
@@ -63,8 +99,8 @@ def job(sweep_dir: Path) -> Iterator[None]:
         _in_job.clear()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        with contextlib.suppress(FileNotFoundError):
-            pid_file.unlink()
+        pid_file.unlink(missing_ok=True)
+        _remove_running(running)
 
 
 def forward_signals(sweep_dir: Path) -> None:
@@ -73,10 +109,11 @@ def forward_signals(sweep_dir: Path) -> None:
 
     def handle(signum, frame):
         mark(sweep_dir, signum)
-        for pid_file in (sweep_dir / RUNNING).glob("*"):
-            if pid_file.name.isdigit() and int(pid_file.name) != os.getpid():
+        for marker in (sweep_dir / RUNNING).glob("*"):
+            pid = _local_pid(marker)
+            if pid is not None and pid != os.getpid():
                 with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(int(pid_file.name), signum)
+                    os.kill(pid, signum)
         if _in_job.is_set():
             raise_interrupted(signum, frame)
 

@@ -53,9 +53,35 @@ def tiny_digits(data_root):
     return dataset
 
 
-def run_cli(*args: str, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "runner", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
+def user_env(env: dict | None = None, unset: tuple[str, ...] = ()) -> dict:
+    """This process's environment plus ``env``, without the variables in ``unset`` (``AS_USER``: the settings the
+    tests make for speed and quiet, which a user's shell does not have)."""
+    return {k: v for k, v in {**os.environ, **(env or {})}.items() if k not in unset}
+
+
+AS_USER = ("TF_CPP_MIN_LOG_LEVEL", "CUDA_VISIBLE_DEVICES")
+
+
+def run_cli(*args: str, timeout: float = 120, env: dict | None = None, cwd: Path = ROOT,
+            unset: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """``python -m runner ARGS`` as a subprocess (in ``cwd``: an empty folder for a command as a user types it)."""
+    return subprocess.run([sys.executable, "-m", "runner", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=user_env(env, unset))
+
+
+def sweep_dirs(cwd: Path) -> list[Path]:
+    """The sweep dirs a multirun typed in ``cwd`` made under its default ``multirun/``."""
+    return sorted(p for p in (cwd / "multirun").iterdir() if p.is_dir()) if (cwd / "multirun").is_dir() else []
+
+
+# Python's own traceback, TensorFlow's C++ start-up lines (absl-style "I0000 00:00:..." and the oneDNN notice):
+# what a quiet process never prints unless verbose=true.
+NOISE = ("Traceback (most recent call last)", "oneDNN custom operations are on", "cpu_feature_guard",
+         "Could not find cuda drivers")
+
+
+def noise(text: str) -> list[str]:
+    return [line for line in text.splitlines() if any(n in line for n in NOISE)]
 
 
 def pytest_itemcollected(item):

@@ -1,0 +1,42 @@
+"""Loading TensorFlow quietly: its C++ start-up lines (oneDNN, the CUDA stub, cpu_feature_guard) and the queue/compat
+deprecation warnings are hidden unless ``verbose=true``, in every process that loads it: a run, a sweep's own
+process (its report), a sweep's jobs on any launcher, and a cluster's tasks."""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+
+
+def quiet_children(verbose: bool) -> None:
+    """TensorFlow's C++ log level for this process and every process it starts (pool workers, submitit and SLURM
+    jobs, Ray workers it starts, cluster tasks), unless the environment already sets one."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose else "3")
+
+
+def load_tensorflow(verbose: bool):
+    """Imports TensorFlow, silenced unless verbose, and returns it.
+
+    Some C++ libraries log to stderr while TensorFlow loads, before any log level applies, so stderr is parked in
+    a temporary file during the import and replayed only if the import fails.
+    """
+    quiet_children(verbose)
+    if not verbose and "tensorflow" not in sys.modules:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        with tempfile.TemporaryFile() as parked:
+            os.dup2(parked.fileno(), 2)
+            try:
+                import tensorflow  # noqa: F401
+            except BaseException:
+                os.dup2(saved, 2)
+                parked.seek(0)
+                sys.stderr.write(parked.read().decode(errors="replace"))
+                raise
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+    import tensorflow as tf
+
+    tf.get_logger().setLevel("INFO" if verbose else "ERROR")
+    return tf

@@ -1,0 +1,139 @@
+"""The README's Quick start and Sweeps commands as tests: each `python -m runner ...` line of their code blocks, read
+from README.md as written, runs in an empty working directory with only what a user adds to keep it short
+(`max_steps`, `eval_splits=[test]` and small data sizes), and does what the README says: a run dir with a summary,
+one sweep dir with a report of every job, an evaluation of the latest run, the composed config, the help.
+
+When the README changes, these tests follow it. The fast tier keeps the Quick start's plain run and its sweep
+(with the rerun that skips its finished jobs); the rest are in the slow tier.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from math import prod
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import AS_USER, ROOT, compose, noise, run_cli, sweep_dirs
+
+README = (ROOT / "README.md").read_text()
+SIZES = {"digits": ["dataset.num_train=1200", "dataset.num_test=300", "dataset.validation_size=200"],
+         "shapes": ["dataset.num_train=500", "dataset.num_test=130"]}
+SHORT = ["max_steps=10", "eval_splits=[test]"]
+# Commands that fetch a public dataset: no network at test time (the download code is tested against a local HTTP
+# server in tests/test_download.py).
+DOWNLOADS = ("dataset=mnist", "dataset=cifar10", "experiment=mnist_fully_connected_feed")
+FAST = ("python -m runner", "python -m runner -m batch_size=50,100")
+
+
+def _section(title: str) -> str:
+    start = README.index(f"\n## {title}\n")
+    end = README.find("\n## ", start + 1)
+    return README[start:end if end > 0 else None]
+
+
+def commands(*titles: str) -> list[str]:
+    """The `python -m runner` lines of the sections' bash blocks, without their comments."""
+    found = []
+    for title in titles:
+        for block in re.findall(r"```bash\n(.*?)```", _section(title), re.S):
+            for line in block.splitlines():
+                line = line.split(" #", 1)[0].strip()
+                if line.startswith("python -m runner") and line not in found:
+                    found.append(line)
+    return found
+
+
+ALL = commands("Quick start", "Sweeps and reports")
+
+
+def _args(command: str) -> list[str]:
+    return shlex.split(command)[3:]
+
+
+def _experiment(args: list[str]) -> dict:
+    name = next((a.split("=", 1)[1] for a in args if a.startswith("experiment=")), None)
+    return yaml.safe_load((ROOT / "experiments" / f"{name}.yaml").read_text()) if name else {}
+
+
+def _dataset(args: list[str]) -> str:
+    """The dataset the command trains on (composed without its sweep values)."""
+    return compose(*[a for a in args if not a.startswith("-") and "," not in a]).dataset.name
+
+
+def expected_jobs(args: list[str]) -> int:
+    """The number of jobs Hydra's basic sweeper makes of the command's overrides and its experiment's
+    ``hydra.sweeper.params``, counted by Hydra's own override parser."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = ((_experiment(args).get("hydra") or {}).get("sweeper") or {}).get("params") or {}
+    overrides = [a for a in args if not a.startswith("-")] + [f"{k}={v}" for k, v in params.items()]
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    return prod(len(list(o.sweep_iterator())) if o.is_sweep_override() else 1 for o in parsed)
+
+
+def _short(args: list[str]) -> list[str]:
+    return [*args, *SHORT, *SIZES[_dataset(args)]]
+
+
+def _check_run(cwd: Path, args: list[str], proc) -> None:
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    runs = [p.parent for p in cwd.glob("outputs/*/*/summary.json")]
+    assert len(runs) == 1, runs  # the default run_dir: outputs/DATE/TIME
+    summary = json.loads((runs[0] / "summary.json").read_text())
+    assert summary["steps"] == 10 and summary["final_precision"]["test"] > 0
+    typed = yaml.safe_load((runs[0] / ".hydra" / "overrides.yaml").read_text())
+    assert typed[:len(args)] == args  # the command's own overrides, as typed
+    assert f"Results in {runs[0]}" in proc.stdout
+    assert not noise(proc.stdout + proc.stderr)
+
+
+def _check_sweep(cwd: Path, args: list[str], proc) -> Path:
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    dirs = sweep_dirs(cwd)
+    assert len(dirs) == 1, dirs  # one sweep, one sweep dir
+    n = expected_jobs(args)
+    report = (dirs[0] / "report.md").read_text()
+    assert f"{n} jobs, {n} completed, 0 failed, 0 interrupted, 0 incomplete." in report
+    assert len(list(dirs[0].glob("*/summary.json"))) == n
+    assert not (dirs[0] / ".running").exists() and not (dirs[0] / ".interrupted").exists()
+    assert not noise(proc.stdout + proc.stderr)
+    return dirs[0]
+
+
+def test_the_readme_shows_the_commands_the_fast_tier_runs():
+    assert set(FAST) <= set(ALL), f"the README no longer shows {set(FAST) - set(ALL)}: update FAST"
+    assert len(ALL) >= 10
+
+
+@pytest.mark.parametrize("command", [
+    pytest.param(c, marks=[] if c in FAST else [pytest.mark.slow], id=c.replace("python -m runner", "").strip() or
+                 "(no args)") for c in ALL])
+def test_a_readme_command_as_typed(command, tmp_path):
+    args = _args(command)
+    if any(a in DOWNLOADS for a in args):
+        pytest.skip("fetches a public dataset; tests have no network (downloads: tests/test_download.py)")
+    if args[:1] in (["--help"], ["--cfg"]):
+        proc = run_cli(*args, cwd=tmp_path, timeout=60)
+        assert proc.returncode == 0 and not list(tmp_path.iterdir()), proc.stderr  # prints, writes nothing
+        assert ("Config groups (GROUP=OPTION):" if args == ["--help"] else "batch_size: 100") in proc.stdout
+        return
+    if "mode=eval" in args:  # of the latest run, which the README's first command makes
+        assert run_cli(*_short([]), cwd=tmp_path, timeout=300).returncode == 0
+        latest = next(tmp_path.glob("outputs/*/*/checkpoints")).parent.relative_to(tmp_path)
+        args = [f"run_dir={latest}" if a.startswith("run_dir=") else a for a in args]
+        proc = run_cli(*args, "eval_splits=[test]", cwd=tmp_path, timeout=300)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        assert re.search(r"Num examples: 300  Num correct: \d+  Precision @ 1: 0\.\d{4}", proc.stdout)
+        return
+    proc = run_cli(*_short(args), cwd=tmp_path, timeout=900, unset=AS_USER)
+    if "-m" not in args:
+        _check_run(tmp_path, args, proc)
+        return
+    sweep = _check_sweep(tmp_path, args, proc)
+    rerun = run_cli(*_short(args), cwd=tmp_path, timeout=900)  # the same command finds the same dir
+    assert _check_sweep(tmp_path, args, rerun) == sweep
+    assert rerun.stdout.count("finished in an earlier run of this sweep: skipped") == expected_jobs(args)

@@ -1,0 +1,127 @@
+"""runner on a real SLURM: a one-node cluster on 127.0.0.1 (tests/slurm.py) started from Debian's packages. A sweep
+through ``hydra/launcher=slurm`` (submitit) as typed, ``scancel`` of a running job, preemption with requeue of an
+``sbatch --requeue`` run, and ``srun`` tasks of a cluster on TensorFlow's distributed runtime.
+
+Without SLURM installed, or without root, every test here is skipped with the reason.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests import slurm
+from tests.conftest import AS_USER, TINY, noise, run_cli, sweep_dirs
+
+pytestmark = pytest.mark.skipif(slurm.unavailable() is not None, reason=str(slurm.unavailable()))
+SHORT = ["max_steps=20", "eval_splits=[test]", *TINY]
+LONG = ["max_steps=20000", "log_every=100", "checkpoint_every=100000", "eval_splits=[test]", *TINY]
+SWEEP = ["-m", "hydra/launcher=slurm", "hydra.launcher.partition=debug", "hydra.launcher.cpus_per_task=1"]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    running = slurm.Cluster(tmp_path_factory.mktemp("slurm"))
+    print(f"SLURM test cluster up in {running.startup_secs:.1f} s")
+    yield running
+    running.stop()
+
+
+def _report(sweep_dir: Path) -> list[dict]:
+    return list(csv.DictReader((sweep_dir / "report.csv").open()))
+
+
+def _wait_for_line(path_glob, cwd: Path, text: str, cluster, timeout: float = 120) -> Path:
+    def found():
+        return next((p for p in cwd.glob(path_glob) if text in p.read_text(errors="replace")), None)
+    return cluster.wait_for(found, timeout, f"{text!r} in {path_glob}")
+
+
+def _steps_saved(run_dir: Path) -> int:
+    from runner.engine import latest_checkpoint
+
+    return int(latest_checkpoint(run_dir).rsplit("-", 1)[1])
+
+
+def test_a_slurm_sweep_as_typed_has_one_dir_a_full_report_and_a_rerun_skips(cluster, tmp_path):
+    args = [*SWEEP, "batch_size=50,100", *SHORT]
+    started = time.monotonic()
+    proc = run_cli(*args, cwd=tmp_path, env=cluster.env, unset=AS_USER, timeout=600)
+    print(f"2-job SLURM sweep: {time.monotonic() - started:.1f} s")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    [sweep] = sweep_dirs(tmp_path)
+    assert [(r["job"], r["status"]) for r in _report(sweep)] == [("0", "completed"), ("1", "completed")]
+    assert not (sweep / ".running").exists()
+    job_logs = "".join(p.read_text() for p in sweep.glob(".submitit/*/*_log.*"))
+    assert "Results in" in job_logs and not noise(job_logs), noise(job_logs)  # the jobs ran quietly under SLURM
+    rerun = run_cli(*args, cwd=tmp_path, env=cluster.env, timeout=600)
+    assert rerun.returncode == 0 and sweep_dirs(tmp_path) == [sweep]
+    logs = "".join(p.read_text() for p in sweep.glob(".submitit/*/*_log.*"))
+    assert logs.count("finished in an earlier run of this sweep: skipped") == 2
+
+
+def test_scancel_of_a_running_sweep_job_keeps_its_checkpoint_and_a_rerun_resumes_it(cluster, tmp_path):
+    args = [*SWEEP, "batch_size=50", *LONG]
+    sweep = subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=tmp_path, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, env={**os.environ, **cluster.env})
+    try:
+        _wait_for_line("multirun/*/0/runner.log", tmp_path, "Step 300:", cluster)
+        [job] = [j for j in cluster.jobs() if j["state"] == "RUNNING"]
+        cluster.run("scancel", job["id"])
+        out = sweep.communicate(timeout=120)[0]
+    finally:
+        sweep.kill()
+    assert sweep.returncode == 143, out[-3000:]
+    [sweep_dir] = sweep_dirs(tmp_path)
+    [row] = _report(sweep_dir)
+    assert row["status"] == "interrupted" and row["error"].startswith("SIGTERM at step"), row
+    saved = _steps_saved(sweep_dir / "0")
+    assert saved >= 300
+    rerun = run_cli(*args, cwd=tmp_path, env=cluster.env, timeout=600)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    summary = json.loads((sweep_dir / "0" / "summary.json").read_text())
+    assert summary["steps"] == 20000 and summary["steps_this_run"] == 20000 - saved
+    assert [r["status"] for r in _report(sweep_dir)] == ["completed"]
+
+
+def test_preemption_of_an_sbatch_requeue_run_checkpoints_and_the_requeued_job_resumes(cluster, tmp_path):
+    """SLURM preempts (here: scontrol requeue, what PreemptMode=REQUEUE does) with SIGTERM, then SIGKILL after
+    KillWait; the run checkpoints in between, and the requeued job continues the same run dir."""
+    command = f"{sys.executable} -m runner run_dir=outputs/slurm-$SLURM_JOB_ID {' '.join(LONG)}"
+    job = cluster.run("sbatch", "--parsable", "--requeue", "--open-mode=append", "-o", "slurm-%j.out",
+                      "--wrap", command, cwd=tmp_path, unset=AS_USER).stdout.strip()
+    _wait_for_line(f"slurm-{job}.out", tmp_path, "Step 300:", cluster)
+    cluster.run("scontrol", "requeue", job)
+    _wait_for_line(f"slurm-{job}.out", tmp_path, "stopped: SIGTERM at step", cluster, timeout=slurm.KILL_WAIT + 30)
+    run_dir = tmp_path / "outputs" / f"slurm-{job}"
+    cluster.wait_for(lambda: cluster.state(job) == "PENDING", 60, "the job back in the queue")
+    saved = _steps_saved(run_dir)
+    assert saved >= 300
+    cluster.run("scontrol", "update", f"JobId={job}", "StartTime=now")  # a requeued job waits ~2 minutes
+    cluster.wait_for(lambda: cluster.state(job) in ("COMPLETED", "FAILED"), 300, "the requeued job's end")
+    out = (tmp_path / f"slurm-{job}.out").read_text()
+    assert cluster.state(job) == "COMPLETED", out[-3000:]
+    assert f"Resuming from {run_dir}/checkpoints/model.ckpt-{saved} at step {saved}" in out
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["steps"] == 20000 and summary["steps_this_run"] == 20000 - saved
+    assert not noise(out), noise(out)
+
+
+def test_srun_tasks_train_one_cluster_and_leave_no_process(cluster, tmp_path):
+    """The README's `srun -n N python -m runner hardware=cluster hardware.ps=1 run_dir=...` with 3 tasks
+    (-O: more tasks than this node's 2 CPUs)."""
+    proc = cluster.run("srun", "-n", "3", "-O", sys.executable, "-m", "runner", "hardware=cluster", "hardware.ps=1",
+                       "run_dir=runs/cluster", "max_steps=200", "log_every=50", "eval_splits=[test]", *TINY,
+                       cwd=tmp_path, check=False, timeout=600, unset=AS_USER)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "runs" / "cluster" / "summary.json").read_text())
+    assert summary["steps"] >= 200 and summary["final_precision"]["test"] > 0.2  # chance: 0.1
+    assert not noise(proc.stdout + proc.stderr), noise(proc.stdout + proc.stderr)
+    left = subprocess.run(["pgrep", "-f", "runner hardware=cluster"], capture_output=True, text=True).stdout
+    assert not left.strip() and not cluster.jobs()
