@@ -352,6 +352,8 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("runner.subdir", hydra_subdir)
     if not OmegaConf.has_resolver("runner.sweep_key"):
         OmegaConf.register_new_resolver("runner.sweep_key", _sweep_key, use_cache=True)
+    if not OmegaConf.has_resolver("runner.cwd"):  # the sweep's folder, not a Ray worker's: cached as the key is
+        OmegaConf.register_new_resolver("runner.cwd", os.getcwd, use_cache=True)
 
 
 def registered(package: str) -> list[str]:

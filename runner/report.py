@@ -10,6 +10,7 @@ import csv
 import json
 import logging
 import math
+import os
 import signal
 import sys
 from pathlib import Path
@@ -152,6 +153,8 @@ class SweepReport(Callback):
 
     def on_multirun_start(self, config, **kwargs) -> None:
         tfload.quiet_children(bool(config.get("verbose")))  # before the launcher starts any job's process
+        if not sys.stdout.isatty():
+            os.environ.setdefault("RAY_COLOR_PREFIX", "0")  # Ray's job lines: no colour codes in a file or pipe
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep.clear(sweep_dir)  # a rerun continues the sweep
         sweep.clear_stale(sweep_dir)

@@ -84,6 +84,21 @@ def noise(text: str) -> list[str]:
     return [line for line in text.splitlines() if any(n in line for n in NOISE)]
 
 
+def one_complete_sweep(cwd: Path, jobs: int, proc: subprocess.CompletedProcess, logs: str = "") -> Path:
+    """Checks a multirun typed in ``cwd``: it succeeded, quietly (its output and the jobs' ``logs``), into one
+    sweep dir whose report lists every job completed, with no marker left; returns the sweep dir."""
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    dirs = sweep_dirs(cwd)
+    assert len(dirs) == 1, dirs  # one sweep, one sweep dir
+    report = (dirs[0] / "report.md").read_text()
+    assert f"{jobs} jobs, {jobs} completed, 0 failed, 0 interrupted, 0 incomplete." in report, report
+    assert len(list(dirs[0].glob("*/summary.json"))) == jobs
+    assert not (dirs[0] / ".running").exists() and not (dirs[0] / ".interrupted").exists()
+    said = noise(proc.stdout + proc.stderr + logs)
+    assert not said, said
+    return dirs[0]
+
+
 def pytest_itemcollected(item):
     """The tests that share a module-scoped fixture (a trained run, a local cluster) go to one xdist worker
     (`make test` runs `--dist loadgroup`), so the fixture is built once instead of once per worker. (Marked as each

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import AS_USER, ROOT, compose, noise, run_cli, sweep_dirs
+from tests.conftest import AS_USER, ROOT, compose, noise, one_complete_sweep, run_cli
 
 README = (ROOT / "README.md").read_text()
 SIZES = {"digits": ["dataset.num_train=1200", "dataset.num_test=300", "dataset.validation_size=200"],
@@ -91,19 +91,6 @@ def _check_run(cwd: Path, args: list[str], proc) -> None:
     assert not noise(proc.stdout + proc.stderr)
 
 
-def _check_sweep(cwd: Path, args: list[str], proc) -> Path:
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    dirs = sweep_dirs(cwd)
-    assert len(dirs) == 1, dirs  # one sweep, one sweep dir
-    n = expected_jobs(args)
-    report = (dirs[0] / "report.md").read_text()
-    assert f"{n} jobs, {n} completed, 0 failed, 0 interrupted, 0 incomplete." in report
-    assert len(list(dirs[0].glob("*/summary.json"))) == n
-    assert not (dirs[0] / ".running").exists() and not (dirs[0] / ".interrupted").exists()
-    assert not noise(proc.stdout + proc.stderr)
-    return dirs[0]
-
-
 def test_the_readme_shows_the_commands_the_fast_tier_runs():
     assert set(FAST) <= set(ALL), f"the README no longer shows {set(FAST) - set(ALL)}: update FAST"
     assert len(ALL) >= 10
@@ -133,7 +120,7 @@ def test_a_readme_command_as_typed(command, tmp_path):
     if "-m" not in args:
         _check_run(tmp_path, args, proc)
         return
-    sweep = _check_sweep(tmp_path, args, proc)
+    sweep = one_complete_sweep(tmp_path, expected_jobs(args), proc)
     rerun = run_cli(*_short(args), cwd=tmp_path, timeout=900)  # the same command finds the same dir
-    assert _check_sweep(tmp_path, args, rerun) == sweep
+    assert one_complete_sweep(tmp_path, expected_jobs(args), rerun) == sweep
     assert rerun.stdout.count("finished in an earlier run of this sweep: skipped") == expected_jobs(args)

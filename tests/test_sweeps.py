@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from runner.engine import latest_checkpoint
-from tests.conftest import ROOT, TINY, run_cli
+from tests.conftest import AS_USER, ROOT, TINY, one_complete_sweep, run_cli, sweep_dirs
 
 QUICK = [*TINY, "max_steps=20", "log_every=10", "checkpoint_every=20", "eval_splits=[test]"]
 
@@ -129,6 +129,33 @@ def test_a_signal_stops_the_whole_sweep_and_a_rerun_continues_it(tmp_path):
     assert [r["status"] for r in rows] == ["completed"] * 3 and not (tmp_path / ".interrupted").exists()
     again = run_cli("-m", *sweep, f"max_steps={step + 20}", timeout=300)
     assert again.returncode == 0 and again.stdout.count("finished in an earlier run of this sweep: skipped") == 3
+
+
+def _job_logs(cwd: Path) -> str:
+    """What the jobs printed where a launcher keeps it (submitit: in the sweep dir's .submitit/)."""
+    return "".join(p.read_text() for p in cwd.glob("multirun/*/.submitit/*/*_log.*"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["parallel", "submitit_local"])
+def test_a_sweep_as_typed_on_a_launcher_has_one_dir_and_a_rerun_skips_its_jobs(launcher, tmp_path):
+    """The basic launcher's case is in the fast tier (tests/test_readme.py); SLURM's in tests/test_slurm.py; Ray's
+    in tests/test_ray.py."""
+    args = ["-m", f"hydra/launcher={launcher}", "batch_size=50,100", "max_steps=20", "eval_splits=[test]", *TINY]
+    proc = run_cli(*args, cwd=tmp_path, timeout=600, unset=AS_USER)
+    sweep = one_complete_sweep(tmp_path, 2, proc, _job_logs(tmp_path))
+    rerun = run_cli(*args, cwd=tmp_path, timeout=600)
+    assert one_complete_sweep(tmp_path, 2, rerun) == sweep
+    assert (rerun.stdout + _job_logs(tmp_path)).count("finished in an earlier run of this sweep: skipped") == 2
+
+
+@pytest.mark.slow
+def test_hydra_sweep_dir_given_on_the_command_line_wins(tmp_path):
+    proc = run_cli("-m", "batch_size=50", "max_steps=5", "eval_splits=[test]", *TINY, "hydra.sweep.dir=mine",
+                   cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not sweep_dirs(tmp_path) and (tmp_path / "mine" / "0" / "summary.json").exists()
+    assert "1 jobs, 1 completed" in (tmp_path / "mine" / "report.md").read_text()
 
 
 def test_the_same_sweep_command_finds_the_same_sweep_dir():

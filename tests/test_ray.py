@@ -1,0 +1,53 @@
+"""runner on a real Ray: a local head started the way a user starts one (``ray start --head`` on 127.0.0.1), and a
+sweep with ``hydra/launcher=ray_local`` pointed at it, as typed in an empty folder: one sweep dir, a report of every
+job, a rerun that skips them, and the jobs' lines without colour codes in a file.
+
+``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` keeps this Ray on one machine's loopback addresses (Ray's single-machine
+mode); a real multi-machine Ray leaves it unset.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import AS_USER, TINY, one_complete_sweep, run_cli
+
+pytest.importorskip("ray", reason="the ray extra: pip install -e '.[ray]' (make install includes it)")
+pytestmark = pytest.mark.slow
+LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def _ray() -> str:
+    return shutil.which("ray") or str(Path(sys.executable).parent / "ray")
+
+
+@pytest.fixture(scope="module")
+def ray_head(tmp_path_factory):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, **LOOPBACK}
+    started = subprocess.run([_ray(), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
+                              "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats"],
+                             capture_output=True, text=True, env=env, timeout=120)
+    assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-2000:]
+    yield f"127.0.0.1:{port}"
+    subprocess.run([_ray(), "stop", "--force"], capture_output=True, env=env, timeout=120)
+
+
+def test_a_ray_sweep_as_typed_on_a_local_head(ray_head, tmp_path):
+    args = ["-m", "hydra/launcher=ray_local", f"hydra.launcher.ray.init.address={ray_head}", "batch_size=50,100",
+            "max_steps=20", "eval_splits=[test]", *TINY]
+    proc = run_cli(*args, cwd=tmp_path, env=LOOPBACK, unset=AS_USER, timeout=600)
+    sweep = one_complete_sweep(tmp_path, 2, proc)
+    assert f"Results in {sweep}/0" in proc.stdout  # written where the sweep was typed, not in the head's folder
+    assert "\x1b[" not in proc.stdout + proc.stderr  # no colour codes in a pipe
+    rerun = run_cli(*args, cwd=tmp_path, env=LOOPBACK, timeout=600)
+    assert one_complete_sweep(tmp_path, 2, rerun) == sweep
+    assert rerun.stdout.count("finished in an earlier run of this sweep: skipped") == 2
