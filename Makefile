@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 ARGS ?=
 PORT ?= 6006
 
-.PHONY: install train eval convert bench tensorboard test test-full clean
+.PHONY: install train eval convert bench tensorboard test test-engines test-full clean
 
 install: $(VENV)/.installed
 
@@ -34,6 +34,9 @@ tensorboard: install      ## TensorBoard on the newest run or sweep (RUN=DIR pic
 
 test: install             ## the fast suite (slow tests skipped; 3 workers on 2 cores: some tests wait on subprocesses)
 	$(PY) -m pytest -m "not slow" -n 3 --dist loadgroup -q
+
+test-engines: install     ## sweeps on real engines: a one-node SLURM on 127.0.0.1 (root, Debian's slurm packages), a local Ray head
+	$(PY) -m pytest -m engines -n 2 --dist loadgroup -q
 
 test-full: install        ## everything, slow tests included
 	$(PY) -m pytest -n 2 --dist loadgroup -q

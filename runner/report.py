@@ -164,7 +164,6 @@ class SweepReport(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.exists():
             return
-        tfload.load_tensorflow(bool(config.get("verbose")))  # the HParams summaries load it
         rows = write(sweep_dir)
         failed = [r for r in rows if r["status"] == "failed"]
         log.info("Sweep report: %s", sweep_dir / "report.md")
@@ -182,6 +181,5 @@ class SweepReport(Callback):
 if __name__ == "__main__":
     if len(sys.argv) != 2 or not Path(sys.argv[1]).is_dir():
         sys.exit("usage: python -m runner.report SWEEP_DIR")
-    tfload.load_tensorflow(verbose=False)
     written = write(sys.argv[1])
     print(f"{Path(sys.argv[1]) / 'report.md'}: {len(written)} jobs")

@@ -86,9 +86,12 @@ def job(sweep_dir: Path) -> Iterator[None]:
     """Runs one job: its pid is listed for the sweep's signal forwarding, and a signal outside its training loop
     raises Interrupted. The process's signal handlers are restored afterwards (a pool worker lives on)."""
     running = sweep_dir / RUNNING
-    running.mkdir(parents=True, exist_ok=True)
     pid_file = running / _marker_name(os.getpid())
-    pid_file.write_text("")
+    for _ in range(100):  # another job's end may remove the folder between its making and this marker's
+        running.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            pid_file.write_text("")
+            break
     main = threading.current_thread() is threading.main_thread()
     previous = {sig: signal.getsignal(sig) for sig in SIGNALS} if main else {}
     raise_on_signals()

@@ -19,7 +19,7 @@ import pytest
 from tests.conftest import AS_USER, TINY, one_complete_sweep, run_cli
 
 pytest.importorskip("ray", reason="the ray extra: pip install -e '.[ray]' (make install includes it)")
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.engines]
 LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
 
 
@@ -51,3 +51,11 @@ def test_a_ray_sweep_as_typed_on_a_local_head(ray_head, tmp_path):
     rerun = run_cli(*args, cwd=tmp_path, env=LOOPBACK, timeout=600)
     assert one_complete_sweep(tmp_path, 2, rerun) == sweep
     assert rerun.stdout.count("finished in an earlier run of this sweep: skipped") == 2
+
+
+def test_a_ray_sweep_without_an_address_starts_a_ray_of_its_own(tmp_path):
+    """The launcher's default (`hydra.launcher.ray.init.address` null): a Ray started by the sweep for the sweep."""
+    proc = run_cli("-m", "hydra/launcher=ray_local", "batch_size=50,100", "max_steps=20", "eval_splits=[test]", *TINY,
+                   cwd=tmp_path, env=LOOPBACK, unset=AS_USER, timeout=600)
+    one_complete_sweep(tmp_path, 2, proc)
+    assert "Started a local Ray instance" in proc.stdout + proc.stderr

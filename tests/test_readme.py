@@ -26,7 +26,7 @@ SHORT = ["max_steps=10", "eval_splits=[test]"]
 # Commands that fetch a public dataset: no network at test time (the download code is tested against a local HTTP
 # server in tests/test_download.py).
 DOWNLOADS = ("dataset=mnist", "dataset=cifar10", "experiment=mnist_fully_connected_feed")
-FAST = ("python -m runner", "python -m runner -m batch_size=50,100")
+FAST = ("python -m runner", "python -m runner -m batch_size=50,100", "python -m runner --cfg job", "python -m runner --help")
 
 
 def _section(title: str) -> str:

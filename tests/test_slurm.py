@@ -19,7 +19,8 @@ import pytest
 from tests import slurm
 from tests.conftest import AS_USER, TINY, noise, one_complete_sweep, run_cli, sweep_dirs
 
-pytestmark = pytest.mark.skipif(slurm.unavailable() is not None, reason=str(slurm.unavailable()))
+pytestmark = [pytest.mark.slow, pytest.mark.engines,
+              pytest.mark.skipif(slurm.unavailable() is not None, reason=str(slurm.unavailable()))]
 SHORT = ["max_steps=20", "eval_splits=[test]", *TINY]
 LONG = ["max_steps=20000", "log_every=100", "checkpoint_every=100000", "eval_splits=[test]", *TINY]
 SWEEP = ["-m", "hydra/launcher=slurm", "hydra.launcher.partition=debug", "hydra.launcher.cpus_per_task=1"]

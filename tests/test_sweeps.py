@@ -87,9 +87,10 @@ def test_submitit_local_sweep(tmp_path):
     assert len(rows) == 2 and {r["status"] for r in rows} == {"completed"}
 
 
-def _interrupt_sweep(args: list[str], sig: signal.Signals, wait_for: str = "Step 20: ") -> subprocess.CompletedProcess:
+def _interrupt_sweep(args: list[str], sig: signal.Signals, wait_for: str = "Step 20: ",
+                     cwd: Path = ROOT) -> subprocess.CompletedProcess:
     """Starts a sweep, sends ``sig`` once a job trains, and returns the finished process's output."""
-    proc = subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=ROOT, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
         out = []
@@ -137,6 +138,7 @@ def _job_logs(cwd: Path) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.engines
 @pytest.mark.parametrize("launcher", ["parallel", "submitit_local"])
 def test_a_sweep_as_typed_on_a_launcher_has_one_dir_and_a_rerun_skips_its_jobs(launcher, tmp_path):
     """The basic launcher's case is in the fast tier (tests/test_readme.py); SLURM's in tests/test_slurm.py; Ray's
@@ -175,3 +177,19 @@ def test_a_signal_stops_a_parallel_sweep_with_checkpoints(tmp_path):
     assert {r["status"] for r in rows} == {"interrupted"}
     trained = [r["job"] for r in rows if r["error"].startswith("SIGINT at step")]
     assert trained and all(latest_checkpoint(tmp_path / job) for job in trained)
+
+
+@pytest.mark.slow
+def test_a_signal_to_a_sweep_as_typed_and_the_same_command_continues_it(tmp_path):
+    """In the default sweep dir: the rerun is the very same command, and it finds the interrupted job."""
+    sweep = ["-m", *TINY, "optimizer.lr=0.05,0.1", "max_steps=20000", "log_every=100", "checkpoint_every=100000",
+             "eval_splits=[test]"]
+    stopped = _interrupt_sweep(sweep, signal.SIGTERM, wait_for="Step 300: ", cwd=tmp_path)
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stdout[-3000:]
+    [sweep_dir] = sweep_dirs(tmp_path)
+    step = _steps_saved(sweep_dir / "0")
+    assert not (sweep_dir / ".running").exists() and (sweep_dir / "0" / "interrupted.txt").exists()
+    rerun = run_cli(*sweep, cwd=tmp_path, timeout=600)
+    assert one_complete_sweep(tmp_path, 2, rerun) == sweep_dir
+    assert f"Resuming from {sweep_dir}/0/checkpoints/model.ckpt-{step} at step {step}" in rerun.stdout
+    assert json.loads((sweep_dir / "0" / "summary.json").read_text())["steps_this_run"] == 20000 - step
