@@ -95,6 +95,7 @@ def test_eval_of_a_dir_without_a_run(tmp_path):
     assert proc.returncode == 2 and "is not a training run dir" in proc.stdout
 
 
+@pytest.mark.slow  # the README's mode=eval command, as typed, is in the fast tier (tests/test_readme.py)
 def test_train_then_eval_from_the_command_line(tmp_path):
     train = run_cli(*TINY, "max_steps=60", "log_every=20", "checkpoint_every=60", f"run_dir={tmp_path}")
     assert train.returncode == 0, train.stderr

@@ -200,6 +200,7 @@ def test_local_cluster_trains_the_mlp_into_the_one_process_band(cluster_run, tmp
     assert (run_dir / ".hydra" / "config.yaml").exists() and not (run_dir / ".hydra" / "resumes").exists()
 
 
+@pytest.mark.slow
 def test_a_cluster_checkpoint_evaluates_in_one_process(cluster_run):
     run_dir, out = cluster_run
     assert out.returncode == 0

@@ -26,7 +26,8 @@ SHORT = ["max_steps=10", "eval_splits=[test]"]
 # Commands that fetch a public dataset: no network at test time (the download code is tested against a local HTTP
 # server in tests/test_download.py).
 DOWNLOADS = ("dataset=mnist", "dataset=cifar10", "experiment=mnist_fully_connected_feed")
-FAST = ("python -m runner", "python -m runner -m batch_size=50,100", "python -m runner --cfg job", "python -m runner --help")
+FAST = ("python -m runner", "python -m runner -m batch_size=50,100", "python -m runner --cfg job", "python -m runner --help",
+        "python -m runner mode=eval run_dir=outputs/2026-11-25/10-00-00")
 
 
 def _section(title: str) -> str:

@@ -22,7 +22,7 @@ from tests.conftest import AS_USER, TINY, noise, one_complete_sweep, run_cli, sw
 pytestmark = [pytest.mark.slow, pytest.mark.engines,
               pytest.mark.skipif(slurm.unavailable() is not None, reason=str(slurm.unavailable()))]
 SHORT = ["max_steps=20", "eval_splits=[test]", *TINY]
-LONG = ["max_steps=20000", "log_every=100", "checkpoint_every=100000", "eval_splits=[test]", *TINY]
+LONG = ["max_steps=8000", "log_every=100", "checkpoint_every=100000", "eval_splits=[test]", *TINY]
 SWEEP = ["-m", "hydra/launcher=slurm", "hydra.launcher.partition=debug", "hydra.launcher.cpus_per_task=1"]
 
 
@@ -84,7 +84,7 @@ def test_scancel_of_a_running_sweep_job_keeps_its_checkpoint_and_a_rerun_resumes
     rerun = run_cli(*args, cwd=tmp_path, env=cluster.env, timeout=600)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     summary = json.loads((sweep_dir / "0" / "summary.json").read_text())
-    assert summary["steps"] == 20000 and summary["steps_this_run"] == 20000 - saved
+    assert summary["steps"] == 8000 and summary["steps_this_run"] == 8000 - saved
     assert [r["status"] for r in _report(sweep_dir)] == ["completed"]
 
 
@@ -107,7 +107,7 @@ def test_preemption_of_an_sbatch_requeue_run_checkpoints_and_the_requeued_job_re
     assert cluster.state(job) == "COMPLETED", out[-3000:]
     assert f"Resuming from {run_dir}/checkpoints/model.ckpt-{saved} at step {saved}" in out
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["steps"] == 20000 and summary["steps_this_run"] == 20000 - saved
+    assert summary["steps"] == 8000 and summary["steps_this_run"] == 8000 - saved
     assert not noise(out), noise(out)
 
 
@@ -123,3 +123,12 @@ def test_srun_tasks_train_one_cluster_and_leave_no_process(cluster, tmp_path):
     assert not noise(proc.stdout + proc.stderr), noise(proc.stdout + proc.stderr)
     left = subprocess.run(["pgrep", "-f", "runner hardware=cluster"], capture_output=True, text=True).stdout
     assert not left.strip() and not cluster.jobs()
+
+
+def test_a_request_slurm_refuses_is_one_line_and_exit_2(cluster, tmp_path):
+    proc = run_cli(*SWEEP, "hydra.launcher.mem_gb=100000", "batch_size=50,100", *SHORT, cwd=tmp_path, env=cluster.env,
+                   timeout=300)
+    assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "error: the launcher could not start the sweep's jobs: sbatch: error: Memory specification can not be " \
+           "satisfied; sbatch: error: Batch job submission failed" in proc.stderr
+    assert "Traceback" not in proc.stderr
