@@ -134,3 +134,16 @@ def test_multirun_over_pipelines_and_batch_sizes(tmp_path):
     assert sorted((s["pipeline"], s["config"]["batch_size"]) for s in summaries) == sorted(
         (p, b) for p in ("feed_dict", "queue", "tf_data", "preloaded") for b in (50, 100))
     assert all(s["steps"] == 20 for s in summaries)
+
+
+@pytest.mark.slow
+def test_verbose_shows_what_a_quiet_run_hides(tmp_path):
+    from tests.conftest import AS_USER, noise
+
+    args = ["-m", *TINY, "max_steps=5", "eval_splits=[test]", "batch_size=50"]  # a sweep: the sweep's process too
+    (tmp_path / "quiet").mkdir()
+    quiet = run_cli(*args, cwd=tmp_path / "quiet", unset=AS_USER, timeout=300)
+    loud = run_cli(*args, "verbose=true", cwd=tmp_path, unset=AS_USER, timeout=300)
+    assert quiet.returncode == 0 and loud.returncode == 0, loud.stderr[-3000:]
+    assert not noise(quiet.stdout + quiet.stderr)
+    assert any("oneDNN custom operations are on" in line for line in noise(loud.stdout + loud.stderr))
