@@ -3,6 +3,7 @@ import csv
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -189,3 +190,19 @@ def test_a_signal_to_a_sweep_as_typed_and_the_same_command_continues_it(tmp_path
     assert one_complete_sweep(tmp_path, 2, rerun) == sweep_dir
     assert f"Resuming from {sweep_dir}/0/checkpoints/model.ckpt-{step} at step {step}" in rerun.stdout
     assert json.loads((sweep_dir / "0" / "summary.json").read_text())["steps_this_run"] == 5000 - step
+
+
+def test_a_killed_jobs_running_marker_is_cleared_when_the_sweep_starts_again(tmp_path):
+    from runner import sweep as sweeps
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    with sweeps.job(tmp_path):  # this process runs a job: its marker stays while it runs
+        running = tmp_path / sweeps.RUNNING
+        (running / f"{socket.gethostname()}-{dead.pid}").write_text("")  # a job killed with SIGKILL left this
+        (running / f"other-node-{dead.pid}").write_text("")  # another machine's job: not this machine's to judge
+        sweeps.clear_stale(tmp_path)
+        assert sorted(p.name for p in running.iterdir()) == sorted([f"other-node-{dead.pid}",
+                                                                    f"{socket.gethostname()}-{os.getpid()}"])
+        (running / f"other-node-{dead.pid}").unlink()
+    assert not running.exists()  # the last job's end takes the folder with it
