@@ -58,6 +58,8 @@ def test_a_slurm_sweep_as_typed_has_one_dir_a_full_report_and_a_rerun_skips(clus
     job_logs = "".join(p.read_text() for p in tmp_path.glob("multirun/*/.submitit/*/*_log.*"))
     sweep = one_complete_sweep(tmp_path, 2, proc, job_logs)  # the jobs ran quietly under SLURM too
     assert "Results in" in job_logs
+    # each job's thread pools fit the CPUs SLURM gave it (--cpus-per-task=1), not the node's
+    assert job_logs.count("1 CPU(s) given to this process: TensorFlow thread pools of 1 (intra) and 1 (inter)") == 2
     rerun = run_cli(*args, cwd=tmp_path, env=cluster.env, timeout=600)
     assert rerun.returncode == 0 and sweep_dirs(tmp_path) == [sweep]
     logs = "".join(p.read_text() for p in sweep.glob(".submitit/*/*_log.*"))
