@@ -188,7 +188,7 @@ def _composition_error(err: Exception) -> str | None:
 
 
 def _launcher_error(err: Exception) -> str | None:
-    """One line for a launcher that could not hand the sweep's jobs over (sbatch refused them, no Ray head)."""
+    """One line for a launcher that could not hand the sweep's jobs over (sbatch refusing a request, say)."""
     if not type(err).__module__.startswith(("submitit", "ray")):
         return None
     lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]

@@ -84,6 +84,18 @@ def noise(text: str) -> list[str]:
     return [line for line in text.splitlines() if any(n in line for n in NOISE)]
 
 
+def submitit_logs(cwd: Path) -> str:
+    """What a sweep's jobs printed where submitit keeps it (locally and on SLURM): the sweep dir's .submitit/."""
+    return "".join(p.read_text() for p in cwd.glob("multirun/*/.submitit/*/*_log.*"))
+
+
+def steps_saved(run_dir: Path) -> int:
+    """The global step of a run dir's latest checkpoint."""
+    from runner.engine import latest_checkpoint
+
+    return int(latest_checkpoint(run_dir).rsplit("-", 1)[1])
+
+
 def one_complete_sweep(cwd: Path, jobs: int, proc: subprocess.CompletedProcess, logs: str = "") -> Path:
     """Checks a multirun typed in ``cwd``: it succeeded, quietly (its output and the jobs' ``logs``), into one
     sweep dir whose report lists every job completed, with no marker left; returns the sweep dir."""

@@ -3,8 +3,8 @@ from README.md as written, runs in an empty working directory with only what a u
 (`max_steps`, `eval_splits=[test]` and small data sizes), and does what the README says: a run dir with a summary,
 one sweep dir with a report of every job, an evaluation of the latest run, the composed config, the help.
 
-When the README changes, these tests follow it. The fast tier keeps the Quick start's plain run and its sweep
-(with the rerun that skips its finished jobs); the rest are in the slow tier.
+When the README changes, these tests follow it. The fast tier keeps the commands in FAST (the plain run, the
+sweep with the rerun that skips its finished jobs, mode=eval, --cfg job, --help); the rest are in the slow tier.
 """
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ SHORT = ["max_steps=10", "eval_splits=[test]"]
 # Commands that fetch a public dataset: no network at test time (the download code is tested against a local HTTP
 # server in tests/test_download.py).
 DOWNLOADS = ("dataset=mnist", "dataset=cifar10", "experiment=mnist_fully_connected_feed")
-FAST = ("python -m runner", "python -m runner -m batch_size=50,100", "python -m runner --cfg job", "python -m runner --help",
-        "python -m runner mode=eval run_dir=outputs/2026-11-25/10-00-00")
+FAST = ("python -m runner", "python -m runner -m batch_size=50,100", "python -m runner --cfg job",
+        "python -m runner --help", "python -m runner mode=eval run_dir=outputs/2026-11-25/10-00-00")
 
 
 def _section(title: str) -> str:

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from tests import slurm
-from tests.conftest import AS_USER, TINY, noise, one_complete_sweep, run_cli, sweep_dirs
+from tests.conftest import (AS_USER, TINY, noise, one_complete_sweep, run_cli, steps_saved, submitit_logs,
+                            sweep_dirs)
 
 pytestmark = [pytest.mark.slow, pytest.mark.engines,
               pytest.mark.skipif(slurm.unavailable() is not None, reason=str(slurm.unavailable()))]
@@ -44,26 +45,19 @@ def _wait_for_line(path_glob, cwd: Path, text: str, cluster, timeout: float = 12
     return cluster.wait_for(found, timeout, f"{text!r} in {path_glob}")
 
 
-def _steps_saved(run_dir: Path) -> int:
-    from runner.engine import latest_checkpoint
-
-    return int(latest_checkpoint(run_dir).rsplit("-", 1)[1])
-
-
 def test_a_slurm_sweep_as_typed_has_one_dir_a_full_report_and_a_rerun_skips(cluster, tmp_path):
     args = [*SWEEP, "batch_size=50,100", *SHORT]
     started = time.monotonic()
     proc = run_cli(*args, cwd=tmp_path, env=cluster.env, unset=AS_USER, timeout=600)
     print(f"2-job SLURM sweep: {time.monotonic() - started:.1f} s")
-    job_logs = "".join(p.read_text() for p in tmp_path.glob("multirun/*/.submitit/*/*_log.*"))
+    job_logs = submitit_logs(tmp_path)
     sweep = one_complete_sweep(tmp_path, 2, proc, job_logs)  # the jobs ran quietly under SLURM too
     assert "Results in" in job_logs
     # each job's thread pools fit the CPUs SLURM gave it (--cpus-per-task=1), not the node's
     assert job_logs.count("1 CPU(s) given to this process: TensorFlow thread pools of 1 (intra) and 1 (inter)") == 2
     rerun = run_cli(*args, cwd=tmp_path, env=cluster.env, timeout=600)
     assert rerun.returncode == 0 and sweep_dirs(tmp_path) == [sweep]
-    logs = "".join(p.read_text() for p in sweep.glob(".submitit/*/*_log.*"))
-    assert logs.count("finished in an earlier run of this sweep: skipped") == 2
+    assert submitit_logs(tmp_path).count("finished in an earlier run of this sweep: skipped") == 2
 
 
 def test_scancel_of_a_running_sweep_job_keeps_its_checkpoint_and_a_rerun_resumes_it(cluster, tmp_path):
@@ -81,7 +75,7 @@ def test_scancel_of_a_running_sweep_job_keeps_its_checkpoint_and_a_rerun_resumes
     [sweep_dir] = sweep_dirs(tmp_path)
     [row] = _report(sweep_dir)
     assert row["status"] == "interrupted" and row["error"].startswith("SIGTERM at step"), row
-    saved = _steps_saved(sweep_dir / "0")
+    saved = steps_saved(sweep_dir / "0")
     assert saved >= 300
     rerun = run_cli(*args, cwd=tmp_path, env=cluster.env, timeout=600)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
@@ -101,7 +95,7 @@ def test_preemption_of_an_sbatch_requeue_run_checkpoints_and_the_requeued_job_re
     _wait_for_line(f"slurm-{job}.out", tmp_path, "stopped: SIGTERM at step", cluster, timeout=slurm.KILL_WAIT + 30)
     run_dir = tmp_path / "outputs" / f"slurm-{job}"
     cluster.wait_for(lambda: cluster.state(job) == "PENDING", 60, "the job back in the queue")
-    saved = _steps_saved(run_dir)
+    saved = steps_saved(run_dir)
     assert saved >= 300
     cluster.run("scontrol", "update", f"JobId={job}", "StartTime=now")  # a requeued job waits ~2 minutes
     cluster.wait_for(lambda: cluster.state(job) in ("COMPLETED", "FAILED"), 300, "the requeued job's end")

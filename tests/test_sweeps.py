@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from runner.engine import latest_checkpoint
-from tests.conftest import AS_USER, ROOT, TINY, one_complete_sweep, run_cli, sweep_dirs
+from tests.conftest import (AS_USER, ROOT, TINY, one_complete_sweep, run_cli, steps_saved, submitit_logs,
+                            sweep_dirs)
 
 QUICK = [*TINY, "max_steps=20", "log_every=10", "checkpoint_every=20", "eval_splits=[test]"]
 
@@ -102,10 +103,6 @@ def _interrupt_sweep(args: list[str], sig: signal.Signals, wait_for: str = "Step
         proc.kill()
 
 
-def _steps_saved(job: Path) -> int:
-    return int(latest_checkpoint(job).rsplit("-", 1)[1])
-
-
 @pytest.mark.slow  # a sweep (STYLE.md: sweeps in the slow tier)
 def test_a_signal_stops_the_whole_sweep_and_a_rerun_continues_it(tmp_path):
     sweep = [*TINY, "log_every=10", "checkpoint_every=100000", "eval_splits=[test]", "optimizer.lr=0.05,0.1,0.2",
@@ -116,7 +113,7 @@ def test_a_signal_stops_the_whole_sweep_and_a_rerun_continues_it(tmp_path):
     rows = list(csv.DictReader((tmp_path / "report.csv").open()))
     assert [(r["job"], r["status"]) for r in rows] == [("0", "interrupted"), ("1", "interrupted"), ("2", "interrupted")]
     assert rows[0]["error"].startswith("SIGTERM at step") and rows[1]["error"] == "not started: the sweep was stopped"
-    step = _steps_saved(tmp_path / "0")
+    step = steps_saved(tmp_path / "0")
     assert step >= 20 and not (tmp_path / "1" / "checkpoints").exists()
     # The rerun (here with a reachable max_steps, which a resume may change) resumes job 0 and runs the others.
     rerun = run_cli("-m", *sweep, f"max_steps={step + 20}", timeout=300)
@@ -129,11 +126,6 @@ def test_a_signal_stops_the_whole_sweep_and_a_rerun_continues_it(tmp_path):
     assert again.returncode == 0 and again.stdout.count("finished in an earlier run of this sweep: skipped") == 3
 
 
-def _job_logs(cwd: Path) -> str:
-    """What the jobs printed where a launcher keeps it (submitit: in the sweep dir's .submitit/)."""
-    return "".join(p.read_text() for p in cwd.glob("multirun/*/.submitit/*/*_log.*"))
-
-
 @pytest.mark.slow
 @pytest.mark.engines
 @pytest.mark.parametrize("launcher", ["parallel", "submitit_local"])
@@ -142,10 +134,10 @@ def test_a_sweep_as_typed_on_a_launcher_has_one_dir_and_a_rerun_skips_its_jobs(l
     in tests/test_ray.py."""
     args = ["-m", f"hydra/launcher={launcher}", "batch_size=50,100", "max_steps=20", "eval_splits=[test]", *TINY]
     proc = run_cli(*args, cwd=tmp_path, timeout=600, unset=AS_USER)
-    sweep = one_complete_sweep(tmp_path, 2, proc, _job_logs(tmp_path))
+    sweep = one_complete_sweep(tmp_path, 2, proc, submitit_logs(tmp_path))
     rerun = run_cli(*args, cwd=tmp_path, timeout=600)
     assert one_complete_sweep(tmp_path, 2, rerun) == sweep
-    assert (rerun.stdout + _job_logs(tmp_path)).count("finished in an earlier run of this sweep: skipped") == 2
+    assert (rerun.stdout + submitit_logs(tmp_path)).count("finished in an earlier run of this sweep: skipped") == 2
 
 
 @pytest.mark.slow
@@ -184,7 +176,7 @@ def test_a_signal_to_a_sweep_as_typed_and_the_same_command_continues_it(tmp_path
     stopped = _interrupt_sweep(sweep, signal.SIGTERM, wait_for="Step 300: ", cwd=tmp_path)
     assert stopped.returncode == 128 + signal.SIGTERM, stopped.stdout[-3000:]
     [sweep_dir] = sweep_dirs(tmp_path)
-    step = _steps_saved(sweep_dir / "0")
+    step = steps_saved(sweep_dir / "0")
     assert not (sweep_dir / ".running").exists() and (sweep_dir / "0" / "interrupted.txt").exists()
     rerun = run_cli(*sweep, cwd=tmp_path, timeout=600)
     assert one_complete_sweep(tmp_path, 2, rerun) == sweep_dir
