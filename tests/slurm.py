@@ -87,7 +87,7 @@ class Cluster:
         self._wait(lambda: self.munge_socket.exists(), "munged made no socket", "munged.log")
         self._start(["slurmctld", "-D", "-c", "-f", str(self.conf)])
         self._start(["slurmd", "-D", "-c", "-f", str(self.conf), "-N", self.node])
-        self._wait(self._idle, "the node did not come up idle", "slurmctld.log")
+        self._wait(self.idle, "the node did not come up idle", "slurmctld.log")
         self.startup_secs = time.monotonic() - started
 
     def _start(self, argv: list[str]) -> None:
@@ -112,7 +112,7 @@ class Cluster:
         env = {k: v for k, v in {**os.environ, **self.env}.items() if k not in unset}
         return subprocess.run(list(argv), capture_output=True, text=True, check=check, env=env, **kwargs)
 
-    def _idle(self) -> bool:
+    def idle(self) -> bool:
         out = self.run("sinfo", "-h", "-o", "%T", check=False)
         return out.returncode == 0 and out.stdout.strip() == "idle"
 

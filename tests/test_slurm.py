@@ -92,12 +92,18 @@ def test_preemption_of_an_sbatch_requeue_run_checkpoints_and_the_requeued_job_re
                       "--wrap", command, cwd=tmp_path, unset=AS_USER).stdout.strip()
     _wait_for_line(f"slurm-{job}.out", tmp_path, "Step 300:", cluster)
     cluster.run("scontrol", "requeue", job)
+    requeued = time.monotonic()
     _wait_for_line(f"slurm-{job}.out", tmp_path, "stopped: SIGTERM at step", cluster, timeout=slurm.KILL_WAIT + 30)
     run_dir = tmp_path / "outputs" / f"slurm-{job}"
     cluster.wait_for(lambda: cluster.state(job) == "PENDING", 60, "the job back in the queue")
     saved = steps_saved(run_dir)
     assert saved >= 300
-    cluster.run("scontrol", "update", f"JobId={job}", "StartTime=now")  # a requeued job waits ~2 minutes
+    # A requeued job waits ~2 minutes before it may start again; start it sooner, but only once the node has cleaned
+    # up its first run and a new second has begun (slurmd refuses a job credential issued in the second it revoked
+    # the old one: "Job credential revoked").
+    cluster.wait_for(cluster.idle, 60, "the node idle again")
+    time.sleep(max(0.0, requeued + 2 - time.monotonic()))
+    cluster.run("scontrol", "update", f"JobId={job}", "StartTime=now")
     cluster.wait_for(lambda: cluster.state(job) in ("COMPLETED", "FAILED"), 300, "the requeued job's end")
     out = (tmp_path / f"slurm-{job}.out").read_text()
     assert cluster.state(job) == "COMPLETED", out[-3000:]
