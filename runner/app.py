@@ -1,4 +1,5 @@
-"""The command line: compose the config with Hydra, validate it, then build and run.
+"""The command line: Hydra composes the config, it is validated once (before a single run's dir is made, or in a
+sweep's job), then the mode runs: ``MODES[cfg.mode](cfg, run_dir)``. Errors become one line and exit 2.
 
 TensorFlow is imported only once a run starts, so ``--help`` and ``--cfg job`` answer instantly.
 """
@@ -6,25 +7,86 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import re
+import shutil
 import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from runner import sweep
-from runner.config import CONF_DIR, register_resolvers, register_schemas, validate
+from runner import rundir
+from runner.config.checks import check_writable, validate
+from runner.config.hydra import CONF_DIR, register_schemas
+from runner.config.hydra import task_overrides
 from runner.errors import ConfigError, RunnerError, describe_os_error
+from runner.modes import MODES
 from runner.signals import Interrupted, raise_on_signals
+from runner.sweeps import sweep
+
+log = logging.getLogger("runner")
+
+
+def register_resolvers() -> None:
+    """The resolvers of conf/config.yaml's hydra section: where Hydra writes a job's config (runner.rundir), and a
+    sweep's dir by its command (runner.sweeps.sweep), under the folder it was started from."""
+    for name, resolver, cache in (("runner.subdir", rundir.hydra_subdir, False),
+                                  ("runner.sweep_key", sweep.sweep_key, True),
+                                  ("runner.cwd", os.getcwd, True)):  # the sweep's folder, not a Ray worker's
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver, use_cache=cache)
+
 
 register_schemas()
 register_resolvers()
-log = logging.getLogger("runner")
+
+
+def checked(cfg: DictConfig, run_dir: str, overrides: list[str]) -> DictConfig:
+    """The config a run runs, validated: for mode=eval the run's own config with this command line's choices
+    (runner.rundir.eval_config), else ``cfg``. The one place a config is validated."""
+    if cfg.mode == "eval":
+        cfg = rundir.eval_config(run_dir, cfg, overrides)
+    validate(cfg)
+    return cfg
+
+
+def run(cfg: DictConfig, run_dir: str, overrides: list[str] | None = None) -> dict | float | None:
+    """Runs a composed config in run_dir as the command line does, in this process: validated, then its mode. With
+    ``sweep_objective`` a training run returns that number of its summary."""
+    return _run_mode(checked(cfg, run_dir, task_overrides() if overrides is None else overrides), run_dir)
+
+
+def _run_mode(cfg: DictConfig, run_dir: str) -> dict | float | None:
+    result = MODES[cfg.mode](cfg, run_dir)
+    if cfg.mode == "train" and cfg.sweep_objective and result is not None:
+        return sweep.objective(result, cfg.sweep_objective)
+    return result
+
+
+class ValidateBeforeRun(Callback):
+    """Hydra callback: a single run's config is checked before Hydra creates its run dir, so a rejected config
+    leaves nothing behind; the run then runs the checked config. (Sweep jobs are checked in the job, where a
+    failure is recorded in the report.)"""
+
+    checked: DictConfig | None = None  # the config the callback checked, for the run that follows it
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        job = config.copy()
+        with open_dict(job):
+            del job["hydra"]
+        run_dir = os.path.abspath(str(config.hydra.run.dir))
+        try:
+            check_writable(job.run_dir)
+            ValidateBeforeRun.checked = checked(job, run_dir, list(config.hydra.overrides.task))
+        except ConfigError as err:
+            print(f"error: {err}", flush=True)
+            sys.exit(2)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
@@ -32,10 +94,8 @@ def _task(cfg: DictConfig) -> dict | float | None:
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode == RunMode.MULTIRUN:
         return _job(cfg, Path(hydra_cfg.sweep.dir), Path(hydra_cfg.runtime.output_dir))
-    try:  # the config was validated before Hydra made the run dir (ValidateBeforeRun)
-        from runner.build import run  # imports TensorFlow
-
-        return run(cfg, hydra_cfg.runtime.output_dir)
+    try:
+        return _run_mode(ValidateBeforeRun.checked, hydra_cfg.runtime.output_dir)
     except Exception as err:
         err = _as_runner_error(err)
         if not isinstance(err, RunnerError):
@@ -57,8 +117,6 @@ def _as_runner_error(err: Exception) -> Exception:
 def _remove_if_new(run_dir: Path, subdir: str) -> None:
     """A rejected run leaves nothing behind: no run dir if it made one (only Hydra's config and log were written
     there), else not the config it would have resumed with."""
-    import shutil
-
     if subdir.startswith(".hydra/resumes/"):
         shutil.rmtree(run_dir / subdir, ignore_errors=True)
         with contextlib.suppress(OSError):
@@ -82,9 +140,6 @@ def _job(cfg: DictConfig, sweep_dir: Path, job_dir: Path) -> dict | float | None
         return finished
     with sweep.job(sweep_dir):
         try:
-            validate(cfg)
-            from runner.build import run  # imports TensorFlow
-
             return run(cfg, str(job_dir))
         except Exception as err:
             err = _as_runner_error(err)
@@ -105,10 +160,6 @@ def _job(cfg: DictConfig, sweep_dir: Path, job_dir: Path) -> dict | float | None
 
 def _finished(cfg: DictConfig, job_dir: Path) -> dict | float | None:
     """The result of a job that an earlier run of this sweep completed with the same config, else None."""
-    import json
-
-    from runner import rundir
-
     summary_path = job_dir / ("summary.json" if cfg.mode == "train" else "bench.json")
     if cfg.mode not in ("train", "bench") or not summary_path.exists():
         return None
@@ -118,9 +169,7 @@ def _finished(cfg: DictConfig, job_dir: Path) -> dict | float | None:
     if not (job_dir / rundir.SAVED_CONFIG).exists() or rundir.unsafe_changes(job_dir, cfg):
         return None
     if cfg.get("sweep_objective"):
-        from runner.build import _objective
-
-        return _objective(summary, cfg.sweep_objective)
+        return sweep.objective(summary, cfg.sweep_objective)
     return summary
 
 

@@ -1,4 +1,5 @@
-"""Optimizers and learning-rate schedules, by the names of conf/optimizer/*.yaml and conf/schedule/*.yaml."""
+"""Optimizers and learning-rate schedules, by the names of conf/optimizer/*.yaml and conf/schedule/*.yaml (whose
+values they take: none is repeated here)."""
 from __future__ import annotations
 
 import tensorflow as tf
@@ -16,12 +17,12 @@ def sgd(learning_rate):
 
 
 @OPTIMIZERS.register("momentum")
-def momentum(learning_rate, momentum: float = 0.9, use_nesterov: bool = False):
+def momentum(learning_rate, momentum: float, use_nesterov: bool):
     return v1.train.MomentumOptimizer(learning_rate, momentum, use_nesterov=use_nesterov)
 
 
 @OPTIMIZERS.register("adam")
-def adam(learning_rate, beta1: float = 0.9, beta2: float = 0.999, epsilon: float = 1e-8):
+def adam(learning_rate, beta1: float, beta2: float, epsilon: float):
     return v1.train.AdamOptimizer(learning_rate, beta1=beta1, beta2=beta2, epsilon=epsilon)
 
 
@@ -31,8 +32,8 @@ def constant(lr: float, global_step, steps_per_epoch: float):
 
 
 @SCHEDULES.register("exponential_decay")
-def exponential_decay(lr: float, global_step, steps_per_epoch: float, decay_epochs: float = 350.0,
-                      decay_rate: float = 0.1, staircase: bool = True):
+def exponential_decay(lr: float, global_step, steps_per_epoch: float, decay_epochs: float, decay_rate: float,
+                      staircase: bool):
     decay_steps = max(1, int(steps_per_epoch * decay_epochs))
     return v1.train.exponential_decay(lr, global_step, decay_steps, decay_rate, staircase=staircase,
                                       name="schedule")

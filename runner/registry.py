@@ -1,7 +1,11 @@
-"""One small registry class: a name -> object map that refuses duplicates and lists known names on a miss."""
+"""One small registry class: a name -> part map that refuses duplicates, lists known names on a miss, and gives each
+part its name; and the loader that registers every module of a part package."""
 from __future__ import annotations
 
-from typing import Callable, Generic, TypeVar
+import importlib
+import pkgutil
+import types
+from typing import Callable, Generic, Iterable, TypeVar
 
 from runner.errors import ConfigError
 
@@ -11,8 +15,9 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """Maps names to parts (pipelines, models, trainers, ...).
 
-    The name is the same end to end: ``conf/pipeline/queue.yaml`` sets ``name: queue``,
-    ``runner/pipelines/queue.py`` calls ``PIPELINES.register("queue")``.
+    The name is written once, where the part registers: ``@PIPELINES.register("queue")`` sets ``Queue.name``. Its
+    YAML (``conf/pipeline/queue.yaml``, ``name: queue``) and its schema (``SCHEMAS["pipeline"]["queue"]`` in
+    runner.config.schema) use the same name, which tests hold together (test_registry.py, test_config.py).
     """
 
     def __init__(self, kind: str):
@@ -24,6 +29,8 @@ class Registry(Generic[T]):
             if name in self._items:
                 raise ValueError(f"{self.kind} '{name}' is registered twice")
             self._items[name] = obj
+            if isinstance(obj, (type, types.FunctionType)):  # a part's class or function carries its name
+                obj.name = name
             return obj
 
         return add
@@ -37,3 +44,10 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         return sorted(self._items)
+
+
+def import_modules(package: str, path: Iterable[str]) -> None:
+    """Imports every module of a part package, so that each registers its parts (call it from the package's
+    ``__init__`` with ``__name__, __path__``)."""
+    for module in pkgutil.iter_modules(path):
+        importlib.import_module(f"{package}.{module.name}")

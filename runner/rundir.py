@@ -17,8 +17,12 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
+from runner import provenance
+from runner.config.hydra import task_overrides, typed
+from runner.datasets.files import write_json
+from runner.distributed.roles import writes_run_dir
 from runner.errors import ConfigError
 
 SAVED_CONFIG = Path(".hydra") / "config.yaml"
@@ -44,8 +48,6 @@ def hydra_subdir(mode: str, output_dir: str, hardware: str = "cpu", ps: int = 1,
     """Where Hydra writes this job's config: ``.hydra`` for a new training run; a numbered folder under
     ``.hydra/resumes/`` when the run dir already holds a trained run, whose config must stay as it is;
     ``.hydra/<mode>`` for eval, bench and convert; nowhere for a cluster task that does not own the run dir."""
-    from runner.cluster import writes_run_dir
-
     try:
         if mode == "train" and not writes_run_dir(hardware, int(ps), resolver):
             return None
@@ -95,7 +97,11 @@ def _within(key: str, prefixes: tuple[str, ...]) -> bool:
 
 def unsafe_changes(run_dir: str | Path, cfg: DictConfig) -> dict[str, list]:
     """The changes from the run's saved config that alter the model, its variables or the data."""
-    return {k: v for k, v in changes(saved_config(run_dir), cfg).items() if not _within(k, SAFE_ON_RESUME)}
+    return _unsafe(changes(saved_config(run_dir), cfg))
+
+
+def _unsafe(changed: dict[str, list]) -> dict[str, list]:
+    return {k: v for k, v in changed.items() if not _within(k, SAFE_ON_RESUME)}
 
 
 def check_resume(run_dir: str | Path, cfg: DictConfig) -> dict[str, list]:
@@ -104,7 +110,7 @@ def check_resume(run_dir: str | Path, cfg: DictConfig) -> dict[str, list]:
     if not has_checkpoints(run_dir) or not (Path(run_dir) / SAVED_CONFIG).exists():
         return {}
     changed = changes(saved_config(run_dir), cfg)
-    unsafe = {k: v for k, v in changed.items() if not _within(k, SAFE_ON_RESUME)}
+    unsafe = _unsafe(changed)
     if unsafe and not cfg.force_resume:
         listed = ", ".join(f"{k} {v[0]!r} -> {v[1]!r}" for k, v in list(unsafe.items())[:6])
         more = f" and {len(unsafe) - 6} more" if len(unsafe) > 6 else ""
@@ -114,12 +120,11 @@ def check_resume(run_dir: str | Path, cfg: DictConfig) -> dict[str, list]:
 
 
 def eval_config(run_dir: str | Path, cfg: DictConfig, overrides: list[str]) -> DictConfig:
-    """mode=eval: the run's config composed again by Hydra's compose API from the run's own command line
-    (``.hydra/overrides.yaml``) plus this command line's choices among :data:`EVAL_CHOICES`. Outside those choices
-    the run's saved config stands wherever the two differ (the config files may have changed since the run).
-    Other keys given on the command line that differ from the run's are refused, naming them."""
-    from runner.config import compose_config, typed  # config imports this module (its resolvers)
-
+    """mode=eval: the run's saved config, typed by the schemas again, with this command line's choices among
+    :data:`EVAL_CHOICES` taken from ``cfg`` (composed by Hydra from that command line: ``pipeline=tf_data`` brings
+    the option's YAML). Other keys given on the command line that differ from the run's are refused, naming them.
+    A key the saved config lacks (a run of an older runner) is taken from ``cfg`` where its group's option is the
+    run's."""
     saved = typed(saved_config(run_dir))
     given = [_key(o) for o in overrides]
     refused = {k: v for k, v in changes(saved, cfg).items()
@@ -129,20 +134,17 @@ def eval_config(run_dir: str | Path, cfg: DictConfig, overrides: list[str]) -> D
         listed = ", ".join(f"{k}={v[1]!r} (the run has {v[0]!r})" for k, v in refused.items())
         raise ConfigError(f"mode=eval evaluates the run with its own config; it can't take {listed}. It may "
                           f"change: {', '.join(EVAL_CHOICES)}")
-    chosen = [o for o in overrides if _within(_key(o), EVAL_CHOICES)]
-    now = tuple(_key(o) for o in chosen)  # what this evaluation sets: the run's own setting of it gives way
-    ran = Path(run_dir) / ".hydra" / "overrides.yaml"
-    ran_with = [o for o in (OmegaConf.load(ran) if ran.exists() else [])
-                if not _within(_key(o), ("mode", "run_dir", "hydra", *now))]
-    composed = typed(compose_config([*ran_with, *chosen, "mode=eval", f"run_dir={run_dir}"]))
-    for key, (old, _) in changes(saved, composed).items():
-        known = OmegaConf.select(saved, key, default=_ABSENT, throw_on_missing=False) is not _ABSENT
-        if known and not _within(key, ("mode", "run_dir", *now)):
-            OmegaConf.update(composed, key, old, merge=False, force_add=True)
-    return composed
-
-
-_ABSENT = object()
+    chosen = [key for key in given if _within(key, EVAL_CHOICES)]
+    with open_dict(saved):
+        saved.mode, saved.run_dir = "eval", str(run_dir)
+        for key in chosen:
+            OmegaConf.update(saved, key, OmegaConf.select(cfg, key), merge=False, force_add=True)
+        for key in OmegaConf.missing_keys(saved):
+            group = key.split(".")[0]
+            same_option = "." not in key or OmegaConf.select(cfg, f"{group}.name") == saved[group].name
+            if same_option and OmegaConf.select(cfg, key, default=None) is not None:
+                OmegaConf.update(saved, key, OmegaConf.select(cfg, key), merge=False)
+    return saved
 
 
 def _key(override: str) -> str:
@@ -188,3 +190,17 @@ def lock(run_dir: str | Path) -> Iterator[None]:
         yield
     finally:
         handle.close()
+
+
+def record_start(run_dir: str | Path, cfg: DictConfig, class_names: list[str], changed: dict, devices: list[str]
+                 ) -> None:
+    """A training run's start in its run dir: a new run's provenance and labels (labels.json: label id -> class
+    name; a rerun's stay), and a line in history.jsonl."""
+    resuming = has_checkpoints(run_dir)
+    if not resuming:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        write_json(Path(run_dir) / "labels.json", dict(enumerate(class_names)))
+        provenance.write(run_dir, config=OmegaConf.to_container(cfg, resolve=True), overrides=task_overrides(),
+                         devices=devices, seed=cfg.seed)
+    record(run_dir, event="resume" if resuming else "start", overrides=task_overrides(), changed=changed,
+           forced=bool(cfg.force_resume and changed))

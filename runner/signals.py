@@ -37,14 +37,15 @@ class Interrupted(RunnerError):
         self.exit_code = 128 + signum
 
 
-def name(signum: int) -> str:
+def signal_name(signum: int) -> str:
+    """SIGINT, SIGTERM, ... for a signal number."""
     return signal.Signals(signum).name
 
 
 def raise_interrupted(signum, frame):
     """A signal handler: raises :class:`Interrupted` where the main thread is."""
-    raise Interrupted(f"{name(signum)} while no training step ran; nothing was lost. Rerun the same command to "
-                      f"continue.", signum)
+    raise Interrupted(f"{signal_name(signum)} while no training step ran; nothing was lost. Rerun the same command "
+                      f"to continue.", signum)
 
 
 def raise_on_signals() -> None:
@@ -75,7 +76,7 @@ class StopSignals(contextlib.AbstractContextManager):
         point)."""
         if self.signum is not None:
             self.acknowledge()
-            raise Interrupted(name(self.signum), self.signum)
+            raise Interrupted(signal_name(self.signum), self.signum)
 
     def acknowledge(self) -> None:
         self._acknowledged.set()
@@ -138,6 +139,6 @@ class StopSignals(contextlib.AbstractContextManager):
 
     @staticmethod
     def _exit_now(signum: int, why: str) -> None:
-        sys.stderr.write(f"stopped: {name(signum)}, {why}: exiting at once (the last checkpoint is kept)\n")
+        sys.stderr.write(f"stopped: {signal_name(signum)}, {why}: exiting at once (the last checkpoint is kept)\n")
         sys.stderr.flush()
         os._exit(128 + signum)

@@ -14,13 +14,22 @@ def quiet_children(verbose: bool) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose else "3")
 
 
-def load_tensorflow(verbose: bool):
-    """Imports TensorFlow, silenced unless verbose, and returns it.
+def xla_on_cpu(xla: bool) -> None:
+    """hardware.xla: on the CPU, XLA's auto-clustering also needs TF_XLA_FLAGS=--tf_xla_cpu_global_jit, which
+    TensorFlow reads when it loads (so a process that loaded it already clusters for GPUs only)."""
+    flags = os.environ.get("TF_XLA_FLAGS", "")
+    if xla and "--tf_xla_cpu_global_jit" not in flags:
+        os.environ["TF_XLA_FLAGS"] = f"{flags} --tf_xla_cpu_global_jit".strip()
+
+
+def load_tensorflow(verbose: bool, xla: bool = False):
+    """Imports TensorFlow, silenced unless verbose (and with XLA's CPU clustering for ``xla``), and returns it.
 
     Some C++ libraries log to stderr while TensorFlow loads, before any log level applies, so stderr is parked in
     a temporary file during the import and replayed only if the import fails.
     """
     quiet_children(verbose)
+    xla_on_cpu(xla)
     if not verbose and "tensorflow" not in sys.modules:
         sys.stderr.flush()
         saved = os.dup(2)

@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from runner.build import run
-from tests.conftest import compose, run_cli
+from runner.app import run
+from tests.helpers import compose, run_cli
 
 TINY_BENCH = ["mode=bench", "dataset=shapes", "dataset.num_train=500", "dataset.num_test=100", "batch_size=16",
               "bench.warmup_steps=2", "bench.windows=2", "bench.steps_per_window=3"]
@@ -62,9 +62,9 @@ def _state_updated_by(train_op) -> set[str]:
 def test_the_bench_measures_the_op_that_trains(tmp_path, monkeypatch):
     """The bound and the pipelines are built by the training's own graph builder: the same variables, and one step
     updates the same ones (the model, the optimizer's step, the moving averages of the CIFAR-10 preset)."""
-    import runner.bench
-    import runner.train
-    from runner.graph import build_train_graph
+    import runner.engine.measure
+    import runner.engine.training
+    from runner.engine.graph import build_train_graph
 
     built = []
 
@@ -72,8 +72,8 @@ def test_the_bench_measures_the_op_that_trains(tmp_path, monkeypatch):
         built.append(build_train_graph(*args, **kwargs))
         return built[-1]
 
-    monkeypatch.setattr(runner.train, "build_train_graph", recording)
-    monkeypatch.setattr(runner.bench, "build_train_graph", recording)
+    monkeypatch.setattr(runner.engine.training, "build_train_graph", recording)
+    monkeypatch.setattr(runner.engine.measure, "build_train_graph", recording)
     shapes = ["dataset=shapes", "dataset.num_train=500", "dataset.num_test=100", "batch_size=16", "pipeline=tf_data"]
     run(compose(*shapes, "max_steps=2", "log_every=1"), str(tmp_path / "train"))
     run(compose(*shapes, "mode=bench", "bench.pipelines=[tf_data]", "bench.warmup_steps=0", "bench.windows=1",

@@ -3,9 +3,9 @@ import json
 
 import pytest
 
-from runner.build import run
+from runner.app import run
 from runner.pipelines import PIPELINES
-from tests.conftest import compose, option
+from tests.helpers import compose, option
 
 SHAPES = ["dataset=shapes", "dataset.num_train=500", "dataset.num_test=130", "batch_size=32"]
 
@@ -36,8 +36,8 @@ def test_a_tf_data_session_closes_at_once():
 
     import tensorflow as tf
 
-    from runner.build import build_dataset
-    from runner.engine import session
+    from runner.data import build_dataset
+    from runner.engine.session import session
 
     dataset = build_dataset(compose(*SHAPES))
     dataset.prepare()
@@ -60,11 +60,11 @@ def test_step_one_loss_is_cross_entropy_plus_the_initial_weight_decay(tmp_path):
     (variance 0.7737 x 0.04^2)."""
     import math
 
-    from tests.test_tensorboard import _events, _scalars
+    from tests.helpers import events, scalars
 
     run(compose(*SHAPES, "pipeline=tf_data", "max_steps=1", "log_every=1", "summary_every=1"), str(tmp_path))
-    events = _events(tmp_path)
-    raw = {t: _scalars(events, f"loss/{t} (raw)")[1]
+    events = events(tmp_path)
+    raw = {t: scalars(events, f"loss/{t} (raw)")[1]
            for t in ("cross_entropy", "local3/weight_loss", "local4/weight_loss", "total")}
     variance = 0.7737 * 0.04 ** 2
     assert raw["cross_entropy"] == pytest.approx(math.log(10), abs=0.05)
@@ -79,7 +79,7 @@ def test_the_queue_holds_the_tutorials_min_after_dequeue_and_capacity(monkeypatc
     """cifar10_input: min_after_dequeue = 0.4 x 50,000 = 20,000 and capacity = min_after_dequeue + 3 x batch."""
     import tensorflow as tf
 
-    from runner.build import build_dataset
+    from runner.data import build_dataset
 
     dataset = build_dataset(compose(*SHAPES))
     dataset.prepare()

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, TINY, run_cli
+from tests.helpers import ROOT, TINY, run_cli
 
 
 def test_cfg_job_and_help_do_not_import_tensorflow():
@@ -138,7 +138,7 @@ def test_multirun_over_pipelines_and_batch_sizes(tmp_path):
 
 @pytest.mark.slow
 def test_verbose_shows_what_a_quiet_run_hides(tmp_path):
-    from tests.conftest import AS_USER, noise
+    from tests.helpers import AS_USER, noise
 
     args = ["-m", *TINY, "max_steps=5", "eval_splits=[test]", "batch_size=50"]  # a sweep: the sweep's process too
     (tmp_path / "quiet").mkdir()

@@ -16,15 +16,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from runner import cluster
-from runner.build import build_parts, run
-from runner.engine import Task, session
-from runner.graph import build_train_graph
-from runner.hooks import FeedHook
-from runner.local_cluster import free_ports
+from runner.distributed import cluster, roles
+from runner.app import run
+from runner.build import build_parts
+from runner.engine.session import SessionTarget, session
+from runner.engine.graph import build_train_graph
+from runner.engine.hooks import FeedHook
+from runner.engine.replicas import GreedyBySize, Replicas
+from runner.distributed.local_cluster import free_ports
 from runner.pipelines import PIPELINES
 from runner.pipelines.base import Batch, Shard
-from tests.conftest import ROOT, TINY, compose, option, run_cli
+from tests.helpers import ROOT, TINY, compose, option, run_cli
 
 v1 = tf.compat.v1
 FAST = [*TINY, "optimizer.lr=0.1", "log_every=100", "checkpoint_every=200", "max_steps=300"]
@@ -35,12 +37,12 @@ def test_tf_config_becomes_the_cluster_spec_and_role(monkeypatch):
     spec = {"ps": ["10.0.0.1:2222", "10.0.0.2:2222"], "worker": ["10.0.0.3:2222", "10.0.0.4:2222"]}
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": spec, "task": {"type": "worker", "index": 1}}))
     monkeypatch.delenv("SLURM_PROCID", raising=False)
-    assert cluster.role_from_env(ps=1) == ("worker", 1)
+    assert roles.role_from_env(ps=1) == ("worker", 1)
     resolved = cluster.resolve("auto", ps=1, port_base=8888, device_type="cpu")
     assert resolved.cluster.as_dict() == spec and (resolved.role, resolved.index) == ("worker", 1)
-    assert not cluster.writes_run_dir("cluster", 1, "auto")  # worker 1 is not the chief
+    assert not roles.writes_run_dir("cluster", 1, "auto")  # worker 1 is not the chief
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": spec, "task": {"type": "worker", "index": 0}}))
-    assert cluster.writes_run_dir("cluster", 1, "auto")
+    assert roles.writes_run_dir("cluster", 1, "auto")
 
 
 def test_slurm_environment_becomes_the_cluster_spec_and_role(monkeypatch):
@@ -52,7 +54,7 @@ def test_slurm_environment_becomes_the_cluster_spec_and_role(monkeypatch):
     expected = {"ps": ["node1:8888"], "worker": ["node1:8889", "node2:8888"]}
     for rank, role in [(0, ("ps", 0)), (1, ("worker", 0)), (2, ("worker", 1))]:
         monkeypatch.setenv("SLURM_PROCID", str(rank))
-        assert cluster.role_from_env(ps=1) == role
+        assert roles.role_from_env(ps=1) == role
         resolved = cluster.resolve("auto", ps=1, port_base=8888, device_type="cpu")
         assert resolved.cluster.as_dict() == expected and (resolved.role, resolved.index) == role
 
@@ -65,7 +67,7 @@ def test_a_cluster_without_its_environment_is_a_clear_error(monkeypatch):
 
 
 def test_variables_are_spread_over_the_ps_tasks_by_size():
-    strategy = cluster.GreedyBySize(2)
+    strategy = GreedyBySize(2)
     with tf.Graph().as_default():
         big = v1.get_variable("big", [1000, 100])
         small = [v1.get_variable(f"small{i}", [10]) for i in range(3)]
@@ -98,13 +100,13 @@ def test_one_sync_step_of_two_workers_with_batch_b_equals_one_process_with_batch
 
     def worker(i: int):
         try:
-            replicas = cluster.Replicas(spec, i, sync=True)
+            replicas = Replicas(spec, i, sync=True)
             parts = build_parts(cfg, tiny_digits, replicas)
             tg = build_train_graph(parts, 32, 0, None, _constant(x[32 * i:32 * (i + 1)], y[32 * i:32 * (i + 1)]))
             with tg.graph.as_default():
                 variables = v1.trainable_variables()
             with session(tg.graph, parts.session_config, tg.batches, hooks=tg.hooks(i == 0),
-                         task=Task(servers[i].target, is_chief=i == 0)) as (sess, _):
+                         task=SessionTarget(servers[i].target, is_chief=i == 0)) as (sess, _):
                 if i == 0:
                     before.update(zip([v.op.name for v in variables], sess.run(variables)))
                 sess.run(tg.train_op)

@@ -5,9 +5,9 @@ import pytest
 from omegaconf import OmegaConf
 from hydra.errors import ConfigCompositionException
 
-from runner.config import validate
+from runner.config.checks import validate
 from runner.errors import ConfigError
-from tests.conftest import compose
+from tests.helpers import compose
 
 ROOT = Path(__file__).resolve().parent.parent
 SKIP = ("experiment", "preset", "hydra")
@@ -107,15 +107,22 @@ def test_cifar10_tutorial_experiment():
 
 
 def test_each_value_lives_in_one_place():
-    """Option values live in the YAMLs: schemas hold none (but hardware's shared ones), constructors no defaults."""
+    """Option values live in the YAMLs: schemas hold none (but hardware's shared ones), parts' constructors and
+    functions (datasets, pipelines, models, optimizers, schedules, placement, the eval loop) no defaults, and the run's
+    settings are the schema's dataclass (no copy of it with defaults of its own)."""
     import dataclasses
     import inspect
 
     from omegaconf import MISSING
 
-    from runner.config import SCHEMAS, RunnerConfig
+    from runner.config.schema import SCHEMAS, RunnerConfig
     from runner.datasets import DATASETS
-    from runner.hardware import place
+    import runner.engine.bench
+    import runner.engine.training
+    from runner.engine.evaluation import evaluate
+    from runner.engine.hardware import place
+    from runner.models import MODELS
+    from runner.optim import OPTIMIZERS, SCHEDULES
     from runner.pipelines import PIPELINES
 
     for group, options in SCHEMAS.items():
@@ -124,11 +131,16 @@ def test_each_value_lives_in_one_place():
                 if group != "hardware" or f.name in ("name", "device_type", "num_devices"):
                     assert f.default is MISSING, (schema.__name__, f.name)
     assert all(f.default is MISSING for f in dataclasses.fields(RunnerConfig) if f.name != "bench")
-    parts = [*(DATASETS.get(n) for n in DATASETS.names()), *(PIPELINES.get(n) for n in PIPELINES.names()), place]
+    registries = (DATASETS, PIPELINES, MODELS, OPTIMIZERS, SCHEDULES)
+    parts = [*(registry.get(n) for registry in registries for n in registry.names()), place, evaluate]
     for part in parts:
         defaults = [p.name for p in inspect.signature(part).parameters.values()
-                    if p.default is not inspect.Parameter.empty and p.name not in ("md5", "shard")]
+                    if p.default is not inspect.Parameter.empty and p.name not in ("md5", "shard", "until_step")]
         assert not defaults, (part, defaults)
+    for module in (runner.engine.training, runner.engine.bench):  # they read the run's settings from RunnerConfig
+        copies = [name for name, value in vars(module).items() if isinstance(value, type) and
+                  dataclasses.is_dataclass(value) and value.__module__ == module.__name__]
+        assert not copies, (module.__name__, copies)
 
 
 def test_a_value_missing_from_an_options_yaml_is_named():
@@ -141,13 +153,18 @@ def test_a_value_missing_from_an_options_yaml_is_named():
         validate(cfg)
 
 
-def test_registry_names_are_module_names():
-    """validate() reads the names from module files without importing TensorFlow; they must be the registry's."""
-    from runner.config import registered
+def test_every_registered_part_has_the_schema_of_its_name():
+    """validate() knows the parts by their schemas' names, without importing TensorFlow; each registered part must
+    have one, and each schema its part."""
+    from runner.config.schema import SCHEMAS, TRAINERS
+    from runner.datasets import DATASETS
     from runner.models import MODELS
     from runner.pipelines import PIPELINES
-    from runner.trainers import TRAINERS
+    from runner.trainers import TRAINERS as TRAINER_REGISTRY
 
-    assert registered("pipelines") == PIPELINES.names()
-    assert registered("models") == MODELS.names()
-    assert registered("trainers") == TRAINERS.names()
+    for group, registry in (("dataset", DATASETS), ("model", MODELS), ("pipeline", PIPELINES)):
+        without = [name for name in registry.names() if name not in SCHEMAS[group]]
+        assert not without, f"registered {group}s without a schema in runner/config: {without}"
+        assert sorted(SCHEMAS[group]) == registry.names()
+        assert all(registry.get(name).name == name for name in registry.names())  # registering set the name
+    assert sorted(TRAINERS) == TRAINER_REGISTRY.names()

@@ -1,8 +1,5 @@
 """Unit: md5-verified, atomic downloads from a local HTTP server on 127.0.0.1, and MNIST fetching."""
-import functools
 import hashlib
-import http.server
-import threading
 
 import numpy as np
 import pytest
@@ -11,22 +8,7 @@ from runner.datasets.download import download
 from runner.datasets.idx_format import write_idx
 from runner.datasets.mnist import Mnist
 from runner.errors import DataError
-from tests.conftest import option
-
-
-@pytest.fixture
-def server(tmp_path):
-    """Serves tmp_path/www on 127.0.0.1 (a free port); yields (base URL, folder)."""
-    www = tmp_path / "www"
-    www.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(www))
-    handler.log_message = lambda *a: None
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/", www
-    httpd.shutdown()
-    httpd.server_close()
+from tests.helpers import option
 
 
 def md5(data: bytes) -> str:

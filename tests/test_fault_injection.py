@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, run_cli
+from tests.helpers import ROOT, run_cli
 
 ARGS = ["dataset.num_train=6000", "dataset.num_test=1000", "dataset.validation_size=1000", "pipeline=tf_data",
         "max_steps=600", "log_every=50", "checkpoint_every=20", "eval_splits=[test]", "optimizer.lr=0.1"]

@@ -14,15 +14,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from runner.build import build_dataset, run
+from runner.app import run
+from runner.data import build_dataset
 from runner.datasets.fixed_length import Layout
 from runner.datasets.idx_format import write_idx
 from runner.datasets.records import write_records
 from runner.datasets.glyphs import generate
 from runner.errors import DataError
 from runner.pipelines import PIPELINES
-from tests.conftest import compose, run_cli
-from tests.test_pipelines import _pull
+from tests.helpers import compose, pull, run_cli
 
 NUM_TRAIN, NUM_TEST = 600, 120  # a short run learns from these
 CONTRACT_TRAIN, CONTRACT_TEST = 200, 60  # the epoch contract holds on these
@@ -165,7 +165,7 @@ def test_every_pipeline_reads_each_format_the_same_and_keeps_the_epoch_contract(
     if kind != "csv":
         _check_pixels(kind, x, y, *_images(2, CONTRACT_TEST))
     expected = sorted(_keys(dataset.preprocess_np(np.asarray(x), False, None), y))
-    batch, batches = _pull(dataset, pipeline, "test", 25, training=False, steps=6)  # two passes of 3
+    batch, batches = pull(dataset, pipeline, "test", 25, training=False, steps=6)  # two passes of 3
     assert batch.num_examples == CONTRACT_TEST
     assert [len(labels) for _, labels in batches] == [25, 25, 10] * 2
     for first in (0, 3):
@@ -173,7 +173,7 @@ def test_every_pipeline_reads_each_format_the_same_and_keeps_the_epoch_contract(
         assert sorted(seen) == expected  # in-graph decoding gives exactly the cached arrays
     n = dataset.num_examples("train")
     assert n % 20 == 0  # one epoch is whole batches
-    _, batches = _pull(dataset, pipeline, "train", 20, training=True, steps=n // 20)
+    _, batches = pull(dataset, pipeline, "train", 20, training=True, steps=n // 20)
     seen = [k for images, labels in batches for k in _keys(images, labels)]
     expected = sorted(_keys(dataset.preprocess_np(np.asarray(dataset.arrays("train")[0]), True, None),
                             dataset.arrays("train")[1]))
@@ -397,7 +397,7 @@ def test_convert_writes_the_records_the_pipelines_read(tmp_path, kind):
 
 @pytest.mark.parametrize("kind", ["csv", "tfrecord_raw", "fixed_length"])
 def test_convert_refuses_the_formats_read_as_they_are(tmp_path, kind):
-    from runner.config import validate
+    from runner.config.checks import validate
     from runner.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"mode=convert writes TFRecords that the queue and tf_data pipelines read"):
@@ -405,7 +405,7 @@ def test_convert_refuses_the_formats_read_as_they_are(tmp_path, kind):
 
 
 def test_a_csv_dataset_refuses_a_model_that_needs_images(tmp_path):
-    from runner.config import validate
+    from runner.config.checks import validate
     from runner.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"model=cifar10_cnn takes images but dataset=csv gives feature vectors of 4 "
@@ -441,15 +441,15 @@ def test_every_dataset_implements_the_whole_interface():
 
 
 def test_a_file_damaged_while_a_run_reads_it_is_named(tmp_path):
-    from runner.build import _naming_damaged_records
+    from runner.runs import naming_damaged_records
 
     dataset = build_dataset(compose(*overrides_for("csv", tmp_path, 40, 20)))
     dataset.prepare()  # checked and cached; then the file changes under the run
     path = tmp_path / "files" / "test.csv"
     _replace_line(path, 5, "1.0,abc,1,2.0,3.0")
     with pytest.raises(DataError, match=rf"{re.escape(str(path))}: line 5: cannot be decoded .*abc.*; fix or remove"):
-        with _naming_damaged_records(dataset):
-            _pull(dataset, "tf_data", "test", 20, training=False, steps=1)
+        with naming_damaged_records(dataset):
+            pull(dataset, "tf_data", "test", 20, training=False, steps=1)
 
 
 def test_a_csv_without_a_header_names_columns_by_index(tmp_path):

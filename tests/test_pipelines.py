@@ -5,9 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from runner.engine import session
 from runner.pipelines import PIPELINES
-from tests.conftest import option
+from tests.helpers import option, pull
 
 ALL = PIPELINES.names()
 
@@ -18,18 +17,6 @@ def _keys(images: np.ndarray, labels: np.ndarray) -> list[tuple[bytes, int]]:
     return [(p.tobytes(), int(y)) for p, y in zip(pixels, labels)]
 
 
-def _pull(dataset, name: str, split: str, batch_size: int, training: bool, steps: int, **params):
-    graph = tf.Graph()
-    with graph.as_default():
-        pipeline = PIPELINES.get(name)(dataset, seed=3, **option("pipeline", name, **params))
-        batch = pipeline.build(split, batch_size, training)
-    out = []
-    with session(graph, None, [batch]) as (sess, _):
-        for _ in range(steps):
-            out.append(sess.run(batch.pull(), batch.feed() if batch.feed else None)[:2])
-    return batch, out
-
-
 VARIANTS = [(name, {}) for name in ALL] + [("queue", {"records_per_read": 1}), ("feed_dict", {"prefetch": False}),
                                            ("preloaded", {"prefetch": False}), ("preloaded", {"storage": "constant"})]
 
@@ -38,7 +25,7 @@ VARIANTS = [(name, {}) for name in ALL] + [("queue", {"records_per_read": 1}), (
 def test_eval_pass_visits_every_example_exactly_once(tiny_digits, name, params):
     expected = sorted(_keys(tiny_digits.preprocess_np(tiny_digits.arrays("test")[0], False, None),
                             tiny_digits.arrays("test")[1]))
-    batch, batches = _pull(tiny_digits, name, "test", 64, training=False, steps=10, **params)  # two passes of 5
+    batch, batches = pull(tiny_digits, name, "test", 64, training=False, steps=10, **params)  # two passes of 5
     assert batch.num_examples == 300
     assert [len(labels) for _, labels in batches] == [64, 64, 64, 64, 44] * 2
     for first in (0, 5):
@@ -52,7 +39,7 @@ def test_training_epochs_are_fresh_permutations(tiny_digits, name, params):
     n = tiny_digits.num_examples("train")
     expected = sorted(_keys(tiny_digits.preprocess_np(tiny_digits.arrays("train")[0], True, None),
                             tiny_digits.arrays("train")[1]))
-    _, batches = _pull(tiny_digits, name, "train", 50, training=True, steps=2 * n // 50, **params)
+    _, batches = pull(tiny_digits, name, "train", 50, training=True, steps=2 * n // 50, **params)
     seen = [k for images, labels in batches for k in _keys(images, labels)]
     assert sorted(seen[:n]) == expected and sorted(seen[n:]) == expected
     assert seen[:n] != seen[n:]  # reshuffled every epoch
@@ -62,7 +49,7 @@ def test_training_epochs_are_fresh_permutations(tiny_digits, name, params):
 def test_batches_crossing_an_epoch_boundary_keep_epochs_exact(tiny_digits):
     # 1000 examples in batches of 300: the fourth batch takes 100 from epoch 1 and 200 from epoch 2.
     for name in ("feed_dict", "preloaded"):
-        _, batches = _pull(tiny_digits, name, "train", 300, training=True, steps=7)
+        _, batches = pull(tiny_digits, name, "train", 300, training=True, steps=7)
         seen = [k for images, labels in batches for k in _keys(images, labels)]
         assert len(set(seen[:1000])) == 1000 and len(set(seen[1000:2000])) == 1000
 
@@ -72,7 +59,7 @@ def test_queue_training_mixes_epochs_but_covers_the_split(tiny_digits, records_p
     # shuffle_batch mixes epochs, so coverage is statistical: over 4 epochs' worth of batches each example is
     # drawn 4 times on average; missing one entirely (or drawing it 12 times) would take a broken queue.
     n = tiny_digits.num_examples("train")
-    _, batches = _pull(tiny_digits, "queue", "train", 50, training=True, steps=4 * n // 50,
+    _, batches = pull(tiny_digits, "queue", "train", 50, training=True, steps=4 * n // 50,
                        records_per_read=records_per_read)
     counts = Counter(k for images, labels in batches for k in _keys(images, labels))
     assert len(counts) == n, f"{n - len(counts)} examples never drawn"

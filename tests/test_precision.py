@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from runner.build import run
+from runner.app import run
 from runner.models import MODELS
 from runner.precision import in_precision, scaled
-from tests.conftest import TINY, compose
+from tests.helpers import TINY, compose
 
 v1 = tf.compat.v1
 FAST = [*TINY, "optimizer.lr=0.1", "log_every=100", "checkpoint_every=300", "eval_splits=[test]"]
@@ -122,7 +122,7 @@ def test_the_cnn_learns_in_each_precision_like_fp32(tmp_path, precision):
 
 @pytest.mark.slow  # a command-line run: XLA's CPU flag is read when TensorFlow loads
 def test_xla_compiles_the_step_and_says_what_runs_outside_it(tmp_path, tiny_digits):
-    from tests.conftest import run_cli
+    from tests.helpers import run_cli
 
     proc = run_cli(*TINY, "hardware.xla=true", "max_steps=5", "log_every=5", "eval_splits=[test]",
                    f"run_dir={tmp_path}")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import AS_USER, TINY, one_complete_sweep, run_cli
+from tests.helpers import AS_USER, TINY, one_complete_sweep, run_cli
 
 pytest.importorskip("ray", reason="the ray extra: pip install -e '.[ray]' (make install includes it)")
 pytestmark = [pytest.mark.slow, pytest.mark.engines]

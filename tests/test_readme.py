@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import AS_USER, ROOT, compose, noise, one_complete_sweep, run_cli
+from tests.helpers import AS_USER, ROOT, compose, noise, one_complete_sweep, run_cli
 
 README = (ROOT / "README.md").read_text()
 SIZES = {"digits": ["dataset.num_train=1200", "dataset.num_test=300", "dataset.validation_size=200"],

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests import slurm
-from tests.conftest import (AS_USER, TINY, noise, one_complete_sweep, run_cli, steps_saved, submitit_logs,
+from tests.helpers import (AS_USER, TINY, noise, one_complete_sweep, run_cli, steps_saved, submitit_logs,
                             sweep_dirs)
 
 pytestmark = [pytest.mark.slow, pytest.mark.engines,

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from runner.engine import latest_checkpoint
-from tests.conftest import (AS_USER, ROOT, TINY, one_complete_sweep, run_cli, steps_saved, submitit_logs,
+from runner.engine.checkpoints import latest_checkpoint
+from tests.helpers import (AS_USER, ROOT, TINY, one_complete_sweep, run_cli, steps_saved, submitit_logs,
                             sweep_dirs)
 
 QUICK = [*TINY, "max_steps=20", "log_every=10", "checkpoint_every=20", "eval_splits=[test]"]
@@ -150,9 +150,9 @@ def test_hydra_sweep_dir_given_on_the_command_line_wins(tmp_path):
 
 
 def test_the_same_sweep_command_finds_the_same_sweep_dir():
-    from runner.config import _sweep_key
+    from runner.sweeps.sweep import sweep_key
 
-    assert _sweep_key(["a=1,2", "b=3"]) == _sweep_key(["b=3", "a=1,2"]) != _sweep_key(["a=1,2", "b=4"])
+    assert sweep_key(["a=1,2", "b=3"]) == sweep_key(["b=3", "a=1,2"]) != sweep_key(["a=1,2", "b=4"])
 
 
 @pytest.mark.slow
@@ -185,7 +185,7 @@ def test_a_signal_to_a_sweep_as_typed_and_the_same_command_continues_it(tmp_path
 
 
 def test_a_killed_jobs_running_marker_is_cleared_when_the_sweep_starts_again(tmp_path):
-    from runner import sweep as sweeps
+    from runner.sweeps import sweep as sweeps
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()

@@ -15,25 +15,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runner.build import run
-from runner.hparams import SUFFIX
-from tests.conftest import ROOT, compose, run_cli
+from runner.app import run
+from runner.sweeps.hparams import SUFFIX
+from tests.helpers import ROOT, compose, events, option, run_cli, scalars
 
 pytest.importorskip("tensorboard", reason="the tensorboard extra (make install includes it)")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
 SHAPES = ["dataset=shapes", "dataset.num_train=500", "dataset.num_test=130", "batch_size=32"]
-
-
-def _events(directory: Path) -> EventAccumulator:
-    accumulator = EventAccumulator(str(directory), size_guidance={"scalars": 0, "histograms": 0, "images": 0,
-                                                                  "tensors": 0})
-    accumulator.Reload()
-    return accumulator
-
-
-def _scalars(accumulator: EventAccumulator, tag: str) -> dict[int, float]:
-    return {e.step: e.value for e in accumulator.Scalars(tag)}
 
 
 @pytest.fixture(scope="module")
@@ -50,38 +39,39 @@ def cifar_run(tmp_path_factory) -> Path:
 def test_training_events_hold_the_tutorials_scalars_histograms_and_images(cifar_run):
     import tensorflow as tf
 
-    events = _events(cifar_run)
-    tags = events.Tags()
+    accumulator = events(cifar_run)
+    tags = accumulator.Tags()
     terms = ["cross_entropy", "local3/weight_loss", "local4/weight_loss", "total"]
     expected = {"learning_rate", "examples_per_sec", "conv1/sparsity", "local4/sparsity",
                 *(f"loss/{t}" for t in terms), *(f"loss/{t} (raw)" for t in terms)}
     assert expected <= set(tags["scalars"]), expected - set(tags["scalars"])
-    raw = {t: _scalars(events, f"loss/{t} (raw)") for t in terms}
+    raw = {t: scalars(accumulator, f"loss/{t} (raw)") for t in terms}
     for step in (6, 12):  # each term is what it says: the total is the sum of the terms
         assert raw["total"][step] == pytest.approx(sum(raw[t][step] for t in terms[:-1]), rel=1e-5)
     assert sorted(raw["total"]) == [6, 12]
     with tf.Graph().as_default():  # every trainable variable and its gradient, as cifar10.train
         from runner.models import MODELS
 
-        MODELS.get("cifar10_cnn")(tf.zeros([1, 24, 24, 3]), num_classes=10, training=False)
+        MODELS.get("cifar10_cnn")(tf.zeros([1, 24, 24, 3]), num_classes=10, training=False,
+                                  **option("model", "cifar10_cnn"))
         variables = [v.op.name for v in tf.compat.v1.trainable_variables()]
     assert len(variables) == 10
     histograms = set(tags["histograms"])
     assert {*variables, *(f"{v}/gradients" for v in variables), "conv1/activations"} <= histograms
-    assert [e.step for e in events.Histograms("local3/weights/gradients")] == [6, 12]
+    assert [e.step for e in accumulator.Histograms("local3/weights/gradients")] == [6, 12]
     assert {"images/image/0", "images/image/2"} <= set(tags["images"])
-    image = events.Images("images/image/0")[0]
+    image = accumulator.Images("images/image/0")[0]
     assert (image.width, image.height) == (24, 24)
 
 
 def test_evaluations_write_their_own_events_at_the_checkpoints_steps(cifar_run):
     summary = json.loads((cifar_run / "summary.json").read_text())
-    evals = _events(cifar_run / "eval")
+    evals = events(cifar_run / "eval")
     assert evals.Tags()["scalars"] == ["precision/test"]
-    precision = _scalars(evals, "precision/test")
+    precision = scalars(evals, "precision/test")
     assert sorted(precision) == [6, 12]
     assert precision[12] == pytest.approx(summary["final_precision"]["test"])
-    assert "precision/test" not in _events(cifar_run).Tags()["scalars"]  # eval is a run of its own
+    assert "precision/test" not in events(cifar_run).Tags()["scalars"]  # eval is a run of its own
 
 
 def test_one_shot_eval_adds_its_precision_at_the_checkpoints_step(cifar_run, tmp_path):
@@ -169,9 +159,9 @@ def test_the_viewer_takes_the_newest_run_or_sweep_and_says_when_there_is_none(tm
     old, sweep = tmp_path / "outputs" / "2026-01-02" / "10-00-00", tmp_path / "multirun" / "abc"
     for directory, age in ((old, 100), (sweep / "0" / "eval", 10)):
         directory.mkdir(parents=True)
-        events = directory / "events.out.tfevents.1.host"
-        events.write_bytes(b"")
-        os.utime(events, (time.time() - age, time.time() - age))
+        event_file = directory / "events.out.tfevents.1.host"
+        event_file.write_bytes(b"")
+        os.utime(event_file, (time.time() - age, time.time() - age))
     (tmp_path / "outputs" / "2026-01-03" / "09-00-00").mkdir(parents=True)  # a run that wrote no events yet
     assert newest(tmp_path) == sweep
     os.utime(old / "events.out.tfevents.1.host")
@@ -199,7 +189,7 @@ def _plugin_data(accumulator: EventAccumulator, tag: str):
 
 
 def test_a_sweeps_report_writes_hparams_with_each_jobs_overrides_and_final_numbers(tmp_path):
-    from runner import report
+    from runner.sweeps import report
 
     def summary(precision: float, eps: float) -> dict:
         return {"steps": 40, "examples_per_sec": eps, "wall_time_sec": 3.0, "final_precision": {"test": precision}}
@@ -210,18 +200,18 @@ def test_a_sweeps_report_writes_hparams_with_each_jobs_overrides_and_final_numbe
     report.write(tmp_path)
     report.write(tmp_path)  # a rewrite replaces the HParams files
     assert len(list((tmp_path / "1").glob(f"*{SUFFIX}"))) == 1 and len(list(tmp_path.glob(f"*{SUFFIX}"))) == 1
-    experiment = _plugin_data(_events(tmp_path), "_hparams_/experiment").experiment
+    experiment = _plugin_data(events(tmp_path), "_hparams_/experiment").experiment
     domains = {h.name: [v.number_value or v.string_value for v in h.domain_discrete.values]
                for h in experiment.hparam_infos}
     assert domains == {"batch_size": [64, 128, 256], "pipeline": ["queue", "tf_data"]}
     assert {m.name.tag for m in experiment.metric_infos} == {
         "final/precision_test", "final/examples_per_sec", "final/steps", "final/wall_time_sec"}
-    job = _events(tmp_path / "1")
+    job = events(tmp_path / "1")
     start = _plugin_data(job, "_hparams_/session_start_info").session_start_info
     assert (start.hparams["batch_size"].number_value, start.hparams["pipeline"].string_value) == (128, "tf_data")
-    assert _scalars(job, "final/precision_test") == {40: 0.75}
-    assert _scalars(job, "final/examples_per_sec") == {40: 1200.0}
-    failed = _events(tmp_path / "2")
+    assert scalars(job, "final/precision_test") == {40: 0.75}
+    assert scalars(job, "final/examples_per_sec") == {40: 1200.0}
+    failed = events(tmp_path / "2")
     assert _plugin_data(failed, "_hparams_/session_start_info").session_start_info.hparams["batch_size"] \
         .number_value == 256
     assert not failed.Tags()["scalars"]  # a failed job has hparams and no final numbers

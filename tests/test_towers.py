@@ -6,15 +6,15 @@ import pytest
 import tensorflow as tf
 from omegaconf import OmegaConf
 
-from runner.build import run
-from runner.engine import shared_model
+from runner.app import run
+from runner.engine.model import shared_model
 from runner.errors import ConfigError
-from runner.hardware import place
+from runner.engine.hardware import place
 from runner.models import MODELS
 from runner.pipelines import PIPELINES
 from runner.pipelines.base import Batch
 from runner.trainers import TRAINERS
-from tests.conftest import TINY, compose, option, run_cli
+from tests.helpers import TINY, compose, option, run_cli
 
 v1 = tf.compat.v1
 NO_GPU = not tf.config.list_physical_devices("GPU")
@@ -34,7 +34,7 @@ def test_cpu_towers_run_on_logical_cpu_devices():
 
 
 def test_auto_takes_one_gpu_when_tensorflow_sees_one_else_the_cpu(monkeypatch, caplog):
-    from runner import hardware
+    from runner.engine import hardware
 
     caplog.set_level("INFO", logger="runner")
     monkeypatch.setattr(hardware, "_said", set())  # said once per process: this test hears it afresh
@@ -134,8 +134,9 @@ def test_two_towers_of_batch_b_update_like_one_device_with_batch_2b(model_name, 
 def test_towers_share_one_input_pipeline_and_take_disjoint_slices(tiny_digits, pipeline, caplog):
     """One reader set and shuffle queue (or stream, or feed) for all towers; each tower gets its own batch."""
     from runner.build import build_parts
-    from runner.engine import merged_feed, session
-    from runner.graph import build_train_graph
+    from runner.engine.session import session
+    from runner.pipelines.base import merged_feed
+    from runner.engine.graph import build_train_graph
 
     caplog.set_level("INFO", logger="runner")
     cfg = compose(*TINY, f"pipeline={pipeline}", "hardware=cpu2", "pipeline.num_threads=2"
@@ -189,7 +190,7 @@ def test_gpu2_runs_here_on_the_cpu(tmp_path):
 def test_towers_build_under_the_tutorials_name_scopes_with_shared_variables_on_the_cpu(tiny_digits):
     """cifar10_multi_gpu_train: tower_i name scopes, one set of variables (on the CPU) that every tower reads."""
     from runner.build import build_parts
-    from runner.graph import build_train_graph
+    from runner.engine.graph import build_train_graph
 
     parts = build_parts(compose(*TINY, "hardware=cpu2", "pipeline=tf_data"), tiny_digits)
     tg = build_train_graph(parts, 50, 0, None)

@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from runner.build import run
+from runner.app import run
 from runner.errors import ConfigError, TrainingError
 from runner.pipelines import PIPELINES
-from tests.conftest import ROOT, TINY, compose, run_cli
+from tests.helpers import ROOT, TINY, compose, run_cli
 
 FAST = [*TINY, "optimizer.lr=0.1", "log_every=50", "checkpoint_every=150"]
 
@@ -152,15 +152,15 @@ def test_evaluation_uses_the_moving_averages_and_eval_moving_average_false_the_r
     import numpy as np
     import tensorflow as tf
 
-    from runner.engine import latest_checkpoint
+    from runner.engine.checkpoints import latest_checkpoint
 
-    from runner.build import _evaluate
+    from runner.runs import eval_run
 
     args = [*TINY, "moving_average_decay=0.99", "max_steps=60", "checkpoint_every=60", "log_every=60",
             "eval_splits=[test]", "optimizer.lr=0.1"]
     trained = run(compose(*args), str(tmp_path))
-    raw = _evaluate(compose(*args, "eval_moving_average=false"), str(tmp_path), tiny_digits, once=True)
-    averaged = _evaluate(compose(*args), str(tmp_path), tiny_digits, once=True)
+    raw = eval_run(compose(*args, "eval_moving_average=false"), str(tmp_path), tiny_digits, once=True)
+    averaged = eval_run(compose(*args), str(tmp_path), tiny_digits, once=True)
     reader = tf.train.load_checkpoint(latest_checkpoint(tmp_path))
     images, labels = tiny_digits.arrays("test")
     x0 = tiny_digits.preprocess_np(np.asarray(images), training=False, rng=None).reshape(len(labels), -1)

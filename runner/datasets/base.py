@@ -11,13 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
+from runner.config.schema import SPLITS
 from runner.datasets import augment as augments
 from runner.datasets.files import Manifest, folder_lock
 from runner.errors import ConfigError
 
 log = logging.getLogger("runner")
 Arrays = tuple[np.ndarray, np.ndarray]  # examples [N, *raw_shape] (uint8 or float32), int32 labels [N]
-SPLITS = ("train", "validation", "test")
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ class Dataset(abc.ABC):
     [H, W, C] or feature vectors [F], uint8 or float32); :meth:`preprocess` turns a batch of them into float32
     model inputs of ``output_shape``, with ``dataset.augment``'s distortions when training."""
 
-    name: str = "dataset"  # the registry name
+    name: str = "dataset"  # its registry name, set by DATASETS.register
     kind: str = "dataset"  # what the examples are called in messages ("CIFAR", "MNIST", "image", ...)
     augment: str = "none"
     needs_tensorflow = False  # prepare() reads the files with TensorFlow ops

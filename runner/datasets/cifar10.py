@@ -18,8 +18,6 @@ MD5 = "c32a1d4ab5d03f1284b67883e8d87530"
 
 @DATASETS.register("cifar10")
 class Cifar10(CifarBinary):
-    name = "cifar10"
-
     def __init__(self, data_dir: str, validation_size: int, augment: str, download: bool, url: str, md5: str = MD5):
         super().__init__(data_dir, validation_size, augment)
         self.download = download

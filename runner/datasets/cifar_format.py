@@ -31,7 +31,6 @@ def write_records(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
 class CifarBinary(FixedLengthFiles):
     """Base of ``cifar10`` and ``shapes``: subclasses say how missing files are obtained (:meth:`fetch`)."""
 
-    name = "cifar"
     kind = "CIFAR"
     layout = LAYOUT
     num_classes = 10

@@ -21,7 +21,6 @@ from runner.errors import ConfigError, DataError
 
 @DATASETS.register("csv")
 class Csv(Decoded):
-    name = "csv"
     kind = "CSV"
     raw_dtype = "float32"
     images = False

@@ -10,8 +10,6 @@ from runner.datasets.idx_digits import IdxDigits
 
 @DATASETS.register("digits")
 class Digits(Generated, IdxDigits):
-    name = "digits"
-
     def __init__(self, data_dir: str, validation_size: int, augment: str, num_train: int, num_test: int,
                  generator_seed: int):
         self.spec = {"num_train": num_train, "num_test": num_test, "generator_seed": generator_seed}

@@ -127,7 +127,6 @@ class FixedLengthFiles(FileDataset):
 class FixedLength(FixedLengthFiles):
     """Any files of fixed-length image records, described in YAML."""
 
-    name = "fixed_length"
 
     def __init__(self, root: str, train_files: list[str], test_files: list[str], image_shape: list[int],
                  order: str, header_bytes: int, label_bytes: int, label_index: int, num_classes: int,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from runner.config.schema import SPLITS
 from runner.datasets import DATASETS
 from runner.datasets.base import Damage, FileDataset, Records, check_labels
 from runner.datasets.download import md5sum
@@ -73,7 +74,6 @@ class IdxFiles(FileDataset):
         return self.data_dir / "tfrecords" / f"validation_{self.validation_size}"
 
     def tfrecords(self, force: bool = False) -> dict[str, Path]:
-        from runner.datasets.base import SPLITS
         from runner.datasets.records import ensure_records, source_stamp, write_records
 
         self.prepare()
@@ -108,7 +108,6 @@ class IdxFiles(FileDataset):
 class Idx(IdxFiles):
     """Any folder of IDX files, described in YAML."""
 
-    name = "idx"
 
     def __init__(self, root: str, train_images: str, train_labels: str, test_images: str, test_labels: str,
                  md5: dict[str, str] | None, num_classes: int, validation_size: int, augment: str):

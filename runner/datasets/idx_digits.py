@@ -10,7 +10,6 @@ FILES = dict(zip(KEYS, ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.g
 class IdxDigits(IdxFiles):
     """Base of ``mnist`` and ``digits``: subclasses only say how missing files are obtained (:meth:`fetch`)."""
 
-    name = "idx"
     kind = "MNIST"
     num_classes = 10
     names = FILES

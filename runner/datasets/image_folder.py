@@ -30,7 +30,6 @@ ORDER_SEED = 0
 
 @DATASETS.register("image_folder")
 class ImageFolder(Decoded):
-    name = "image_folder"
     kind = "JPEG/PNG"
 
     def __init__(self, root: str, image_size: list[int], channels: int, fit: str, read_from: str, cache_dir: str,

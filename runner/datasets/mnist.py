@@ -18,8 +18,6 @@ MD5 = {
 
 @DATASETS.register("mnist")
 class Mnist(IdxDigits):
-    name = "mnist"
-
     def __init__(self, data_dir: str, validation_size: int, augment: str, download: bool, mirrors: list[str],
                  verify_md5: bool, md5: dict[str, str] | None = None):
         super().__init__(data_dir, validation_size, augment)

@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from runner.datasets.base import SPLITS
+from runner.config.schema import SPLITS
 from runner.datasets.files import Manifest, atomic_path, folder_lock
 from runner.errors import DataError
 

@@ -83,7 +83,6 @@ def generate(num: int, seed: int, chunk: int = 10000) -> tuple[np.ndarray, np.nd
 
 @DATASETS.register("shapes")
 class Shapes(Generated, CifarBinary):
-    name = "shapes"
     class_names = list(CLASSES)
 
     def __init__(self, data_dir: str, validation_size: int, augment: str, num_train: int, num_test: int,

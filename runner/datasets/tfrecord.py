@@ -17,7 +17,6 @@ from runner.errors import ConfigError, DataError
 
 @DATASETS.register("tfrecord")
 class TfRecord(Decoded):
-    name = "tfrecord"
     kind = "TFRecord"
     files_hold_validation = False
 

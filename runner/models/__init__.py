@@ -1,11 +1,6 @@
 """Models: functions images -> logits that create their variables with get_variable. Each module registers in
 MODELS."""
-import importlib
-import pkgutil
-
-from runner.registry import Registry
+from runner.registry import Registry, import_modules
 
 MODELS: Registry = Registry("model")
-
-for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")
+import_modules(__name__, __path__)

@@ -39,7 +39,7 @@ def _max_pool(x: tf.Tensor, name: str) -> tf.Tensor:
 
 
 @MODELS.register("cifar10_cnn")
-def cifar10_cnn(images: tf.Tensor, *, num_classes: int, training: bool, weight_decay: float = 0.004) -> tf.Tensor:
+def cifar10_cnn(images: tf.Tensor, *, num_classes: int, training: bool, weight_decay: float) -> tf.Tensor:
     def layer(name: str, make) -> tf.Tensor:
         with v1.variable_scope(name):
             return _summarize(tf.identity(make(), name=name), name, training)

@@ -21,7 +21,7 @@ def _dense(x: tf.Tensor, name: str, units: int, relu: bool) -> tf.Tensor:
 
 
 @MODELS.register("mlp")
-def mlp(images: tf.Tensor, *, num_classes: int, training: bool, hidden1: int = 128, hidden2: int = 32) -> tf.Tensor:
+def mlp(images: tf.Tensor, *, num_classes: int, training: bool, hidden1: int, hidden2: int) -> tf.Tensor:
     x = tf.reshape(images, [-1, math.prod(images.shape[1:])])
     x = _dense(x, "hidden1", hidden1, relu=True)
     x = _dense(x, "hidden2", hidden2, relu=True)

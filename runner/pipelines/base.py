@@ -96,3 +96,14 @@ class EpochOrder:
             self.pos += len(take)
             need -= len(take)
         return np.concatenate(parts)
+
+
+def with_input_advance(train_op: tf.Operation, batches: list[Batch]) -> tf.Operation:
+    """The train op, grouped with the ops that prepare each batch's next batch (prefetching pipelines)."""
+    advances = [b.advance for b in batches if b.advance is not None]
+    return tf.group(train_op, *advances) if advances else train_op
+
+
+def merged_feed(batches: list[Batch]) -> dict | None:
+    feeds = [b.feed() for b in batches if b.feed]
+    return {k: v for feed in feeds for k, v in feed.items()} if feeds else None

@@ -17,8 +17,6 @@ from runner.pipelines.base import Batch, EpochOrder, Shard
 
 @PIPELINES.register("feed_dict")
 class FeedDict:
-    name = "feed_dict"
-
     def __init__(self, dataset, seed: int, prefetch: bool, shard: Shard = Shard()):
         self.dataset = dataset
         self.seed = seed

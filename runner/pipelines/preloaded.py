@@ -56,8 +56,6 @@ def _next_indices(n: int, batch_size: int, training: bool, seed: int) -> tf.Tens
 
 @PIPELINES.register("preloaded")
 class Preloaded:
-    name = "preloaded"
-
     def __init__(self, dataset, seed: int, prefetch: bool, storage: str, shard: Shard = Shard()):
         self.dataset = dataset
         self.seed = seed

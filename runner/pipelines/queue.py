@@ -35,8 +35,6 @@ def _reader(source: Records):
 
 @PIPELINES.register("queue")
 class Queue:
-    name = "queue"
-
     def __init__(self, dataset, seed: int, num_threads: int, min_fraction_of_examples_in_queue: float,
                  records_per_read: int, shard: Shard = Shard()):
         self.dataset = dataset

@@ -17,8 +17,6 @@ AUTOTUNE = tf.data.AUTOTUNE
 
 @PIPELINES.register("tf_data")
 class TfData:
-    name = "tf_data"
-
     def __init__(self, dataset, seed: int, shuffle_buffer: int, num_parallel_calls: int,
                  prefetch: int, shard: Shard = Shard()):
         self.dataset = dataset

@@ -1,5 +1,5 @@
-"""mode=eval, as cifar10_eval: the latest checkpoint of a run, evaluated on the eval splits with that run's saved
-config (and its moving averages, when it kept them). One pass by default; with eval_once=false, each new checkpoint
+"""The evaluation loop, as cifar10_eval's: the latest checkpoint of a run, evaluated on the eval splits (with its
+moving averages, when it kept them). One pass by default; with eval_once=false, each new checkpoint
 is evaluated as it appears, every eval_interval_secs, until SIGINT/SIGTERM (exit status 128 + signal)."""
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ from pathlib import Path
 import tensorflow as tf
 
 from runner.datasets.files import write_json
-from runner.engine import Parts, build_evals, latest_checkpoint, make_saver, run_eval, session
-from runner.signals import Interrupted, StopSignals
-from runner.signals import name as signal_name
+from runner.engine.checkpoints import latest_checkpoint, make_saver
+from runner.engine.evals import build_evals, run_eval
+from runner.engine.model import Parts
+from runner.engine.session import session
+from runner.signals import Interrupted, StopSignals, signal_name
 from runner.summaries import EVAL_DIR, file_writer, write_scalars
 
 v1 = tf.compat.v1
@@ -22,7 +24,7 @@ log = logging.getLogger("runner")
 
 
 def evaluate(parts: Parts, run_dir: str, batch_size: int, splits: list[str], moving_average_decay: float | None,
-             once: bool = True, interval_secs: float = 300.0, until_step: int | None = None) -> dict | None:
+             once: bool, interval_secs: float, until_step: int | None = None) -> dict | None:
     """Evaluates the latest checkpoint once, or (``once=False``) each new one until a signal; with
     ``until_step`` (a cluster's evaluator) it waits for the first checkpoint and ends after evaluating one of
     that step or later."""

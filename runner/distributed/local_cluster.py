@@ -25,10 +25,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from runner.cluster import LAUNCHED_ENV
+from runner import rundir
+from runner.config.hydra import task_overrides
+from runner.data import prepared_dataset
+from runner.distributed.roles import LAUNCHED_ENV
 from runner.errors import RunnerError
-from runner.signals import Interrupted, StopSignals
-from runner.signals import name as signal_name
+from runner.signals import Interrupted, StopSignals, signal_name
 
 log = logging.getLogger("runner")
 STOP_GRACE_SECS = 40  # after a signal, how long the tasks get to checkpoint and exit before they are killed
@@ -39,7 +41,9 @@ TASK_KEYS = ("device_type", "num_devices", "variable_device", "soft_placement", 
 
 
 @dataclass
-class Task:
+class ChildTask:
+    """One task of the local cluster: its child process and its last lines."""
+
     role: str
     index: int
     process: subprocess.Popen
@@ -77,28 +81,42 @@ def task_command(cfg: DictConfig, run_dir: str, overrides: list[str], threads: i
     settings, the same run dir, and no config or log file of its own (the launcher keeps them)."""
     own = [o for o in overrides if not o.lstrip("+~").split("=", 1)[0].split(".")[0] in ("hardware", "run_dir")
            and not o.startswith("hydra")]
-    hw = cfg.hardware
-    settings = [f"hardware.{k}={str(hw[k]).lower() if isinstance(hw[k], bool) else hw[k]}" for k in TASK_KEYS]
-    intra = hw.intra_op_threads or threads
-    inter = hw.inter_op_threads or threads
+    hardware = cfg.hardware
+    settings = [f"hardware.{key}={str(hardware[key]).lower() if isinstance(hardware[key], bool) else hardware[key]}"
+                for key in TASK_KEYS]
+    intra = hardware.intra_op_threads or threads
+    inter = hardware.inter_op_threads or threads
     return [sys.executable, "-m", "runner", *own, "hardware=cluster", *settings, "hardware.resolver=tf_config",
             f"hardware.intra_op_threads={intra}", f"hardware.inter_op_threads={inter}", f"run_dir={run_dir}",
             "progress=lines", "hydra.job_logging.root.handlers=[console]"]
 
 
+def run(cfg: DictConfig, run_dir: str) -> dict | None:
+    """Trains on a local cluster: this process owns the run dir (its lock, resume check, history) and prepares the
+    data once, so the tasks find it ready and a data error comes once."""
+    with rundir.lock(run_dir):
+        changed = rundir.check_resume(run_dir, cfg)
+        dataset = prepared_dataset(cfg)
+        hardware = cfg.hardware
+        rundir.record_start(run_dir, cfg, dataset.class_names, changed,
+                            devices=[f"local_cluster: {hardware.workers} worker(s), {hardware.ps} ps"])
+        return launch(cfg, run_dir, task_overrides())
+
+
 def launch(cfg: DictConfig, run_dir: str, overrides: list[str]) -> dict | None:
-    hw = cfg.hardware
-    ports = free_ports(hw.ps + hw.workers)
-    cluster = {"ps": [f"127.0.0.1:{p}" for p in ports[:hw.ps]],
-               "worker": [f"127.0.0.1:{p}" for p in ports[hw.ps:]]}
-    roles = [("ps", i) for i in range(hw.ps)] + [("worker", i) for i in range(hw.workers)]
-    roles += [("evaluator", 0)] if hw.evaluator else []
-    computing = hw.workers + (1 if hw.evaluator else 0)  # ps tasks mostly wait: they get one thread
+    """Starts every task, relays their lines and watches them until the workers end; the chief's summary."""
+    hardware = cfg.hardware
+    ports = free_ports(hardware.ps + hardware.workers)
+    cluster = {"ps": [f"127.0.0.1:{p}" for p in ports[:hardware.ps]],
+               "worker": [f"127.0.0.1:{p}" for p in ports[hardware.ps:]]}
+    roles = [("ps", i) for i in range(hardware.ps)] + [("worker", i) for i in range(hardware.workers)]
+    roles += [("evaluator", 0)] if hardware.evaluator else []
+    computing = hardware.workers + (1 if hardware.evaluator else 0)  # ps tasks mostly wait: they get one thread
     threads = max(1, (os.cpu_count() or 1) // computing)
     command = task_command(cfg, str(Path(run_dir).absolute()), overrides, threads)
-    log.info("local_cluster: %d ps, %d worker(s)%s on 127.0.0.1; %d TensorFlow thread(s) per worker", hw.ps,
-             hw.workers, " and an evaluator" if hw.evaluator else "", threads)
-    tasks: list[Task] = []
+    log.info("local_cluster: %d ps, %d worker(s)%s on 127.0.0.1; %d TensorFlow thread(s) per worker", hardware.ps,
+             hardware.workers, " and an evaluator" if hardware.evaluator else "", threads)
+    tasks: list[ChildTask] = []
     with StopSignals(grace_secs=STOP_GRACE_SECS + 5) as stop, contextlib.ExitStack() as stack:
         stack.callback(_end_all, tasks, FAIL_GRACE_SECS)  # whatever happens, nothing outlives the command
         # A signal goes to the workers and the evaluator; the ps tasks hold the variables the chief's last checkpoint
@@ -116,7 +134,7 @@ def launch(cfg: DictConfig, run_dir: str, overrides: list[str]) -> dict | None:
                                        stdin=subprocess.DEVNULL, text=True, errors="replace",
                                        start_new_session=True,  # a terminal's Ctrl-C reaches them through here
                                        preexec_fn=_die_with_parent)
-            task = Task(role, index, process)
+            task = ChildTask(role, index, process)
             tasks.append(task)
             threading.Thread(target=_relay, args=(task,), daemon=True, name=f"relay-{role}{index}").start()
             log.info("[%s] started (pid %d, %s)", task.name, process.pid,
@@ -130,7 +148,7 @@ def launch(cfg: DictConfig, run_dir: str, overrides: list[str]) -> dict | None:
     return json.loads(summary.read_text()) if summary.exists() else None
 
 
-def _relay(task: Task) -> None:
+def _relay(task: ChildTask) -> None:
     """Prints a task's lines, prefixed by its role, and keeps its last ones."""
     for line in task.process.stdout:
         line = line.rstrip("\n")
@@ -138,7 +156,7 @@ def _relay(task: Task) -> None:
         log.info("[%s] %s", task.name, line)
 
 
-def _watch(tasks: list[Task], stop: StopSignals) -> None:
+def _watch(tasks: list[ChildTask], stop: StopSignals) -> None:
     """Until the workers have ended: a task that fails fails the command. Then the ps tasks (told by the workers)
     and the evaluator (after the last checkpoint) end on their own."""
     workers = [t for t in tasks if t.role == "worker"]
@@ -160,7 +178,7 @@ def _watch(tasks: list[Task], stop: StopSignals) -> None:
         time.sleep(0.1)
 
 
-def _wait(tasks: list[Task], secs: float, check: StopSignals | None = None) -> bool:
+def _wait(tasks: list[ChildTask], secs: float, check: StopSignals | None = None) -> bool:
     """Waits up to ``secs`` for every task to end; True if they did (or a failure/signal needs attention)."""
     deadline = time.monotonic() + secs
     while time.monotonic() < deadline:
@@ -175,14 +193,14 @@ def _wait(tasks: list[Task], secs: float, check: StopSignals | None = None) -> b
     return True
 
 
-def _signal_all(tasks: list[Task], signum: int) -> None:
+def _signal_all(tasks: list[ChildTask], signum: int) -> None:
     for t in tasks:
         if t.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 t.process.send_signal(signum)
 
 
-def _end_all(tasks: list[Task], grace: float) -> None:
+def _end_all(tasks: list[ChildTask], grace: float) -> None:
     """SIGTERM to the tasks still running, SIGKILL to those still there after ``grace`` seconds; then reaps all."""
     _signal_all(tasks, signal.SIGTERM)
     deadline = time.monotonic() + grace

@@ -1,4 +1,4 @@
-"""Sweeps that a signal stops as a whole and a rerun continues.
+"""Sweeps that a signal stops as a whole and a rerun continues, in a dir named by the sweep as typed.
 
 A signal to the sweep's process (or to a job) stops every running job at its next safe point: each writes a
 checkpoint and is marked interrupted; jobs not yet started are not started. The sweep dir then holds an
@@ -9,6 +9,7 @@ from their checkpoints.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import signal
 import socket
@@ -16,10 +17,34 @@ import threading
 from pathlib import Path
 from typing import Iterator
 
+from runner.errors import ConfigError
 from runner.signals import SIGNALS, raise_interrupted, raise_on_signals
 
 MARKER = ".interrupted"
 RUNNING = ".running"  # one file per process running a job, named HOST-PID; the folder goes with the last job
+
+
+def sweep_key(overrides) -> str:
+    """A sweep's dir name from its overrides as typed: the same sweep command finds the same dir again, so a rerun
+    continues it (conf/config.yaml's ``hydra.sweep.dir``, through the ``runner.sweep_key`` resolver).
+
+    Registered with ``use_cache``: the launcher resolves ``hydra.sweep.dir`` once on the sweep's own config (whose
+    ``hydra.overrides.task`` is the sweep as typed, ``batch_size=50,100``), and Hydra copies that config's resolver
+    cache into every job's config (``load_sweep_config``), pickled along to joblib, submitit and Ray workers. So
+    every job resolves the sweep's dir, not one of its own from its own overrides (``batch_size=50``)."""
+    text = " ".join(sorted(str(o) for o in overrides))
+    return "sweep-" + hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
+def objective(summary: dict, path: str) -> float:
+    """The number at a dotted path of summary.json (``sweep_objective``, for sweepers that optimize one value)."""
+    value = summary
+    for key in path.split("."):
+        if not isinstance(value, dict) or key not in value:
+            raise ConfigError(f"sweep_objective={path}: summary.json has no {key!r}; try final_precision.test or "
+                              f"examples_per_sec")
+        value = value[key]
+    return float(value)
 
 
 def interrupted(sweep_dir: Path) -> int | None:

@@ -11,8 +11,8 @@ from typing import Callable, Iterator
 
 import tensorflow as tf
 
-from runner.engine import Parts, with_input_advance
-from runner.pipelines.base import Batch
+from runner.engine.model import Parts
+from runner.pipelines.base import Batch, with_input_advance
 from runner.summaries import add_loss_summaries, add_training_summaries
 
 v1 = tf.compat.v1

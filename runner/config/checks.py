@@ -1,0 +1,167 @@
+"""The checks of a composed config that its types cannot make: ranges and choices (from the schemas' field
+metadata), keys that are set, and the rules between keys (the dataset against the model, the pipelines and the
+mode). Each raises ConfigError naming the key and what is allowed. Runs once per run, before its run dir is made
+(runner.app), and imports no TensorFlow: the datasets are made, which reads no data.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from runner.config.hydra import params
+from runner.config.schema import GROUPS, INT_MAX, PRECISIONS, SCHEMAS, SPLITS, TRAINERS, RunnerConfig
+from runner.datasets import DATASETS
+from runner.errors import ConfigError, DataError
+
+SUMMARY_NUMBERS = ("examples_per_sec", "wall_time_sec", "steps", "steps_this_run")  # summary.json's numbers
+
+
+def _check_field(path: str, value: Any, meta: dict) -> None:
+    if value is None:
+        return
+    if "choices" in meta and value not in meta["choices"]:
+        allowed = ", ".join(meta["choices"])
+        raise ConfigError(f"{path}={value!r} is not allowed; choose one of: {allowed}")
+    if isinstance(value, str) and not value.strip() and not (value and meta.get("blank")):
+        raise ConfigError(f"{path} is empty; give it a value")
+    lo, hi, lo_open = meta.get("lo"), meta.get("hi"), meta.get("lo_open", False)
+    if isinstance(value, int) and not isinstance(value, bool) and lo is not None:
+        hi = INT_MAX if hi is None else hi
+    if (lo is None and hi is None) or value == meta.get("auto"):
+        return
+    bad = isinstance(value, float) and not math.isfinite(value)
+    bad = bad or (lo is not None and (value <= lo if lo_open else value < lo))
+    bad = bad or (hi is not None and value > hi)
+    if bad:
+        left = "(" if lo_open else "["
+        rng = f"{left}{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
+        auto = f" or {meta['auto']}" if meta.get("auto") is not None else ""
+        raise ConfigError(f"{path}={value} is out of range; allowed: {rng}{auto}")
+
+
+def _walk(node: DictConfig, prefix: str, schema: Any) -> None:
+    """Checks every key of ``node`` against its dataclass ``schema``: known, set, and in range."""
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    for key in node.keys():
+        path = f"{prefix}{key}"
+        if key not in fields:
+            known = ", ".join(f for f in fields if f != "name")
+            raise ConfigError(f"{path} is not a known key; the keys here are: {known}")
+        if OmegaConf.is_missing(node, key):
+            raise ConfigError(f"{path} has no value; set it ({path}=...)")
+        child = node._get_node(key)
+        if isinstance(child, DictConfig):
+            sub = OmegaConf.get_type(child)
+            if dataclasses.is_dataclass(sub):
+                _walk(child, path + ".", sub)
+        elif not isinstance(child, ListConfig):
+            _check_field(path, node[key], fields[key].metadata)
+
+
+def group_schema(cfg: DictConfig, group: str) -> Any:
+    schema = OmegaConf.get_type(cfg[group])
+    if not dataclasses.is_dataclass(schema):
+        name = cfg[group].get("name", "?")
+        raise ConfigError(f"{group}={name} has no schema: conf/{group}/{name}.yaml must start from one "
+                          f"(defaults: [/schema/{group}/NAME@_here_, _self_]; schemas are in runner/config/)")
+    return schema
+
+
+def validate(cfg: DictConfig) -> None:
+    """Checks every key against its schema (known, set, in range) and the rules between keys; raises ConfigError
+    naming the key and what is allowed."""
+    for group in GROUPS:
+        group_schema(cfg, group)
+    _walk(cfg, "", RunnerConfig)
+    for split in cfg.eval_splits:
+        if split not in SPLITS:
+            raise ConfigError(f"eval_splits contains {split!r}; known splits: {', '.join(sorted(SPLITS))}")
+    for group in ("pipeline", "model"):
+        if cfg[group].name not in known(group):
+            raise ConfigError(f"{group}.name={cfg[group].name!r} is not known; choose one of: "
+                              f"{', '.join(known(group))}")
+    trainers = ["auto", *TRAINERS]
+    if cfg.trainer not in trainers:
+        raise ConfigError(f"trainer={cfg.trainer!r} is not known; choose one of: {', '.join(trainers)}")
+    if cfg.trainer == "single" and cfg.hardware.num_devices > 1:
+        raise ConfigError(f"trainer=single runs on one device but hardware={cfg.hardware.name} has "
+                          f"{cfg.hardware.num_devices}; use trainer=auto or trainer=towers, or hardware=cpu")
+    if cfg.profile is not None and not (len(cfg.profile) == 2 and 1 <= cfg.profile[0] <= cfg.profile[1]):
+        raise ConfigError(f"profile={list(cfg.profile)} is not a range of steps; give [first, last] with "
+                          f"1 <= first <= last, e.g. profile=[100,110], or profile=null")
+    for precision in cfg.bench.precisions or []:
+        if precision not in PRECISIONS:
+            raise ConfigError(f"bench.precisions contains {precision!r}; choose from: {', '.join(PRECISIONS)}")
+    for name in cfg.bench.pipelines or []:
+        if name not in known("pipeline"):
+            raise ConfigError(f"bench.pipelines contains {name!r}; known pipelines: {', '.join(known('pipeline'))}")
+    _check_dataset(cfg, [cfg.pipeline.name] if cfg.mode != "bench" else bench_pipelines(cfg))
+    if group_schema(cfg, "hardware").processes != "one" and cfg.mode == "bench":
+        raise ConfigError(f"mode=bench measures one process; hardware={cfg.hardware.name} is for training (use "
+                          f"hardware=cpu or a towers option)")
+    objective = cfg.sweep_objective
+    if objective is not None:
+        allowed = [f"final_precision.{split}" for split in cfg.eval_splits] + list(SUMMARY_NUMBERS)
+        if objective not in allowed:
+            raise ConfigError(f"sweep_objective={objective} is not a number a run reports; choose one of: "
+                              f"{', '.join(allowed)}")
+
+
+def check_writable(run_dir: str) -> None:
+    """The run dir can be made (or is a writable folder)."""
+    path = Path(run_dir).expanduser().absolute()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"run_dir={run_dir} is a file, not a folder; choose another run_dir")
+    existing = next(p for p in [path, *path.parents] if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"run_dir={run_dir}: {existing} is a file, not a folder; choose another run_dir")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"run_dir={run_dir}: {existing} is not writable; choose another run_dir")
+
+
+def known(group: str) -> list[str]:
+    """The options a part group registers (pipeline, model), by their schemas' names, without importing them."""
+    return sorted(SCHEMAS[group])
+
+
+def bench_pipelines(cfg: DictConfig) -> list[str]:
+    """The pipelines mode=bench measures: bench.pipelines, or every one."""
+    return list(cfg.bench.pipelines or known("pipeline"))
+
+
+def _check_dataset(cfg: DictConfig, pipelines: list[str]) -> None:
+    """The dataset against the model, the pipelines and the mode. The dataset object is made (which reads no
+    data); what only its files can tell (a CSV's columns, an IDX file's shape) is checked when a run reads them."""
+    dataset = DATASETS.get(cfg.dataset.name)(**params(cfg.dataset))
+    name = cfg.dataset.name
+    channels = group_schema(cfg, "model").channels
+    if channels and not dataset.images:
+        try:
+            values = f" of {dataset.raw_shape[0]} values"
+        except DataError:
+            values = ""
+        raise ConfigError(f"model={cfg.model.name} takes images but dataset={name} gives feature vectors{values}; "
+                          f"use model=mlp")
+    try:
+        shape = dataset.output_shape
+        if channels and shape[-1] != channels:
+            raise ConfigError(f"model={cfg.model.name} takes {channels}-channel images but dataset={name} has "
+                              f"{shape[-1]}-channel images of shape {list(shape)}; choose model=mlp or a dataset "
+                              f"of {channels}-channel images")
+        if "validation" in cfg.eval_splits and not dataset.has_validation():
+            raise ConfigError("eval_splits contains 'validation' but dataset.validation_size=0 makes none; set "
+                              "dataset.validation_size or leave validation out of eval_splits")
+    except DataError:
+        pass  # said again, with what to do, when the run reads the files
+    reads_files = [p for p in pipelines if SCHEMAS["pipeline"][p].reads_files]
+    if not dataset.files_hold_validation and cfg.dataset.validation_size and reads_files:
+        raise ConfigError(f"pipeline={reads_files[0]} reads whole {dataset.kind} files, which hold no validation "
+                          f"split: use dataset.validation_size=0 with it, or pipeline=feed_dict or preloaded")
+    if cfg.mode == "convert" and not dataset.convertible:
+        raise ConfigError(f"mode=convert writes TFRecords that the queue and tf_data pipelines read; dataset={name} "
+                          f"is read from its own {dataset.kind} files as they are")

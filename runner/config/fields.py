@@ -1,0 +1,19 @@
+"""Field helpers of the schemas: a range or a set of choices kept in a field's metadata, read by
+runner.config.validate."""
+from __future__ import annotations
+
+from dataclasses import field
+from typing import Any
+
+from omegaconf import MISSING
+
+
+def bounded(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, auto: int | None = None,
+            default: Any = MISSING) -> Any:
+    """A field whose value must lie in [lo, hi] (or (lo, hi] with ``lo_open``); None bounds are open-ended.
+    ``auto`` is a value allowed besides the range (such as -1 for AUTOTUNE)."""
+    return field(default=default, metadata={"lo": lo, "hi": hi, "lo_open": lo_open, "auto": auto})
+
+
+def one_of(*choices: str, default: Any = MISSING) -> Any:
+    return field(default=default, metadata={"choices": choices})

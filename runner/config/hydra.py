@@ -1,0 +1,80 @@
+"""Hydra's side of the config: the schemas in its ConfigStore, composing a config from overrides, and typing a
+config read from a file (a run's saved one) by the schemas again."""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from runner.config.schema import GROUPS, SCHEMAS, RunnerConfig
+from runner.errors import ConfigError
+
+CONF_DIR = str(Path(__file__).resolve().parent.parent.parent / "conf")
+
+
+@functools.cache  # once per process
+def register_schemas() -> None:
+    """The schemas in Hydra's ConfigStore: ``runner_schema`` (conf/config.yaml's first default) and
+    ``schema/GROUP/NAME`` (each option YAML's)."""
+    store = ConfigStore.instance()
+    store.store(name="runner_schema", node=RunnerConfig)
+    for group, options in SCHEMAS.items():
+        for name, schema in options.items():
+            store.store(group=f"schema/{group}", name=name, node=schema)
+
+
+def compose_config(overrides: list[str]) -> DictConfig:
+    """The config ``python -m runner OVERRIDES`` runs, composed by Hydra's compose API: inside the running app, or
+    on its own."""
+    register_schemas()
+    if GlobalHydra.instance().is_initialized():
+        return compose("config", overrides=overrides)
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose("config", overrides=overrides)
+
+
+def compose_group(group: str, option: str) -> DictConfig:
+    """A group option as Hydra composes it (its YAML on its schema)."""
+    return compose_config([f"{group}={option}"])[group]
+
+
+def schema_of(group: str, option: str) -> Any:
+    """The schema an option's YAML starts from (its ``/schema/GROUP/NAME@_here_`` default)."""
+    path = Path(CONF_DIR) / group / f"{option}.yaml"
+    entries = OmegaConf.load(path).get("defaults", []) if path.exists() else []
+    for entry in entries:
+        if isinstance(entry, str) and entry.startswith(f"/schema/{group}/"):
+            return SCHEMAS[group][entry[len(f"/schema/{group}/"):].split("@")[0]]
+    raise ConfigError(f"{group}={option} has no schema: conf/{group}/{option}.yaml must start from one")
+
+
+def typed(cfg: DictConfig) -> DictConfig:
+    """A config read from a file (a run's saved config), typed by the schemas again, so it is validated and merged
+    like a composed one."""
+    try:
+        out = OmegaConf.merge(OmegaConf.structured(RunnerConfig),
+                              {k: v for k, v in cfg.items() if k not in GROUPS})
+        with open_dict(out):
+            for group in GROUPS:
+                out[group] = OmegaConf.merge(OmegaConf.structured(schema_of(group, cfg[group].name)), cfg[group])
+    except (ValueError, KeyError, AttributeError) as err:  # OmegaConf's errors derive from these
+        raise ConfigError(f"a saved config does not fit this version of runner: {str(err).splitlines()[0]}") from None
+    return out
+
+
+def params(node: DictConfig) -> dict:
+    """A group's values as plain keyword arguments of its part, without its registry name."""
+    values = OmegaConf.to_container(node, resolve=True)
+    values.pop("name")
+    return values
+
+
+def task_overrides() -> list[str]:
+    """The overrides of the command line this job runs (none outside a Hydra app)."""
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []

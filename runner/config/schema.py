@@ -1,0 +1,212 @@
+"""The config's types: one dataclass per group option (registered with Hydra's ConfigStore by runner.config.hydra)
+and the top-level :class:`RunnerConfig`.
+
+Each group option's YAML starts from its schema (``defaults: [/schema/pipeline/queue@_here_]``), so a wrong type or
+an unknown key fails at composition with the key named. Ranges live in field metadata and are checked by
+runner.config.validate, which names the key and the allowed range. Facts a check needs about an option live on its
+schema as ``ClassVar``s (``MlpConfig.channels``, ``QueueConfig.reads_files``), so a new option brings its own rule.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Optional
+
+from omegaconf import MISSING
+
+from runner.config.datasets import (Cifar10Config, CsvConfig, DigitsConfig, FixedLengthConfig, IdxConfig,
+                                    ImageFolderConfig, MnistConfig, ShapesConfig, TfRecordConfig)
+from runner.config.fields import bounded, one_of
+
+INT_MAX = 2**31 - 1  # the largest int a bounded field takes: TensorFlow and numpy take these as int32 or as seeds
+PRECISIONS = ("fp32", "bf16", "fp16")  # hardware.precision (runner.precision)
+SPLITS = ("train", "validation", "test")  # the splits every dataset has (validation: the first training examples)
+MODES = ("train", "eval", "bench", "convert")  # one module each in runner.modes
+TRAINERS = ("single", "towers")  # registered in runner.trainers (a test holds the two together)
+GROUPS = ("dataset", "model", "pipeline", "optimizer", "schedule", "hardware")
+
+
+# Each value lives in one place: an option's values in its YAML (conf/GROUP/OPTION.yaml), the top-level ones in
+# conf/config.yaml. A schema gives types, ranges and meanings, and a value only where every option of the schema
+# shares it (hardware).
+
+# ---------------------------------------------------------------------------------------------- model
+@dataclass
+class MlpConfig:
+    channels: ClassVar[int | None] = None  # takes any image (flattened)
+    name: str = MISSING
+    hidden1: int = bounded(1)
+    hidden2: int = bounded(1)
+
+
+@dataclass
+class Cifar10CnnConfig:
+    channels: ClassVar[int | None] = 3  # conv1 is 5x5x3
+    name: str = MISSING
+    weight_decay: float = bounded(0.0)  # L2 on the local3/local4 weights, added to the loss
+
+
+# ---------------------------------------------------------------------------------------------- pipeline
+@dataclass
+class PipelineConfig:
+    reads_files: ClassVar[bool] = False  # whether it reads the dataset's record files itself (else its arrays)
+    name: str = MISSING
+
+
+@dataclass
+class FeedDictConfig(PipelineConfig):
+    prefetch: bool = MISSING  # make the next batch in a worker thread while the current step runs
+
+
+@dataclass
+class PreloadedConfig(PipelineConfig):
+    prefetch: bool = MISSING  # gather and preprocess the next batch while the current step runs
+    storage: str = one_of("variable", "constant")  # where the split lives: a variable (fed once) or the graph
+
+
+@dataclass
+class QueueConfig(PipelineConfig):
+    reads_files: ClassVar[bool] = True
+    num_threads: int = bounded(1, 256)  # threads running the reader + decode op into shuffle_batch
+    min_fraction_of_examples_in_queue: float = bounded(0.0, 1.0, lo_open=True)
+    records_per_read: int = bounded(1, 4096)  # records each thread reads, decodes, preprocesses at once
+
+
+@dataclass
+class TfDataConfig(PipelineConfig):
+    reads_files: ClassVar[bool] = True
+    shuffle_buffer: int = bounded(1)  # records; each epoch is still a permutation of the split
+    num_parallel_calls: int = bounded(1, auto=-1)  # -1 = tf.data.AUTOTUNE
+    prefetch: int = bounded(1, auto=-1)  # batches; -1 = tf.data.AUTOTUNE
+
+
+# ---------------------------------------------------------------------------------------------- optimizer
+@dataclass
+class OptimizerConfig:
+    name: str = MISSING
+    lr: float = bounded(0.0, lo_open=True)  # initial learning rate
+
+
+@dataclass
+class MomentumConfig(OptimizerConfig):
+    momentum: float = bounded(0.0, 1.0)
+    use_nesterov: bool = MISSING
+
+
+@dataclass
+class AdamConfig(OptimizerConfig):
+    beta1: float = bounded(0.0, 1.0)
+    beta2: float = bounded(0.0, 1.0)
+    epsilon: float = bounded(0.0, lo_open=True)
+
+
+# ---------------------------------------------------------------------------------------------- schedule
+@dataclass
+class ScheduleConfig:
+    name: str = MISSING
+
+
+@dataclass
+class ExponentialDecayConfig(ScheduleConfig):
+    decay_epochs: float = bounded(0.0, lo_open=True)  # epochs between decays
+    decay_rate: float = bounded(0.0, lo_open=True)  # lr multiplier per decay
+    staircase: bool = MISSING
+
+
+# ---------------------------------------------------------------------------------------------- hardware
+@dataclass
+class HardwareConfig:
+    # one: this process runs the mode; task: a task of a cluster (ps, worker, evaluator) started with the others by
+    # hand or by SLURM; launcher: this process starts the cluster's tasks on this machine and owns the run dir
+    processes: ClassVar[str] = "one"
+    name: str = MISSING
+    device_type: str = one_of("cpu", "gpu", "auto")  # auto: one GPU if TensorFlow sees one, else the CPU
+    num_devices: int = bounded(1, 64)  # towers: one model replica per device
+    variable_device: str = one_of("cpu", "gpu", default="cpu")  # where variables live
+    intra_op_threads: int = bounded(0, 4096, default=0)  # 0 = TensorFlow picks
+    inter_op_threads: int = bounded(0, 4096, default=0)
+    soft_placement: bool = True  # ops without a kernel on the tower's device run where they can
+    strict: bool = False  # fail instead of warning when fewer devices exist than asked
+    precision: str = one_of(*PRECISIONS, default="fp32")  # the model's compute type; variables float32
+    xla: bool = False  # XLA auto-clustering (JIT) of the graph; ops XLA cannot compile run as usual
+
+
+@dataclass
+class ClusterConfig(HardwareConfig):
+    """Between-graph replication on TensorFlow's runtime; num_devices are the towers of each worker."""
+
+    processes: ClassVar[str] = "task"
+
+    sync: bool = True  # SyncReplicasOptimizer: one gradient per worker per step; false: asynchronous updates
+    ps: int = bounded(1, 64, default=1)  # under SLURM: how many of the job step's tasks are ps (the first ones)
+    resolver: str = one_of("auto", "tf_config", "slurm", default="auto")  # auto: TF_CONFIG if set, else SLURM
+    port_base: int = bounded(1024, 65535, default=8888)  # SLURM: the first task's port on each node
+    wait_secs: int = bounded(1, default=600)  # how long a worker waits for the chief to initialize
+
+
+@dataclass
+class LocalClusterConfig(ClusterConfig):
+    """The same cluster started on 127.0.0.1 by one command, its tasks as child processes."""
+
+    processes: ClassVar[str] = "launcher"
+
+    workers: int = bounded(1, 64, default=2)
+    evaluator: bool = False  # also an evaluator task: the continuous eval of the chief's checkpoints
+
+
+# ---------------------------------------------------------------------------------------------- bench
+@dataclass
+class BenchConfig:
+    pipelines: Optional[list[str]] = MISSING  # null: all registered pipelines
+    warmup_steps: int = bounded(0)  # steps run before timing starts (graph warm-up, queue settling)
+    windows: int = bounded(1)  # timed windows; the median is reported
+    steps_per_window: int = bounded(1)
+    training_run: bool = MISSING  # also train each pipeline with the real loop (hooks, summaries, progress lines)
+    precisions: Optional[list[str]] = MISSING  # null: hardware.precision; [fp32, bf16]: each, bounds paired
+
+
+# ---------------------------------------------------------------------------------------------- top level
+@dataclass
+class RunnerConfig:
+    mode: str = one_of(*MODES)
+    batch_size: int = bounded(1)  # per tower
+    max_steps: int = bounded(1)
+    seed: int = bounded(0)
+    run_dir: str = MISSING  # where checkpoints, events and summaries go (Hydra's run dir)
+    trainer: str = MISSING  # one of TRAINERS, or auto: towers with several devices, else single
+    log_every: int = bounded(1)  # steps between progress lines
+    summary_every: int = bounded(1)  # steps between TensorBoard summaries
+    checkpoint_every: int = bounded(1)  # steps between checkpoints (each followed by an eval)
+    keep_checkpoints: int = bounded(1)
+    eval_splits: list[str] = MISSING  # of SPLITS
+    moving_average_decay: Optional[float] = bounded(0.0, 1.0, lo_open=True)  # None: no averages
+    eval_moving_average: bool = MISSING  # evaluate with the averaged variables when they exist
+    eval_once: bool = MISSING  # mode=eval: one pass, or re-evaluate new checkpoints every eval_interval_secs
+    eval_interval_secs: float = bounded(0.0, lo_open=True)
+    bench: BenchConfig = field(default_factory=BenchConfig)
+    sweep_objective: Optional[str] = MISSING  # e.g. final_precision.test: a run returns that number (Optuna)
+    progress: str = one_of("auto", "bar", "lines")  # auto: a progress bar on a terminal, lines otherwise
+    log_style: str = one_of("mnist", "cifar10")  # the progress line of fully_connected_feed or of cifar10_train
+    profile: Optional[list[int]] = MISSING  # [first, last]: trace those steps (TensorBoard profiler, timelines)
+    verbose: bool = MISSING  # show TensorFlow's C++ logs and deprecation warnings
+    force_resume: bool = MISSING  # continue a run dir's training even if the config changed in ways that matter
+    dataset: Any = MISSING
+    model: Any = MISSING
+    pipeline: Any = MISSING
+    optimizer: Any = MISSING
+    schedule: Any = MISSING
+    hardware: Any = MISSING
+
+
+SCHEMAS = {
+    "dataset": {"digits": DigitsConfig, "mnist": MnistConfig, "shapes": ShapesConfig, "cifar10": Cifar10Config,
+                "image_folder": ImageFolderConfig, "tfrecord": TfRecordConfig, "csv": CsvConfig, "idx": IdxConfig,
+                "fixed_length": FixedLengthConfig},
+    "model": {"mlp": MlpConfig, "cifar10_cnn": Cifar10CnnConfig},
+    "pipeline": {"feed_dict": FeedDictConfig, "preloaded": PreloadedConfig, "queue": QueueConfig,
+                 "tf_data": TfDataConfig},
+    "optimizer": {"base": OptimizerConfig, "momentum": MomentumConfig, "adam": AdamConfig},
+    "schedule": {"base": ScheduleConfig, "exponential_decay": ExponentialDecayConfig},
+    "hardware": {"base": HardwareConfig, "cluster": ClusterConfig, "local_cluster": LocalClusterConfig},
+}
+"""Schemas by group, stored as ``schema/<group>/<name>``; several options may share one (``base``). The keys of
+``dataset``, ``model`` and ``pipeline`` are the names their parts register (a test holds them together)."""

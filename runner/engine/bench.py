@@ -1,0 +1,170 @@
+"""mode=bench's measurements over every pipeline and precision: the model-only bound, each pipeline against it
+(runner.engine.measure), optionally a real training run per pipeline; printed as a table and written to bench.json
+and bench.txt."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import statistics
+import time
+from pathlib import Path
+from typing import Callable
+
+import tensorflow as tf
+
+from runner.config.schema import RunnerConfig
+from runner.engine.measure import bound_runner, measure_pipeline, timed
+from runner.engine.model import Parts
+from runner.engine.training import train
+
+v1 = tf.compat.v1
+log = logging.getLogger("runner")
+
+
+class _PairedBound(v1.train.SessionRunHook):
+    """In the training run, a window of the bound after each progress window (outside the timed runs), so the run's
+    windows are paired with the bound's as the bench's are."""
+
+    def __init__(self, bound: Callable[[], None], steps_per_window: int, warmup: int, examples_per_step: int):
+        self.bound, self.steps_per_window, self.warmup = bound, steps_per_window, warmup
+        self.examples_per_step = examples_per_step
+        self.windows: list[float] = []
+        self.steps = 0
+
+    def after_run(self, run_context, run_values):
+        self.steps += 1
+        if self.steps > self.warmup and self.steps % self.steps_per_window == 0:
+            self.windows.append(timed(self.bound, self.steps_per_window, self.examples_per_step)[0])
+
+
+def training_run(parts: Parts, run: RunnerConfig, run_dir: str, name: str, config: dict, measured: dict,
+                 bound: Callable[[], None]) -> dict:
+    """Trains with the real loop (train.train, in ``run_dir/training_<pipeline>``) for as many steps as the
+    bench's windows (the warm-up rounded up to whole windows), a window of the bound after each of its progress
+    windows. Its examples/sec is the median of its windows after the warm-up; its ratio to the bench is the median
+    of its windows over their paired bound windows, over the pipeline's ratio to the bound."""
+    per_window = run.bench.steps_per_window
+    warmup = -(-run.bench.warmup_steps // per_window) * per_window  # progress lines fall on windows' ends
+    steps = warmup + run.bench.windows * per_window
+    out = Path(run_dir) / f"training_{name}"
+    paired = _PairedBound(bound, per_window, warmup, run.batch_size * len(parts.devices))
+    # The loop's lines fall on the bench's windows; it checkpoints once, at its end, and evaluates nothing.
+    loop = dataclasses.replace(run, max_steps=steps, log_every=per_window, checkpoint_every=steps, keep_checkpoints=1,
+                               eval_splits=[], progress="lines", profile=None)
+    train(parts, loop, out, config, extra_hooks=[paired])
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    windows = [m["examples_per_sec"] for m in lines if "examples_per_sec" in m and m["step"] > warmup]
+    ratio = statistics.median(w / b for w, b in zip(windows, paired.windows))
+    return {"training_run_examples_per_sec": statistics.median(windows),
+            "training_run_ratio_to_bound": ratio,
+            "training_run_ratio_to_bench": ratio / measured["ratio_to_bound"],
+            "training_run_window_examples_per_sec": windows,
+            "training_run_bound_window_examples_per_sec": paired.windows}
+
+
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def _table(bound: dict, pipelines: dict[str, dict]) -> str:
+    head = (f"{'pipeline':<10} {'pipeline ex/s':>13} {'(CPU us/ex)':>11} {'train ex/s':>10} {'ratio':>6} "
+            f"{'input wait':>10} {'CPU us/ex':>9} {'first batch s':>13}")
+    lines = [head, "-" * len(head),
+             f"{'bound':<10} {'':>13} {'':>11} {bound['examples_per_sec']:>10.1f} {1:>6.3f} {'':>10} "
+             f"{bound['cpu_us_per_example']:>9.0f} {'':>13}"]
+    for name, p in pipelines.items():
+        first = f"{p['first_batch_sec']:.2f}" + (f" (fill {p['queue_fill_sec']:.2f})" if "queue_fill_sec" in p
+                                                  else "")
+        lines.append(f"{name:<10} {p['pipeline_examples_per_sec']:>13.1f} {p['pipeline_cpu_us_per_example']:>11.0f} "
+                     f"{p['train_examples_per_sec']:>10.1f} "
+                     f"{p['ratio_to_bound']:>6.3f} {_share(p['input_wait_share']):>10} "
+                     f"{p['train_cpu_us_per_example']:>9.0f} {first:>13}")
+    return "\n".join(lines)
+
+
+def bench(make_parts: Callable[[str, str], Parts], names: list[str], precisions: list[str], run: RunnerConfig,
+          run_dir: str, config: dict) -> dict:
+    """Measures the bound, then each pipeline in ``names``, in each of ``precisions`` (``make_parts(pipeline,
+    precision)``); with several precisions, also each bound against the first's, window by window. Prints a table
+    and writes bench.json (the first precision's figures at its top level, every precision's under "precisions")."""
+    started = time.time()
+    by_precision, tables = {}, []
+    for precision in precisions:
+        if len(precisions) > 1:
+            log.info("Precision %s", precision)
+        by_precision[precision] = _bench_one(make_parts, names, precision, run, run_dir, config)
+        tables.append((f"precision {precision}\n" if len(precisions) > 1 else "") + by_precision[precision].pop("table"))
+    table = "\n".join(tables)
+    out = {**by_precision[precisions[0]], "precision": precisions[0]}
+    if len(precisions) > 1:
+        out["precisions"] = by_precision
+        out["precision_bounds"] = _paired_bounds(make_parts, names[0], precisions, run)
+        table += "\n" + "\n".join(f"bound in {p}: {r['examples_per_sec']:.1f} examples/sec, {r['ratio']:.3f} x the bound "
+                                   f"in {precisions[0]} (paired windows)"
+                                   for p, r in out["precision_bounds"].items())
+    for line in table.splitlines():
+        log.info(line)
+    out.update(wall_time_sec=time.time() - started, settings=_settings(run), config=config)
+    (Path(run_dir) / "bench.json").write_text(json.dumps(out, indent=2) + "\n")
+    (Path(run_dir) / "bench.txt").write_text(table + "\n")
+    log.info("Results in %s (bench.json, bench.txt)", run_dir)
+    return out
+
+
+def _bench_one(make_parts: Callable[[str, str], Parts], names: list[str], precision: str, run: RunnerConfig,
+               run_dir: str, config: dict) -> dict:
+    parts = make_parts(names[0], precision)
+    results, bound_windows = {}, []
+    with bound_runner(parts, run) as bound_step:
+        log.info("Model-only bound: %d warm-up steps", run.bench.warmup_steps)
+        for _ in range(run.bench.warmup_steps):
+            bound_step()
+        for name in names:
+            log.info("Measuring pipeline %s (%d windows of %d steps, each paired with a window of the bound)",
+                     name, run.bench.windows, run.bench.steps_per_window)
+            results[name] = measure_pipeline(make_parts(name, precision), run, bound_step, bound_windows)
+            if run.bench.training_run:
+                log.info("Training run with pipeline %s: the real loop (hooks, summaries, progress lines)", name)
+                results[name].update(training_run(make_parts(name, precision), run, run_dir, name, config,
+                                                  results[name], bound_step))
+    bound = {"examples_per_sec": statistics.median(b[0] for b in bound_windows),
+             "cpu_us_per_example": statistics.median(b[1] for b in bound_windows),
+             "window_examples_per_sec": [b[0] for b in bound_windows]}
+    table = _table(bound, results)
+    runs = [f"{name:<10} training run {p['training_run_examples_per_sec']:.1f} examples/sec, "
+            f"{p['training_run_ratio_to_bound']:.3f} x the bound = {p['training_run_ratio_to_bench']:.3f} x the "
+            f"bench's train figure"
+            for name, p in results.items() if "training_run_examples_per_sec" in p]
+    return {"bound_examples_per_sec": bound["examples_per_sec"],
+            "bound_cpu_us_per_example": bound["cpu_us_per_example"],
+            "bound_window_examples_per_sec": bound["window_examples_per_sec"],
+            "pipelines": results, "devices": parts.devices, "table": "\n".join([table, *runs])}
+
+
+def _paired_bounds(make_parts: Callable[[str, str], Parts], name: str, precisions: list[str], run: RunnerConfig
+                   ) -> dict:
+    """Each precision's bound against the first precision's, windows alternating (the first's, then the other's),
+    the ratio the median of the paired windows."""
+    out = {}
+    parts = make_parts(name, precisions[0])
+    examples = run.batch_size * len(parts.devices)
+    with bound_runner(parts, run) as reference:
+        for precision in precisions[1:]:
+            with bound_runner(make_parts(name, precision), run) as other:
+                for _ in range(run.bench.warmup_steps):
+                    reference()
+                    other()
+                pairs = [(timed(reference, run.bench.steps_per_window, examples)[0],
+                          timed(other, run.bench.steps_per_window, examples)[0]) for _ in range(run.bench.windows)]
+            out[precision] = {"examples_per_sec": statistics.median(o for _, o in pairs),
+                              "reference_examples_per_sec": statistics.median(r for r, _ in pairs),
+                              "ratio": statistics.median(o / r for r, o in pairs),
+                              "windows": [list(p) for p in pairs]}
+    return out
+
+
+def _settings(run: RunnerConfig) -> dict:
+    """The settings a bench ran with, for bench.json."""
+    return {"batch_size": run.batch_size, "seed": run.seed, "moving_average_decay": run.moving_average_decay,
+            "summary_every": run.summary_every, **dataclasses.asdict(run.bench)}

@@ -1,0 +1,45 @@
+"""mode=bench: what each input method costs on this machine, against the model-only bound (runner.engine.bench), in
+each of bench.precisions."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from runner.config.checks import bench_pipelines
+from runner.config.hydra import compose_group
+from runner.data import prepared_dataset
+
+
+def with_pipeline(cfg: DictConfig, name: str, precision: str) -> DictConfig:
+    """cfg with pipeline ``name`` (the chosen pipeline keeps its overrides, the others are their YAML as Hydra
+    composes it) and hardware.precision ``precision``; both were validated with cfg."""
+    if name == cfg.pipeline.name and precision == cfg.hardware.precision:
+        return cfg
+    copy = cfg.copy()
+    with open_dict(copy):
+        if name != cfg.pipeline.name:
+            copy.pipeline = compose_group("pipeline", name)
+        copy.hardware.precision = precision
+    return copy
+
+
+def run(cfg: DictConfig, run_dir: str) -> dict:
+    """bench.json's figures: the bound and every pipeline in every precision."""
+    dataset = prepared_dataset(cfg)
+    from runner.build import build_parts, describe, settings  # TensorFlow, once the data files are ready
+    from runner.engine.bench import bench
+    from runner.runs import naming_damaged_records
+
+    names = bench_pipelines(cfg)
+    precisions = list(cfg.bench.precisions or [cfg.hardware.precision])
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    first = build_parts(with_pipeline(cfg, names[0], precisions[0]), dataset)
+    describe(cfg, first, run_dir)
+
+    def make_parts(name: str, precision: str):
+        same = (name, precision) == (names[0], precisions[0])
+        return first if same else build_parts(with_pipeline(cfg, name, precision), dataset)
+
+    with naming_damaged_records(dataset):
+        return bench(make_parts, names, precisions, settings(cfg), run_dir, OmegaConf.to_container(cfg, resolve=True))

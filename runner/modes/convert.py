@@ -1,0 +1,16 @@
+"""mode=convert: the dataset's splits written as TFRecords (as convert_to_records.py does for MNIST), which the queue
+and tf_data pipelines then read."""
+from __future__ import annotations
+
+import logging
+
+from omegaconf import DictConfig
+
+from runner.data import prepared_dataset
+
+log = logging.getLogger("runner")
+
+
+def run(cfg: DictConfig, run_dir: str) -> None:
+    for split, path in prepared_dataset(cfg).convert().items():
+        log.info("%s: %s", split, path)

@@ -1,0 +1,27 @@
+"""mode=train: in this process (one device or towers), as a task of a cluster, or as the launcher of a local one."""
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from runner import rundir
+from runner.config.checks import group_schema
+from runner.data import prepared_dataset
+from runner.distributed import local_cluster
+
+
+def run(cfg: DictConfig, run_dir: str) -> dict | None:
+    """Trains to max_steps in run_dir, resuming its last checkpoint; the summary (None in a task that is not the
+    chief)."""
+    processes = group_schema(cfg, "hardware").processes
+    if processes == "launcher":
+        return local_cluster.run(cfg, run_dir)
+    if processes == "task":
+        from runner.distributed.tasks import run_task  # TensorFlow: the task's role decides what it checks first
+
+        return run_task(cfg, run_dir)
+    with rundir.lock(run_dir):
+        changed = rundir.check_resume(run_dir, cfg)
+        dataset = prepared_dataset(cfg)
+        from runner.runs import train_run  # TensorFlow, once the checks that need none have passed
+
+        return train_run(cfg, run_dir, dataset, changed)

@@ -1,0 +1,62 @@
+"""A run of a config on the engine: its parts built, its start recorded, the training or evaluation loop run, and a
+read error turned into one line naming the damaged file and what to do."""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Iterator
+
+from omegaconf import DictConfig, OmegaConf
+
+from runner import rundir
+from runner.build import build_parts, describe, settings
+from runner.config.hydra import task_overrides
+from runner.datasets.base import Dataset
+from runner.engine.evaluation import evaluate
+from runner.engine.hardware import Placement
+from runner.engine.replicas import Replicas
+from runner.engine.session import IN_PROCESS, SessionTarget
+from runner.engine.training import train
+from runner.errors import ConfigError, DataError, RunnerError, TrainingError
+
+
+@contextlib.contextmanager
+def naming_damaged_records(dataset: Dataset) -> Iterator[None]:
+    """An error while reading records: find the damaged file (and record) and say what to do."""
+    try:
+        yield
+    except RunnerError as err:  # a read error, or an op that refused a record (a label out of range, a bad image)
+        if isinstance(err, (ConfigError, TrainingError)):
+            raise
+        damage = dataset.damaged_records()
+        if not damage:
+            raise
+        if not damage.cache:
+            raise DataError(f"{damage.where}: {damage.problem}; fix or remove it") from None
+        dataset_args = " ".join(o for o in task_overrides() if o.lstrip("+~").startswith("dataset"))
+        raise DataError(f"{damage.where}: {damage.problem}. Rebuild the records with: python -m runner mode=convert "
+                        f"{dataset_args}".rstrip() + f" (or delete {Path(damage.where).parent})") from None
+
+
+def train_run(cfg: DictConfig, run_dir: str, dataset: Dataset, changed: dict | None, replicas: Replicas | None = None,
+              target: SessionTarget = IN_PROCESS, placed: Placement | None = None) -> dict | None:
+    """Trains cfg on the prepared dataset in run_dir; ``changed`` (from runner.rundir.check_resume) is None in a
+    cluster task that does not own the run dir, which records nothing. A cluster worker gives its ``replicas``, the
+    ``target`` of its server and the placement that server runs."""
+    parts = build_parts(cfg, dataset, replicas, placed)
+    describe(cfg, parts, run_dir)
+    if changed is not None:
+        rundir.record_start(run_dir, cfg, dataset.class_names, changed, parts.devices)
+    with naming_damaged_records(dataset):
+        return train(parts, settings(cfg), run_dir, OmegaConf.to_container(cfg, resolve=True), target)
+
+
+def eval_run(cfg: DictConfig, run_dir: str, dataset: Dataset, once: bool, until_step: int | None = None
+             ) -> dict | None:
+    """Evaluates run_dir's latest checkpoint (``once``) or each new one, on the prepared dataset."""
+    parts = build_parts(cfg, dataset)
+    describe(cfg, parts, run_dir)
+    decay = cfg.get("moving_average_decay") if cfg.eval_moving_average else None
+    with naming_damaged_records(dataset):
+        return evaluate(parts, run_dir, cfg.batch_size, list(cfg.eval_splits), moving_average_decay=decay,
+                        once=once, interval_secs=cfg.eval_interval_secs, until_step=until_step)

@@ -1,0 +1,118 @@
+"""Helpers shared by the tests: composed configs, command lines run as a user types them, and readers of what a run
+wrote. Fixtures are in conftest.py."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from runner.config.hydra import compose_config, params
+
+ROOT = Path(__file__).resolve().parent.parent
+if not Path("/dev/nvidia0").exists():  # no GPU here: TensorFlow need not probe CUDA in every test process (~1 s each)
+    os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")
+TINY = ["dataset.num_train=1200", "dataset.num_test=300", "dataset.validation_size=200"]
+
+
+def compose(*overrides: str):
+    """The config `python -m runner OVERRIDES` would run, composed in-process."""
+    return compose_config(list(overrides))
+
+
+def option(group: str, name: str, **overrides) -> dict:
+    """A group option's values as its part's keyword arguments: from its YAML (where they live), updated."""
+    return {**params(compose(f"{group}={name}")[group]), **overrides}
+
+
+def user_env(env: dict | None = None, unset: tuple[str, ...] = ()) -> dict:
+    """This process's environment plus ``env``, without the variables in ``unset`` (``AS_USER``: the settings the
+    tests make for speed and quiet, which a user's shell does not have)."""
+    return {k: v for k, v in {**os.environ, **(env or {})}.items() if k not in unset}
+
+
+AS_USER = ("TF_CPP_MIN_LOG_LEVEL", "CUDA_VISIBLE_DEVICES")
+
+
+def run_cli(*args: str, timeout: float = 120, env: dict | None = None, cwd: Path = ROOT,
+            unset: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """``python -m runner ARGS`` as a subprocess (in ``cwd``: an empty folder for a command as a user types it)."""
+    return subprocess.run([sys.executable, "-m", "runner", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=user_env(env, unset))
+
+
+def sweep_dirs(cwd: Path) -> list[Path]:
+    """The sweep dirs a multirun typed in ``cwd`` made under its default ``multirun/``."""
+    return sorted(p for p in (cwd / "multirun").iterdir() if p.is_dir()) if (cwd / "multirun").is_dir() else []
+
+
+# Python's own traceback, TensorFlow's C++ start-up lines (absl-style "I0000 00:00:..." and the oneDNN notice):
+# what a quiet process never prints unless verbose=true.
+NOISE = ("Traceback (most recent call last)", "oneDNN custom operations are on", "cpu_feature_guard",
+         "Could not find cuda drivers")
+
+
+def noise(text: str) -> list[str]:
+    return [line for line in text.splitlines() if any(n in line for n in NOISE)]
+
+
+def submitit_logs(cwd: Path) -> str:
+    """What a sweep's jobs printed where submitit keeps it (locally and on SLURM): the sweep dir's .submitit/."""
+    return "".join(p.read_text() for p in cwd.glob("multirun/*/.submitit/*/*_log.*"))
+
+
+def steps_saved(run_dir: Path) -> int:
+    """The global step of a run dir's latest checkpoint."""
+    from runner.engine.checkpoints import latest_checkpoint  # TensorFlow: loaded by the tests that need it
+
+    return int(latest_checkpoint(run_dir).rsplit("-", 1)[1])
+
+
+def one_complete_sweep(cwd: Path, jobs: int, proc: subprocess.CompletedProcess, logs: str = "") -> Path:
+    """Checks a multirun typed in ``cwd``: it succeeded, quietly (its output and the jobs' ``logs``), into one
+    sweep dir whose report lists every job completed, with no marker left; returns the sweep dir."""
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    dirs = sweep_dirs(cwd)
+    assert len(dirs) == 1, dirs  # one sweep, one sweep dir
+    report = (dirs[0] / "report.md").read_text()
+    assert f"{jobs} jobs, {jobs} completed, 0 failed, 0 interrupted, 0 incomplete." in report, report
+    assert len(list(dirs[0].glob("*/summary.json"))) == jobs
+    assert not (dirs[0] / ".running").exists() and not (dirs[0] / ".interrupted").exists()
+    said = noise(proc.stdout + proc.stderr + logs)
+    assert not said, said
+    return dirs[0]
+
+
+
+def pull(dataset, name: str, split: str, batch_size: int, training: bool, steps: int, **params):
+    """``steps`` batches of a split through pipeline ``name`` (its YAML's settings, updated by ``params``); the
+    Batch and the (images, labels) pulled."""
+    import tensorflow as tf  # loaded by the tests that need it
+
+    from runner.engine.session import session
+    from runner.pipelines import PIPELINES
+
+    graph = tf.Graph()
+    with graph.as_default():
+        pipeline = PIPELINES.get(name)(dataset, seed=3, **option("pipeline", name, **params))
+        batch = pipeline.build(split, batch_size, training)
+    out = []
+    with session(graph, None, [batch]) as (sess, _):
+        for _ in range(steps):
+            out.append(sess.run(batch.pull(), batch.feed() if batch.feed else None)[:2])
+    return batch, out
+
+
+def events(directory: Path):
+    """TensorBoard's own reader of the event files in ``directory``, loaded."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # the tensorboard extra
+
+    accumulator = EventAccumulator(str(directory), size_guidance={"scalars": 0, "histograms": 0, "images": 0,
+                                                                  "tensors": 0})
+    accumulator.Reload()
+    return accumulator
+
+
+def scalars(accumulator, tag: str) -> dict[int, float]:
+    """A scalar tag's values by step."""
+    return {e.step: e.value for e in accumulator.Scalars(tag)}

@@ -1,0 +1,127 @@
+"""The code's shape: no import cycles inside runner/ (every import read with ast, at the top of a module or inside a
+function), a mode table that matches the schema, and no TensorFlow while any mode's config is composed."""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from runner.config.schema import MODES
+from tests.helpers import ROOT
+
+PACKAGE = ROOT / "runner"
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+
+def _imports(path: Path, name: str, known: dict[str, Path]) -> set[str]:
+    """The runner modules that importing ``name`` runs: each imported module, its parent packages (Python runs
+    their ``__init__`` first), and a submodule named by ``from package import submodule``."""
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    targets: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            targets.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: from the package, up level - 1
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, *([base] if base else [])])
+            targets.add(base)
+            targets.update(f"{base}.{alias.name}" for alias in node.names if f"{base}.{alias.name}" in known)
+    found = set()
+    for target in targets:
+        parts = target.split(".")
+        found.update(".".join(parts[:i]) for i in range(1, len(parts) + 1) if ".".join(parts[:i]) in known)
+    found.discard(name)
+    return found
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), or a module that imports itself."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(graph[node]):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                top = stack.pop()
+                on_stack.discard(top)
+                component.append(top)
+                if top == node:
+                    break
+            if len(component) > 1:
+                out.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return out
+
+
+def import_graph() -> dict[str, set[str]]:
+    known = _modules()
+    return {name: _imports(path, name, known) for name, path in known.items()}
+
+
+def test_the_cycle_finder_finds_a_planted_cycle():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert _cycles(graph) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_runner_has_no_import_cycles():
+    graph = import_graph()
+    assert "runner.config.schema" in graph["runner.config.checks"]  # the reader sees imports
+    assert "runner.runs" in graph["runner.modes.train"]  # including those made inside a function
+    assert _cycles(graph) == []
+
+
+def test_each_mode_is_one_module_with_one_entry_function():
+    from runner.modes import MODES as TABLE
+
+    assert sorted(TABLE) == sorted(MODES)
+    for mode, entry in TABLE.items():
+        assert entry.__name__ == "run" and entry.__module__.startswith("runner.modes."), (mode, entry)
+
+
+@pytest.mark.parametrize("args", [[f"mode={mode}"] for mode in MODES] + [["hardware=local_cluster"],
+                                                                        ["mode=bench", "dataset=shapes"]])
+def test_composing_any_mode_loads_no_tensorflow(args):
+    """What runs before a run starts (the app's imports, composing, the hydra node's resolvers, the schemas and
+    the checks) loads no TensorFlow, for every mode."""
+    code = ("import sys; from runner.app import checked; from runner.config.hydra import compose_config; "
+            f"cfg = compose_config({args!r}); "
+            "checked(cfg, '.', []) if cfg.mode != 'eval' else None; "
+            "print('tensorflow' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False"
+    hydra = subprocess.run([sys.executable, "-X", "importtime", "-m", "runner", "--cfg", "all", *args], cwd=ROOT,
+                           capture_output=True, text=True, timeout=60)
+    assert hydra.returncode == 0, hydra.stderr[-2000:]
+    imported = {line.split("|")[-1].strip() for line in hydra.stderr.splitlines() if "|" in line}
+    assert "runner.app" in imported and "tensorflow" not in imported
