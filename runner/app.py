@@ -22,13 +22,14 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from runner import rundir
-from runner.config.checks import check_writable, validate
+from runner.config.checks import check_writable
 from runner.config.hydra import CONF_DIR, register_schemas
 from runner.config.hydra import task_overrides
 from runner.errors import ConfigError, RunnerError, describe_os_error
 from runner.modes import MODES
 from runner.signals import Interrupted, raise_on_signals
 from runner.sweeps import sweep
+from runner.validation import validate
 
 log = logging.getLogger("runner")
 

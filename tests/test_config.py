@@ -5,7 +5,7 @@ import pytest
 from omegaconf import OmegaConf
 from hydra.errors import ConfigCompositionException
 
-from runner.config.checks import validate
+from runner.validation import validate
 from runner.errors import ConfigError
 from tests.helpers import compose
 

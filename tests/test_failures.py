@@ -379,7 +379,7 @@ def test_every_config_error_is_a_config_error_not_a_traceback():
     with pytest.raises(ConfigError, match="has no schema"):
         from omegaconf import OmegaConf, open_dict
 
-        from runner.config.checks import validate
+        from runner.validation import validate
 
         cfg = compose()
         with open_dict(cfg):
@@ -390,7 +390,7 @@ def test_every_config_error_is_a_config_error_not_a_traceback():
 def test_a_saved_config_is_typed_again_so_eval_validates_it(trained):
     from omegaconf import OmegaConf
 
-    from runner.config.checks import validate
+    from runner.validation import validate
     from runner.config.hydra import typed
 
     cfg = typed(rundir.saved_config(trained))

@@ -397,7 +397,7 @@ def test_convert_writes_the_records_the_pipelines_read(tmp_path, kind):
 
 @pytest.mark.parametrize("kind", ["csv", "tfrecord_raw", "fixed_length"])
 def test_convert_refuses_the_formats_read_as_they_are(tmp_path, kind):
-    from runner.config.checks import validate
+    from runner.validation import validate
     from runner.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"mode=convert writes TFRecords that the queue and tf_data pipelines read"):
@@ -405,7 +405,7 @@ def test_convert_refuses_the_formats_read_as_they_are(tmp_path, kind):
 
 
 def test_a_csv_dataset_refuses_a_model_that_needs_images(tmp_path):
-    from runner.config.checks import validate
+    from runner.validation import validate
     from runner.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"model=cifar10_cnn takes images but dataset=csv gives feature vectors of 4 "

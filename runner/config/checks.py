@@ -1,7 +1,6 @@
 """The checks of a composed config that its types cannot make: ranges and choices (from the schemas' field
-metadata), keys that are set, and the rules between keys (the dataset against the model, the pipelines and the
-mode). Each raises ConfigError naming the key and what is allowed. Runs once per run, before its run dir is made
-(runner.app), and imports no TensorFlow: the datasets are made, which reads no data.
+metadata), keys that are set, and the rules between keys. Each raises ConfigError naming the key and what is
+allowed. They read the schemas alone (the parts' facts are ClassVars on them), never a part.
 """
 from __future__ import annotations
 
@@ -13,10 +12,8 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from runner.config.hydra import params
 from runner.config.schema import GROUPS, INT_MAX, PRECISIONS, SCHEMAS, SPLITS, TRAINERS, RunnerConfig
-from runner.datasets import DATASETS
-from runner.errors import ConfigError, DataError
+from runner.errors import ConfigError
 
 SUMMARY_NUMBERS = ("examples_per_sec", "wall_time_sec", "steps", "steps_this_run")  # summary.json's numbers
 
@@ -72,9 +69,9 @@ def group_schema(cfg: DictConfig, group: str) -> Any:
     return schema
 
 
-def validate(cfg: DictConfig) -> None:
+def check_config(cfg: DictConfig) -> None:
     """Checks every key against its schema (known, set, in range) and the rules between keys; raises ConfigError
-    naming the key and what is allowed."""
+    naming the key and what is allowed. (runner.validation adds the dataset's checks.)"""
     for group in GROUPS:
         group_schema(cfg, group)
     _walk(cfg, "", RunnerConfig)
@@ -100,7 +97,6 @@ def validate(cfg: DictConfig) -> None:
     for name in cfg.bench.pipelines or []:
         if name not in known("pipeline"):
             raise ConfigError(f"bench.pipelines contains {name!r}; known pipelines: {', '.join(known('pipeline'))}")
-    _check_dataset(cfg, [cfg.pipeline.name] if cfg.mode != "bench" else bench_pipelines(cfg))
     if group_schema(cfg, "hardware").processes != "one" and cfg.mode == "bench":
         raise ConfigError(f"mode=bench measures one process; hardware={cfg.hardware.name} is for training (use "
                           f"hardware=cpu or a towers option)")
@@ -132,36 +128,3 @@ def known(group: str) -> list[str]:
 def bench_pipelines(cfg: DictConfig) -> list[str]:
     """The pipelines mode=bench measures: bench.pipelines, or every one."""
     return list(cfg.bench.pipelines or known("pipeline"))
-
-
-def _check_dataset(cfg: DictConfig, pipelines: list[str]) -> None:
-    """The dataset against the model, the pipelines and the mode. The dataset object is made (which reads no
-    data); what only its files can tell (a CSV's columns, an IDX file's shape) is checked when a run reads them."""
-    dataset = DATASETS.get(cfg.dataset.name)(**params(cfg.dataset))
-    name = cfg.dataset.name
-    channels = group_schema(cfg, "model").channels
-    if channels and not dataset.images:
-        try:
-            values = f" of {dataset.raw_shape[0]} values"
-        except DataError:
-            values = ""
-        raise ConfigError(f"model={cfg.model.name} takes images but dataset={name} gives feature vectors{values}; "
-                          f"use model=mlp")
-    try:
-        shape = dataset.output_shape
-        if channels and shape[-1] != channels:
-            raise ConfigError(f"model={cfg.model.name} takes {channels}-channel images but dataset={name} has "
-                              f"{shape[-1]}-channel images of shape {list(shape)}; choose model=mlp or a dataset "
-                              f"of {channels}-channel images")
-        if "validation" in cfg.eval_splits and not dataset.has_validation():
-            raise ConfigError("eval_splits contains 'validation' but dataset.validation_size=0 makes none; set "
-                              "dataset.validation_size or leave validation out of eval_splits")
-    except DataError:
-        pass  # said again, with what to do, when the run reads the files
-    reads_files = [p for p in pipelines if SCHEMAS["pipeline"][p].reads_files]
-    if not dataset.files_hold_validation and cfg.dataset.validation_size and reads_files:
-        raise ConfigError(f"pipeline={reads_files[0]} reads whole {dataset.kind} files, which hold no validation "
-                          f"split: use dataset.validation_size=0 with it, or pipeline=feed_dict or preloaded")
-    if cfg.mode == "convert" and not dataset.convertible:
-        raise ConfigError(f"mode=convert writes TFRecords that the queue and tf_data pipelines read; dataset={name} "
-                          f"is read from its own {dataset.kind} files as they are")

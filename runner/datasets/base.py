@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 
-from runner.config.schema import SPLITS
 from runner.datasets import augment as augments
 from runner.datasets.files import Manifest, folder_lock
 from runner.errors import ConfigError

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from runner.datasets.base import SPLITS, Arrays, Damage, Dataset, Records, check_labels
+from runner.config.schema import SPLITS
+from runner.datasets.base import Arrays, Damage, Dataset, Records, check_labels
 from runner.datasets.files import Manifest, atomic_path, folder_lock
 from runner.errors import ConfigError, DataError, op_error_text
 

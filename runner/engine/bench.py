@@ -94,14 +94,15 @@ def bench(make_parts: Callable[[str, str], Parts], names: list[str], precisions:
         if len(precisions) > 1:
             log.info("Precision %s", precision)
         by_precision[precision] = _bench_one(make_parts, names, precision, run, run_dir, config)
-        tables.append((f"precision {precision}\n" if len(precisions) > 1 else "") + by_precision[precision].pop("table"))
+        heading = f"precision {precision}\n" if len(precisions) > 1 else ""
+        tables.append(heading + by_precision[precision].pop("table"))
     table = "\n".join(tables)
     out = {**by_precision[precisions[0]], "precision": precisions[0]}
     if len(precisions) > 1:
         out["precisions"] = by_precision
         out["precision_bounds"] = _paired_bounds(make_parts, names[0], precisions, run)
-        table += "\n" + "\n".join(f"bound in {p}: {r['examples_per_sec']:.1f} examples/sec, {r['ratio']:.3f} x the bound "
-                                   f"in {precisions[0]} (paired windows)"
+        table += "\n" + "\n".join(f"bound in {p}: {r['examples_per_sec']:.1f} examples/sec, {r['ratio']:.3f} x the "
+                                   f"bound in {precisions[0]} (paired windows)"
                                    for p, r in out["precision_bounds"].items())
     for line in table.splitlines():
         log.info(line)

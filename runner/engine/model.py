@@ -7,6 +7,7 @@ from typing import Any, Callable
 import numpy as np
 import tensorflow as tf
 
+from runner.engine.replicas import Replicas
 from runner.precision import in_precision
 
 v1 = tf.compat.v1
@@ -27,7 +28,7 @@ class Parts:
     variable_device: str
     session_config: v1.ConfigProto
     input_device: str = "/cpu:0"  # where input pipelines run (a cluster worker's own CPU)
-    replicas: Any = None  # runner.distributed.cluster.Replicas: this process's place in a cluster, or None
+    replicas: Replicas | None = None  # this process's place in a cluster, or None
     xla: bool = False  # hardware.xla: the session auto-clusters for XLA
 
 

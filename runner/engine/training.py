@@ -76,8 +76,8 @@ def train(parts: Parts, run: RunnerConfig, run_dir: str | Path, config: dict, ta
         progress = stack.enter_context(Progress(run.progress, run.max_steps, run.log_style))
         hooks = [ClockHook(clock, train_graph.global_step, train_graph.step_after), FeedHook(train_graph.batches),
                  NanHook(train_graph.loss, clock, checkpoint_dir(run_dir)),
-                 ProgressHook(progress, train_graph.loss, train_graph.learning_rate, clock, metrics, run.log_every, run.max_steps,
-                              train_graph.examples_per_step),
+                 ProgressHook(progress, train_graph.loss, train_graph.learning_rate, clock, metrics, run.log_every,
+                              run.max_steps, train_graph.examples_per_step),
                  v1.train.StopAtStepHook(last_step=run.max_steps)]
         if chief:
             hooks += [SummaryHook(summary_op, writer, clock, run.summary_every, run.max_steps),
@@ -88,7 +88,8 @@ def train(parts: Parts, run: RunnerConfig, run_dir: str | Path, config: dict, ta
         if trace:
             hooks.append(trace)
         if parts.xla:
-            hooks.append(XlaReportHook(train_graph.graph, log.info, clock, trace.active if trace else lambda step: False))
+            profiled = trace.active if trace else lambda step: False
+            hooks.append(XlaReportHook(train_graph.graph, log.info, clock, profiled))
         hooks += list(extra_hooks)
         hooks += train_graph.hooks(chief)  # last: at the end, the other workers are released after the last checkpoint
         all_batches = train_graph.batches + [e.batch for e in evals.values()]
@@ -103,7 +104,8 @@ def train(parts: Parts, run: RunnerConfig, run_dir: str | Path, config: dict, ta
         except (tf.errors.OutOfRangeError, tf.errors.CancelledError):
             # A stop closed the input queues, or (sync replicas) the chief ended and closed the token queue this
             # worker waited on. Anything else is an input error: the session says which.
-            if stop.signum is None and not (train_graph.sync and not chief and _finished(sess, train_graph, run.max_steps)):
+            if stop.signum is None and not (train_graph.sync and not chief
+                                            and _finished(sess, train_graph, run.max_steps)):
                 raise
     if stop.signum is not None:
         stop.acknowledge()

@@ -1,0 +1,50 @@
+"""A composed config validated: every key against its schema and the rules between keys (runner.config.checks),
+then the dataset it names against the model, the pipelines and the mode. Called once per run, before its run dir is
+made (runner.app); imports no TensorFlow (a dataset is made, which reads no data)."""
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from runner.config.checks import bench_pipelines, check_config, group_schema
+from runner.config.schema import SCHEMAS
+from runner.data import build_dataset
+from runner.errors import ConfigError, DataError
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raises ConfigError naming the key and what is allowed."""
+    check_config(cfg)
+    check_dataset(cfg, [cfg.pipeline.name] if cfg.mode != "bench" else bench_pipelines(cfg))
+
+
+def check_dataset(cfg: DictConfig, pipelines: list[str]) -> None:
+    """The dataset against the model, the pipelines and the mode. The dataset object is made (which reads no
+    data); what only its files can tell (a CSV's columns, an IDX file's shape) is checked when a run reads them."""
+    dataset = build_dataset(cfg)
+    name = cfg.dataset.name
+    channels = group_schema(cfg, "model").channels
+    if channels and not dataset.images:
+        try:
+            values = f" of {dataset.raw_shape[0]} values"
+        except DataError:
+            values = ""
+        raise ConfigError(f"model={cfg.model.name} takes images but dataset={name} gives feature vectors{values}; "
+                          f"use model=mlp")
+    try:
+        shape = dataset.output_shape
+        if channels and shape[-1] != channels:
+            raise ConfigError(f"model={cfg.model.name} takes {channels}-channel images but dataset={name} has "
+                              f"{shape[-1]}-channel images of shape {list(shape)}; choose model=mlp or a dataset "
+                              f"of {channels}-channel images")
+        if "validation" in cfg.eval_splits and not dataset.has_validation():
+            raise ConfigError("eval_splits contains 'validation' but dataset.validation_size=0 makes none; set "
+                              "dataset.validation_size or leave validation out of eval_splits")
+    except DataError:
+        pass  # said again, with what to do, when the run reads the files
+    reads_files = [p for p in pipelines if SCHEMAS["pipeline"][p].reads_files]
+    if not dataset.files_hold_validation and cfg.dataset.validation_size and reads_files:
+        raise ConfigError(f"pipeline={reads_files[0]} reads whole {dataset.kind} files, which hold no validation "
+                          f"split: use dataset.validation_size=0 with it, or pipeline=feed_dict or preloaded")
+    if cfg.mode == "convert" and not dataset.convertible:
+        raise ConfigError(f"mode=convert writes TFRecords that the queue and tf_data pipelines read; dataset={name} "
+                          f"is read from its own {dataset.kind} files as they are")
