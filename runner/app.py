@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ from runner import rundir
 from runner.config.checks import check_writable
 from runner.config.hydra import CONF_DIR, register_schemas
 from runner.config.hydra import task_overrides
+from runner.distributed.roles import writes_run_dir
 from runner.errors import ConfigError, RunnerError, describe_os_error
 from runner.modes import MODES
 from runner.signals import Interrupted, raise_on_signals
@@ -34,10 +36,31 @@ from runner.validation import validate
 log = logging.getLogger("runner")
 
 
+@functools.lru_cache(maxsize=None)  # resolved again later in the same run: the same answer
+def hydra_subdir(mode: str, output_dir: str, hardware: str = "cpu", ps: int = 1, resolver: str = "auto"
+                 ) -> str | None:
+    """Where Hydra writes this job's config: ``.hydra`` for a new training run; a numbered folder under
+    ``.hydra/resumes/`` when the run dir already holds a trained run, whose config must stay as it is;
+    ``.hydra/<mode>`` for eval, bench and convert; nowhere for a cluster task that does not own the run dir."""
+    try:
+        if mode == "train" and not writes_run_dir(hardware, int(ps), resolver):
+            return None
+    except ConfigError:  # said by the run itself, with its exit status
+        pass
+    if mode != "train":
+        return f".hydra/{mode}"
+    trained = rundir.has_checkpoints(output_dir) or rundir.in_use(output_dir)
+    if not (Path(output_dir) / rundir.SAVED_CONFIG).exists() or not trained:
+        return ".hydra"
+    resumes = Path(output_dir) / ".hydra" / "resumes"
+    taken = [int(p.name) for p in resumes.glob("*") if p.name.isdigit()] if resumes.is_dir() else []
+    return f".hydra/resumes/{max(taken, default=0) + 1}"
+
+
 def register_resolvers() -> None:
-    """The resolvers of conf/config.yaml's hydra section: where Hydra writes a job's config (runner.rundir), and a
-    sweep's dir by its command (runner.sweeps.sweep), under the folder it was started from."""
-    for name, resolver, cache in (("runner.subdir", rundir.hydra_subdir, False),
+    """The resolvers of conf/config.yaml's hydra section: where Hydra writes a job's config, and a sweep's dir by its
+    command (runner.sweeps.sweep), under the folder it was started from."""
+    for name, resolver, cache in (("runner.subdir", hydra_subdir, False),
                                   ("runner.sweep_key", sweep.sweep_key, True),
                                   ("runner.cwd", os.getcwd, True)):  # the sweep's folder, not a Ray worker's
         if not OmegaConf.has_resolver(name):

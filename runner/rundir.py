@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import functools
 import json
 import os
 import time
@@ -22,7 +21,6 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from runner import provenance
 from runner.config.hydra import task_overrides, typed
 from runner.datasets.files import write_json
-from runner.distributed.roles import writes_run_dir
 from runner.errors import ConfigError
 
 SAVED_CONFIG = Path(".hydra") / "config.yaml"
@@ -40,26 +38,6 @@ EVAL_CHOICES = ("hardware", "pipeline", "batch_size", "eval_splits", "eval_movin
 
 def has_checkpoints(run_dir: str | Path) -> bool:
     return any((Path(run_dir) / "checkpoints").glob("*.index"))
-
-
-@functools.lru_cache(maxsize=None)  # resolved again later in the same run: the same answer
-def hydra_subdir(mode: str, output_dir: str, hardware: str = "cpu", ps: int = 1, resolver: str = "auto"
-                 ) -> str | None:
-    """Where Hydra writes this job's config: ``.hydra`` for a new training run; a numbered folder under
-    ``.hydra/resumes/`` when the run dir already holds a trained run, whose config must stay as it is;
-    ``.hydra/<mode>`` for eval, bench and convert; nowhere for a cluster task that does not own the run dir."""
-    try:
-        if mode == "train" and not writes_run_dir(hardware, int(ps), resolver):
-            return None
-    except ConfigError:  # said by the run itself, with its exit status
-        pass
-    if mode != "train":
-        return f".hydra/{mode}"
-    if not (Path(output_dir) / SAVED_CONFIG).exists() or not (has_checkpoints(output_dir) or in_use(output_dir)):
-        return ".hydra"
-    resumes = Path(output_dir) / ".hydra" / "resumes"
-    taken = [int(p.name) for p in resumes.glob("*") if p.name.isdigit()] if resumes.is_dir() else []
-    return f".hydra/resumes/{max(taken, default=0) + 1}"
 
 
 def _flat(node, prefix: str = "") -> dict:

@@ -2,7 +2,8 @@
 
 :class:`Clock` is shared: :class:`ClockHook` (first in the list) sets the global step after each run and the time
 spent in runs, and the hooks after it read them. Order matters: the NaN check comes before anything is written
-for a step, the checkpoint before its eval.
+for a step, the checkpoint before its eval. (The session's own hooks, starting the pipelines and stopping on a
+signal, are in session.py; profiling in profile.py.)
 """
 from __future__ import annotations
 

@@ -60,13 +60,13 @@ def session(graph: tf.Graph, config: v1.ConfigProto | None, batches: list[Batch]
         # Errors are said inside the session (MonitoredSession would take an OutOfRangeError for the end of the
         # input) and around it (closing it re-raises a failed input thread's error).
         with _errors(stop, start, ckpt, run_dir):
-            with v1.train.MonitoredSession(creator, hooks, stop_grace_period_secs=STOP_GRACE_SECS) as sess:
+            with v1.train.MonitoredSession(creator, hooks, stop_grace_period_secs=INPUT_GRACE_SECS) as sess:
                 with _errors(stop, start, ckpt, run_dir):
                     yield sess, ckpt
                     check_input_threads(start)  # a failed reader thread ends the loop like a stop; say why
 
 
-STOP_GRACE_SECS = 10  # input threads get this long to end when a session closes
+INPUT_GRACE_SECS = 10  # input threads get this long to end when a session closes
 READY_POLL_SECS = 0.5  # how often a worker looks whether the chief has initialized the variables
 
 
