@@ -18,9 +18,11 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from runner import rundir
 from runner.config.checks import check_writable
@@ -233,8 +235,6 @@ def _help() -> str:
 
 def _composition_error(err: Exception) -> str | None:
     """One line for Hydra's and OmegaConf's errors about the command line: the key, and what is allowed."""
-    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
-    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
     if isinstance(err, MissingConfigException):
         text = str(err)

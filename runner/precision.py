@@ -16,6 +16,7 @@ import logging
 from typing import Callable
 
 import tensorflow as tf
+from tensorflow.python.framework import kernels
 
 from runner.summaries import scalar
 
@@ -37,8 +38,6 @@ def cast_getter(dtype: tf.DType) -> Callable:
 
 def has_kernel(op_type: str, dtype: tf.DType, device_type: str) -> bool:
     """Whether TensorFlow registers a kernel of ``op_type`` for ``dtype`` on ``device_type`` (CPU, GPU)."""
-    from tensorflow.python.framework import kernels
-
     for kernel in kernels.get_registered_kernels_for_op(op_type).kernel:
         if kernel.device_type != device_type:
             continue

@@ -30,7 +30,7 @@ def _version(package: str) -> str | None:
 
 
 def collect(config: dict, overrides: list[str], devices: list[str], seed: int) -> dict:
-    import tensorflow as tf
+    import tensorflow as tf  # loaded by the run already; this module is read while the config is composed
 
     sha = _git("rev-parse", "HEAD")
     status = _git("status", "--porcelain", "--untracked-files=no")

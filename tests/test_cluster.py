@@ -26,7 +26,7 @@ from runner.engine.replicas import GreedyBySize, Replicas
 from runner.distributed.local_cluster import free_ports
 from runner.pipelines import PIPELINES
 from runner.pipelines.base import Batch, Shard
-from tests.helpers import ROOT, TINY, compose, option, run_cli
+from tests.helpers import AS_USER, ROOT, TINY, compose, noise, option, run_cli
 
 v1 = tf.compat.v1
 FAST = [*TINY, "optimizer.lr=0.1", "log_every=100", "checkpoint_every=200", "max_steps=300"]
@@ -182,7 +182,7 @@ def _alive(pid: int) -> bool:
 def cluster_run(tmp_path_factory, data_root):
     run_dir = tmp_path_factory.mktemp("cluster")
     out = run_cli("hardware=local_cluster", "hardware.workers=2", "hardware.ps=1", *FAST, f"run_dir={run_dir}",
-                  timeout=240)
+                  timeout=240, unset=AS_USER)  # as a user's shell runs it: TensorFlow's own log level unset
     return run_dir, out
 
 
@@ -192,6 +192,7 @@ def test_local_cluster_trains_the_mlp_into_the_one_process_band(cluster_run, tmp
     lines = out.stdout.splitlines()
     assert any(line.startswith("[worker 1] Step ") for line in lines)  # each task's lines, prefixed by its role
     assert any(line.startswith("[ps 0] ps task 0: every worker is done") for line in lines)
+    assert not noise(out.stdout + out.stderr)  # every task loads TensorFlow quietly
     pids = _pids(out.stdout)
     assert set(pids) == {"ps 0", "worker 0", "worker 1"} and not any(_alive(p) for p in pids.values())
     summary = json.loads((run_dir / "summary.json").read_text())

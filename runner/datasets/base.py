@@ -4,6 +4,7 @@ time), loaded once and split into train / validation (the first ``validation_siz
 from __future__ import annotations
 
 import abc
+import glob
 import logging
 import time
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ import numpy as np
 
 from runner.datasets import augment as augments
 from runner.datasets.files import Manifest, folder_lock
-from runner.errors import ConfigError
+from runner.errors import ConfigError, DataError
 
 log = logging.getLogger("runner")
 Arrays = tuple[np.ndarray, np.ndarray]  # examples [N, *raw_shape] (uint8 or float32), int32 labels [N]
@@ -161,8 +162,6 @@ class Dataset(abc.ABC):
 def match(root: Path, patterns: list[str]) -> list[Path]:
     """Files under ``root`` named by names or globs, each glob's matches sorted; a name or a glob that matches
     nothing stays as it is written, so the missing file can be named."""
-    import glob
-
     found = []
     for pattern in patterns:
         path = root / pattern
@@ -173,8 +172,6 @@ def match(root: Path, patterns: list[str]) -> list[Path]:
 
 def check_labels(labels: np.ndarray, num_classes: int, where) -> None:
     """Labels must be class ids 0..num_classes-1; the error names ``where(index)`` of the first bad one."""
-    from runner.errors import DataError
-
     bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
     if bad.size:
         raise DataError(f"{where(int(bad[0]))}: label {int(labels[bad[0]])} is outside 0..{num_classes - 1} "
@@ -203,8 +200,6 @@ class FileDataset(Dataset):
 
     def fetch(self, missing: list[Path]) -> None:
         """Obtains the missing files, or raises DataError saying where it looked and what to do."""
-        from runner.errors import DataError
-
         raise DataError(f"Failed to find file: {missing[0]}; check dataset.data_dir ({self.data_dir})")
 
     @abc.abstractmethod

@@ -18,6 +18,7 @@ from runner.datasets import DATASETS
 from runner.datasets.base import Damage, FileDataset, Records, check_labels
 from runner.datasets.download import md5sum
 from runner.datasets.idx_format import read_header, read_idx
+from runner.datasets.records import ensure_records, find_corrupt, parse_examples, source_stamp, write_records
 from runner.errors import DataError
 
 KEYS = ("train_images", "train_labels", "test_images", "test_labels")
@@ -74,7 +75,6 @@ class IdxFiles(FileDataset):
         return self.data_dir / "tfrecords" / f"validation_{self.validation_size}"
 
     def tfrecords(self, force: bool = False) -> dict[str, Path]:
-        from runner.datasets.records import ensure_records, source_stamp, write_records
 
         self.prepare()
         spec = {"source": {Path(k).name: v for k, v in source_stamp(self.paths()).items()},
@@ -92,14 +92,12 @@ class IdxFiles(FileDataset):
         return self.tfrecords(force=True)
 
     def damaged_records(self) -> Damage | None:
-        from runner.datasets.records import find_corrupt
 
         found = find_corrupt(sorted(self._records_dir().glob("*.tfrecords")))
         return Damage(found[0], found[1], cache=True) if found else None
 
     def decode(self, serialized):
         """A batch of serialized tf.train.Example protos -> (images [B, *raw_shape], int32 labels [B])."""
-        from runner.datasets.records import parse_examples
 
         return parse_examples(serialized, self.raw_shape, self.raw_dtype)
 

@@ -17,7 +17,9 @@ import numpy as np
 from runner.datasets import DATASETS
 from runner.datasets.base import Damage, Records
 from runner.datasets.decoded import Decoded
+from runner.datasets.files import atomic_path
 from runner.datasets.images import decode_images, parse_encoded
+from runner.datasets.records import ensure_records, find_corrupt
 from runner.errors import ConfigError, DataError
 
 EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -115,7 +117,6 @@ class ImageFolder(Decoded):
         return Records("tfrecord", (str(self._tfrecords()[split]),))
 
     def _tfrecords(self, force: bool = False) -> dict[str, Path]:
-        from runner.datasets.records import ensure_records
 
         self.prepare()  # stamps the source files once (sources_digest)
         spec = {"classes": self.class_names, "sources": self.sources_digest}
@@ -125,7 +126,6 @@ class ImageFolder(Decoded):
     def _write_tfrecords(self, split: str, path: Path) -> None:
         import tensorflow as tf
 
-        from runner.datasets.files import atomic_path
 
         labels = self.arrays(split)[1]
         with atomic_path(path) as tmp, tf.io.TFRecordWriter(str(tmp)) as writer:
@@ -142,7 +142,6 @@ class ImageFolder(Decoded):
 
     def damaged_records(self) -> Damage | None:
         if self.read_from == "tfrecords":
-            from runner.datasets.records import find_corrupt
 
             found = find_corrupt(sorted((self.cache_dir / "tfrecords").glob("*/*.tfrecords")))
             if found:

@@ -1,6 +1,10 @@
 """hardware=cluster: one task of the cluster, by its role. A ps serves variables until every worker is done; a
 worker trains its shard (the chief owning the run dir: its lock, resume check and history); an evaluator evaluates
-the chief's checkpoints as they appear, until the last one."""
+the chief's checkpoints as they appear, until the last one.
+
+The role is read without TensorFlow, and each role checks what needs none before TensorFlow loads (quietly, by
+runner.tfload): the cluster's servers and the run are imported after that.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -8,14 +12,9 @@ import contextlib
 from omegaconf import DictConfig
 
 from runner import rundir
-from runner.build import placement
 from runner.data import prepared_dataset
-from runner.distributed import cluster
 from runner.distributed.roles import role_from_env, writes_run_dir
-from runner.engine.replicas import Replicas
-from runner.engine.session import SessionTarget
 from runner.errors import ConfigError
-from runner.runs import eval_run, train_run
 from runner.tfload import load_tensorflow
 
 
@@ -25,24 +24,46 @@ def run_task(cfg: DictConfig, run_dir: str) -> dict | None:
     role, index = role_from_env(hardware.ps, hardware.resolver)
     if role == "ps":
         load_tensorflow(cfg.verbose, hardware.xla)
-        resolved = cluster.resolve(hardware.resolver, hardware.ps, hardware.port_base, hardware.device_type)
-        cluster.serve(resolved, cluster.server(resolved, placement(cfg).session_config))
-        return None
+        return _serve(cfg)
     if role == "evaluator":
-        return eval_run(cfg, run_dir, prepared_dataset(cfg), once=False, until_step=cfg.max_steps)
+        dataset = prepared_dataset(cfg)
+        from runner.runs import eval_run  # TensorFlow, loaded by prepared_dataset
+
+        return eval_run(cfg, run_dir, dataset, once=False, until_step=cfg.max_steps)
     owner = writes_run_dir(hardware.name, hardware.ps, hardware.resolver)
     with rundir.lock(run_dir) if owner else contextlib.nullcontext():
         changed = rundir.check_resume(run_dir, cfg) if owner else None
-        dataset = prepared_dataset(cfg)
-        resolved = cluster.resolve(hardware.resolver, hardware.ps, hardware.port_base, hardware.device_type)
-        if (resolved.role, resolved.index) != (role, index):
-            raise ConfigError(f"the cluster resolver says this task is {resolved.role} {resolved.index}, the "
-                              f"environment {role} {index}; check TF_CONFIG or hardware.ps")
-        replicas = Replicas(resolved.cluster, index, hardware.sync)
-        placed = placement(cfg, replicas)
-        server = cluster.server(resolved, placed.session_config)
-        cluster.wait_for_cluster(resolved, hardware.wait_secs)
-        target = SessionTarget(server.target, is_chief=replicas.is_chief, wait_secs=hardware.wait_secs)
-        out = train_run(cfg, run_dir, dataset, changed, replicas, target, placed)
-        cluster.tell_ps_done(resolved, server.target)
-        return out
+        return _work(cfg, run_dir, prepared_dataset(cfg), role, index, changed)
+
+
+def _serve(cfg: DictConfig) -> None:
+    from runner.build import placement  # TensorFlow, loaded quietly by the caller
+    from runner.distributed import cluster
+
+    hardware = cfg.hardware
+    resolved = cluster.resolve(hardware.resolver, hardware.ps, hardware.port_base, hardware.device_type)
+    cluster.serve(resolved, cluster.server(resolved, placement(cfg).session_config))
+
+
+def _work(cfg: DictConfig, run_dir: str, dataset, role: str, index: int, changed: dict | None) -> dict | None:
+    """A worker: its server started on the placement its parts use, the cluster waited for, training, then a word
+    to every ps that it is done."""
+    from runner.build import placement  # TensorFlow, loaded by prepared_dataset
+    from runner.distributed import cluster
+    from runner.engine.replicas import Replicas
+    from runner.engine.session import SessionTarget
+    from runner.runs import train_run
+
+    hardware = cfg.hardware
+    resolved = cluster.resolve(hardware.resolver, hardware.ps, hardware.port_base, hardware.device_type)
+    if (resolved.role, resolved.index) != (role, index):
+        raise ConfigError(f"the cluster resolver says this task is {resolved.role} {resolved.index}, the "
+                          f"environment {role} {index}; check TF_CONFIG or hardware.ps")
+    replicas = Replicas(resolved.cluster, index, hardware.sync)
+    placed = placement(cfg, replicas)
+    server = cluster.server(resolved, placed.session_config)
+    cluster.wait_for_cluster(resolved, hardware.wait_secs)
+    target = SessionTarget(server.target, is_chief=replicas.is_chief, wait_secs=hardware.wait_secs)
+    out = train_run(cfg, run_dir, dataset, changed, replicas, target, placed)
+    cluster.tell_ps_done(resolved, server.target)
+    return out

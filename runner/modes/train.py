@@ -7,6 +7,7 @@ from runner import rundir
 from runner.config.checks import group_schema
 from runner.data import prepared_dataset
 from runner.distributed import local_cluster
+from runner.distributed.tasks import run_task
 
 
 def run(cfg: DictConfig, run_dir: str) -> dict | None:
@@ -16,8 +17,6 @@ def run(cfg: DictConfig, run_dir: str) -> dict | None:
     if processes == "launcher":
         return local_cluster.run(cfg, run_dir)
     if processes == "task":
-        from runner.distributed.tasks import run_task  # TensorFlow: the task's role decides what it checks first
-
         return run_task(cfg, run_dir)
     with rundir.lock(run_dir):
         changed = rundir.check_resume(run_dir, cfg)

@@ -11,6 +11,7 @@ import types
 from pathlib import Path
 
 import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
 
 log = logging.getLogger("runner")
 SUFFIX = ".hparams"  # the event files written here end so; a rewrite removes the old ones
@@ -20,7 +21,6 @@ Value = bool | int | float | str
 def parse(overrides: list[str]) -> dict[str, Value]:
     """A job's overrides as typed hparams (Hydra's own override parser): ``batch_size=64`` -> 64; a value that is
     no number, bool or string (a list, null) is kept as written."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
 
     params = {}
     for override, text in zip(OverridesParser.create().parse_overrides(overrides), overrides):

@@ -92,7 +92,7 @@ def swept_parameters(rows: list[dict]) -> list[str]:
 
 
 def _plot(rows: list[dict], param: str, metric: str, path: Path) -> None:
-    import matplotlib
+    import matplotlib  # a second's import, for sweeps that plot: after the jobs, in the sweep's process
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
