@@ -6,23 +6,19 @@ TensorFlow is imported only once a run starts, so ``--help`` and ``--cfg job`` a
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import json
 import logging
 import os
-import re
 import shutil
 import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from runner import rundir
 from runner.config.checks import check_writable
@@ -30,6 +26,7 @@ from runner.config.hydra import CONF_DIR, register_schemas
 from runner.config.hydra import task_overrides
 from runner.distributed.roles import writes_run_dir
 from runner.errors import ConfigError, RunnerError, describe_os_error
+from runner.messages import composition_error, help_text, launcher_error
 from runner.modes import MODES
 from runner.signals import Interrupted, raise_on_signals
 from runner.sweeps import sweep
@@ -199,79 +196,9 @@ def _finished(cfg: DictConfig, job_dir: Path) -> dict | float | None:
     return summary
 
 
-HELP = """\
-runner: run, compare and sweep TensorFlow input pipelines and training setups from YAML.
-
-Usage: python -m runner [KEY=VALUE ...] [GROUP=OPTION ...]        (or: runner ..., make train ARGS="...")
-       python -m runner -m KEY=V1,V2 ...                             a Hydra sweep, one job per combination
-       python -m runner --cfg job                                    print the composed config
-       python -m runner -m hydra/launcher=parallel ...               jobs in parallel (also: slurm, submitit_local)
-       python -m runner --hydra-help                                 Hydra's own options
-
-Examples:
-  python -m runner pipeline=queue batch_size=128
-  python -m runner experiment=mnist_fully_connected_feed
-  python -m runner mode=eval run_dir=outputs/2026-11-25/10-00-00
-  python -m runner -m pipeline=feed_dict,queue,tf_data,preloaded
-
-Config groups (GROUP=OPTION):
-{groups}
-Top-level keys (conf/config.yaml):
-{keys}"""
-
-
-def _help() -> str:
-    """The app's help, read straight from conf/ (Hydra's own --help composes every group and takes seconds)."""
-    conf = Path(CONF_DIR)
-    groups = "".join(
-        f"  {d.name:<11} {', '.join(sorted(p.stem for p in d.glob('*.yaml')))}\n"
-        for d in sorted(conf.iterdir()) if d.is_dir() and d.name not in ("preset", "hydra"))  # presets: by datasets
-    lines = (conf / "config.yaml").read_text().splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("mode:"))
-    end = next(i for i, line in enumerate(lines) if line.startswith("hydra:"))
-    keys = "".join(f"  {line}\n" for line in lines[start:end] if line.strip())
-    return HELP.format(groups=groups, keys=keys)
-
-
-def _composition_error(err: Exception) -> str | None:
-    """One line for Hydra's and OmegaConf's errors about the command line: the key, and what is allowed."""
-
-    if isinstance(err, MissingConfigException):
-        text = str(err)
-        found = re.search(r"Could not find '([^']+)'", text)
-        options = re.findall(r"^\t(\S+)$", text, re.M)
-        if found and "/" in found.group(1):
-            group, option = found.group(1).rsplit("/", 1)
-            listed = f"; choose one of: {', '.join(options)}" if options else ""
-            return f"{group}={option} is not an option of {group}{listed}"
-        return text.strip().splitlines()[0]
-    if isinstance(err, OverrideParseException):
-        return f"cannot read the override: {str(err).strip().splitlines()[0]}"
-    cause = err.__cause__ if isinstance(err, ConfigCompositionException) else err
-    if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
-        if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and dataclasses.is_dataclass(cause.object_type):
-            keys = ", ".join(f.name for f in dataclasses.fields(cause.object_type) if f.name != "name")
-            return f"{cause.full_key} is not a known key; the keys here are: {keys}"
-        if isinstance(cause, ValidationError) and getattr(cause, "value", None) is not None:
-            return f"{cause.full_key}={cause.value!r}: {str(cause.msg).strip().splitlines()[0]}"
-        return f"{cause.full_key}: {str(cause.msg).strip().splitlines()[0]}"
-    if isinstance(err, (ConfigCompositionException, OmegaConfBaseException)):
-        return str(err).strip().splitlines()[0]
-    return None
-
-
-def _launcher_error(err: Exception) -> str | None:
-    """One line for a launcher that could not hand the sweep's jobs over (sbatch refusing a request, say)."""
-    if not type(err).__module__.startswith(("submitit", "ray")):
-        return None
-    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
-    said = "; ".join(lines[-2:]) or type(err).__name__
-    return f"the launcher could not start the sweep's jobs: {said}. Check hydra.launcher.* (--cfg hydra shows them)"
-
-
 def main() -> None:
     if any(arg in ("--help", "-h") for arg in sys.argv[1:]):
-        print(_help(), end="")
+        print(help_text(), end="")
         return
     raise_on_signals()
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # errors reach here, where they become one line and exit 2
@@ -281,7 +208,7 @@ def main() -> None:
         print(f"stopped: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
     except Exception as err:
-        message = (_composition_error(err) or _launcher_error(err)
+        message = (composition_error(err) or launcher_error(err)
                    or (describe_os_error(err) if isinstance(err, OSError) else None))
         if message is None:
             raise

@@ -26,7 +26,7 @@ from runner.engine.replicas import GreedyBySize, Replicas
 from runner.distributed.local_cluster import free_ports
 from runner.pipelines import PIPELINES
 from runner.pipelines.base import Batch, Shard
-from tests.helpers import AS_USER, ROOT, TINY, compose, noise, option, run_cli
+from tests.helpers import ROOT, TINY, compose, noise, option, run_cli
 
 v1 = tf.compat.v1
 FAST = [*TINY, "optimizer.lr=0.1", "log_every=100", "checkpoint_every=200", "max_steps=300"]
@@ -182,7 +182,7 @@ def _alive(pid: int) -> bool:
 def cluster_run(tmp_path_factory, data_root):
     run_dir = tmp_path_factory.mktemp("cluster")
     out = run_cli("hardware=local_cluster", "hardware.workers=2", "hardware.ps=1", *FAST, f"run_dir={run_dir}",
-                  timeout=240, unset=AS_USER)  # as a user's shell runs it: TensorFlow's own log level unset
+                  timeout=240, unset=("TF_CPP_MIN_LOG_LEVEL",))  # TensorFlow's log level as a user's shell has it
     return run_dir, out
 
 

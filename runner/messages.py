@@ -1,0 +1,82 @@
+"""What the command line says: its --help, read straight from conf/, and one line for the errors of composing
+the config (Hydra's and OmegaConf's, naming the key and what is allowed) and of a launcher that could not start a
+sweep's jobs."""
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from runner.config.hydra import CONF_DIR
+
+HELP = """\
+runner: run, compare and sweep TensorFlow input pipelines and training setups from YAML.
+
+Usage: python -m runner [KEY=VALUE ...] [GROUP=OPTION ...]        (or: runner ..., make train ARGS="...")
+       python -m runner -m KEY=V1,V2 ...                             a Hydra sweep, one job per combination
+       python -m runner --cfg job                                    print the composed config
+       python -m runner -m hydra/launcher=parallel ...               jobs in parallel (also: slurm, submitit_local)
+       python -m runner --hydra-help                                 Hydra's own options
+
+Examples:
+  python -m runner pipeline=queue batch_size=128
+  python -m runner experiment=mnist_fully_connected_feed
+  python -m runner mode=eval run_dir=outputs/2026-11-25/10-00-00
+  python -m runner -m pipeline=feed_dict,queue,tf_data,preloaded
+
+Config groups (GROUP=OPTION):
+{groups}
+Top-level keys (conf/config.yaml):
+{keys}"""
+
+
+def help_text() -> str:
+    """The app's help, read straight from conf/ (Hydra's own --help composes every group and takes seconds)."""
+    conf = Path(CONF_DIR)
+    groups = "".join(
+        f"  {d.name:<11} {', '.join(sorted(p.stem for p in d.glob('*.yaml')))}\n"
+        for d in sorted(conf.iterdir()) if d.is_dir() and d.name not in ("preset", "hydra"))  # presets: by datasets
+    lines = (conf / "config.yaml").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("mode:"))
+    end = next(i for i, line in enumerate(lines) if line.startswith("hydra:"))
+    keys = "".join(f"  {line}\n" for line in lines[start:end] if line.strip())
+    return HELP.format(groups=groups, keys=keys)
+
+
+def composition_error(err: Exception) -> str | None:
+    """One line for Hydra's and OmegaConf's errors about the command line: the key, and what is allowed."""
+
+    if isinstance(err, MissingConfigException):
+        text = str(err)
+        found = re.search(r"Could not find '([^']+)'", text)
+        options = re.findall(r"^\t(\S+)$", text, re.M)
+        if found and "/" in found.group(1):
+            group, option = found.group(1).rsplit("/", 1)
+            listed = f"; choose one of: {', '.join(options)}" if options else ""
+            return f"{group}={option} is not an option of {group}{listed}"
+        return text.strip().splitlines()[0]
+    if isinstance(err, OverrideParseException):
+        return f"cannot read the override: {str(err).strip().splitlines()[0]}"
+    cause = err.__cause__ if isinstance(err, ConfigCompositionException) else err
+    if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
+        if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and dataclasses.is_dataclass(cause.object_type):
+            keys = ", ".join(f.name for f in dataclasses.fields(cause.object_type) if f.name != "name")
+            return f"{cause.full_key} is not a known key; the keys here are: {keys}"
+        if isinstance(cause, ValidationError) and getattr(cause, "value", None) is not None:
+            return f"{cause.full_key}={cause.value!r}: {str(cause.msg).strip().splitlines()[0]}"
+        return f"{cause.full_key}: {str(cause.msg).strip().splitlines()[0]}"
+    if isinstance(err, (ConfigCompositionException, OmegaConfBaseException)):
+        return str(err).strip().splitlines()[0]
+    return None
+
+
+def launcher_error(err: Exception) -> str | None:
+    """One line for a launcher that could not hand the sweep's jobs over (sbatch refusing a request, say)."""
+    if not type(err).__module__.startswith(("submitit", "ray")):
+        return None
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    said = "; ".join(lines[-2:]) or type(err).__name__
+    return f"the launcher could not start the sweep's jobs: {said}. Check hydra.launcher.* (--cfg hydra shows them)"
