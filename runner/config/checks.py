@@ -118,6 +118,11 @@ def check_writable(run_dir: str) -> None:
         raise ConfigError(f"run_dir={run_dir}: {existing} is a file, not a folder; choose another run_dir")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"run_dir={run_dir}: {existing} is not writable; choose another run_dir")
+    longest = os.pathconf(existing, "PC_NAME_MAX")
+    for name in path.relative_to(existing).parts:
+        if len(os.fsencode(name)) > longest:
+            raise ConfigError(f"run_dir: the folder name {name[:40]}... is {len(os.fsencode(name))} bytes, longer "
+                              f"than the {longest} this file system allows; choose a shorter run_dir")
 
 
 def known(group: str) -> list[str]:

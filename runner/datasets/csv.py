@@ -48,7 +48,7 @@ class Csv(Decoded):
         """The column names: the header's, or the indices "0", "1", ... of the first row."""
         first = match(self.root, self.patterns["train"])[0]
         try:
-            with open(first, newline="") as f:
+            with open(first, newline="", encoding="utf-8-sig") as f:  # a byte-order mark is not part of a name
                 row = next(pycsv.reader(f, delimiter=self.field_delim), None)
         except OSError as err:
             raise DataError(f"Failed to find file: {first} ({err.strerror})") from None
@@ -111,6 +111,7 @@ class Csv(Decoded):
             dtype = tf.int32 if i == label else tf.float32
             return tf.constant([] if value is None else [value], dtype)  # empty: the value is required
 
+        lines = tf.strings.regex_replace(lines, "^\ufeff", "")  # a UTF-8 byte-order mark, read as utf-8-sig
         columns = tf.io.decode_csv(lines, [default(i) for i in selected], field_delim=self.field_delim,
                                    select_cols=selected)
         by_index = dict(zip(selected, columns))

@@ -73,7 +73,11 @@ class ImageFolder(Decoded):
             if entry.name not in self.class_names:
                 raise DataError(f"{entry} is not a class of {self.root / 'train'} (classes: "
                                 f"{', '.join(self.class_names)}); rename or remove it")
-            found += sorted(p for p in entry.iterdir() if p.suffix.lower() in EXTENSIONS and p.is_file())
+            images = sorted(p for p in entry.iterdir() if p.suffix.lower() in EXTENSIONS and p.is_file())
+            if not images:  # else a class without examples: one more logit, never a label
+                raise DataError(f"{entry} holds no images ({', '.join(sorted(EXTENSIONS))}); add its images or "
+                                f"remove the folder")
+            found += images
         return found
 
     @cached_property

@@ -74,9 +74,11 @@ class NanHook(Hook):
 
     def after_run(self, run_context, run_values):
         if not math.isfinite(run_values.results):
+            kept = (f"the checkpoints in {self.checkpoints} are kept" if any(self.checkpoints.glob("*.index"))
+                    else "no checkpoint was written before it")
             raise TrainingError(f"loss is {run_values.results} at step {self.clock.step}; nothing was saved from "
-                                f"this step on (checkpoints in {self.checkpoints} are kept). Lower the learning "
-                                f"rate (optimizer.lr) or check the input data.")
+                                f"this step on ({kept}). Lower the learning rate (optimizer.lr) or check the input "
+                                f"data.")
 
 
 def _due(step: int, every: int, last: int) -> bool:

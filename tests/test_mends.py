@@ -1,0 +1,68 @@
+"""Reliability mends found by a fault and bad-input probe: each case refused or read as a careful user expects, in one
+line naming what was wrong and what to do."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from runner.app import run
+from runner.data import build_dataset
+from runner.engine.hooks import Clock, NanHook
+from runner.errors import DataError, TrainingError
+from tests.helpers import TINY, compose, pull, run_cli
+from tests.test_own_data import overrides_for
+
+
+def test_an_empty_class_folder_is_refused_naming_it(tmp_path):
+    overrides = overrides_for("image_folder", tmp_path, 40, 20)
+    (tmp_path / "files" / "train" / "zebra").mkdir()
+    dataset = build_dataset(compose(*overrides))
+    with pytest.raises(DataError, match=r"files/train/zebra holds no images \(.jpeg, .jpg, .png\); add its images or "
+                                        r"remove the folder"):
+        dataset.prepare()
+
+
+@pytest.mark.parametrize("header", [True, False])
+def test_a_csv_with_a_byte_order_mark_reads_as_without_one(tmp_path, header):
+    """Files saved by spreadsheet programs start with a UTF-8 BOM: it is not part of the first column's name, nor of
+    its first value, in every pipeline."""
+    extra = [] if header else ["dataset.header=false", "dataset.label_column=2", "++dataset.column_defaults.1=0.0"]
+    plain, marked = ([o for o in overrides_for("csv", tmp_path / name, 30, 20)
+                      if header or not o.startswith("++dataset.column_defaults")] for name in ("plain", "marked"))
+    for path in (tmp_path / "marked" / "files").glob("*.csv"):
+        lines = path.read_text().splitlines()
+        path.write_bytes("\ufeff".encode() + "\n".join(lines if header else lines[1:]).encode() + b"\n")
+    if not header:
+        for path in (tmp_path / "plain" / "files").glob("*.csv"):
+            path.write_text("\n".join(path.read_text().splitlines()[1:]) + "\n")
+    expected = build_dataset(compose(*plain, *extra))
+    expected.prepare()
+    dataset = build_dataset(compose(*marked, *extra))
+    dataset.prepare()
+    for split in ("train", "test"):
+        np.testing.assert_array_equal(dataset.arrays(split)[0], expected.arrays(split)[0])
+    for pipeline in ("tf_data", "queue"):  # these decode the file's lines with TensorFlow's CSV op
+        _, batches = pull(dataset, pipeline, "test", 20, training=False, steps=1)
+        _, wanted = pull(expected, pipeline, "test", 20, training=False, steps=1)
+        np.testing.assert_array_equal(batches[0][0], wanted[0][0])
+
+
+def test_a_run_dir_name_longer_than_the_file_system_allows_is_one_line(tmp_path):
+    proc = run_cli(f"run_dir=runs/{'x' * 300}", "max_steps=1", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "is 300 bytes, longer than the 255 this file system allows; choose a shorter run_dir" in proc.stdout
+    assert "Traceback" not in proc.stdout + proc.stderr and not any(tmp_path.iterdir())
+
+
+def test_the_nan_message_says_no_checkpoint_was_written_when_none_was(tmp_path, tiny_digits):
+    with pytest.raises(TrainingError, match=r"loss is (nan|inf) at step \d+; nothing was saved from this step on "
+                                            r"\(no checkpoint was written before it\)"):
+        run(compose(*TINY, "optimizer.lr=1e30", "max_steps=100"), str(tmp_path))
+    checkpoints = tmp_path / "kept" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "model.ckpt-10.index").write_bytes(b"")
+    hook = NanHook(None, Clock(step=11), checkpoints)
+    with pytest.raises(TrainingError, match=r"\(the checkpoints in .*/kept/checkpoints are kept\)"):
+        hook.after_run(None, SimpleNamespace(results=float("nan")))
