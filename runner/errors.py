@@ -1,5 +1,6 @@
 """Errors a user can act on. The app prints their message and exits non-zero, without a traceback."""
 import errno
+import re
 
 
 class RunnerError(Exception):
@@ -38,8 +39,12 @@ def describe_os_error(err: OSError) -> str | None:
 def op_error_text(err) -> str:
     """The line of a TensorFlow error that says what went wrong (the one above the failing node's name)."""
     lines = [line for line in err.message.splitlines() if line.strip()]
+    said = lines[-1] if lines else ""
     for i, line in enumerate(lines):
         if line.lstrip().startswith("[[") and i:
-            return lines[i - 1].strip()
-    return lines[-1].strip() if lines else type(err).__name__
+            said = lines[i - 1]
+            break
+    # Eager ops wrap the message: "{{function_node __wrapped__...}} truncated record at 95901 [Op:IteratorGetNext]"
+    said = re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:.*$", "", said).strip()
+    return said or type(err).__name__
 

@@ -2,6 +2,8 @@
 line naming what was wrong and what to do."""
 from __future__ import annotations
 
+import gzip
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -66,3 +68,36 @@ def test_the_nan_message_says_no_checkpoint_was_written_when_none_was(tmp_path, 
     hook = NanHook(None, Clock(step=11), checkpoints)
     with pytest.raises(TrainingError, match=r"\(the checkpoints in .*/kept/checkpoints are kept\)"):
         hook.after_run(None, SimpleNamespace(results=float("nan")))
+
+
+def _damage(path, how: str) -> None:
+    data = bytearray(path.read_bytes())
+    if how == "cut":  # the last 100 bytes gone: the last record ends early
+        path.write_bytes(bytes(data[:-100]))
+    elif how == "flip":  # one byte of a record's data changed: its CRC no longer matches
+        data[len(data) // 2] ^= 0xFF
+        path.write_bytes(bytes(data))
+    else:  # a gzipped file read with dataset.compression=none
+        path.write_bytes(gzip.compress(bytes(data)))
+
+
+@pytest.mark.parametrize("how", ["cut", "flip", "gzip"])
+def test_a_damaged_tfrecord_file_is_named_with_its_record(tmp_path, how):
+    overrides = overrides_for("tfrecord_raw", tmp_path, 40, 20)
+    _damage(tmp_path / "files" / "train.tfrecords", how)
+    dataset = build_dataset(compose(*overrides))
+    with pytest.raises(DataError, match=r"files/train.tfrecords: record \d+: cannot be read \(.*(truncated|corrupted) "
+                                        r"record.*\); the file is damaged \(write or copy it again\) or compressed"):
+        dataset.prepare()
+
+
+def test_a_damaged_tfrecord_file_exits_2_in_one_line_in_train_and_eval(tmp_path):
+    overrides = overrides_for("tfrecord_raw", tmp_path, 40, 20)
+    trained = run_cli(*overrides, "batch_size=10", "max_steps=2", "eval_splits=[test]", "run_dir=run", cwd=tmp_path)
+    assert trained.returncode == 0, trained.stdout[-2000:] + trained.stderr[-2000:]
+    _damage(tmp_path / "files" / "test.tfrecords", "flip")
+    for args in (["max_steps=4"], ["mode=eval"]):  # a rerun that resumes, and the evaluation of the run
+        proc = run_cli(*overrides, "batch_size=10", "eval_splits=[test]", "run_dir=run", *args, cwd=tmp_path)
+        assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+        assert "Traceback" not in proc.stdout + proc.stderr
+        assert re.search(r"error: .*files/test.tfrecords: record \d+: cannot be read", proc.stdout + proc.stderr)

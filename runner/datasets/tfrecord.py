@@ -12,7 +12,7 @@ from runner.datasets.base import Records, match
 from runner.datasets.decoded import Decoded
 from runner.datasets.images import decode_images, parse_encoded
 from runner.datasets.records import parse_examples
-from runner.errors import ConfigError, DataError
+from runner.errors import ConfigError, DataError, op_error_text
 
 
 @DATASETS.register("tfrecord")
@@ -65,8 +65,12 @@ class TfRecord(Decoded):
 
         for file in files if not self.compression else []:
             count = size = 0
-            for record in tf.data.TFRecordDataset(str(file)).as_numpy_iterator():
-                count, size = count + 1, size + len(record) + 16  # length, its CRC, the data, its CRC
+            try:
+                for record in tf.data.TFRecordDataset(str(file)).as_numpy_iterator():
+                    count, size = count + 1, size + len(record) + 16  # length, its CRC, the data, its CRC
+            except tf.errors.OpError as err:  # DataLossError: a record cut short or a byte changed (its CRC)
+                raise DataError(f"{file}: record {count}: cannot be read ({op_error_text(err)}); the file is damaged "
+                                f"(write or copy it again) or compressed (set dataset.compression)") from None
             if size != file.stat().st_size:
                 raise DataError(f"{file}: record {count}: truncated (the file ends {file.stat().st_size - size} "
                                 f"bytes into it); the file is incomplete, write or copy it again")
