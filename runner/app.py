@@ -137,9 +137,12 @@ def _as_runner_error(err: Exception) -> Exception:
     return err
 
 
-def _remove_if_new(run_dir: Path, subdir: str) -> None:
+def _remove_if_new(run_dir: Path, subdir: str | None) -> None:
     """A rejected run leaves nothing behind: no run dir if it made one (only Hydra's config and log were written
-    there), else not the config it would have resumed with."""
+    there), else not the config it would have resumed with. A cluster task that does not own the run dir wrote
+    nothing there (``subdir`` None) and removes nothing."""
+    if subdir is None:
+        return
     if subdir.startswith(".hydra/resumes/"):
         shutil.rmtree(run_dir / subdir, ignore_errors=True)
         with contextlib.suppress(OSError):

@@ -3,7 +3,9 @@ line naming what was wrong and what to do."""
 from __future__ import annotations
 
 import gzip
+import json
 import re
+import socket
 from types import SimpleNamespace
 
 import numpy as np
@@ -101,3 +103,20 @@ def test_a_damaged_tfrecord_file_exits_2_in_one_line_in_train_and_eval(tmp_path)
         assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
         assert "Traceback" not in proc.stdout + proc.stderr
         assert re.search(r"error: .*files/test.tfrecords: record \d+: cannot be read", proc.stdout + proc.stderr)
+
+
+@pytest.mark.parametrize("role", ["ps", "worker"])
+def test_a_cluster_task_whose_port_is_in_use_says_so_in_one_line(tmp_path, role):
+    with socket.socket() as taken, socket.socket() as other:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        other.bind(("127.0.0.1", 0))
+        ports = {"ps": other.getsockname()[1], "worker": other.getsockname()[1]}
+        ports[role] = taken.getsockname()[1]
+        cluster = {job: [f"127.0.0.1:{port}"] for job, port in ports.items()}
+        env = {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": role, "index": 0}})}
+        proc = run_cli("hardware=cluster", *TINY, "batch_size=10", "max_steps=1", "run_dir=run", env=env, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert (f"error: {role} 0 cannot listen on 127.0.0.1:{ports[role]}: the port is in use by another process"
+            in proc.stdout + proc.stderr)

@@ -58,9 +58,29 @@ def resolve(resolver: str, ps: int, port_base: int, device_type: str) -> Resolve
 
 
 def server(resolved: Resolved, config):
-    """This task's gRPC server; the session of a worker runs on its target."""
-    return tf.distribute.Server(resolved.cluster, job_name=resolved.role, task_index=resolved.index,
-                                config=config, start=True)
+    """This task's gRPC server; the session of a worker runs on its target. An address it cannot listen on (a port
+    in use) is one line naming the task and the address."""
+    try:
+        return tf.distribute.Server(resolved.cluster, job_name=resolved.role, task_index=resolved.index,
+                                    config=config, start=True)
+    except tf.errors.OpError:
+        address = resolved.cluster.task_address(resolved.role, resolved.index)
+        if _in_use(address):
+            raise ConfigError(f"{resolved.role} {resolved.index} cannot listen on {address}: the port is in use by "
+                              f"another process; free it, or give this task another port (TF_CONFIG, or "
+                              f"hardware.port_base under SLURM)") from None
+        raise
+
+
+def _in_use(address: str) -> bool:
+    """Whether another process listens on ``address`` (host:port) already."""
+    host, port = address.rsplit(":", 1)
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, int(port)))
+        except OSError:
+            return True
+    return False
 
 
 def wait_for_cluster(resolved: Resolved, secs: float) -> None:
