@@ -120,3 +120,14 @@ def test_a_cluster_task_whose_port_is_in_use_says_so_in_one_line(tmp_path, role)
     assert "Traceback" not in proc.stdout + proc.stderr
     assert (f"error: {role} 0 cannot listen on 127.0.0.1:{ports[role]}: the port is in use by another process"
             in proc.stdout + proc.stderr)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("dataset.image_size=[0,32]", "dataset.image_size=[0, 32]: dataset.image_size[0]=0 is out of range; allowed: [1, "),
+    ("dataset.image_size=[32]", "dataset.image_size=[32] must hold 2 values"),
+    ("dataset.channels=2", "dataset.channels=2 is not allowed; choose one of: 1, 3, 4"),
+])
+def test_image_sizes_and_channels_are_checked_before_anything_runs(tmp_path, override, message):
+    proc = run_cli("dataset=image_folder", f"dataset.root={tmp_path / 'nowhere'}", override, cwd=tmp_path)
+    assert proc.returncode == 2 and f"error: {message}" in proc.stdout + proc.stderr
+    assert not any(tmp_path.iterdir())  # no run dir

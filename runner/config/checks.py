@@ -22,7 +22,7 @@ def _check_field(path: str, value: Any, meta: dict) -> None:
     if value is None:
         return
     if "choices" in meta and value not in meta["choices"]:
-        allowed = ", ".join(meta["choices"])
+        allowed = ", ".join(str(choice) for choice in meta["choices"])
         raise ConfigError(f"{path}={value!r} is not allowed; choose one of: {allowed}")
     if isinstance(value, str) and not value.strip() and not (value and meta.get("blank")):
         raise ConfigError(f"{path} is empty; give it a value")
@@ -56,8 +56,22 @@ def _walk(node: DictConfig, prefix: str, schema: Any) -> None:
             sub = OmegaConf.get_type(child)
             if dataclasses.is_dataclass(sub):
                 _walk(child, path + ".", sub)
-        elif not isinstance(child, ListConfig):
+        elif isinstance(child, ListConfig):
+            _check_list(path, node[key], fields[key].metadata)
+        else:
             _check_field(path, node[key], fields[key].metadata)
+
+
+def _check_list(path: str, values: ListConfig, meta: dict) -> None:
+    """A list of ``length`` values (when the schema says how many), each in the field's range."""
+    if "length" in meta and len(values) != meta["length"]:
+        raise ConfigError(f"{path}={list(values)} must hold {meta['length']} values")
+    if meta.get("lo") is not None or meta.get("hi") is not None:
+        for index, value in enumerate(values):
+            try:
+                _check_field(f"{path}[{index}]", value, meta)
+            except ConfigError as err:
+                raise ConfigError(f"{path}={list(values)}: {err}") from None
 
 
 def group_schema(cfg: DictConfig, group: str) -> Any:

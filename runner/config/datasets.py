@@ -6,7 +6,7 @@ from typing import Optional
 
 from omegaconf import MISSING
 
-from runner.config.fields import bounded, one_of
+from runner.config.fields import bounded, one_of, sizes
 
 
 # ---------------------------------------------------------------------------------------------- dataset
@@ -63,8 +63,8 @@ class DecodedDatasetConfig(OwnDatasetConfig):
 
 @dataclass
 class ImageFolderConfig(DecodedDatasetConfig):
-    image_size: list[int] = MISSING  # [height, width] every image is fitted to
-    channels: int = bounded(1, 4)  # 1 grey, 3 RGB (converted as needed; alpha dropped)
+    image_size: list[int] = sizes(2)  # [height, width] every image is fitted to
+    channels: int = one_of(1, 3, 4)  # 1 grey, 3 RGB, 4 RGBA (PNGs; converted as needed)
     fit: str = one_of("resize", "center_crop")
     read_from: str = one_of("files", "tfrecords")  # what queue and tf_data read: the images, or TFRecords of them
 
@@ -76,7 +76,7 @@ class TfRecordConfig(DecodedDatasetConfig):
     image_key: str = MISSING  # the bytes feature of the image
     label_key: str = MISSING  # the int64 feature of the label
     image_format: str = one_of("raw", "encoded")  # raw pixels, or an encoded JPEG/PNG
-    image_shape: list[int] = MISSING  # raw: the stored shape; encoded: [height, width, channels] to fit to
+    image_shape: list[int] = sizes(3)  # raw: the stored shape; encoded: [height, width, channels] to fit to
     image_dtype: str = one_of("uint8", "float32")  # raw pixels' type
     fit: str = one_of("resize", "center_crop")  # encoded images
     compression: str = one_of("none", "GZIP", "ZLIB")
@@ -109,7 +109,7 @@ class IdxConfig(OwnDatasetConfig):
 class FixedLengthConfig(OwnDatasetConfig):
     train_files: list[str] = MISSING  # names or globs under root
     test_files: list[str] = MISSING
-    image_shape: list[int] = MISSING  # [height, width, channels]
+    image_shape: list[int] = sizes(3)  # [height, width, channels]
     order: str = one_of("chw", "hwc")  # how image bytes are stored: channels first (CIFAR) or last
     header_bytes: int = bounded(0)  # bytes before the first record of each file
     label_bytes: int = bounded(1)  # label bytes at the start of each record (CIFAR-100: 2)

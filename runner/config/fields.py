@@ -15,5 +15,10 @@ def bounded(lo: float | None = None, hi: float | None = None, *, lo_open: bool =
     return field(default=default, metadata={"lo": lo, "hi": hi, "lo_open": lo_open, "auto": auto})
 
 
-def one_of(*choices: str, default: Any = MISSING) -> Any:
+def one_of(*choices: str | int, default: Any = MISSING) -> Any:
     return field(default=default, metadata={"choices": choices})
+
+
+def sizes(length: int) -> Any:
+    """A list of ``length`` sizes (an image's height, width, ...), each at least 1."""
+    return field(default=MISSING, metadata={"length": length, "lo": 1, "hi": None})
