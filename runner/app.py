@@ -26,6 +26,7 @@ from runner.config.hydra import CONF_DIR, register_schemas
 from runner.config.hydra import task_overrides
 from runner.distributed.roles import writes_run_dir
 from runner.errors import ConfigError, RunnerError, describe_os_error
+from runner.guard import check_command_line
 from runner.messages import composition_error, help_text, launcher_error
 from runner.modes import MODES
 from runner.signals import Interrupted, raise_on_signals
@@ -206,10 +207,14 @@ def main() -> None:
     raise_on_signals()
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # errors reach here, where they become one line and exit 2
     try:
+        check_command_line(sys.argv[1:])
         _task()
     except Interrupted as err:
         print(f"stopped: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
+    except ConfigError as err:  # refused before Hydra read the config (runner.guard)
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     except Exception as err:
         message = (composition_error(err) or launcher_error(err)
                    or (describe_os_error(err) if isinstance(err, OSError) else None))
