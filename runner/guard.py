@@ -25,16 +25,16 @@ def _imports_code(key: str) -> bool:
     return "_target_" in parts or parts[:2] == ["hydra", "callbacks"] or key == "hydra/callbacks"
 
 
-def _targets(node, prefix: str) -> list[str]:
+def targets(node, prefix: str) -> list[str]:
     """The key paths in a YAML document that would make Hydra import a name."""
     found = []
     if isinstance(node, dict):
         for key, value in node.items():
             path = f"{prefix}{key}"
-            found += [path] if _imports_code(path) else _targets(value, path + ".")
+            found += [path] if _imports_code(path) else targets(value, path + ".")
     elif isinstance(node, list):
         for value in node:
-            found += _targets(value, prefix)
+            found += targets(value, prefix)
     return found
 
 
@@ -62,13 +62,16 @@ def _check_experiment(name: str, allowed: bool) -> None:
         raise ConfigError(f"experiment={name}: an experiment is a file of experiments/, named without a path "
                           f"(experiment=NAME for experiments/NAME.yaml)")
     path = Path(CONF_DIR) / "experiment" / f"{name}.yaml"
-    if allowed or not path.is_file():
-        return  # a missing one is said by Hydra, listing the experiments there are
+    if not path.is_file():
+        return  # said by Hydra, listing the experiments there are
     try:
         document = yaml.safe_load(path.read_text())
-    except yaml.YAMLError:
-        return  # said when Hydra reads it
-    keys = _targets(document, "")
-    if keys:
-        raise ConfigError(f"{path}: {keys[0]}: an experiment holds overrides of runner's settings, never code to "
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f": line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{path.resolve()}{line}: {problem}; the file is not valid YAML") from None
+    keys = targets(document, "")
+    if keys and not allowed:
+        raise ConfigError(f"{path.resolve()}: {keys[0]}: an experiment holds overrides of runner's settings, never code to "
                           f"import; to run Hydra callbacks of your own set {ALLOW}=1 in the environment")

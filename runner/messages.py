@@ -11,6 +11,7 @@ from hydra.errors import ConfigCompositionException, MissingConfigException, Ove
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from runner.config.hydra import CONF_DIR
+from runner.config.schema import SCHEMAS, BenchConfig, RunnerConfig
 
 HELP = """\
 runner: run, compare and sweep TensorFlow input pipelines and training setups from YAML.
@@ -68,9 +69,45 @@ def composition_error(err: Exception) -> str | None:
         if isinstance(cause, ValidationError) and getattr(cause, "value", None) is not None:
             return f"{cause.full_key}={cause.value!r}: {str(cause.msg).strip().splitlines()[0]}"
         return f"{cause.full_key}: {str(cause.msg).strip().splitlines()[0]}"
-    if isinstance(err, (ConfigCompositionException, OmegaConfBaseException)):
+    if isinstance(err, ConfigCompositionException):
+        return _in_a_file(str(err)) or str(err).strip().splitlines()[0]
+    if isinstance(err, OmegaConfBaseException):
         return str(err).strip().splitlines()[0]
     return None
+
+
+def _in_a_file(text: str) -> str | None:
+    """An error Hydra met merging a config file (an experiment's key unknown or mistyped), from its text: the file,
+    the key, and the keys there are."""
+    where = re.search(r"^In '([^']+)': (\w+) raised while composing config", text)
+    key = re.search(r"full_key: (\S+)", text)
+    if not where or not key:
+        return None
+    group, _, option = where.group(1).rpartition("/")
+    folder = "experiments" if group == "experiment" else f"conf/{group}"
+    file = f"{folder}/{option}.yaml" + _line_of(Path(CONF_DIR) / group / f"{option}.yaml", key.group(1))
+    said = [line.strip() for line in text.splitlines()[1:] if line.strip()][0]
+    owner = re.search(r"object_type=(\w+)", text)
+    schema = next((c for c in _schemas() if owner and c.__name__ == owner.group(1)), None)
+    if where.group(2) in ("ConfigKeyError", "ConfigAttributeError") and schema is not None:
+        keys = ", ".join(f.name for f in dataclasses.fields(schema) if f.name != "name")
+        return f"{file}: {key.group(1)} is not a known key; the keys here are: {keys}"
+    return f"{file}: {key.group(1)}: {said}"
+
+
+def _line_of(path: Path, key: str) -> str:
+    """``: line N`` of the first line of ``path`` that sets the last part of ``key``, or nothing."""
+    name = re.escape(key.rsplit(".", 1)[-1])
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return ""
+    found = next((i for i, line in enumerate(lines) if re.match(rf"\s*{name}\s*:", line)), None)
+    return "" if found is None else f": line {found + 1}"
+
+
+def _schemas() -> list[type]:
+    return [RunnerConfig, BenchConfig, *(schema for options in SCHEMAS.values() for schema in options.values())]
 
 
 def launcher_error(err: Exception) -> str | None:

@@ -3,6 +3,7 @@ wrote. Fixtures are in conftest.py."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -116,3 +117,12 @@ def events(directory: Path):
 def scalars(accumulator, tag: str) -> dict[int, float]:
     """A scalar tag's values by step."""
     return {e.step: e.value for e in accumulator.Scalars(tag)}
+
+
+def project_copy(folder: Path) -> Path:
+    """A copy of the project (runner/, conf/, experiments/) in ``folder``, for a test that adds a file of its own
+    (an experiment) where the other tests, running at the same time, do not see it. Run it with ``cwd=`` the copy."""
+    for name in ("runner", "conf", "experiments"):
+        shutil.copytree(ROOT / name, folder / name, symlinks=True,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    return folder

@@ -15,7 +15,7 @@ from runner.app import run
 from runner.data import build_dataset
 from runner.engine.hooks import Clock, NanHook
 from runner.errors import DataError, TrainingError
-from tests.helpers import TINY, compose, pull, run_cli
+from tests.helpers import TINY, compose, project_copy, pull, run_cli
 from tests.test_own_data import overrides_for
 
 
@@ -131,3 +131,20 @@ def test_image_sizes_and_channels_are_checked_before_anything_runs(tmp_path, ove
     proc = run_cli("dataset=image_folder", f"dataset.root={tmp_path / 'nowhere'}", override, cwd=tmp_path)
     assert proc.returncode == 2 and f"error: {message}" in proc.stdout + proc.stderr
     assert not any(tmp_path.iterdir())  # no run dir
+
+
+@pytest.mark.parametrize("text,message", [
+    ("batch_size: [1\n", r"experiments/zz_mend_\w+.yaml: line 3: expected ',' or '\]', but got '<stream end>'; the "
+                         r"file is not valid YAML"),
+    ("pipeline:\n  nmu_threads: 3\n", r"experiments/zz_mend_\w+.yaml: line 3: pipeline.nmu_threads is not a known key; "
+                                      r"the keys here are: prefetch"),
+    ("batch_sise: 10\n", r"experiments/zz_mend_\w+.yaml: line 2: batch_sise is not a known key; the keys here are: "
+                         r"mode, batch_size"),
+])
+def test_a_broken_experiment_is_one_line_naming_the_file_the_line_and_the_key(tmp_path, text, message):
+    project = project_copy(tmp_path / "project")
+    name = "zz_mend_broken"
+    (project / "experiments" / f"{name}.yaml").write_text("# @package _global_\n" + text)
+    proc = run_cli(f"experiment={name}", "max_steps=1", cwd=project)
+    assert proc.returncode == 2 and "Traceback" not in proc.stdout + proc.stderr
+    assert re.search("error: .*" + message, proc.stderr), proc.stderr

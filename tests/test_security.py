@@ -3,12 +3,11 @@
 experiment, and an experiment from outside experiments/, before Hydra reads the config."""
 from __future__ import annotations
 
-
 import pytest
 import yaml
 
-from runner.guard import _targets
-from tests.helpers import ROOT, run_cli
+from runner.guard import targets
+from tests.helpers import ROOT, project_copy, run_cli
 
 
 @pytest.mark.parametrize("args,key", [
@@ -36,12 +35,10 @@ def test_an_experiment_is_a_file_of_experiments_named_without_a_path(tmp_path):
 
 
 def test_an_experiment_that_carries_a_callback_is_refused_naming_the_file_and_key(tmp_path):
-    experiment = ROOT / "experiments" / "zz_test_callback.yaml"
-    experiment.write_text("# @package _global_\nhydra:\n  callbacks:\n    x:\n      _target_: shutil.copyfile\n")
-    try:
-        proc = run_cli("experiment=zz_test_callback", "--cfg", "job", cwd=tmp_path)
-    finally:
-        experiment.unlink()
+    project = project_copy(tmp_path / "project")
+    (project / "experiments" / "zz_test_callback.yaml").write_text(
+        "# @package _global_\nhydra:\n  callbacks:\n    x:\n      _target_: shutil.copyfile\n")
+    proc = run_cli("experiment=zz_test_callback", "--cfg", "job", cwd=project)
     assert proc.returncode == 2
     assert "zz_test_callback.yaml: hydra.callbacks: an experiment holds overrides of runner's settings" in proc.stderr
 
@@ -61,7 +58,7 @@ def test_launchers_and_sweepers_are_still_chosen_by_name(tmp_path):
 def test_runners_own_configs_name_no_code_but_its_two_callbacks():
     found = {}
     for path in [*sorted((ROOT / "conf").rglob("*.yaml")), *sorted((ROOT / "experiments").glob("*.yaml"))]:
-        keys = _targets(yaml.safe_load(path.read_text()) or {}, "")
+        keys = targets(yaml.safe_load(path.read_text()) or {}, "")
         if keys:
             found[str(path.relative_to(ROOT))] = keys
     assert found == {"conf/config.yaml": ["hydra.callbacks"]}
