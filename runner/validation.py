@@ -3,9 +3,13 @@ then the dataset it names against the model, the pipelines and the mode. Called 
 made (runner.app); imports no TensorFlow (a dataset is made, which reads no data)."""
 from __future__ import annotations
 
+import glob
+from pathlib import Path
+
 from omegaconf import DictConfig
 
 from runner.config.checks import bench_pipelines, check_config, group_schema
+from runner.config.datasets import OwnDatasetConfig
 from runner.config.schema import SCHEMAS
 from runner.data import build_dataset
 from runner.errors import ConfigError, DataError
@@ -14,7 +18,28 @@ from runner.errors import ConfigError, DataError
 def validate(cfg: DictConfig) -> None:
     """Raises ConfigError naming the key and what is allowed."""
     check_config(cfg)
+    check_files(cfg)
     check_dataset(cfg, [cfg.pipeline.name] if cfg.mode != "bench" else bench_pipelines(cfg))
+    check_gpus(cfg)
+
+
+def check_files(cfg: DictConfig) -> None:
+    """A user's own data: dataset.root must be a folder (said at once, before TensorFlow loads)."""
+    if issubclass(group_schema(cfg, "dataset"), OwnDatasetConfig):
+        root = Path(cfg.dataset.root).expanduser()
+        if not root.is_dir():
+            what = "a file" if root.exists() else "not found"
+            raise ConfigError(f"dataset.root={cfg.dataset.root}: {what}; point it at the folder of the dataset's "
+                              f"files")
+
+
+def check_gpus(cfg: DictConfig) -> None:
+    """hardware.strict with GPUs asked for, on a machine with no GPU device at all: said at once (TensorFlow would
+    probe CUDA for half a minute to find none). Where a GPU device exists, TensorFlow counts them as the run starts."""
+    hardware = cfg.hardware
+    if hardware.device_type == "gpu" and hardware.strict and not glob.glob("/dev/nvidia[0-9]*"):
+        raise ConfigError(f"hardware={hardware.name} asks for {hardware.num_devices} GPU(s) but this machine has 0 "
+                          f"(no /dev/nvidia* device); set hardware.strict=false to run its towers on the CPU")
 
 
 def check_dataset(cfg: DictConfig, pipelines: list[str]) -> None:

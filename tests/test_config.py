@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SKIP = ("experiment", "preset", "hydra")
 GROUPS = [d for d in sorted((ROOT / "conf").iterdir()) if d.is_dir() and d.name not in SKIP]
 OPTIONS = [(d.name, p.stem) for d in GROUPS for p in sorted(d.glob("*.yaml"))]
-USER_VALUES = {"root": "/data/mine", "num_classes": 3}
+USER_VALUES = {"root": "/tmp", "num_classes": 3}  # root: a folder that exists (validation checks it)
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "experiments").glob("*.yaml"))
 
 

@@ -2,10 +2,13 @@
 line naming what was wrong and what to do."""
 from __future__ import annotations
 
+import glob
 import gzip
 import json
 import re
 import socket
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -148,3 +151,21 @@ def test_a_broken_experiment_is_one_line_naming_the_file_the_line_and_the_key(tm
     proc = run_cli(f"experiment={name}", "max_steps=1", cwd=project)
     assert proc.returncode == 2 and "Traceback" not in proc.stdout + proc.stderr
     assert re.search("error: .*" + message, proc.stderr), proc.stderr
+
+
+def test_a_dataset_root_that_is_not_there_is_said_at_once_leaving_nothing(tmp_path):
+    proc = run_cli("dataset=image_folder", "dataset.root=/nonexistent/folder", "dataset.image_size=[32,32]",
+                   cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "error: dataset.root=/nonexistent/folder: not found; point it at the folder of the dataset's files" \
+        in proc.stdout
+    assert not any(tmp_path.iterdir())  # no run dir, no runner.log
+
+
+@pytest.mark.skipif(bool(glob.glob("/dev/nvidia[0-9]*")), reason="this machine has a GPU device")
+def test_strict_gpus_on_a_machine_without_any_are_refused_before_tensorflow_loads(tmp_path):
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "runner", "hardware=gpu8", "hardware.strict=true"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "error: hardware=gpu8 asks for 8 GPU(s) but this machine has 0 (no /dev/nvidia* device)" in proc.stdout
+    assert "tensorflow" not in {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
