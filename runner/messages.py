@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import sys
 from pathlib import Path
 
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
@@ -65,7 +66,11 @@ def composition_error(err: Exception) -> str | None:
     if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
         if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and dataclasses.is_dataclass(cause.object_type):
             keys = ", ".join(f.name for f in dataclasses.fields(cause.object_type) if f.name != "name")
-            return f"{cause.full_key} is not a known key; the keys here are: {keys}"
+            group = cause.full_key.split(".")[0]
+            hint = (f" (mode=eval composes this command line on the default {group}: name the run's {group} too, "
+                    f"e.g. mode=eval {group}=NAME {cause.full_key}=...)" if "mode=eval" in sys.argv and "." in
+                    cause.full_key else "")
+            return f"{cause.full_key} is not a known key; the keys here are: {keys}{hint}"
         if isinstance(cause, ValidationError) and getattr(cause, "value", None) is not None:
             return f"{cause.full_key}={cause.value!r}: {str(cause.msg).strip().splitlines()[0]}"
         return f"{cause.full_key}: {str(cause.msg).strip().splitlines()[0]}"

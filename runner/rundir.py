@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from runner import provenance
 from runner.config.hydra import task_overrides, typed
+from runner.config.schema import GROUPS
 from runner.datasets.files import write_json
 from runner.errors import ConfigError
 
@@ -104,7 +105,11 @@ def eval_config(run_dir: str | Path, cfg: DictConfig, overrides: list[str]) -> D
     A key the saved config lacks (a run of an older runner) is taken from ``cfg`` where its group's option is the
     run's."""
     saved = typed(saved_config(run_dir))
-    given = [_key(o) for o in overrides]
+    # Naming the run's own dataset (or model, ...) again only lets its keys be given (dataset=image_folder
+    # dataset.root=NEW): it changes nothing by itself.
+    same_option = {o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o and "." not in _key(o)
+                   and _key(o) in GROUPS and o.split("=", 1)[1] == saved[_key(o)].name}
+    given = [_key(o) for o in overrides if _key(o) not in same_option]
     refused = {k: v for k, v in changes(saved, cfg).items()
                if any(_within(k, (g,)) or _within(g, (k,)) for g in given) and not _within(k, ("mode", "run_dir"))
                and not _within(k, EVAL_CHOICES)}

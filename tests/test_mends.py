@@ -169,3 +169,20 @@ def test_strict_gpus_on_a_machine_without_any_are_refused_before_tensorflow_load
     assert proc.returncode == 2
     assert "error: hardware=gpu8 asks for 8 GPU(s) but this machine has 0 (no /dev/nvidia* device)" in proc.stdout
     assert "tensorflow" not in {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
+
+
+def test_eval_of_an_own_data_run_reads_its_data_from_a_new_root(tmp_path):
+    """Data moved to another folder: mode=eval names the run's dataset and its new root; a bare dataset.root says
+    how to."""
+    overrides = overrides_for("image_folder", tmp_path, 60, 30)
+    common = ["batch_size=10", "eval_splits=[test]", "run_dir=run"]
+    trained = run_cli(*overrides, *common, "max_steps=3", cwd=tmp_path)
+    assert trained.returncode == 0, trained.stdout[-2000:] + trained.stderr[-2000:]
+    (tmp_path / "files").rename(tmp_path / "moved")
+    bare = run_cli("mode=eval", "run_dir=run", f"dataset.root={tmp_path / 'moved'}", cwd=tmp_path)
+    assert bare.returncode == 2
+    assert "name the run's dataset too, e.g. mode=eval dataset=NAME dataset.root=..." in bare.stderr
+    proc = run_cli("mode=eval", "run_dir=run", "dataset=image_folder", f"dataset.root={tmp_path / 'moved'}",
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "Num examples: 30" in proc.stdout
