@@ -6,6 +6,7 @@ import glob
 import gzip
 import json
 import re
+import resource
 import socket
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from runner.app import run
 from runner.data import build_dataset
 from runner.engine.hooks import Clock, NanHook
 from runner.errors import DataError, TrainingError
-from tests.helpers import TINY, compose, project_copy, pull, run_cli
+from tests.helpers import TINY, compose, project_copy, pull, run_cli, user_env
 from tests.test_own_data import overrides_for
 
 
@@ -186,3 +187,19 @@ def test_eval_of_an_own_data_run_reads_its_data_from_a_new_root(tmp_path):
                    cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "Num examples: 30" in proc.stdout
+
+
+def test_a_full_disk_while_writing_a_cache_is_one_line_and_leaves_nothing_partial(tmp_path):
+    overrides = overrides_for("image_folder", tmp_path, 300, 100)
+
+    def limit():  # files may not grow past 200 KB: the decoded training images (700 KB) can't be written
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+
+    proc = subprocess.run([sys.executable, "-m", "runner", *overrides, "batch_size=10", "max_steps=2",
+                           "eval_splits=[test]", "run_dir=run"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120, preexec_fn=limit, env=user_env())
+    assert proc.returncode == 2 and "Traceback" not in proc.stdout + proc.stderr
+    assert re.search(r"error: cannot write the decoded cache \(dataset.cache_dir\) in .*/cache/.*: no space left on "
+                     r"the device, or a file size limit reached; free some space", proc.stdout)
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and p.suffix in (".npy", ".part")]
+    assert run(compose(*overrides, "batch_size=10", "max_steps=2", "eval_splits=[test]"), str(tmp_path / "again"))

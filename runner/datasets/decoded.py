@@ -20,7 +20,7 @@ import numpy as np
 
 from runner.config.schema import SPLITS
 from runner.datasets.base import Arrays, Damage, Dataset, Records, check_labels
-from runner.datasets.files import Manifest, atomic_path, folder_lock
+from runner.datasets.files import Manifest, atomic_path, folder_lock, full_disk
 from runner.errors import ConfigError, DataError, op_error_text
 
 log = logging.getLogger("runner")
@@ -125,10 +125,13 @@ class Decoded(Dataset):
             decoded[split] = self.decode_files(files[split])
             if split != "validation" and not len(decoded[split][1]):
                 raise DataError(f"{', '.join(map(str, files[split]))}: the {split} split's files hold no records")
-        for split in SPLITS:
-            for path, array in zip(paths[split], decoded[split]):
-                with atomic_path(path) as tmp, open(tmp, "wb") as f:
-                    np.save(f, array)
+        try:
+            for split in SPLITS:
+                for path, array in zip(paths[split], decoded[split]):
+                    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+                        np.save(f, array)
+        except OSError as err:  # numpy's writes fail without an errno: the disk is full or a size limit reached
+            raise full_disk(manifest.root, "decoded cache (dataset.cache_dir)", err) from None
         manifest.write(spec, flat)
         log.info("Decoded in %.1f s into %s", time.time() - start, manifest.root)
 

@@ -38,6 +38,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.unlink(tmp)
 
 
+def full_disk(folder: Path, what: str, err: Exception) -> DataError:
+    """The one-line error of a cache that could not be written (a full disk, a file size limit): nothing partial is
+    left, since every file is written to a temporary name first."""
+    said = getattr(err, "strerror", None) or "no space left on the device, or a file size limit reached"
+    return DataError(f"cannot write the {what} in {folder}: {said}; free some space or choose another folder "
+                     f"(nothing partial was left)")
+
+
 def write_json(path: str | os.PathLike, value) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(value, indent=2) + "\n")

@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 
 from runner.config.schema import SPLITS
-from runner.datasets.files import Manifest, atomic_path, folder_lock
+from runner.datasets.files import Manifest, atomic_path, folder_lock, full_disk
 from runner.errors import DataError
 
 log = logging.getLogger("runner")
@@ -72,7 +72,16 @@ def ensure_records(out: Path, spec: dict, write: Callable[[str, Path], None], fo
             manifest.invalidate()
             for split, path in paths.items():
                 log.info("Writing %s", path)
-                write(split, path)
+                try:
+                    write(split, path)
+                except OSError as err:
+                    raise full_disk(out, "TFRecords", err) from None
+                except Exception as err:
+                    import tensorflow as tf  # loaded: it was writing the records
+
+                    if not isinstance(err, tf.errors.ResourceExhaustedError):  # its writer's "no space left"
+                        raise
+                    raise full_disk(out, "TFRecords", err) from None
             manifest.write(spec, list(paths.values()))
     return paths
 
