@@ -22,8 +22,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from runner import rundir
 from runner.config.checks import check_writable
-from runner.config.hydra import CONF_DIR, register_schemas
-from runner.config.hydra import task_overrides
+from runner.config.hydra import CONF_DIR, register_schemas, task_overrides
 from runner.distributed.roles import writes_run_dir
 from runner.errors import ConfigError, RunnerError, describe_os_error
 from runner.guard import check_command_line
@@ -216,7 +215,7 @@ def main() -> None:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     except Exception as err:
-        message = (composition_error(err) or launcher_error(err)
+        message = (composition_error(err, sys.argv[1:]) or launcher_error(err)
                    or (describe_os_error(err) if isinstance(err, OSError) else None))
         if message is None:
             raise

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import sys
 from pathlib import Path
 
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
@@ -48,8 +47,8 @@ def help_text() -> str:
     return HELP.format(groups=groups, keys=keys)
 
 
-def composition_error(err: Exception) -> str | None:
-    """One line for Hydra's and OmegaConf's errors about the command line: the key, and what is allowed."""
+def composition_error(err: Exception, args: list[str]) -> str | None:
+    """One line for Hydra's and OmegaConf's errors about the command line ``args``: the key, and what is allowed."""
 
     if isinstance(err, MissingConfigException):
         text = str(err)
@@ -68,7 +67,7 @@ def composition_error(err: Exception) -> str | None:
             keys = ", ".join(f.name for f in dataclasses.fields(cause.object_type) if f.name != "name")
             group = cause.full_key.split(".")[0]
             hint = (f" (mode=eval composes this command line on the default {group}: name the run's {group} too, "
-                    f"e.g. mode=eval {group}=NAME {cause.full_key}=...)" if "mode=eval" in sys.argv and "." in
+                    f"e.g. mode=eval {group}=NAME {cause.full_key}=...)" if "mode=eval" in args and "." in
                     cause.full_key else "")
             return f"{cause.full_key} is not a known key; the keys here are: {keys}{hint}"
         if isinstance(cause, ValidationError) and getattr(cause, "value", None) is not None:

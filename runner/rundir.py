@@ -107,9 +107,8 @@ def eval_config(run_dir: str | Path, cfg: DictConfig, overrides: list[str]) -> D
     saved = typed(saved_config(run_dir))
     # Naming the run's own dataset (or model, ...) again only lets its keys be given (dataset=image_folder
     # dataset.root=NEW): it changes nothing by itself.
-    same_option = {o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o and "." not in _key(o)
-                   and _key(o) in GROUPS and o.split("=", 1)[1] == saved[_key(o)].name}
-    given = [_key(o) for o in overrides if _key(o) not in same_option]
+    renamed = {_key(o) for o in overrides if _key(o) in GROUPS and o.split("=", 1)[-1] == saved[_key(o)].name}
+    given = [_key(o) for o in overrides if _key(o) not in renamed]
     refused = {k: v for k, v in changes(saved, cfg).items()
                if any(_within(k, (g,)) or _within(g, (k,)) for g in given) and not _within(k, ("mode", "run_dir"))
                and not _within(k, EVAL_CHOICES)}
@@ -124,8 +123,8 @@ def eval_config(run_dir: str | Path, cfg: DictConfig, overrides: list[str]) -> D
             OmegaConf.update(saved, key, OmegaConf.select(cfg, key), merge=False, force_add=True)
         for key in OmegaConf.missing_keys(saved):
             group = key.split(".")[0]
-            same_option = "." not in key or OmegaConf.select(cfg, f"{group}.name") == saved[group].name
-            if same_option and OmegaConf.select(cfg, key, default=None) is not None:
+            runs_option = "." not in key or OmegaConf.select(cfg, f"{group}.name") == saved[group].name
+            if runs_option and OmegaConf.select(cfg, key, default=None) is not None:
                 OmegaConf.update(saved, key, OmegaConf.select(cfg, key), merge=False)
     return saved
 
