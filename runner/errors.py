@@ -15,6 +15,10 @@ class DataError(RunnerError):
     """A data file is missing, truncated, corrupt or fails its checksum."""
 
 
+class DataChanged(DataError):
+    """A data file changed while a run was reading it."""
+
+
 class TrainingError(RunnerError):
     """Training cannot go on (for example the loss became NaN)."""
 

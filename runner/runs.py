@@ -17,7 +17,7 @@ from runner.engine.hardware import Placement
 from runner.engine.replicas import Replicas
 from runner.engine.session import IN_PROCESS, SessionTarget
 from runner.engine.training import train
-from runner.errors import ConfigError, DataError, RunnerError, TrainingError
+from runner.errors import ConfigError, DataChanged, DataError, RunnerError, TrainingError
 
 
 @contextlib.contextmanager
@@ -26,7 +26,7 @@ def naming_damaged_records(dataset: Dataset) -> Iterator[None]:
     try:
         yield
     except RunnerError as err:  # a read error, or an op that refused a record (a label out of range, a bad image)
-        if isinstance(err, (ConfigError, TrainingError)):
+        if isinstance(err, (ConfigError, TrainingError, DataChanged)):
             raise
         damage = dataset.damaged_records()
         if not damage:

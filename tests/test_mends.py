@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import gzip
 import json
+import os
 import re
 import resource
 import socket
@@ -203,3 +204,76 @@ def test_a_full_disk_while_writing_a_cache_is_one_line_and_leaves_nothing_partia
                      r"the device, or a file size limit reached; free some space", proc.stdout)
     assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and p.suffix in (".npy", ".part")]
     assert run(compose(*overrides, "batch_size=10", "max_steps=2", "eval_splits=[test]"), str(tmp_path / "again"))
+
+
+def test_a_data_file_that_changes_under_a_graph_is_named(tmp_path):
+    import tensorflow as tf
+
+    from runner.errors import DataChanged
+    from runner.pipelines.base import check_unchanged, watch
+
+    files = [tmp_path / "a.bin", tmp_path / "b.bin"]
+    for f in files:
+        f.write_bytes(b"\0" * 3073)
+    graph, other = tf.Graph(), tf.Graph()
+    with graph.as_default():
+        watch(files)
+    check_unchanged(graph)
+    files[1].write_bytes(b"\0" * 3073)  # the same size, rewritten
+    check_unchanged(other)  # another graph reads nothing
+    with pytest.raises(DataChanged, match=r"b.bin changed while the run was reading it \(rewritten"):
+        check_unchanged(graph)
+    with graph.as_default():
+        watch(files)  # a file is stamped once, when the graph that reads it is built
+    with pytest.raises(DataChanged, match="b.bin changed"):
+        check_unchanged(graph)
+    files[1].unlink()
+    with pytest.raises(DataChanged, match="it was deleted or moved"):
+        check_unchanged(graph)
+
+
+def _fixed_length_files(root):
+    """CIFAR-10's layout under the fixed_length dataset's default file names."""
+    from runner.datasets.fixed_length import Layout
+
+    rng = np.random.default_rng(0)
+    root.mkdir()
+    for name, n in (("data_batch_1.bin", 2000), ("test_batch.bin", 300)):
+        Layout((32, 32, 3)).write(root / name, rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
+                                  rng.integers(0, 10, n))
+
+
+@pytest.mark.parametrize("pipeline", ["queue", *(pytest.param(p, marks=pytest.mark.slow)
+                                                 for p in ("tf_data", "feed_dict", "preloaded"))])
+def test_a_file_truncated_under_a_running_pipeline_stops_it_naming_the_file(tmp_path, pipeline):
+    """As the probe typed it: the run stops within seconds, exit 2, one line naming the file; the checkpoint written
+    before the change is kept."""
+    import time
+
+    _fixed_length_files(tmp_path / "data")
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "runner", "dataset=fixed_length", f"dataset.root={tmp_path}/data",
+                             f"pipeline={pipeline}", "max_steps=1000000", "checkpoint_every=200"], cwd=work,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=user_env())
+    try:
+        said = []
+        for line in proc.stdout:
+            said.append(line)
+            if line.startswith("Step 400:"):  # after the first checkpoint
+                break
+        assert said and said[-1].startswith("Step 400:"), "".join(said)
+        truncated = time.monotonic()
+        os.truncate(tmp_path / "data" / "data_batch_1.bin", 700000)
+        rest = proc.communicate(timeout=60)[0]
+        stopped = time.monotonic() - truncated
+    finally:
+        proc.kill()
+    lines = [line for line in rest.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and lines, rest
+    assert re.fullmatch(rf"error: {tmp_path}/data/data_batch_1.bin changed while the run was reading it "
+                        r"\(6,146,000 bytes at the start, 700,000 now\), so the run stopped\. Put the file back .*",
+                        lines[0]), lines
+    assert stopped < 10, stopped  # seconds, where the pipeline would have trained on
+    assert "Traceback" not in rest
+    assert glob.glob(str(work / "outputs/*/*/checkpoints/model.ckpt-200.index"))

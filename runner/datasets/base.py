@@ -123,6 +123,10 @@ class Dataset(abc.ABC):
     def arrays(self, split: str) -> Arrays:
         """The raw examples and int32 labels of a split (may be memory-mapped)."""
 
+    @abc.abstractmethod
+    def source_files(self, split: str) -> list[Path]:
+        """The files a split's examples come from: a run stops, naming the file, when one changes under it."""
+
     # -------------------------------------------------------------- the splits as record files (queue, tf_data)
     files_hold_validation = True  # records("validation") works (else only with dataset.validation_size=0)
 
@@ -230,6 +234,9 @@ class FileDataset(Dataset):
     def arrays(self, split: str) -> Arrays:
         self.prepare()
         return self._arrays[split]
+
+    def source_files(self, split: str) -> list[Path]:
+        return self.paths()
 
     def num_examples(self, split: str) -> int:
         return len(self.arrays(split)[1])

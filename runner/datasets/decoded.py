@@ -81,6 +81,9 @@ class Decoded(Dataset):
         self.prepare()
         return self._arrays[split]
 
+    def source_files(self, split: str) -> list[Path]:
+        return self.split_files(split) or self.split_files("train")  # a validation split from the training files
+
     def prepare(self) -> None:
         if self._arrays is not None:
             return

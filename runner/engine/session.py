@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -13,7 +14,7 @@ import tensorflow as tf
 
 from runner.engine.checkpoints import checkpoint_dir, checkpoints, latest_checkpoint
 from runner.errors import ConfigError, DataError, RunnerError, op_error_text
-from runner.pipelines.base import Batch
+from runner.pipelines.base import Batch, check_unchanged
 from runner.signals import StopSignals
 
 v1 = tf.compat.v1
@@ -41,14 +42,15 @@ def session(graph: tf.Graph, config: v1.ConfigProto | None, batches: list[Batch]
     """A MonitoredSession on ``graph``: the chief restores the latest checkpoint of run_dir (or initializes), a
     worker waits for the chief; then the queue runners start under the session's Coordinator and the pipelines of
     ``batches`` start (:class:`StartPipelines`). Without a saver nothing is restored. A stop signal
-    stops the Coordinator at once, which closes the input queues, so a step waiting for input returns. TensorFlow
-    errors become one-line errors naming the input or the checkpoint."""
+    stops the Coordinator at once, which closes the input queues, so a step waiting for input returns; a data file
+    changing under the run stops it too (:class:`WatchFiles`). TensorFlow errors become one-line errors naming the
+    input or the checkpoint."""
     ckpt = latest_checkpoint(run_dir) if saver is not None and task.is_chief else None
     if must_restore and not ckpt:
         raise RunnerError(f"no checkpoint in {checkpoint_dir(run_dir)}; train first "
                           f"(python -m runner run_dir={run_dir}) or point run_dir at a trained run")
     start = StartPipelines(batches)
-    hooks = [start, *hooks] + ([SignalHook(stop)] if stop else [])
+    hooks = [start, WatchFiles(graph), *hooks] + ([SignalHook(stop)] if stop else [])
     with graph.as_default():  # the compat.v1 session APIs require the graph to be the default one
         scaffold = scaffold or v1.train.Scaffold(saver=saver or v1.train.Saver(allow_empty=True))
         if task.is_chief:
@@ -59,11 +61,11 @@ def session(graph: tf.Graph, config: v1.ConfigProto | None, batches: list[Batch]
             saver.recover_last_checkpoints([str(p) for p in checkpoints(run_dir)])
         # Errors are said inside the session (MonitoredSession would take an OutOfRangeError for the end of the
         # input) and around it (closing it re-raises a failed input thread's error).
-        with _errors(stop, start, ckpt, run_dir):
+        with _errors(graph, stop, start, ckpt, run_dir):
             with v1.train.MonitoredSession(creator, hooks, stop_grace_period_secs=INPUT_GRACE_SECS) as sess:
-                with _errors(stop, start, ckpt, run_dir):
+                with _errors(graph, stop, start, ckpt, run_dir):
                     yield sess, ckpt
-                    check_input_threads(start)  # a failed reader thread ends the loop like a stop; say why
+                    check_input_threads(start, graph)  # a failed reader thread ends the loop like a stop; say why
 
 
 INPUT_GRACE_SECS = 10  # input threads get this long to end when a session closes
@@ -86,14 +88,19 @@ class _WorkerSessionCreator(v1.train.SessionCreator):
 
 
 @contextlib.contextmanager
-def _errors(stop: StopSignals | None, start, ckpt: str | None, run_dir) -> Iterator[None]:
-    """TensorFlow's errors in a session, said as what they mean for the run."""
+def _errors(graph: tf.Graph, stop: StopSignals | None, start, ckpt: str | None, run_dir) -> Iterator[None]:
+    """TensorFlow's errors in a session, said as what they mean for the run: first, whether a data file changed
+    under it (a truncated file fails in the reader, or in a later op, with another error on each pipeline)."""
     try:
-        yield
+        try:
+            yield
+        except tf.errors.OpError:
+            check_unchanged(graph)
+            raise
     except (tf.errors.OutOfRangeError, tf.errors.CancelledError) as err:
         if stop and stop.signum is not None:  # the stop closed the queues
             stop.check()
-        check_input_threads(start)
+        check_input_threads(start, graph)
         raise DataError(f"the input ran out of data ({op_error_text(err)}); check that the split's files "
                         f"hold the records the dataset expects (dataset.data_dir)") from None
     except (tf.errors.DataLossError, tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as err:
@@ -105,18 +112,38 @@ def _errors(stop: StopSignals | None, start, ckpt: str | None, run_dir) -> Itera
             raise RunnerError(f"TensorFlow stopped the run: {type(err).__name__}: {op_error_text(err)}") from None
         raise DataError(f"input data cannot be read: {op_error_text(err)}") from None
     except tf.errors.OpError as err:  # e.g. a record file truncated while the run reads it
-        check_input_threads(start)
+        check_input_threads(start, graph)
         raise RunnerError(f"TensorFlow stopped the run: {type(err).__name__}: {op_error_text(err)}") from None
 
 
-def check_input_threads(start) -> None:
-    """Raises a failed input thread's error (recorded by the session's Coordinator) as a DataError."""
+class WatchFiles(v1.train.SessionRunHook):
+    """Stops the run within seconds when a data file its pipelines read changes under it, naming the file: a
+    look every WATCH_SECS, or less often when looking takes long (many files), so it costs at most 2% of the time."""
+
+    def __init__(self, graph: tf.Graph):
+        self.graph = graph
+        self._next = 0.0
+
+    def after_run(self, run_context, run_values):
+        now = time.monotonic()
+        if now >= self._next:
+            check_unchanged(self.graph)
+            self._next = now + max(WATCH_SECS, 50 * (time.monotonic() - now))
+
+
+WATCH_SECS = 2.0
+
+
+def check_input_threads(start, graph: tf.Graph) -> None:
+    """Raises a failed input thread's error (recorded by the session's Coordinator) as a DataError, naming the data
+    file that changed under the run if that is why."""
     coord = start.coord
     if coord is None or not coord.should_stop():
         return
     try:
         coord.raise_requested_exception()
     except tf.errors.OpError as err:
+        check_unchanged(graph)
         raise DataError(f"an input thread failed: {type(err).__name__}: {op_error_text(err)}") from None
 
 

@@ -8,14 +8,15 @@ epoch boundaries, as shuffle_batch does). Eval batches (``training=False``) come
 from __future__ import annotations
 
 import os
+import weakref
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 import tensorflow as tf
 
 from runner.datasets.base import Records
-from runner.errors import DataError
+from runner.errors import DataChanged, DataError
 
 
 @dataclass
@@ -49,10 +50,51 @@ class Shard:
         return self.count > 1 and training and split == "train"
 
 
+# graph -> {path: (size, mtime_ns) when the graph was built}: the files its pipelines read
+_WATCHED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _stamp(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def watch(paths: Iterable) -> None:
+    """Records the size and mtime of files that the graph being built reads from, so that a run stops, naming
+    the file, when one changes under it (:func:`check_unchanged`): a reader would otherwise go on with fewer
+    records, or with others, than the split was counted with."""
+    stamps = _WATCHED.setdefault(tf.compat.v1.get_default_graph(), {})
+    for path in map(str, paths):
+        if path not in stamps:
+            stamps[path] = _stamp(path)
+
+
+def check_unchanged(graph: tf.Graph) -> None:
+    """Raises DataChanged naming the first file :func:`watch` recorded for ``graph`` that changed since."""
+    for path, was in _WATCHED.get(graph, {}).items():
+        now = _stamp(path)
+        if now == was:
+            continue
+        if now is None:
+            what = "it was deleted or moved"
+        elif was is None or now[0] != was[0]:
+            what = f"{was[0] if was else 0:,} bytes at the start, {now[0]:,} now"
+        else:
+            what = "rewritten: its modification time changed"
+        raise DataChanged(f"{path} changed while the run was reading it ({what}), so the run stopped. Put the file back "
+                          f"and rerun the same command to go on (the checkpoints so far are kept), or train on the "
+                          f"changed data in a new run_dir")
+
+
 def record_files(dataset, split: str) -> Records:
-    """The record files of a split, for the pipelines that read files. Files that hold no records at all are an
-    error naming them: a reader cycling over empty files would wait forever for its first record."""
+    """The record files of a split, for the pipelines that read files (watched with the split's sources). Files
+    that hold no records at all are an error naming them: a reader cycling over empty files would wait forever for
+    its first record."""
     records = dataset.records(split)
+    watch([*records.files, *dataset.source_files(split)])
     for path in records.files:
         if not os.path.exists(path):
             raise DataError(f"Failed to find file: {path}")

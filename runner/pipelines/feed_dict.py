@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from runner.pipelines import PIPELINES
-from runner.pipelines.base import Batch, EpochOrder, Shard
+from runner.pipelines.base import Batch, EpochOrder, Shard, watch
 
 
 @PIPELINES.register("feed_dict")
@@ -26,6 +26,7 @@ class FeedDict:
 
     def build(self, split: str, batch_size: int, training: bool) -> Batch:
         images, labels = self.dataset.arrays(split)
+        watch(self.dataset.source_files(split))  # read before the run: it stops if they change under it
         if self.shard.applies(split, training):  # this worker's examples: every count-th from its index
             images, labels = images[self.shard.index::self.shard.count], labels[self.shard.index::self.shard.count]
         seed = self.seed + next(self._builds)

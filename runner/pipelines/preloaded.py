@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from runner.errors import ConfigError
 from runner.pipelines import PIPELINES
-from runner.pipelines.base import Batch, Shard
+from runner.pipelines.base import Batch, Shard, watch
 
 v1 = tf.compat.v1
 GRAPH_DEF_LIMIT = 2**31 - 2**26  # bytes a GraphDef can hold (2 GB), less room for the rest of the graph
@@ -108,6 +108,7 @@ class Preloaded:
         return self._data[key]
 
     def build(self, split: str, batch_size: int, training: bool) -> Batch:
+        watch(self.dataset.source_files(split))  # read before the run: it stops if they change under it
         images_var, labels_var, load, n = self._variables(split, self.shard.applies(split, training))
         with v1.variable_scope(None, default_name=f"preloaded_{split}_{'train' if training else 'eval'}"):
             idx = _next_indices(n, batch_size, training, self.seed + next(self._builds))
