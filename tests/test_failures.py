@@ -84,6 +84,9 @@ class _Files:
     def records(self, split):
         return Records("fixed_length", self.paths, record_bytes=3073)
 
+    def source_files(self, split):
+        return list(self.paths)
+
 
 def test_a_split_whose_files_hold_no_records_is_an_error_naming_them(tmp_path):
     (tmp_path / "a.bin").write_bytes(b"")
