@@ -16,6 +16,7 @@ from runner.config.schema import GROUPS, INT_MAX, PRECISIONS, SCHEMAS, SPLITS, T
 from runner.errors import ConfigError
 
 SUMMARY_NUMBERS = ("examples_per_sec", "wall_time_sec", "steps", "steps_this_run")  # summary.json's numbers
+_ABSENT = object()
 
 
 def _check_field(path: str, value: Any, meta: dict) -> None:
@@ -120,6 +121,16 @@ def check_config(cfg: DictConfig) -> None:
         if objective not in allowed:
             raise ConfigError(f"sweep_objective={objective} is not a number a run reports; choose one of: "
                               f"{', '.join(allowed)}")
+    reported = ([f"precision_{split}" for split in SPLITS] + ["examples_per_sec", "wall_time_sec"]
+                + ["bound_examples_per_sec"] + [f"{name}_ratio_to_bound" for name in known("pipeline")])
+    for metric in cfg.report.compare or []:
+        if metric not in reported:
+            raise ConfigError(f"report.compare contains {metric!r}, which no job reports; choose from: "
+                              f"{', '.join(reported)}")
+    for key in cfg.report.replicate_over:
+        if OmegaConf.select(cfg, key.lstrip("+~"), default=_ABSENT) is _ABSENT:
+            raise ConfigError(f"report.replicate_over contains {key!r}, which is not a key of the config; give the "
+                              f"keys whose values repeat one setting, e.g. [seed] or [seed, dataset.seed]")
 
 
 def check_writable(run_dir: str) -> None:

@@ -162,6 +162,14 @@ class BenchConfig:
     steps_per_window: int = bounded(1)
     training_run: bool = MISSING  # also train each pipeline with the real loop (hooks, summaries, progress lines)
     precisions: Optional[list[str]] = MISSING  # null: hardware.precision; [fp32, bf16]: each, bounds paired
+    repeats: int = bounded(1, 1000)  # rounds of the whole measurement: each ratio to the bound with its interval
+
+
+# ---------------------------------------------------------------------------------------------- report
+@dataclass
+class ReportConfig:
+    replicate_over: list[str] = MISSING  # keys whose values repeat one setting (seed): a sweep's groups
+    compare: Optional[list[str]] = MISSING  # metrics to compare groups on; null: sweep_objective, else precision
 
 
 # ---------------------------------------------------------------------------------------------- top level
@@ -183,6 +191,7 @@ class RunnerConfig:
     eval_once: bool = MISSING  # mode=eval: one pass, or re-evaluate new checkpoints every eval_interval_secs
     eval_interval_secs: float = bounded(0.0, lo_open=True)
     bench: BenchConfig = field(default_factory=BenchConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     sweep_objective: Optional[str] = MISSING  # e.g. final_precision.test: a run returns that number (Optuna)
     progress: str = one_of("auto", "bar", "lines")  # auto: a progress bar on a terminal, lines otherwise
     log_style: str = one_of("mnist", "cifar10")  # the progress line of fully_connected_feed or of cifar10_train

@@ -84,8 +84,8 @@ def check_unchanged(graph: tf.Graph) -> None:
             what = f"{was[0] if was else 0:,} bytes at the start, {now[0]:,} now"
         else:
             what = "rewritten: its modification time changed"
-        raise DataChanged(f"{path} changed while the run was reading it ({what}), so the run stopped. Put the file back "
-                          f"and rerun the same command to go on (the checkpoints so far are kept), or train on the "
+        raise DataChanged(f"{path} changed while the run was reading it ({what}), so the run stopped. Put the file "
+                          f"back and rerun the same command to go on (the checkpoints so far are kept), or train on the "
                           f"changed data in a new run_dir")
 
 

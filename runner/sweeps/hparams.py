@@ -1,7 +1,10 @@
 """TensorBoard HParams summaries of a sweep, written with its report: each job's overrides as its hparams and its
 final numbers as ``final/...`` scalars (events in the job's dir), and the sweep's hparams and metrics (events in the
-sweep dir), so ``make tensorboard RUN=SWEEP_DIR`` compares the jobs in the HParams dashboard. Needs the tensorboard
-extra; without it the report says so once and writes the rest. Rewriting the report replaces these files."""
+sweep dir), so ``make tensorboard RUN=SWEEP_DIR`` compares the jobs in the HParams dashboard. Repeats of one setting
+(jobs that differ only in ``report.replicate_over``) are one session group, which the dashboard shows with the mean
+of its jobs, each job still listed in it. Several sweeps reported together get these events in the report's folder,
+a folder per job. Needs the tensorboard extra; without it the report says so once and writes the rest. Rewriting
+the report replaces these files."""
 from __future__ import annotations
 
 import logging
@@ -10,8 +13,12 @@ import time
 import types
 from pathlib import Path
 
+from typing import Callable
+
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from runner.sweeps.groups import Group, bare
 
 log = logging.getLogger("runner")
 SUFFIX = ".hparams"  # the event files written here end so; a rewrite removes the old ones
@@ -30,9 +37,11 @@ def parse(overrides: list[str]) -> dict[str, Value]:
     return params
 
 
-def write(sweep_dir: Path, rows: list[dict], columns: list[str]) -> bool:
-    """Writes the HParams events of the report's rows (runner.report.collect) with its number ``columns`` as
-    metrics; False without TensorBoard."""
+def write(sweep_dir: Path, rows: list[dict], columns: list[str], groups: list[Group],
+          events_dir: Callable[[dict], Path], replicate_over: tuple[str, ...]) -> bool:
+    """Writes the HParams events of the report's rows (runner.sweeps.report.collect) with its number ``columns`` as
+    metrics: the experiment in ``sweep_dir``, each job's session in ``events_dir(row)``, a session group per group
+    of repeats, named by its label, without the replicate keys among its hparams. False without TensorBoard."""
     if "tensorflow" not in sys.modules:
         # TensorBoard's own switch to its TensorFlow stub: a sweep's process (its report) then writes these events
         # without loading TensorFlow, seconds faster. (Where a job ran in this process TensorFlow is loaded anyway.)
@@ -47,6 +56,7 @@ def write(sweep_dir: Path, rows: list[dict], columns: list[str]) -> bool:
         return False
 
     def write_events(directory: Path, *events) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
         for old in directory.glob(f"events.out.tfevents.*{SUFFIX}"):
             old.unlink()
         writer = EventFileWriter(str(directory), filename_suffix=SUFFIX)
@@ -57,17 +67,19 @@ def write(sweep_dir: Path, rows: list[dict], columns: list[str]) -> bool:
     metrics = [k for k in columns if any(_is_number(r.get(k)) for r in rows)]
     params: dict[str, list[Value]] = {}
     now = time.time()
+    label = {id(r): g.label for g in groups for r in g.rows}
+    skip = {bare(k) for k in replicate_over}
     for row in rows:
-        job = sweep_dir / row["job"]
-        hparams = parse(yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()) or [])
+        overrides = yaml.safe_load((row["path"] / ".hydra" / "overrides.yaml").read_text()) or []
+        hparams = {k: v for k, v in parse(overrides).items() if bare(k) not in skip}
         for key, value in hparams.items():
             params.setdefault(key, [])
             if value not in params[key]:
                 params[key].append(value)
         numbers = [summary_pb2.Summary.Value(tag=f"final/{k}", simple_value=float(row[k]))
                    for k in metrics if _is_number(row.get(k))]
-        write_events(job,
-                     event_pb2.Event(wall_time=now, step=0, summary=hp.hparams_pb(hparams, trial_id=row["job"])),
+        write_events(events_dir(row),
+                     event_pb2.Event(wall_time=now, step=0, summary=hp.hparams_pb(hparams, trial_id=label[id(row)])),
                      event_pb2.Event(wall_time=now, step=int(row.get("steps") or 0),
                                      summary=summary_pb2.Summary(value=numbers)))
     domains = [hp.HParam(key, _domain(hp, values)) for key, values in sorted(params.items())]
