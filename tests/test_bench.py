@@ -104,3 +104,27 @@ def test_a_training_run_is_measured_beside_the_bench(tmp_path):
     summary = json.loads((tmp_path / "training_tf_data" / "summary.json").read_text())
     assert summary["steps"] == 3 + 3 * 3 and summary["pipeline"] == "tf_data"  # warm-up: one whole window
     assert "training run" in (tmp_path / "bench.txt").read_text()
+
+
+def test_bench_repeats_give_each_ratio_an_interval_and_compare_the_pipelines_round_by_round(tmp_path):
+    from scipy import stats
+
+    out = run(compose(*TINY_BENCH, "bench.pipelines=[tf_data,feed_dict]", "bench.repeats=3"), str(tmp_path))
+    written = json.loads((tmp_path / "bench.json").read_text())
+    assert written["repeats"] == 3
+    ratios = {}
+    for name, p in written["pipelines"].items():
+        rounds = [r["ratio_to_bound"] for r in p["rounds"]]
+        assert len(rounds) == 3 and p["ratio_to_bound"] == pytest.approx(sum(rounds) / 3)  # the mean over rounds
+        low, high = stats.t.interval(0.95, 2, loc=sum(rounds) / 3, scale=stats.sem(rounds))
+        assert p["ratio_to_bound_interval"] == pytest.approx([low, high])
+        assert len(p["train_window_examples_per_sec"]) == 3 * 2  # every round's windows
+        ratios[name] = rounds
+    (compared,) = written["comparisons"]  # two pipelines: one pair, the faster first
+    a, b = compared["pipelines"]
+    assert sum(ratios[a]) >= sum(ratios[b]) and compared["test"] == "paired t-test"
+    assert compared["p"] == pytest.approx(stats.ttest_rel(ratios[a], ratios[b]).pvalue)
+    table = (tmp_path / "bench.txt").read_text()
+    assert f"{a} − {b}: " in table and "(n=3 rounds, paired t-test by round, p=" in table
+    assert " ± " in next(line for line in table.splitlines() if line.startswith("tf_data"))
+    assert out["pipelines"].keys() == written["pipelines"].keys()

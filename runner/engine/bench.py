@@ -17,6 +17,7 @@ from runner.config.schema import RunnerConfig
 from runner.engine.measure import bound_runner, measure_pipeline, timed
 from runner.engine.model import Parts
 from runner.engine.training import train
+from runner.stats import compare, hint, plus_minus, summarize, verdict
 
 v1 = tf.compat.v1
 log = logging.getLogger("runner")
@@ -67,18 +68,26 @@ def _share(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1%}"
 
 
+def _ratio(p: dict) -> str:
+    """The ratio to the bound; over several rounds, with half its 95% interval."""
+    if "ratio_to_bound_interval" not in p:
+        return f"{p['ratio_to_bound']:.3f}"
+    low, high = p["ratio_to_bound_interval"]
+    return plus_minus(p["ratio_to_bound"], (high - low) / 2)
+
+
 def _table(bound: dict, pipelines: dict[str, dict]) -> str:
-    head = (f"{'pipeline':<10} {'pipeline ex/s':>13} {'(CPU us/ex)':>11} {'train ex/s':>10} {'ratio':>6} "
+    w = max([6] + [len(_ratio(p)) for p in pipelines.values()])  # the ratio, with its interval over rounds
+    head = (f"{'pipeline':<10} {'pipeline ex/s':>13} {'(CPU us/ex)':>11} {'train ex/s':>10} {'ratio':>{w}} "
             f"{'input wait':>10} {'CPU us/ex':>9} {'first batch s':>13}")
     lines = [head, "-" * len(head),
-             f"{'bound':<10} {'':>13} {'':>11} {bound['examples_per_sec']:>10.1f} {1:>6.3f} {'':>10} "
+             f"{'bound':<10} {'':>13} {'':>11} {bound['examples_per_sec']:>10.1f} {'1.000':>{w}} {'':>10} "
              f"{bound['cpu_us_per_example']:>9.0f} {'':>13}"]
     for name, p in pipelines.items():
         first = f"{p['first_batch_sec']:.2f}" + (f" (fill {p['queue_fill_sec']:.2f})" if "queue_fill_sec" in p
                                                   else "")
         lines.append(f"{name:<10} {p['pipeline_examples_per_sec']:>13.1f} {p['pipeline_cpu_us_per_example']:>11.0f} "
-                     f"{p['train_examples_per_sec']:>10.1f} "
-                     f"{p['ratio_to_bound']:>6.3f} {_share(p['input_wait_share']):>10} "
+                     f"{p['train_examples_per_sec']:>10.1f} {_ratio(p):>{w}} {_share(p['input_wait_share']):>10} "
                      f"{p['train_cpu_us_per_example']:>9.0f} {first:>13}")
     return "\n".join(lines)
 
@@ -115,20 +124,30 @@ def bench(make_parts: Callable[[str, str], Parts], names: list[str], precisions:
 
 def _bench_one(make_parts: Callable[[str, str], Parts], names: list[str], precision: str, run: RunnerConfig,
                run_dir: str, config: dict) -> dict:
+    """The bound, then each pipeline against it; with ``bench.repeats`` > 1 the whole measurement in rounds, the
+    pipelines' order rotating from round to round, so that each pipeline's figures are means over rounds with
+    intervals and two pipelines can be compared round by round."""
     parts = make_parts(names[0], precision)
-    results, bound_windows = {}, []
+    rounds: dict[str, list[dict]] = {name: [] for name in names}
+    bound_windows: list = []
+    training: dict[str, dict] = {}
+    repeats = run.bench.repeats
     with bound_runner(parts, run) as bound_step:
         log.info("Model-only bound: %d warm-up steps", run.bench.warmup_steps)
         for _ in range(run.bench.warmup_steps):
             bound_step()
-        for name in names:
-            log.info("Measuring pipeline %s (%d windows of %d steps, each paired with a window of the bound)",
-                     name, run.bench.windows, run.bench.steps_per_window)
-            results[name] = measure_pipeline(make_parts(name, precision), run, bound_step, bound_windows)
-            if run.bench.training_run:
-                log.info("Training run with pipeline %s: the real loop (hooks, summaries, progress lines)", name)
-                results[name].update(training_run(make_parts(name, precision), run, run_dir, name, config,
-                                                  results[name], bound_step))
+        for r in range(repeats):
+            if repeats > 1:
+                log.info("Round %d of %d", r + 1, repeats)
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                log.info("Measuring pipeline %s (%d windows of %d steps, each paired with a window of the bound)",
+                         name, run.bench.windows, run.bench.steps_per_window)
+                rounds[name].append(measure_pipeline(make_parts(name, precision), run, bound_step, bound_windows))
+                if run.bench.training_run and r == 0:
+                    log.info("Training run with pipeline %s: the real loop (hooks, summaries, progress lines)", name)
+                    training[name] = training_run(make_parts(name, precision), run, run_dir, name, config,
+                                                  rounds[name][0], bound_step)
+    results = {name: {**_over_rounds(rounds[name]), **training.get(name, {})} for name in names}
     bound = {"examples_per_sec": statistics.median(b[0] for b in bound_windows),
              "cpu_us_per_example": statistics.median(b[1] for b in bound_windows),
              "window_examples_per_sec": [b[0] for b in bound_windows]}
@@ -137,10 +156,52 @@ def _bench_one(make_parts: Callable[[str, str], Parts], names: list[str], precis
             f"{p['training_run_ratio_to_bound']:.3f} x the bound = {p['training_run_ratio_to_bench']:.3f} x the "
             f"bench's train figure"
             for name, p in results.items() if "training_run_examples_per_sec" in p]
+    compared = _compared(rounds) if repeats > 1 else []
     return {"bound_examples_per_sec": bound["examples_per_sec"],
             "bound_cpu_us_per_example": bound["cpu_us_per_example"],
             "bound_window_examples_per_sec": bound["window_examples_per_sec"],
-            "pipelines": results, "devices": parts.devices, "table": "\n".join([table, *runs])}
+            "pipelines": results, "devices": parts.devices, "repeats": repeats,
+            **({"comparisons": [c for c, _ in compared]} if compared else {}),
+            "table": "\n".join([table, *runs, *[line for _, line in compared]])}
+
+
+def _over_rounds(rounds: list[dict]) -> dict:
+    """One pipeline's figures: a single round's as they are; over several, each number's mean, the ratio to the
+    bound with its standard deviation and 95% interval, and every round's figures under "rounds"."""
+    if len(rounds) == 1:
+        return rounds[0]
+    out = {}
+    for key, first in rounds[0].items():
+        values = [r.get(key) for r in rounds]
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            out[key] = statistics.fmean(values)
+        elif all(isinstance(v, list) for v in values):  # windows: every round's
+            out[key] = [w for v in values for w in v]
+        else:  # a figure some round could not take (None): the first round's
+            out[key] = first
+    ratio = summarize([r["ratio_to_bound"] for r in rounds])
+    out.update(ratio_to_bound_std=ratio.std, ratio_to_bound_interval=[ratio.low, ratio.high], rounds=rounds)
+    return out
+
+
+def _compared(rounds: dict[str, list[dict]]) -> list[tuple[dict, str]]:
+    """Every two pipelines' ratios to the bound, paired round by round (the rounds ran back to back): the
+    difference, its interval and whether it is told from noise; faster pipelines first."""
+    ratios = {name: [r["ratio_to_bound"] for r in found] for name, found in rounds.items()}
+    order = sorted(ratios, key=lambda n: -statistics.fmean(ratios[n]))
+    out = []
+    for i, a in enumerate(order):
+        for b in order[i + 1:]:
+            c = compare(dict(enumerate(ratios[a])), dict(enumerate(ratios[b])))
+            if c is None:
+                continue
+            more = hint(c, rounds=True)
+            line = (f"{a} − {b}: {plus_minus(c.diff, c.half_width, signed=True)} in ratio to the bound "
+                    f"(n={c.n_a} rounds, {c.test} by round, p={c.p:.2g}): {verdict(c)}" + (f"; {more}" if more else ""))
+            out.append(({"pipelines": [a, b], "diff": c.diff, "low": c.low, "high": c.high, "p": c.p, "test": c.test,
+                         "n": c.n_a, "distinguishable": c.distinguishable, "repeats_needed": c.needed,
+                         "text": line}, line))
+    return out
 
 
 def _paired_bounds(make_parts: Callable[[str, str], Parts], name: str, precisions: list[str], run: RunnerConfig

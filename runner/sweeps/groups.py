@@ -1,7 +1,7 @@
 """A sweep's jobs as groups of repeats: jobs whose overrides differ only in the keys of ``report.replicate_over``
 (the seed) are one setting run several times. Each group gets n, mean, standard deviation and a 95% interval per
 metric, and is compared with the best group on each of the metrics ``report.compare`` names (by default the sweep's
-objective, or the main precision), with a verdict that tells a real difference from seed noise (runner.sweeps.stats).
+objective, or the main precision), with a verdict that tells a real difference from seed noise (runner.stats).
 Failed, interrupted and unfinished jobs are counted in their group, never averaged in."""
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import math
 from dataclasses import dataclass, field
 
 from runner.config.schema import SPLITS
-from runner.sweeps.stats import ALPHA, CONFIDENCE, Comparison, Summary, compare, hint, summarize, verdict
+from runner.stats import (ALPHA, CONFIDENCE, Comparison, Summary, compare, decimals, hint, plus_minus,
+                          summarize, verdict)
 
 NOT_STATS = ("steps",)  # numbers that say how long a job ran, not how well
 STATUSES = ("completed", "failed", "interrupted", "incomplete")
@@ -135,31 +136,13 @@ def _fmt(value: float) -> str:
     return "" if value is None or math.isnan(value) else f"{value:.4g}"
 
 
-def _decimals(spread: float) -> int | None:
-    """Decimals that show ``spread`` to two significant digits (None: no spread to go by)."""
-    if not spread or math.isnan(spread):
-        return None
-    return max(0, 1 - math.floor(math.log10(abs(spread))))
-
-
-def plus_minus(value: float, spread: float, signed: bool = False) -> str:
-    """``value ± spread``, both to the decimals that show the spread to two significant digits."""
-    places = _decimals(spread)
-    sign = "+" if signed else ""
-    if places is None:
-        text = f"{value:{sign}.4g} ± 0"
-    else:
-        text = f"{value:{sign}.{places}f} ± {spread:.{places}f}"
-    return text.replace("-", "−")
-
-
 def cell(s: Summary) -> str:
     """A metric's cell: mean ± half the interval (sd), or the one value."""
     if s.n == 0:
         return ""
     if s.n == 1:
         return _fmt(s.mean)
-    places = _decimals(s.half_width)
+    places = decimals(s.half_width)
     sd = f"{s.std:.{places}f}" if places is not None else f"{s.std:.2g}"
     return f"{plus_minus(s.mean, s.half_width)} (sd {sd})"
 

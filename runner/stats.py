@@ -143,12 +143,31 @@ def _repeats_welch(diff: float, va: float, vb: float) -> int | None:
     return _smallest(power_at)
 
 
+def decimals(spread: float) -> int | None:
+    """Decimals that show ``spread`` to two significant digits (None: no spread to go by)."""
+    if not spread or math.isnan(spread):
+        return None
+    return max(0, 1 - math.floor(math.log10(abs(spread))))
+
+
+def plus_minus(value: float, spread: float, signed: bool = False) -> str:
+    """``value ± spread``, both to the decimals that show the spread to two significant digits."""
+    places = decimals(spread)
+    sign = "+" if signed else ""
+    if places is None:
+        text = f"{value:{sign}.4g} ± 0"
+    else:
+        text = f"{value:{sign}.{places}f} ± {spread:.{places}f}"
+    return text.replace("-", "−")
+
+
 def verdict(c: Comparison) -> str:
     return "distinguishable" if c.distinguishable else "not distinguishable"
 
 
-def hint(c: Comparison) -> str:
-    """How many repeats would tell a difference of the observed size (empty when it is told already)."""
+def hint(c: Comparison, rounds: bool = False) -> str:
+    """How many repeats would tell a difference of the observed size (empty when it is told already); ``rounds``:
+    said of a bench's rounds rather than of a sweep's groups."""
     if c.distinguishable:
         return ""
     if c.diff == 0:
@@ -156,5 +175,6 @@ def hint(c: Comparison) -> str:
     if c.needed is None:
         return f"more than {MAX_REPEATS:,} repeats per group would be needed to tell a difference of this size"
     more = max(c.needed - min(c.n_a, c.n_b), 0)
-    return (f"n={c.needed} each ({more} more repeat{'s' if more != 1 else ''} per group) would tell a difference "
-            f"of this size {POWER:.0%} of the time")
+    many = f"{c.needed} rounds ({more} more)" if rounds else (
+        f"n={c.needed} each ({more} more repeat{'s' if more != 1 else ''} per group)")
+    return f"{many} would tell a difference of this size {POWER:.0%} of the time"
