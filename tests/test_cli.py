@@ -58,6 +58,10 @@ def test_cfg_job_prints_the_composed_config():
     (["dataset=shapes", "mode=convert"], "mode=convert writes TFRecords that the queue and tf_data pipelines read; dataset=shapes"),
     (["model=nope"], "model=nope is not an option of model; choose one of: cifar10_cnn, mlp"),
     (["dataset.validation_size=0"], "eval_splits contains 'validation' but dataset.validation_size=0 makes none"),
+    (["report.compare=[precision_tst]"], "report.compare contains 'precision_tst', which no job reports; choose "
+                                         "from: precision_train, precision_validation, precision_test"),
+    (["report.replicate_over=[sed]"], "report.replicate_over contains 'sed', which is not a key of the config"),
+    (["mode=bench", "bench.repeats=0"], "bench.repeats=0 is out of range; allowed: [1, 1000]"),
 ])
 def test_bad_config_fails_fast_naming_the_key(tmp_path, args, message):
     proc = run_cli(*args, f"run_dir={tmp_path}/run")

@@ -27,7 +27,8 @@ SHORT = ["max_steps=10", "eval_splits=[test]"]
 # server in tests/test_download.py).
 DOWNLOADS = ("dataset=mnist", "dataset=cifar10", "experiment=mnist_fully_connected_feed")
 FAST = ("python -m runner", "python -m runner -m batch_size=50,100", "python -m runner --cfg job",
-        "python -m runner --help", "python -m runner mode=eval run_dir=outputs/2026-11-25/10-00-00")
+        "python -m runner --help", "python -m runner mode=eval run_dir=outputs/2026-11-25/10-00-00",
+        "python -m runner -m pipeline=queue,tf_data 'seed=range(5)'")
 
 
 def _section(title: str) -> str:
@@ -43,7 +44,7 @@ def commands(*titles: str) -> list[str]:
         for block in re.findall(r"```bash\n(.*?)```", _section(title), re.S):
             for line in block.splitlines():
                 line = line.split(" #", 1)[0].strip()
-                if line.startswith("python -m runner") and line not in found:
+                if (line == "python -m runner" or line.startswith("python -m runner ")) and line not in found:
                     found.append(line)
     return found
 
@@ -122,6 +123,13 @@ def test_a_readme_command_as_typed(command, tmp_path):
         _check_run(tmp_path, args, proc)
         return
     sweep = one_complete_sweep(tmp_path, expected_jobs(args), proc)
+    if any(a.startswith("seed=range(") for a in args):  # repeats: one group per setting, each against the best
+        written = json.loads((sweep / "report.json").read_text())
+        repeats = expected_jobs(args) // len(written["groups"])
+        assert repeats > 1 and all(g["completed"] == repeats for g in written["groups"]), written["groups"]
+        assert len(written["comparisons"]) >= len(written["groups"]) - 1
+        text = (sweep / "report.md").read_text()
+        assert "## Groups: jobs that differ only in seed" in text and f"(n={repeats} each, paired t-test, p=" in text
     rerun = run_cli(*_short(args), cwd=tmp_path, timeout=900)  # the same command finds the same dir
     assert one_complete_sweep(tmp_path, expected_jobs(args), rerun) == sweep
     assert rerun.stdout.count("finished in an earlier run of this sweep: skipped") == expected_jobs(args)
