@@ -85,8 +85,8 @@ def check_unchanged(graph: tf.Graph) -> None:
         else:
             what = "rewritten: its modification time changed"
         raise DataChanged(f"{path} changed while the run was reading it ({what}), so the run stopped. Put the file "
-                          f"back and rerun the same command to go on (the checkpoints so far are kept), or train on the "
-                          f"changed data in a new run_dir")
+                          f"back and rerun the same command to go on (the checkpoints so far are kept), or train on "
+                          f"the changed data in a new run_dir")
 
 
 def record_files(dataset, split: str) -> Records:
