@@ -1,6 +1,7 @@
 """The statistics of repeated runs: a group's mean with its Student's t interval, and whether two groups differ by
 more than their noise (a paired t-test over the seeds both ran, else Welch's), with the repeats it would take to
-tell a difference of the observed size. scipy.stats does the arithmetic."""
+tell a difference of the observed size. scipy.stats does the arithmetic (imported when first needed: every command
+loads the report's modules, few compute anything)."""
 from __future__ import annotations
 
 import math
@@ -8,7 +9,6 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-from scipy import stats
 
 CONFIDENCE = 0.95  # of every interval
 ALPHA = 1 - CONFIDENCE  # two-sided significance level of the tests
@@ -32,6 +32,8 @@ class Summary:
 
 
 def summarize(values: Sequence[float]) -> Summary:
+    from scipy import stats
+
     x = np.asarray(values, dtype=float)
     n = len(x)
     if n == 0:
@@ -78,6 +80,8 @@ def compare(a: dict, b: dict) -> Comparison | None:
     """Group a against group b, each {replicate (its seed, say): value}. Paired over the replicates when both
     groups ran the same ones (the noise the seed brings then cancels), else Welch's unequal-variance test; None
     when a side has fewer than 2 values."""
+    from scipy import stats
+
     if len(a) < 2 or len(b) < 2:
         return None
     if set(a) == set(b):
@@ -106,6 +110,8 @@ def compare(a: dict, b: dict) -> Comparison | None:
 
 def _power(noncentrality: float, df: float) -> float:
     """The two-sided t-test's chance of a significant result at this noncentrality (the noncentral t)."""
+    from scipy import stats
+
     crit = stats.t.ppf(1 - ALPHA / 2, df)
     return float(stats.nct.sf(crit, df, noncentrality) + stats.nct.cdf(-crit, df, noncentrality))
 
