@@ -128,3 +128,53 @@ def test_bench_repeats_give_each_ratio_an_interval_and_compare_the_pipelines_rou
     assert f"{a} − {b}: " in table and "(n=3 rounds, paired t-test by round, p=" in table
     assert " ± " in next(line for line in table.splitlines() if line.startswith("tf_data"))
     assert out["pipelines"].keys() == written["pipelines"].keys()
+
+
+def test_the_bench_times_each_stage_and_names_what_limits_each_pipeline(tmp_path):
+    """Stage rates are positive, a prefix is never much slower than the whole (each adds work), and the limit is
+    one of the model's three: on the CIFAR-10 CNN the input's stages run far faster than the model."""
+    out = run(compose(*TINY_BENCH, "model=cifar10_cnn"), str(tmp_path))
+    stages = {"feed_dict": ["gather", "preprocess", "feed"], "preloaded": ["gather", "preprocess", "batch"],
+              "queue": ["read", "decode", "preprocess", "batch"], "tf_data": ["read", "decode", "preprocess", "batch"]}
+    for name, p in out["pipelines"].items():
+        assert [s["stage"] for s in p["stages"]] == stages[name]
+        rates = [s["examples_per_sec"] for s in p["stages"]]
+        assert all(r > 0 for r in rates) and all(s["cpu_us_per_example"] >= 0 for s in p["stages"])
+        assert all(r > 0.5 * rates[-1] for r in rates[:-1]), (name, rates)  # within noise of 2 shared cores
+        a = p["attribution"]
+        assert a["limit"] in ("model", "shared CPU"), (name, a)  # the CNN costs ~1 ms an example, the input ~us
+        assert a["expected_examples_per_sec"] == min(a["model_examples_per_sec"], a["input_examples_per_sec"],
+                                                     a["shared_cpu_examples_per_sec"])
+        assert a["shared_cpu_examples_per_sec"] == pytest.approx(
+            a["cores"] * 1e6 / (p["pipeline_cpu_us_per_example"] + out["bound_cpu_us_per_example"]))
+    assert out["pipelines"]["queue"]["stages"][0]["threads"] == 16  # the queue's reader threads, as it runs them
+    table = (tmp_path / "bench.txt").read_text()
+    assert "queue      read " in table and "tf_data: the " in table and " limits at " in table
+
+
+def test_a_slow_preprocessing_stage_is_named_as_the_input_limit(tmp_path, monkeypatch):
+    """A stage made slow on purpose (10 ms a batch of 16, one call at a time): the input limits the MLP, and its
+    costliest stage is the preprocessing."""
+    import time
+
+    import tensorflow as tf
+
+    from runner.datasets.digits import Digits
+
+    fast = Digits.preprocess
+
+    def slow(self, examples, training):
+        out = fast(self, examples, training)
+        delayed = tf.py_function(lambda x: (time.sleep(0.01), x)[1], [out], tf.float32)
+        delayed.set_shape(out.shape)
+        return delayed
+
+    monkeypatch.setattr(Digits, "preprocess", slow)
+    out = run(compose("mode=bench", "dataset.num_train=1200", "dataset.num_test=300", "dataset.validation_size=0",
+                      "eval_splits=[test]", "batch_size=16", "pipeline=tf_data", "bench.pipelines=[tf_data]", "bench.warmup_steps=2",
+                      "bench.windows=2", "bench.steps_per_window=5", "pipeline.num_parallel_calls=1",
+                      "pipeline.prefetch=1"), str(tmp_path))
+    p = out["pipelines"]["tf_data"]
+    assert p["attribution"]["limit"] == "input" and p["attribution"]["costliest_stage"] == "preprocess", p
+    assert p["stages"][2]["examples_per_sec"] < 16 / 0.01  # the slow stage's prefix: at most 1,600 a second
+    assert p["stages"][1]["examples_per_sec"] > 3 * p["stages"][2]["examples_per_sec"]  # decode is not the limit

@@ -163,6 +163,7 @@ class BenchConfig:
     training_run: bool = MISSING  # also train each pipeline with the real loop (hooks, summaries, progress lines)
     precisions: Optional[list[str]] = MISSING  # null: hardware.precision; [fp32, bf16]: each, bounds paired
     repeats: int = bounded(1, 1000)  # rounds of the whole measurement: each ratio to the bound with its interval
+    stages: bool = MISSING  # also time each stage's prefix of every pipeline and say what limits it
 
 
 # ---------------------------------------------------------------------------------------------- report

@@ -16,6 +16,7 @@ import tensorflow as tf
 from runner.config.schema import RunnerConfig
 from runner.engine.measure import bound_runner, measure_pipeline, timed
 from runner.engine.model import Parts
+from runner.engine.stages import attribution, cores, limit_line, stage_rates, stage_table
 from runner.engine.training import train
 from runner.stats import compare, hint, plus_minus, summarize, verdict
 
@@ -151,6 +152,17 @@ def _bench_one(make_parts: Callable[[str, str], Parts], names: list[str], precis
     bound = {"examples_per_sec": statistics.median(b[0] for b in bound_windows),
              "cpu_us_per_example": statistics.median(b[1] for b in bound_windows),
              "window_examples_per_sec": [b[0] for b in bound_windows]}
+    stage_lines = []
+    if run.bench.stages:
+        num_cores = cores()
+        for name in names:
+            log.info("Timing the stages of pipeline %s", name)
+            p = results[name]
+            p["stages"] = stage_rates(lambda name=name: make_parts(name, precision).pipeline, parts.session_config,
+                                      run.batch_size, run.bench.windows, p)
+            p["attribution"] = attribution(p["stages"], p, bound, num_cores)
+            stage_lines.append(limit_line(name, p["stages"], p["attribution"]))
+        stage_lines = ["", stage_table(results), *stage_lines]
     table = _table(bound, results)
     runs = [f"{name:<10} training run {p['training_run_examples_per_sec']:.1f} examples/sec, "
             f"{p['training_run_ratio_to_bound']:.3f} x the bound = {p['training_run_ratio_to_bench']:.3f} x the "
@@ -162,7 +174,7 @@ def _bench_one(make_parts: Callable[[str, str], Parts], names: list[str], precis
             "bound_window_examples_per_sec": bound["window_examples_per_sec"],
             "pipelines": results, "devices": parts.devices, "repeats": repeats,
             **({"comparisons": [c for c, _ in compared]} if compared else {}),
-            "table": "\n".join([table, *runs, *[line for _, line in compared]])}
+            "table": "\n".join([table, *runs, *[line for _, line in compared], *stage_lines])}
 
 
 def _over_rounds(rounds: list[dict]) -> dict:

@@ -34,12 +34,11 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
     names = bench_pipelines(cfg)
     precisions = list(cfg.bench.precisions or [cfg.hardware.precision])
     Path(run_dir).mkdir(parents=True, exist_ok=True)
-    first = build_parts(with_pipeline(cfg, names[0], precisions[0]), dataset)
-    describe(cfg, first, run_dir)
-
     def make_parts(name: str, precision: str):
-        same = (name, precision) == (names[0], precisions[0])
-        return first if same else build_parts(with_pipeline(cfg, name, precision), dataset)
+        """New parts each time: a pipeline holds the tensors of the graph it was built in (preloaded's data)."""
+        return build_parts(with_pipeline(cfg, name, precision), dataset)
+
+    describe(cfg, make_parts(names[0], precisions[0]), run_dir)
 
     with naming_damaged_records(dataset):
         return bench(make_parts, names, precisions, settings(cfg), run_dir, OmegaConf.to_container(cfg, resolve=True))

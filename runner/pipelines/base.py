@@ -38,6 +38,21 @@ class Batch:
         return [self.images, self.labels] + ([self.advance] if self.advance is not None else [])
 
 
+@dataclass
+class Stage:
+    """A prefix of a pipeline, built in the default graph for the bench's stage attribution (runner.engine.stages):
+    ``fetch`` is what one call runs and ``count`` how many examples it yields (a tensor, or an int); a Python stage
+    (feed_dict's) has ``call`` instead, returning its examples. ``threads`` calls run at once, as the pipeline runs
+    them (the queue's reader threads)."""
+
+    name: str
+    fetch: object = None
+    count: object = 0
+    call: Callable[[], int] | None = None
+    on_session: Callable[[tf.compat.v1.Session], None] | None = None
+    threads: int = 1
+
+
 @dataclass(frozen=True)
 class Shard:
     """A cluster worker's part of the training split: ``count`` workers read disjoint parts that together cover

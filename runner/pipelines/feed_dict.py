@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from runner.pipelines import PIPELINES
-from runner.pipelines.base import Batch, EpochOrder, Shard, watch
+from runner.pipelines.base import Batch, EpochOrder, Shard, Stage, watch
 
 
 @PIPELINES.register("feed_dict")
@@ -23,6 +23,24 @@ class FeedDict:
         self.prefetch = prefetch
         self.shard = shard
         self._builds = itertools.count()  # each build (tower, split) gets its own stream
+
+    STAGES = ("gather", "preprocess")  # the prefixes the bench times, in Python on one thread
+    FINAL_STAGE = "feed"  # the whole: fed to the placeholders
+
+    def stage(self, name: str, split: str, batch_size: int) -> Stage:
+        """A training batch's examples taken by index (``gather``), then preprocessed in numpy."""
+        images, labels = self.dataset.arrays(split)
+        order = EpochOrder(len(labels), True, self.seed)
+        rng = np.random.default_rng([self.seed, 1])
+
+        def call() -> int:
+            idx = order.next(batch_size)
+            batch = images[idx]
+            if name == "preprocess":
+                self.dataset.preprocess_np(batch, True, rng)
+            return len(labels[idx])
+
+        return Stage(name, call=call)
 
     def build(self, split: str, batch_size: int, training: bool) -> Batch:
         images, labels = self.dataset.arrays(split)

@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from runner.pipelines import PIPELINES
 from runner.datasets.base import Records
-from runner.pipelines.base import Batch, Shard, record_files
+from runner.pipelines.base import Batch, Shard, Stage, record_files
 
 v1 = tf.compat.v1
 log = logging.getLogger("runner")
@@ -45,14 +45,31 @@ class Queue:
         self.min_fraction = min_fraction_of_examples_in_queue
         self.records_per_read = records_per_read
 
-    def _read(self, split: str, training: bool, seed: int):
-        """Up to records_per_read preprocessed (float32 images, int32 labels), read by a reader op."""
+    STAGES = ("read", "decode", "preprocess")  # the prefixes the bench times, each on num_threads threads
+    FINAL_STAGE = "batch"  # the whole: shuffle_batch
+
+    def _records(self, split: str, training: bool, seed: int):
+        """(keys, records): up to records_per_read records, read by a reader op from the shuffled file names."""
         source = record_files(self.dataset, split)
         filename_queue = v1.train.string_input_producer(list(source.files), shuffle=training, seed=seed)
         if source.kind == "file":  # each file is one record: the dequeued names themselves
-            keys = records = filename_queue.dequeue_up_to(self.records_per_read)
-        else:
-            keys, records = _reader(source).read_up_to(filename_queue, self.records_per_read)
+            names = filename_queue.dequeue_up_to(self.records_per_read)
+            return names, names
+        return _reader(source).read_up_to(filename_queue, self.records_per_read)
+
+    def stage(self, name: str, split: str, batch_size: int) -> Stage:
+        """What one reader thread runs up to ``name`` (of STAGES): read, decode, preprocess, not yet enqueued."""
+        _, records = self._records(split, training=True, seed=self.seed)
+        out = records
+        if name != "read":
+            out = self.dataset.decode(records)[0]
+            if name == "preprocess":
+                out = self.dataset.preprocess(out, True)
+        return Stage(name, fetch=out, count=tf.shape(records)[0], threads=self.num_threads)
+
+    def _read(self, split: str, training: bool, seed: int):
+        """Up to records_per_read preprocessed (float32 images, int32 labels), read by a reader op."""
+        keys, records = self._records(split, training, seed)
         if self.shard.applies(split, training):
             # This worker's records: those whose key (file name and record number or offset, the same on every
             # worker) hashes to its index; the workers' parts are disjoint and cover the split.

@@ -170,6 +170,9 @@ def markdown(groups: list[Group], metrics: list[str], compared: list[str], repli
                   f"Differences with their {CONFIDENCE:.0%} interval: a paired t-test where both groups ran the same "
                   f"{over} values, else Welch's t-test; distinguishable at p < {ALPHA:.2g}.", ""]
         lines += [f"- {v.line()}" for v in found]
+        if len(found) > 1:
+            lines += ["", f"With {len(found)} comparisons, an equal pair is still called distinguishable one time in "
+                          f"{1 / ALPHA:.0f} each: take a p near {ALPHA:g} as a reason to repeat more, not as proof."]
     return lines
 
 
