@@ -171,9 +171,9 @@ def test_a_slow_preprocessing_stage_is_named_as_the_input_limit(tmp_path, monkey
 
     monkeypatch.setattr(Digits, "preprocess", slow)
     out = run(compose("mode=bench", "dataset.num_train=1200", "dataset.num_test=300", "dataset.validation_size=0",
-                      "eval_splits=[test]", "batch_size=16", "pipeline=tf_data", "bench.pipelines=[tf_data]", "bench.warmup_steps=2",
-                      "bench.windows=2", "bench.steps_per_window=5", "pipeline.num_parallel_calls=1",
-                      "pipeline.prefetch=1"), str(tmp_path))
+                      "eval_splits=[test]", "batch_size=16", "pipeline=tf_data", "bench.pipelines=[tf_data]",
+                      "bench.warmup_steps=2", "bench.windows=2", "bench.steps_per_window=5",
+                      "pipeline.num_parallel_calls=1", "pipeline.prefetch=1"), str(tmp_path))
     p = out["pipelines"]["tf_data"]
     assert p["attribution"]["limit"] == "input" and p["attribution"]["costliest_stage"] == "preprocess", p
     assert p["stages"][2]["examples_per_sec"] < 16 / 0.01  # the slow stage's prefix: at most 1,600 a second
