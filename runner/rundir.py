@@ -28,7 +28,8 @@ SAVED_CONFIG = Path(".hydra") / "config.yaml"
 # Keys (and groups) a resumed run may change: they say how long, how often, where and how visibly to train.
 SAFE_ON_RESUME = ("mode", "run_dir", "max_steps", "log_every", "summary_every", "checkpoint_every",
                   "keep_checkpoints", "eval_splits", "eval_moving_average", "eval_once", "eval_interval_secs",
-                  "hardware", "trainer", "progress", "verbose", "bench", "report", "sweep_objective", "force_resume",
+                  "hardware", "trainer", "progress", "verbose", "bench", "tune", "report", "sweep_objective",
+                  "force_resume",
                   "dataset.data_dir", "dataset.download", "dataset.url", "dataset.mirrors", "dataset.root",
                   "dataset.cache_dir", "dataset.read_from")
 # What mode=eval may take from the command line instead of the run's saved config.

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from runner.config.checks import bench_pipelines, check_config, group_schema
+from runner.config.checks import check_config, group_schema, measured_pipelines
 from runner.config.datasets import OwnDatasetConfig
 from runner.config.schema import SCHEMAS
 from runner.data import build_dataset
@@ -19,7 +19,7 @@ def validate(cfg: DictConfig) -> None:
     """Raises ConfigError naming the key and what is allowed."""
     check_config(cfg)
     check_files(cfg)
-    check_dataset(cfg, [cfg.pipeline.name] if cfg.mode != "bench" else bench_pipelines(cfg))
+    check_dataset(cfg, measured_pipelines(cfg))
     check_gpus(cfg)
 
 

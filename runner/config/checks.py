@@ -112,9 +112,15 @@ def check_config(cfg: DictConfig) -> None:
     for name in cfg.bench.pipelines or []:
         if name not in known("pipeline"):
             raise ConfigError(f"bench.pipelines contains {name!r}; known pipelines: {', '.join(known('pipeline'))}")
-    if group_schema(cfg, "hardware").processes != "one" and cfg.mode == "bench":
-        raise ConfigError(f"mode=bench measures one process; hardware={cfg.hardware.name} is for training (use "
-                          f"hardware=cpu or a towers option)")
+    for name in cfg.tune.pipelines or []:
+        if name not in known("pipeline"):
+            raise ConfigError(f"tune.pipelines contains {name!r}; known pipelines: {', '.join(known('pipeline'))}")
+    if cfg.tune.name is not None and (not cfg.tune.name or "/" in cfg.tune.name or cfg.tune.name.startswith(".")):
+        raise ConfigError(f"tune.name={cfg.tune.name!r} names the experiment file to write, experiments/NAME.yaml: "
+                          f"give a name without a path, e.g. tune.name=tuned_mine")
+    if group_schema(cfg, "hardware").processes != "one" and cfg.mode in ("bench", "tune"):
+        raise ConfigError(f"mode={cfg.mode} measures one process; hardware={cfg.hardware.name} is for training "
+                          f"(use hardware=cpu or a towers option)")
     objective = cfg.sweep_objective
     if objective is not None:
         allowed = [f"final_precision.{split}" for split in cfg.eval_splits] + list(SUMMARY_NUMBERS)
@@ -158,3 +164,14 @@ def known(group: str) -> list[str]:
 def bench_pipelines(cfg: DictConfig) -> list[str]:
     """The pipelines mode=bench measures: bench.pipelines, or every one."""
     return list(cfg.bench.pipelines or known("pipeline"))
+
+
+def tune_pipelines(cfg: DictConfig) -> list[str]:
+    """The pipelines mode=tune searches: tune.pipelines, or the chosen one."""
+    return list(cfg.tune.pipelines or [cfg.pipeline.name])
+
+
+def measured_pipelines(cfg: DictConfig) -> list[str]:
+    """The pipelines this mode builds: the bench's, the tune's, or the chosen one."""
+    return bench_pipelines(cfg) if cfg.mode == "bench" else tune_pipelines(cfg) if cfg.mode == "tune" else [
+        cfg.pipeline.name]

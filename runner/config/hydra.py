@@ -78,3 +78,16 @@ def params(node: DictConfig) -> dict:
 def task_overrides() -> list[str]:
     """The overrides of the command line this job runs (none outside a Hydra app)."""
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def with_pipeline(cfg: DictConfig, name: str, precision: str) -> DictConfig:
+    """cfg with pipeline ``name`` (the chosen pipeline keeps its overrides, the others are their YAML as Hydra
+    composes it) and hardware.precision ``precision``; both were validated with cfg."""
+    if name == cfg.pipeline.name and precision == cfg.hardware.precision:
+        return cfg
+    copy = cfg.copy()
+    with open_dict(copy):
+        if name != cfg.pipeline.name:
+            copy.pipeline = compose_group("pipeline", name)
+        copy.hardware.precision = precision
+    return copy

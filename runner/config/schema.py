@@ -20,7 +20,7 @@ from runner.config.fields import bounded, one_of
 INT_MAX = 2**31 - 1  # the largest int a bounded field takes: TensorFlow and numpy take these as int32 or as seeds
 PRECISIONS = ("fp32", "bf16", "fp16")  # hardware.precision (runner.precision)
 SPLITS = ("train", "validation", "test")  # the splits every dataset has (validation: the first training examples)
-MODES = ("train", "eval", "bench", "convert")  # one module each in runner.modes
+MODES = ("train", "eval", "bench", "convert", "tune")  # one module each in runner.modes
 TRAINERS = ("single", "towers")  # registered in runner.trainers (a test holds the two together)
 GROUPS = ("dataset", "model", "pipeline", "optimizer", "schedule", "hardware")
 
@@ -49,16 +49,22 @@ class Cifar10CnnConfig:
 @dataclass
 class PipelineConfig:
     reads_files: ClassVar[bool] = False  # whether it reads the dataset's record files itself (else its arrays)
+    # mode=tune's search space: key -> candidate values. ``knobs`` change only how fast batches come;
+    # ``order_knobs`` change the data order's statistics too, and are searched only with tune.allow_order=true.
+    knobs: ClassVar[dict] = {}
+    order_knobs: ClassVar[dict] = {}
     name: str = MISSING
 
 
 @dataclass
 class FeedDictConfig(PipelineConfig):
+    knobs: ClassVar[dict] = {"prefetch": (False, True)}
     prefetch: bool = MISSING  # make the next batch in a worker thread while the current step runs
 
 
 @dataclass
 class PreloadedConfig(PipelineConfig):
+    knobs: ClassVar[dict] = {"prefetch": (False, True), "storage": ("variable", "constant")}
     prefetch: bool = MISSING  # gather and preprocess the next batch while the current step runs
     storage: str = one_of("variable", "constant")  # where the split lives: a variable (fed once) or the graph
 
@@ -66,6 +72,8 @@ class PreloadedConfig(PipelineConfig):
 @dataclass
 class QueueConfig(PipelineConfig):
     reads_files: ClassVar[bool] = True
+    knobs: ClassVar[dict] = {"num_threads": (1, 2, 4, 8, 16, 32), "records_per_read": (1, 4, 16, 64, 256)}
+    order_knobs: ClassVar[dict] = {"min_fraction_of_examples_in_queue": (0.05, 0.1, 0.2, 0.4)}
     num_threads: int = bounded(1, 256)  # threads running the reader + decode op into shuffle_batch
     min_fraction_of_examples_in_queue: float = bounded(0.0, 1.0, lo_open=True)
     records_per_read: int = bounded(1, 4096)  # records each thread reads, decodes, preprocesses at once
@@ -74,6 +82,8 @@ class QueueConfig(PipelineConfig):
 @dataclass
 class TfDataConfig(PipelineConfig):
     reads_files: ClassVar[bool] = True
+    knobs: ClassVar[dict] = {"num_parallel_calls": (1, 2, 4, 8, -1), "prefetch": (1, 2, 4, -1)}
+    order_knobs: ClassVar[dict] = {"shuffle_buffer": (1000, 5000, 10000, 50000)}
     shuffle_buffer: int = bounded(1)  # records; each epoch is still a permutation of the split
     num_parallel_calls: int = bounded(1, auto=-1)  # -1 = tf.data.AUTOTUNE
     prefetch: int = bounded(1, auto=-1)  # batches; -1 = tf.data.AUTOTUNE
@@ -166,6 +176,16 @@ class BenchConfig:
     stages: bool = MISSING  # also time each stage's prefix of every pipeline and say what limits it
 
 
+# ---------------------------------------------------------------------------------------------- tune
+@dataclass
+class TuneConfig:
+    pipelines: Optional[list[str]] = MISSING  # null: the chosen pipeline; or e.g. [queue, tf_data]
+    budget_secs: float = bounded(1.0)  # the search stops before a trial would pass it
+    name: Optional[str] = MISSING  # experiments/NAME.yaml; null: tuned_<dataset>_<model>
+    allow_order: bool = MISSING  # also search the knobs that change the data order (shuffle buffer, queue fill)
+    threads: bool = MISSING  # also search TensorFlow's thread pools (hardware.intra_op_threads, inter_op_threads)
+
+
 # ---------------------------------------------------------------------------------------------- report
 @dataclass
 class ReportConfig:
@@ -192,6 +212,7 @@ class RunnerConfig:
     eval_once: bool = MISSING  # mode=eval: one pass, or re-evaluate new checkpoints every eval_interval_secs
     eval_interval_secs: float = bounded(0.0, lo_open=True)
     bench: BenchConfig = field(default_factory=BenchConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     sweep_objective: Optional[str] = MISSING  # e.g. final_precision.test: a run returns that number (Optuna)
     progress: str = one_of("auto", "bar", "lines")  # auto: a progress bar on a terminal, lines otherwise

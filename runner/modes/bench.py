@@ -4,24 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from runner.config.checks import bench_pipelines
-from runner.config.hydra import compose_group
+from runner.config.hydra import with_pipeline
 from runner.data import prepared_dataset
-
-
-def with_pipeline(cfg: DictConfig, name: str, precision: str) -> DictConfig:
-    """cfg with pipeline ``name`` (the chosen pipeline keeps its overrides, the others are their YAML as Hydra
-    composes it) and hardware.precision ``precision``; both were validated with cfg."""
-    if name == cfg.pipeline.name and precision == cfg.hardware.precision:
-        return cfg
-    copy = cfg.copy()
-    with open_dict(copy):
-        if name != cfg.pipeline.name:
-            copy.pipeline = compose_group("pipeline", name)
-        copy.hardware.precision = precision
-    return copy
 
 
 def run(cfg: DictConfig, run_dir: str) -> dict:

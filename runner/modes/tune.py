@@ -1,0 +1,131 @@
+"""mode=tune: the chosen pipeline's fastest settings on this machine (runner.engine.tune), written as an experiment
+file that only overrides: experiments/tuned_<dataset>_<model>.yaml (``tune.name``), with the measured rates in its
+header and the command that uses it.
+
+The search space is each pipeline's ``knobs`` (its schema's ClassVar), its ``order_knobs`` with
+``tune.allow_order=true``, and TensorFlow's thread pools with ``tune.threads``; nothing else is ever changed: not
+the batch size, the model, the data or, unless allowed, the data order's statistics.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+from pathlib import Path
+
+import yaml
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from runner.config.checks import group_schema, tune_pipelines
+from runner.config.hydra import CONF_DIR, task_overrides, with_pipeline
+from runner.data import prepared_dataset
+
+log = logging.getLogger("runner")
+
+
+def search_space(cfg: DictConfig, thread_values: tuple[int, ...]) -> dict[str, tuple]:
+    """{key: candidate values} for cfg's pipeline (its schema's knobs) and, with tune.threads, the thread pools."""
+    schema = group_schema(cfg, "pipeline")
+    knobs = {**schema.knobs, **(schema.order_knobs if cfg.tune.allow_order else {})}
+    space = {f"pipeline.{k}": tuple(v) for k, v in knobs.items()}
+    if cfg.tune.threads:
+        space.update({"hardware.intra_op_threads": thread_values, "hardware.inter_op_threads": thread_values})
+    return space
+
+
+def experiment_path(cfg: DictConfig, pipeline: str, several: bool) -> Path:
+    name = cfg.tune.name or f"tuned_{cfg.dataset.name}_{cfg.model.name}"
+    return (Path(CONF_DIR) / "experiment").resolve() / f"{name}{f'_{pipeline}' if several else ''}.yaml"
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _kept(override: str, keys: list[str]) -> bool:
+    """A typed override the tuned command keeps: not the mode's own settings, not a group the experiment chooses,
+    not a knob it sets."""
+    key = override.lstrip("+~").split("=", 1)[0]
+    return not (key in ("mode", "run_dir", "experiment", "dataset", "model", "pipeline") or key in keys
+                or key.split(".")[0] in ("bench", "tune"))
+
+
+def write_experiment(path: Path, cfg: DictConfig, result, keys: list[str], num_cores: int) -> str:
+    """The winner as an experiment: the groups chosen and the knobs' values; returns the command that uses it."""
+    best, start = result.best, result.start
+    groups = {"dataset": cfg.dataset.name, "model": cfg.model.name, "pipeline": cfg.pipeline.name}
+    values: dict = {}
+    for key in keys:
+        group, name = key.split(".", 1)
+        values.setdefault(group, {})[name] = best.settings[key]
+    typed = [o for o in task_overrides() if _kept(o, keys)]
+    command = " ".join(["python -m runner", f"experiment={path.stem}", *typed])
+    header = [
+        "# @package _global_",
+        f"# Written by mode=tune on {time.strftime('%Y-%m-%d')}, {_cpu()}, {num_cores} cores: {command}",
+        f"# tuned with batch_size={cfg.batch_size}, hardware={cfg.hardware.name}; {len(result.trials)} trials in "
+        f"{result.secs:.0f} s (tune.budget_secs={cfg.tune.budget_secs:g}), each paired with the starting settings' "
+        f"bound",
+        f"# start: {' '.join(f'{k}={start.settings[k]}' for k in keys)}: {start.examples_per_sec:,.1f} examples/sec "
+        f"({start.ratio:.3f} x the bound; {result.limit['limit']} limits, {result.limit['costliest_stage']} its "
+        f"costliest stage)",
+        f"# tuned: {best.examples_per_sec:,.1f} examples/sec ({best.ratio:.3f} x the bound, "
+        f"{best.ratio / start.ratio:.2f} x the start)",
+        "defaults:",
+        *(f"  - override /{group}: {name}" for group, name in groups.items()),
+        "",
+    ]
+    path.write_text("\n".join(header) + yaml.safe_dump(values, sort_keys=False))
+    return command
+
+
+def run(cfg: DictConfig, run_dir: str) -> dict:
+    dataset = prepared_dataset(cfg)
+    from runner.build import build_parts, describe, settings  # TensorFlow, once the data files are ready
+    from runner.engine.stages import cores
+    from runner.engine.tune import search, table, thread_values
+    from runner.runs import naming_damaged_records
+
+    names = tune_pipelines(cfg)
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    out, started = {}, time.monotonic()
+    for i, name in enumerate(names):
+        base = with_pipeline(cfg, name, cfg.hardware.precision)
+        space = search_space(base, thread_values())
+        keys = list(space)
+        start = {key: OmegaConf.select(base, key) for key in keys}
+
+        def make_parts(values: dict, base=base):
+            trial = base.copy()
+            with open_dict(trial):
+                for key, value in values.items():
+                    OmegaConf.update(trial, key, value)
+            parts = build_parts(trial, dataset)
+            parts.session_config.use_per_session_threads = True  # each trial's pools as it sets them
+            return parts
+
+        if i == 0:
+            describe(cfg, make_parts(start), run_dir)
+        budget = (cfg.tune.budget_secs - (time.monotonic() - started)) / (len(names) - i)
+        log.info("Tuning pipeline %s: %s (budget %.0f s)", name, ", ".join(keys), budget)
+        with naming_damaged_records(dataset):
+            result = search(make_parts, settings(cfg), space, start, budget)
+        text = table(result, keys)
+        for line in text.splitlines():
+            log.info(line)
+        path = experiment_path(base, name, len(names) > 1)
+        command = write_experiment(path, base, result, keys, cores())
+        log.info("Wrote %s: %s", path, command)
+        out[name] = {**result.as_dict(), "experiment": str(path), "command": command, "table": text}
+    (Path(run_dir) / "tune.json").write_text(json.dumps(out, indent=2, default=str) + "\n")
+    (Path(run_dir) / "tune.txt").write_text("\n\n".join(f"{n}\n{o['table']}\n{o['command']}" for n, o in out.items())
+                                            + "\n")
+    log.info("Results in %s (tune.json, tune.txt)", run_dir)
+    return out

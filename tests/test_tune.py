@@ -1,0 +1,86 @@
+"""mode=tune as typed, in a copy of the project (it writes an experiment file): from a deliberately bad start it
+writes an experiment that composes and runs, changes no key outside its search space, and stops within its
+budget."""
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from tests.helpers import project_copy, user_env
+
+SMALL = ["dataset.num_train=1200", "dataset.num_test=300", "dataset.validation_size=200", "eval_splits=[test]"]
+QUICK = ["bench.warmup_steps=2", "bench.windows=2", "bench.steps_per_window=5"]
+BUDGET = 5  # below what the whole search takes here (about 7 s), so the budget binds
+
+
+def _runner(cwd, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "runner", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600, env=user_env())
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory):
+    """python -m runner mode=tune pipeline=queue pipeline.num_threads=1 pipeline.records_per_read=1 ..."""
+    copy = project_copy(tmp_path_factory.mktemp("project"))
+    start = ["pipeline=queue", "pipeline.num_threads=1", "pipeline.records_per_read=1", *SMALL]
+    proc = _runner(copy, "mode=tune", *start, f"tune.budget_secs={BUDGET}", *QUICK, "run_dir=tuning")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return copy, start, proc.stdout, json.loads((copy / "tuning" / "tune.json").read_text())["queue"]
+
+
+def test_tune_writes_an_experiment_that_composes_and_runs(tuned):
+    copy, _, out, result = tuned
+    written = re.search(r"Wrote (\S+): (python -m runner .*)", out)
+    assert written and written.group(1) == str((copy / "experiments" / "tuned_digits_mlp.yaml").resolve()), out
+    command = written.group(2)
+    assert command == "python -m runner experiment=tuned_digits_mlp " + " ".join(SMALL)  # the typed rest, kept
+    text = (copy / "experiments" / "tuned_digits_mlp.yaml").read_text()
+    assert text.startswith("# @package _global_\n# Written by mode=tune on ") and f"# start: " in text
+    assert "  - override /pipeline: queue" in text
+    assert re.search(r"trial +changed +train ex/s +x bound", out) and "best: pipeline.num_threads=" in out
+    run = _runner(copy, *shlex.split(command)[3:], "max_steps=20")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    summary = json.loads(next(copy.glob("outputs/*/*/summary.json")).read_text())
+    assert summary["steps"] == 20 and summary["pipeline"] == "queue"
+    best = result["best"]["settings"]
+    assert summary["config"]["pipeline"]["num_threads"] == best["pipeline.num_threads"]
+    assert summary["config"]["hardware"]["intra_op_threads"] == best["hardware.intra_op_threads"]
+
+
+def _flat(config: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def test_tune_changes_no_key_outside_its_search_space(tuned):
+    copy, start, _, result = tuned
+    before = _flat(yaml.safe_load(_runner(copy, "--cfg", "job", *start).stdout))
+    after = _flat(yaml.safe_load(_runner(copy, "--cfg", "job", "experiment=tuned_digits_mlp", *SMALL).stdout))
+    changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
+    space = set(result["best"]["settings"])
+    assert space == {"pipeline.num_threads", "pipeline.records_per_read", "hardware.intra_op_threads",
+                     "hardware.inter_op_threads"}  # the order knob (min_fraction) only with tune.allow_order
+    assert changed <= space, changed - space
+    assert before["batch_size"] == after["batch_size"] and before["pipeline.min_fraction_of_examples_in_queue"] \
+        == after["pipeline.min_fraction_of_examples_in_queue"]
+
+
+def test_tune_stops_within_its_budget(tuned):
+    _, _, _, result = tuned
+    slowest = max(t["secs"] for t in result["trials"])
+    assert result["stopped_by_budget"] and result["trials"][0]["changed"] == "start"
+    assert result["secs"] <= BUDGET + slowest, result["secs"]  # it never starts a trial it expects to overrun
+    kept = [t for t in result["trials"] if t["kept"]]
+    assert kept[0]["changed"] == "start" and result["best"] == kept[-1]
+    assert all(b["ratio"] > a["ratio"] for a, b in zip(kept, kept[1:]))  # each kept step gained
