@@ -126,3 +126,24 @@ def project_copy(folder: Path) -> Path:
         shutil.copytree(ROOT / name, folder / name, symlinks=True,
                         ignore=shutil.ignore_patterns("__pycache__"))
     return folder
+
+
+def write_jpeg_folder(root: Path, num_train: int, num_test: int, size: int = 96, classes: int = 4) -> Path:
+    """An image folder of size x size JPEGs (root/train/<class>/, root/test/<class>/): each class a colour
+    gradient of its own plus noise, so the images take JPEG's real decoding work. With dataset.image_size=[32,32]
+    every step decodes and resizes them: an input-bound case for the bench and mode=tune."""
+    import numpy as np
+    import tensorflow as tf  # loaded by the tests that need it
+
+    rng = np.random.default_rng(0)
+    ramp = np.linspace(0, 1, size)
+    for split, n in (("train", num_train), ("test", num_test)):
+        for i in range(n):
+            label = i % classes
+            colour = np.array([(label + 1) / classes, 1 - label / classes, 0.5])
+            image = ramp[None, :, None] * ramp[:, None, None] * colour * 200 + rng.normal(0, 25, (size, size, 3))
+            folder = root / split / f"class{label}"
+            folder.mkdir(parents=True, exist_ok=True)
+            encoded = tf.io.encode_jpeg(np.clip(image, 0, 255).astype(np.uint8), quality=90)
+            (folder / f"{i:05d}.jpg").write_bytes(encoded.numpy())
+    return root

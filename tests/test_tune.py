@@ -84,3 +84,20 @@ def test_tune_stops_within_its_budget(tuned):
     kept = [t for t in result["trials"] if t["kept"]]
     assert kept[0]["changed"] == "start" and result["best"] == kept[-1]
     assert all(b["ratio"] > a["ratio"] for a, b in zip(kept, kept[1:]))  # each kept step gained
+
+
+def test_larger_jpegs_decoded_at_every_step_are_named_as_the_input_limit(tmp_path):
+    """The input-bound case: 96x96 JPEGs fitted to 32x32, decoded in the graph at every step; at the pipelines'
+    default settings on this machine's cores the input, not the MLP, limits: by its own rate, or (decoding on
+    every core) through the CPU it shares with the model, most of which it takes. Decoding is its costliest stage."""
+    from runner.app import run
+    from tests.helpers import compose, write_jpeg_folder
+
+    write_jpeg_folder(tmp_path / "jpegs", 400, 80)
+    out = run(compose("mode=bench", "dataset=image_folder", f"dataset.root={tmp_path}/jpegs",
+                      f"dataset.cache_dir={tmp_path}/cache", "bench.pipelines=[queue,tf_data]", *QUICK),
+              str(tmp_path / "bench"))
+    for name in ("queue", "tf_data"):
+        a = out["pipelines"][name]["attribution"]
+        assert a["limit"] in ("input", "shared CPU") and a["costliest_stage"] == "decode", (name, a)
+        assert a["input_cpu_share"] > 0.5 and a["input_examples_per_sec"] < a["model_examples_per_sec"] / 2, a

@@ -184,6 +184,7 @@ class TuneConfig:
     name: Optional[str] = MISSING  # experiments/NAME.yaml; null: tuned_<dataset>_<model>
     allow_order: bool = MISSING  # also search the knobs that change the data order (shuffle buffer, queue fill)
     threads: bool = MISSING  # also search TensorFlow's thread pools (hardware.intra_op_threads, inter_op_threads)
+    search: str = one_of("guided", "grid")  # guided by the stage attribution, or every combination (to compare)
 
 
 # ---------------------------------------------------------------------------------------------- report

@@ -119,6 +119,7 @@ def attribution(stages: list[dict], measured: dict, bound: dict, num_cores: int)
             "shared_cpu_examples_per_sec": limits["shared CPU"], "cores": num_cores,
             "measured_examples_per_sec": measured["train_examples_per_sec"],
             "shortfall": 1 - measured["train_examples_per_sec"] / expected,
+            "input_cpu_share": c_in / (c_in + c_m),  # of the CPU a trained example costs, the input's part
             "costliest_stage": stages[costliest]["stage"], "stage_us_per_example": costs}
 
 
@@ -129,7 +130,8 @@ def limit_line(name: str, stages: list[dict], a: dict) -> str:
     threads = f", {stage['threads']} thread{'s' if stage['threads'] != 1 else ''}" if stage["threads"] else ""
     share = a["stage_us_per_example"][stages.index(stage)] / max(sum(a["stage_us_per_example"]), 1e-9)
     where = {"model": "the model limits", "input": "the input limits", "shared CPU": "the shared CPU limits"}
-    return (f"{name}: {where[a['limit']]} at {a['expected_examples_per_sec']:,.0f} ex/s; input "
+    return (f"{name}: {where[a['limit']]} at {a['expected_examples_per_sec']:,.0f} ex/s (the input takes "
+            f"{a['input_cpu_share']:.0%} of the CPU an example costs); input "
             f"{a['input_examples_per_sec']:,.0f} ex/s ({a['costliest_stage']} its costliest stage, {share:.0%} of its "
             f"time{threads}), the model alone {a['model_examples_per_sec']:,.0f}, shared CPU "
             f"{a['shared_cpu_examples_per_sec']:,.0f} on {a['cores']} cores; expected "

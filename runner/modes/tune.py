@@ -116,7 +116,7 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
         budget = (cfg.tune.budget_secs - (time.monotonic() - started)) / (len(names) - i)
         log.info("Tuning pipeline %s: %s (budget %.0f s)", name, ", ".join(keys), budget)
         with naming_damaged_records(dataset):
-            result = search(make_parts, settings(cfg), space, start, budget)
+            result = search(make_parts, settings(cfg), space, start, budget, grid=cfg.tune.search == "grid")
         text = table(result, keys)
         for line in text.splitlines():
             log.info(line)
