@@ -62,8 +62,12 @@ def _experiment(args: list[str]) -> dict:
 
 
 def _dataset(args: list[str]) -> str:
-    """The dataset the command trains on (composed without its sweep values)."""
-    return compose(*[a for a in args if not a.startswith("-") and "," not in a]).dataset.name
+    """The dataset the command trains on (composed without its sweeps: a,b and range(5) alike)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    plain = [a for a in args if not a.startswith("-")]
+    parsed = OverridesParser.create().parse_overrides(plain)
+    return compose(*[a for a, o in zip(plain, parsed) if not o.is_sweep_override()]).dataset.name
 
 
 def expected_jobs(args: list[str]) -> int:

@@ -41,7 +41,7 @@ def test_tune_writes_an_experiment_that_composes_and_runs(tuned):
     command = written.group(2)
     assert command == "python -m runner experiment=tuned_digits_mlp " + " ".join(SMALL)  # the typed rest, kept
     text = (copy / "experiments" / "tuned_digits_mlp.yaml").read_text()
-    assert text.startswith("# @package _global_\n# Written by mode=tune on ") and f"# start: " in text
+    assert text.startswith("# @package _global_\n# Written by mode=tune on ") and "# start: " in text
     assert "  - override /pipeline: queue" in text
     assert re.search(r"trial +changed +train ex/s +x bound", out) and "best: pipeline.num_threads=" in out
     run = _runner(copy, *shlex.split(command)[3:], "max_steps=20")
