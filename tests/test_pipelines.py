@@ -18,7 +18,8 @@ def _keys(images: np.ndarray, labels: np.ndarray) -> list[tuple[bytes, int]]:
 
 
 VARIANTS = [(name, {}) for name in ALL] + [("queue", {"records_per_read": 1}), ("feed_dict", {"prefetch": False}),
-                                           ("preloaded", {"prefetch": False}), ("preloaded", {"storage": "constant"})]
+                                           ("preloaded", {"prefetch": False}), ("preloaded", {"storage": "constant"}),
+                                           ("tf_data", {"cache": True})]
 
 
 @pytest.mark.parametrize("name,params", VARIANTS)
@@ -100,3 +101,22 @@ def test_preloaded_refuses_a_split_larger_than_the_memory_available(tiny_digits,
     with tf.Graph().as_default(), pytest.raises(ConfigError, match=r"pipeline=preloaded holds the train split in "
                                                                    r"memory: 0\.00 GB.*Use pipeline=tf_data"):
         PIPELINES.get("preloaded")(tiny_digits, seed=0, **option("pipeline", "preloaded")).build("train", 32, True)
+
+
+def test_a_cached_tf_data_split_gives_the_same_batches_as_decoding_at_every_step(tiny_digits):
+    for training in (False, True):
+        _, plain = pull(tiny_digits, "tf_data", "train", 50, training=training, steps=30)
+        _, cached = pull(tiny_digits, "tf_data", "train", 50, training=training, steps=30, cache=True)
+        for (x, y), (cx, cy) in zip(plain, cached):
+            np.testing.assert_array_equal(cy, y)
+            np.testing.assert_allclose(cx, x)
+
+
+def test_a_cache_that_does_not_fit_in_memory_is_refused(tiny_digits, monkeypatch):
+    import runner.pipelines.tf_data
+    from runner.errors import ConfigError
+
+    monkeypatch.setattr(runner.pipelines.tf_data, "available_memory", lambda: 1000)
+    with pytest.raises(ConfigError, match=r"pipeline.cache=true holds the decoded train split in memory: 0.00 GB, "
+                                          r"and 0.00 GB are available; use pipeline.cache=false"):
+        pull(tiny_digits, "tf_data", "train", 50, training=True, steps=1, cache=True)

@@ -82,11 +82,12 @@ class QueueConfig(PipelineConfig):
 @dataclass
 class TfDataConfig(PipelineConfig):
     reads_files: ClassVar[bool] = True
-    knobs: ClassVar[dict] = {"num_parallel_calls": (1, 2, 4, 8, -1), "prefetch": (1, 2, 4, -1)}
+    knobs: ClassVar[dict] = {"num_parallel_calls": (1, 2, 4, 8, -1), "prefetch": (1, 2, 4, -1), "cache": (False, True)}
     order_knobs: ClassVar[dict] = {"shuffle_buffer": (1000, 5000, 10000, 50000)}
     shuffle_buffer: int = bounded(1)  # records; each epoch is still a permutation of the split
     num_parallel_calls: int = bounded(1, auto=-1)  # -1 = tf.data.AUTOTUNE
     prefetch: int = bounded(1, auto=-1)  # batches; -1 = tf.data.AUTOTUNE
+    cache: bool = MISSING  # decode the split once and hold it in memory (refused when it does not fit)
 
 
 # ---------------------------------------------------------------------------------------------- optimizer

@@ -136,7 +136,13 @@ def limit_line(name: str, stages: list[dict], a: dict) -> str:
             f"time{threads}), the model alone {a['model_examples_per_sec']:,.0f}, shared CPU "
             f"{a['shared_cpu_examples_per_sec']:,.0f} on {a['cores']} cores; expected "
             f"{a['expected_examples_per_sec']:,.0f}, measured {a['measured_examples_per_sec']:,.0f} "
-            f"({a['shortfall']:.0%} short)")
+            f"({_short(a['shortfall'])})")
+
+
+def _short(shortfall: float) -> str:
+    if shortfall >= 0:
+        return f"{shortfall:.0%} short"
+    return f"{-shortfall:.0%} above: the pipeline-only figure it comes from is itself measured with noise"
 
 
 def stage_table(pipelines: dict[str, dict]) -> str:

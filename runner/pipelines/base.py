@@ -120,6 +120,18 @@ def record_files(dataset, split: str) -> Records:
     return records
 
 
+def available_memory() -> int:
+    """Bytes of memory available to a new allocation (MemAvailable: free memory plus what the page cache gives up)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
 def num_batches(num_examples: int, batch_size: int) -> int:
     """Batches in one eval pass: every example once, the last batch possibly short."""
     return -(-num_examples // batch_size)

@@ -5,28 +5,15 @@ index permutation kept in variables."""
 from __future__ import annotations
 
 import itertools
-import os
 
 import tensorflow as tf
 
 from runner.errors import ConfigError
 from runner.pipelines import PIPELINES
-from runner.pipelines.base import Batch, Shard, Stage, watch
+from runner.pipelines.base import Batch, Shard, Stage, available_memory, watch
 
 v1 = tf.compat.v1
 GRAPH_DEF_LIMIT = 2**31 - 2**26  # bytes a GraphDef can hold (2 GB), less room for the rest of the graph
-
-
-def available_memory() -> int:
-    """Bytes of memory available to a new allocation (MemAvailable: free memory plus what the page cache gives up)."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def _local(name: str, initial) -> tf.Variable:

@@ -1,24 +1,29 @@
 """tf.data: record files -> shuffle -> repeat -> batch -> parallel map (decode + preprocess, batched) -> prefetch.
 
 Mapping after batching decodes and preprocesses a whole batch per call, which is cheaper than one image at a time.
-Iterators are initializable and initialized once the session exists.
+With ``cache=true`` the split is decoded once (in chunks) and held in memory, then shuffled, batched and
+preprocessed as before: the same data order, without decoding at every epoch. Iterators are initializable and
+initialized once the session exists.
 """
 from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import tensorflow as tf
 
+from runner.errors import ConfigError
 from runner.pipelines import PIPELINES
-from runner.pipelines.base import Batch, Shard, Stage, record_files
+from runner.pipelines.base import Batch, Shard, Stage, available_memory, record_files
 
 AUTOTUNE = tf.data.AUTOTUNE
+DECODE_CHUNK = 256  # records decoded at once when the split is decoded into the cache
 
 
 @PIPELINES.register("tf_data")
 class TfData:
-    def __init__(self, dataset, seed: int, shuffle_buffer: int, num_parallel_calls: int,
-                 prefetch: int, shard: Shard = Shard()):
+    def __init__(self, dataset, seed: int, shuffle_buffer: int, num_parallel_calls: int, prefetch: int,
+                 cache: bool, shard: Shard = Shard()):
         self.dataset = dataset
         self.shard = shard
         self.seed = seed
@@ -26,22 +31,37 @@ class TfData:
         self.shuffle_buffer = shuffle_buffer
         self.num_parallel_calls = AUTOTUNE if num_parallel_calls == -1 else num_parallel_calls
         self.prefetch = AUTOTUNE if prefetch == -1 else prefetch
+        self.cache = cache
 
     STAGES = ("read", "decode", "preprocess")  # the prefixes the bench times; the whole adds prefetch
     FINAL_STAGE = "batch"
 
-    def _batched(self, split: str, batch_size: int, training: bool) -> tuple[tf.data.Dataset, int]:
-        """The split's records, this worker's shard, shuffled and repeated, in batches; and the examples in it."""
+    def _records(self, split: str, training: bool) -> tuple[tf.data.Dataset, int]:
+        """The split's records (this worker's shard of them) and how many examples they hold."""
         ds = record_files(self.dataset, split).dataset()
         n = self.dataset.num_examples(split)
         if self.shard.applies(split, training):  # this worker's records: every count-th from its index
             ds = ds.shard(self.shard.count, self.shard.index)
             n = len(range(self.shard.index, n, self.shard.count))
+        return ds, n
+
+    def _cached(self, split: str, training: bool) -> tuple[tf.data.Dataset, int]:
+        """The split decoded once, in chunks, and held in memory (pipeline.cache=true): (example, label) pairs."""
+        ds, n = self._records(split, training)
+        size = n * int(np.prod(self.dataset.raw_shape)) * np.dtype(self.dataset.raw_dtype).itemsize
+        free = available_memory()
+        if 2 * size > free:
+            raise ConfigError(f"pipeline.cache=true holds the decoded {split} split in memory: {size / 2**30:.2f} "
+                              f"GB, and {free / 2**30:.2f} GB are available; use pipeline.cache=false")
+        ds = ds.batch(DECODE_CHUNK).map(self.dataset.decode, num_parallel_calls=self.num_parallel_calls)
+        return ds.unbatch().cache(), n
+
+    def _ordered(self, ds: tf.data.Dataset, batch_size: int, training: bool) -> tf.data.Dataset:
         if training:  # shuffle before repeat: every epoch is a permutation of the split
             seed = self.seed + next(self._builds)
             ds = ds.shuffle(self.shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
-            return ds.batch(batch_size, drop_remainder=True), n
-        return ds.batch(batch_size).repeat(), n  # batch before repeat: each pass ends with its own short batch
+            return ds.batch(batch_size, drop_remainder=True)
+        return ds.batch(batch_size).repeat()  # batch before repeat: each pass ends with its own short batch
 
     def _finished(self, ds: tf.data.Dataset) -> tf.data.Dataset:
         ds = ds.prefetch(self.prefetch)
@@ -55,27 +75,37 @@ class TfData:
         options.autotune.enabled = False
         return ds.with_options(options)
 
+    def _batches(self, split: str, batch_size: int, training: bool, upto: str = "preprocess"):
+        """The pipeline up to stage ``upto``: record batches (read), decoded batches (decode), or model inputs."""
+        if self.cache and upto != "read":
+            ds, n = self._cached(split, training)
+            ds = self._ordered(ds, batch_size, training)
+        else:
+            ds, n = self._records(split, training)
+            ds = self._ordered(ds, batch_size, training)
+            if upto == "read":
+                return self._finished(ds), n
+            ds = ds.map(self.dataset.decode, num_parallel_calls=self.num_parallel_calls) if upto == "decode" else \
+                ds.map(lambda r: self._model_inputs(*self.dataset.decode(r), training),
+                       num_parallel_calls=self.num_parallel_calls)
+            return self._finished(ds), n
+        if upto == "preprocess":
+            ds = ds.map(lambda x, y: self._model_inputs(x, y, training), num_parallel_calls=self.num_parallel_calls)
+        return self._finished(ds), n
+
+    def _model_inputs(self, images, labels, training: bool):
+        return self.dataset.preprocess(images, training), labels
+
     def build(self, split: str, batch_size: int, training: bool) -> Batch:
-        ds, n = self._batched(split, batch_size, training)
-
-        def decode(records):
-            images, labels = self.dataset.decode(records)
-            return self.dataset.preprocess(images, training), labels
-
-        ds = self._finished(ds.map(decode, num_parallel_calls=self.num_parallel_calls))
+        ds, n = self._batches(split, batch_size, training)
         iterator = tf.compat.v1.data.make_initializable_iterator(ds, shared_name=None)
         images, labels = iterator.get_next(name=f"{split}_batch")
         return Batch(images, labels, n, on_session=lambda sess: sess.run(iterator.initializer))
 
     def stage(self, name: str, split: str, batch_size: int) -> Stage:
         """The pipeline up to ``name`` (of STAGES), with its parallelism and prefetch, on training batches."""
-        ds, _ = self._batched(split, batch_size, training=True)
-        if name != "read":
-            ds = ds.map(self.dataset.decode, num_parallel_calls=self.num_parallel_calls)
-            if name == "preprocess":
-                ds = ds.map(lambda x, y: (self.dataset.preprocess(x, True), y),
-                            num_parallel_calls=self.num_parallel_calls)
-        iterator = tf.compat.v1.data.make_initializable_iterator(self._finished(ds))
+        ds, _ = self._batches(split, batch_size, True, upto=name)
+        iterator = tf.compat.v1.data.make_initializable_iterator(ds)
         out = iterator.get_next()
         records = out if name == "read" else out[0]
         return Stage(name, fetch=records, count=tf.shape(records)[0],
