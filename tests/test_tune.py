@@ -101,3 +101,18 @@ def test_larger_jpegs_decoded_at_every_step_are_named_as_the_input_limit(tmp_pat
         a = out["pipelines"][name]["attribution"]
         assert a["limit"] in ("input", "shared CPU") and a["costliest_stage"] == "decode", (name, a)
         assert a["input_cpu_share"] > 0.5 and a["input_examples_per_sec"] < a["model_examples_per_sec"] / 2, a
+
+
+def test_the_order_knobs_are_searched_only_where_allowed_and_within_memory(tiny_digits):
+    from runner.modes.tune import search_space, within_memory
+    from tests.helpers import compose
+
+    queue = compose("pipeline=queue")
+    assert "pipeline.min_fraction_of_examples_in_queue" not in search_space(queue, (0, 1))
+    allowed = search_space(compose("pipeline=queue", "tune.allow_order=true"), (0, 1))
+    assert allowed["pipeline.min_fraction_of_examples_in_queue"] == (0.05, 0.1, 0.2, 0.4)
+    assert allowed["hardware.intra_op_threads"] == (0, 1)
+    # 1,000 training examples of 784 floats: a fraction f holds (1000 f + 300) x 3,136 bytes; half of 4 MB: f <= 0.33
+    fits = within_memory(allowed, tiny_digits, 100, 4 * 10**6)
+    assert fits["pipeline.min_fraction_of_examples_in_queue"] == (0.05, 0.1, 0.2)
+    assert fits["pipeline.num_threads"] == allowed["pipeline.num_threads"]

@@ -14,6 +14,7 @@ import platform
 import time
 from pathlib import Path
 
+import numpy as np
 import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -32,6 +33,17 @@ def search_space(cfg: DictConfig, thread_values: tuple[int, ...]) -> dict[str, t
     if cfg.tune.threads:
         space.update({"hardware.intra_op_threads": thread_values, "hardware.inter_op_threads": thread_values})
     return space
+
+
+def within_memory(space: dict[str, tuple], dataset, batch_size: int, free: int) -> dict[str, tuple]:
+    """The space without the order knobs' values whose buffers would not fit in half the free memory: the queue's
+    min_after_dequeue + 3 batches of model inputs, or tf.data's shuffle buffer of raw examples."""
+    n = dataset.num_examples("train")
+    model_input = 4 * int(np.prod(dataset.output_shape))
+    raw = int(np.prod(dataset.raw_shape)) * np.dtype(dataset.raw_dtype).itemsize
+    needs = {"pipeline.min_fraction_of_examples_in_queue": lambda v: (v * n + 3 * batch_size) * model_input,
+             "pipeline.shuffle_buffer": lambda v: min(v, n) * raw}
+    return {k: tuple(v for v in values if k not in needs or needs[k](v) <= free / 2) for k, values in space.items()}
 
 
 def experiment_path(cfg: DictConfig, pipeline: str, several: bool) -> Path:
@@ -91,6 +103,7 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
     from runner.build import build_parts, describe, settings  # TensorFlow, once the data files are ready
     from runner.engine.stages import cores
     from runner.engine.tune import search, table, thread_values
+    from runner.pipelines.base import available_memory
     from runner.runs import naming_damaged_records
 
     names = tune_pipelines(cfg)
@@ -98,7 +111,7 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
     out, started = {}, time.monotonic()
     for i, name in enumerate(names):
         base = with_pipeline(cfg, name, cfg.hardware.precision)
-        space = search_space(base, thread_values())
+        space = within_memory(search_space(base, thread_values()), dataset, cfg.batch_size, available_memory())
         keys = list(space)
         start = {key: OmegaConf.select(base, key) for key in keys}
 
