@@ -77,15 +77,17 @@ WELCH = "Welch's t-test"
 
 
 def compare(a: dict, b: dict) -> Comparison | None:
-    """Group a against group b, each {replicate (its seed, say): value}. Paired over the replicates when both
-    groups ran the same ones (the noise the seed brings then cancels), else Welch's unequal-variance test; None
-    when a side has fewer than 2 values."""
+    """Group a against group b, each {replicate (its seed, say): value}. Paired over the replicates both groups
+    ran (the noise the seed brings then cancels) when they share at least 2 and at least half of each side's (a
+    failed job leaves its seed unpaired), else Welch's unequal-variance test; None when a side has fewer than 2
+    values."""
     from scipy import stats
 
     if len(a) < 2 or len(b) < 2:
         return None
-    if set(a) == set(b):
-        keys = sorted(a, key=str)
+    shared = set(a) & set(b)
+    if len(shared) >= 2 and 2 * len(shared) >= max(len(a), len(b)):
+        keys = sorted(shared, key=str)
         xa, xb = np.array([a[k] for k in keys], float), np.array([b[k] for k in keys], float)
         d = xa - xb
         diff, sd = float(d.mean()), float(d.std(ddof=1))

@@ -271,3 +271,12 @@ def test_the_report_command_refuses_what_is_not_a_sweep(tmp_path, args, message)
         _sweep(tmp_path / name, [(["seed=0"], 0.5)])
     proc = _report_cli(*args, cwd=tmp_path)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+
+
+def test_a_failed_seed_leaves_the_other_seeds_paired():
+    a = dict(enumerate([5.1, 4.9, 5.6, 5.8, 6.0]))
+    b = dict(enumerate([4.8, 4.7, 5.3, 5.5]))  # seed 4's job failed
+    c = stats.compare(a, b)
+    expected = scipy_stats.ttest_rel([5.1, 4.9, 5.6, 5.8], [4.8, 4.7, 5.3, 5.5])
+    assert c.test == stats.PAIRED and (c.n_a, c.n_b) == (4, 4) and c.p == pytest.approx(expected.pvalue)
+    assert stats.compare(a, {0: 4.8, 7: 4.7, 8: 5.3, 9: 5.5}).test == stats.WELCH  # one seed in common: unpaired

@@ -167,8 +167,9 @@ def markdown(groups: list[Group], metrics: list[str], compared: list[str], repli
         best = found[0].best
         direction = "lowest" if lower_is_better(metric) else "highest"
         lines += ["", f"### {metric}: each group against the best ({best.label}, {direction} mean)", "",
-                  f"Differences with their {CONFIDENCE:.0%} interval: a paired t-test where both groups ran the same "
-                  f"{over} values, else Welch's t-test; distinguishable at p < {ALPHA:.2g}.", ""]
+                  f"Differences with their {CONFIDENCE:.0%} interval: a paired t-test over the {over} values both "
+                  f"groups ran (when they share at least half of them), else Welch's t-test; distinguishable at "
+                  f"p < {ALPHA:.2g}.", ""]
         lines += [f"- {v.line()}" for v in found]
         if len(found) > 1:
             lines += ["", f"With {len(found)} comparisons, an equal pair is still called distinguishable one time in "
