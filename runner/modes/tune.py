@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from runner.config.checks import group_schema, tune_pipelines
 from runner.config.hydra import CONF_DIR, task_overrides, with_pipeline
 from runner.data import prepared_dataset
+from runner.errors import ConfigError
 
 log = logging.getLogger("runner")
 
@@ -107,6 +109,10 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
     from runner.runs import naming_damaged_records
 
     names = tune_pipelines(cfg)
+    folder = experiment_path(cfg, names[0], False).parent
+    if not os.access(folder, os.W_OK):  # said before the search spends its budget
+        raise ConfigError(f"mode=tune writes its winner to {folder}, which is not writable; run it from a "
+                          f"writable copy of the project")
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     out, started = {}, time.monotonic()
     for i, name in enumerate(names):
