@@ -178,3 +178,14 @@ def test_a_slow_preprocessing_stage_is_named_as_the_input_limit(tmp_path, monkey
     assert p["attribution"]["limit"] == "input" and p["attribution"]["costliest_stage"] == "preprocess", p
     assert p["stages"][2]["examples_per_sec"] < 16 / 0.01  # the slow stage's prefix: at most 1,600 a second
     assert p["stages"][1]["examples_per_sec"] > 3 * p["stages"][2]["examples_per_sec"]  # decode is not the limit
+
+
+@pytest.mark.slow  # the command line's bench with rounds; the fast tier measures the same code in-process
+def test_bench_rounds_and_stages_as_typed_in_an_empty_folder(tmp_path):
+    proc = run_cli(*TINY_BENCH, "bench.pipelines=[tf_data,feed_dict]", "bench.repeats=2", cwd=tmp_path,
+                   timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (run_dir,) = [p.parent for p in tmp_path.glob("outputs/*/*/bench.json")]
+    table = (run_dir / "bench.txt").read_text()
+    assert "Round 2 of 2" in proc.stdout and "in ratio to the bound (n=2 rounds, paired t-test by round, p=" in table
+    assert "tf_data    read " in table and "feed_dict  gather " in table and " limits at " in table
