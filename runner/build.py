@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from runner.config.hydra import params
 from runner.config.schema import RunnerConfig
 from runner.datasets.base import Dataset
-from runner.engine.hardware import Placement, place
+from runner.engine.hardware import Placement, cores_given, place
 from runner.engine.model import Parts, shared_model
 from runner.precision import check_hardware, scaled
 from runner.engine.replicas import Replicas
@@ -41,19 +41,6 @@ def parallel_jobs() -> int:
         return 1
     cores = os.cpu_count() or 1
     return max(1, cores + 1 + n_jobs if n_jobs < 0 else n_jobs)
-
-
-def cores_given() -> int | None:
-    """The CPUs this process was given, when fewer than the machine's: a SLURM job's ``--cpus-per-task``, or a CPU
-    affinity mask (taskset, cgroups). TensorFlow would otherwise size its thread pools to the whole machine."""
-    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
-    if slurm.isdigit() and int(slurm) > 0:
-        return int(slurm)
-    try:
-        count = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return None
-    return count if count < (os.cpu_count() or count) else None
 
 
 def placement(cfg: DictConfig, replicas: Replicas | None = None) -> Placement:

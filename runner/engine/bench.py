@@ -16,7 +16,8 @@ import tensorflow as tf
 from runner.config.schema import RunnerConfig
 from runner.engine.measure import bound_runner, measure_pipeline, timed
 from runner.engine.model import Parts
-from runner.engine.stages import attribution, cores, limit_line, stage_rates, stage_table
+from runner.engine.hardware import cores
+from runner.engine.stages import attribution, limit_line, stage_rates, stage_table
 from runner.engine.training import train
 from runner.stats import compare, hint, plus_minus, summarize, verdict
 

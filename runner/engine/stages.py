@@ -10,7 +10,6 @@ is largest is the one to speed up when the input limits.
 """
 from __future__ import annotations
 
-import os
 import statistics
 import threading
 import time
@@ -23,14 +22,6 @@ from runner.pipelines.base import Stage
 
 STAGE_WINDOW_SECS = 0.4  # each timed window of a stage runs calls for at least this long
 STAGE_WARMUP_SECS = 0.3
-
-
-def cores() -> int:
-    """The cores this process may run on (its CPU affinity: a SLURM job's or a container's share)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def _timed(call: Callable[[], int], threads: int, secs: float) -> tuple[float, float]:

@@ -21,7 +21,8 @@ from typing import Callable
 from runner.config.schema import RunnerConfig
 from runner.engine.measure import bound_runner, measure_pipeline
 from runner.engine.model import Parts
-from runner.engine.stages import attribution, cores, stage_rates
+from runner.engine.hardware import cores
+from runner.engine.stages import attribution, stage_rates
 from runner.errors import RunnerError
 
 log = logging.getLogger("runner")

@@ -103,7 +103,7 @@ def write_experiment(path: Path, cfg: DictConfig, result, keys: list[str], num_c
 def run(cfg: DictConfig, run_dir: str) -> dict:
     dataset = prepared_dataset(cfg)
     from runner.build import build_parts, describe, settings  # TensorFlow, once the data files are ready
-    from runner.engine.stages import cores
+    from runner.engine.hardware import cores
     from runner.engine.tune import search, table, thread_values
     from runner.pipelines.base import available_memory
     from runner.runs import naming_damaged_records
