@@ -14,7 +14,7 @@ from typing import Callable
 import tensorflow as tf
 
 from runner.config.schema import RunnerConfig
-from runner.engine.measure import bound_runner, measure_pipeline, timed
+from runner.engine.measure import window_figures, bound_runner, measure_pipeline, timed
 from runner.engine.model import Parts
 from runner.engine.hardware import cores
 from runner.engine.stages import attribution, limit_line, stage_rates, stage_table
@@ -150,9 +150,7 @@ def _bench_one(make_parts: Callable[[str, str], Parts], names: list[str], precis
                     training[name] = training_run(make_parts(name, precision), run, run_dir, name, config,
                                                   rounds[name][0], bound_step)
     results = {name: {**_over_rounds(rounds[name]), **training.get(name, {})} for name in names}
-    bound = {"examples_per_sec": statistics.median(b[0] for b in bound_windows),
-             "cpu_us_per_example": statistics.median(b[1] for b in bound_windows),
-             "window_examples_per_sec": [b[0] for b in bound_windows]}
+    bound = window_figures(bound_windows)
     stage_lines = []
     if run.bench.stages:
         num_cores = cores()

@@ -39,14 +39,19 @@ def timed(run_once: Callable[[], None], steps: int, examples_per_step: int) -> t
     return examples / wall, proc / examples * 1e6
 
 
+def window_figures(windows: list[tuple[float, float]]) -> dict:
+    """The figures of timed windows ((examples/s, CPU us per example) each): their medians, and every window's rate."""
+    return {"examples_per_sec": statistics.median(w[0] for w in windows),
+            "cpu_us_per_example": statistics.median(w[1] for w in windows),
+            "window_examples_per_sec": [w[0] for w in windows]}
+
+
 def _windows(run_once: Callable[[], None], run: RunnerConfig, examples_per_step: int) -> dict:
     """Median examples/s and CPU microseconds per example over the timed windows, after warm-up."""
     for _ in range(run.bench.warmup_steps):
         run_once()
-    windows = [timed(run_once, run.bench.steps_per_window, examples_per_step) for _ in range(run.bench.windows)]
-    return {"examples_per_sec": statistics.median(w[0] for w in windows),
-            "cpu_us_per_example": statistics.median(w[1] for w in windows),
-            "window_examples_per_sec": [w[0] for w in windows]}
+    return window_figures([timed(run_once, run.bench.steps_per_window, examples_per_step)
+                           for _ in range(run.bench.windows)])
 
 
 @contextlib.contextmanager

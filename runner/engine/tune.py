@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 from runner.config.schema import RunnerConfig
-from runner.engine.measure import bound_runner, measure_pipeline
+from runner.engine.measure import window_figures, bound_runner, measure_pipeline
 from runner.engine.model import Parts
 from runner.engine.hardware import cores
 from runner.engine.stages import attribution, stage_rates
@@ -117,9 +117,7 @@ def search(make_parts: Callable[[dict], Parts], run: RunnerConfig, space: dict[s
         result.start = best
         stages = stage_rates(lambda: make_parts(start).pipeline, first.session_config, run.batch_size,
                              run.bench.windows, measured)
-        bound = {"examples_per_sec": sorted(b[0] for b in bound_windows)[len(bound_windows) // 2],
-                 "cpu_us_per_example": sorted(b[1] for b in bound_windows)[len(bound_windows) // 2]}
-        result.limit = attribution(stages, measured, bound, cores())
+        result.limit = attribution(stages, measured, window_figures(bound_windows), cores())
         log.info("start: %s limits (%s its costliest stage); knobs in that order: %s", result.limit["limit"],
                  result.limit["costliest_stage"], ", ".join(ordered(space, result.limit["limit"])))
         slowest = best.secs
