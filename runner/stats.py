@@ -71,6 +71,11 @@ class Comparison:
     def half_width(self) -> float:
         return (self.high - self.low) / 2
 
+    def as_dict(self) -> dict:
+        """The numbers of a report's or a bench's comparison entry (its caller adds n and what was compared)."""
+        return {"diff": self.diff, "low": self.low, "high": self.high, "p": self.p, "test": self.test,
+                "distinguishable": self.distinguishable, "repeats_needed": self.needed}
+
 
 PAIRED = "paired t-test"
 WELCH = "Welch's t-test"

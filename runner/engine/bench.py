@@ -209,9 +209,7 @@ def _compared(rounds: dict[str, list[dict]]) -> list[tuple[dict, str]]:
             more = hint(c, rounds=True)
             line = (f"{a} − {b}: {plus_minus(c.diff, c.half_width, signed=True)} in ratio to the bound "
                     f"(n={c.n_a} rounds, {c.test} by round, p={c.p:.2g}): {verdict(c)}" + (f"; {more}" if more else ""))
-            out.append(({"pipelines": [a, b], "diff": c.diff, "low": c.low, "high": c.high, "p": c.p, "test": c.test,
-                         "n": c.n_a, "distinguishable": c.distinguishable, "repeats_needed": c.needed,
-                         "text": line}, line))
+            out.append(({"pipelines": [a, b], **c.as_dict(), "n": c.n_a, "text": line}, line))
     return out
 
 

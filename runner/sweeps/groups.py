@@ -194,8 +194,7 @@ def as_json(groups: list[Group], metrics: list[str], compared: list[str]) -> dic
             c = v.result
             out["comparisons"].append({
                 "metric": metric, "group": v.group.label, "best": v.best.label, "text": v.line(),
-                **({"diff": c.diff, "low": c.low, "high": c.high, "p": c.p, "test": c.test, "n": [c.n_a, c.n_b],
-                    "distinguishable": c.distinguishable, "repeats_needed": c.needed} if c else {})})
+                **({**c.as_dict(), "n": [c.n_a, c.n_b]} if c else {})})
     return out
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import yaml
 from hydra.experimental.callback import Callback
+from omegaconf import OmegaConf
 
 from runner import tfload
 from runner.sweeps import groups as grouping
@@ -61,13 +62,10 @@ def _saved_config(job: Path) -> dict:
         return {}
 
 
-def _select(config: dict, key: str):
-    value = config
-    for part in key.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return None
-        value = value[part]
-    return value
+def saved_settings(sweep_dirs: list[Path]) -> Settings:
+    """The report settings the sweeps ran with: their first job's saved config's."""
+    first = next((j for d in sweep_dirs for j in _job_dirs(d)), None)
+    return Settings.of(_saved_config(first) if first else {})
 
 
 def collect(sweep_dir: str | Path, replicate_over: tuple[str, ...] = ("seed",), label: str = "") -> list[dict]:
@@ -80,11 +78,12 @@ def collect(sweep_dir: str | Path, replicate_over: tuple[str, ...] = ("seed",), 
         overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()) or []
         params = dict(o.split("=", 1) for o in overrides if "=" in o)
         by_key = {grouping.bare(k): v for k, v in params.items()}
-        config = _saved_config(job) if any(k not in by_key for k in replicate_over) else {}
+        config = OmegaConf.create(_saved_config(job) if any(k not in by_key for k in replicate_over) else {})
         name = str(job.relative_to(sweep_dir))
         row = {"job": f"{label}/{name}" if label else name, "overrides": " ".join(overrides), "params": params,
                "status": "incomplete", "error": "", "path": job,
-               "replicate": tuple(str(by_key.get(k, _select(config, k))) for k in replicate_over)}
+               "replicate": tuple(str(by_key[k] if k in by_key else OmegaConf.select(
+                   config, k, throw_on_resolution_failure=False)) for k in replicate_over)}
         summary, bench, error, stopped = (job / "summary.json", job / "bench.json", job / "error.txt",
                                           job / "interrupted.txt")
         if summary.exists():
@@ -149,8 +148,7 @@ def write(sweep_dirs: str | Path | list, out: str | Path | None = None, settings
     if len(dirs) > 1 and out in dirs:
         raise ValueError("several sweep dirs are reported into a folder of their own")
     if settings is None:
-        first = next((j for d in dirs for j in _job_dirs(d)), None)
-        settings = Settings.of(_saved_config(first) if first else {})
+        settings = saved_settings(dirs)
     labels = _labels(dirs) if len(dirs) > 1 else [""]
     rows = [row for d, label in zip(dirs, labels) for row in collect(d, settings.replicate_over, label)]
     out.mkdir(parents=True, exist_ok=True)
@@ -243,8 +241,7 @@ def main(argv: list[str] | None = None) -> None:
     out = args.out or (args.sweep_dirs[0] if len(args.sweep_dirs) == 1 else Path("report"))
     if len(args.sweep_dirs) > 1 and out.resolve() in [d.resolve() for d in args.sweep_dirs]:
         parser.error(f"--out {out}: several sweeps' report goes into a folder of its own, not one of the sweeps")
-    first = _job_dirs(args.sweep_dirs[0])[0]
-    base = Settings.of(_saved_config(first))
+    base = saved_settings(args.sweep_dirs)
     split = lambda text: tuple(t.strip() for t in text.split(",") if t.strip())  # noqa: E731
     settings = Settings(split(args.replicate_over) if args.replicate_over is not None else base.replicate_over,
                         split(args.compare) if args.compare else base.compare, base.objective)
