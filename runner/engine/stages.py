@@ -115,8 +115,8 @@ def attribution(stages: list[dict], measured: dict, bound: dict, num_cores: int)
 
 
 def limit_line(name: str, stages: list[dict], a: dict) -> str:
-    """One line: 'queue: input limits at 820 ex/s (decode its costliest stage, 2 threads); the model alone 1,150;
-    shared CPU 790; expected 790, measured 760 (4% short)'."""
+    """One line: what limits the pipeline and at what rate, the input's share of the CPU, its costliest stage,
+    the three limits of the model and the measured rate against the expected one."""
     stage = next(s for s in stages if s["stage"] == a["costliest_stage"])
     threads = f", {stage['threads']} thread{'s' if stage['threads'] != 1 else ''}" if stage["threads"] else ""
     share = a["stage_us_per_example"][stages.index(stage)] / max(sum(a["stage_us_per_example"]), 1e-9)
