@@ -21,16 +21,14 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from runner import rundir
+from runner.config import guard
 from runner.config.checks import check_writable
 from runner.config.hydra import CONF_DIR, register_schemas, task_overrides
 from runner.distributed.roles import writes_run_dir
 from runner.errors import ConfigError, RunnerError, describe_os_error
-from runner.guard import check_command_line
 from runner.messages import composition_error, help_text, launcher_error
-from runner.modes import MODES
 from runner.signals import Interrupted, raise_on_signals
 from runner.sweeps import sweep
-from runner.validation import validate
 
 log = logging.getLogger("runner")
 
@@ -73,6 +71,8 @@ register_resolvers()
 def checked(cfg: DictConfig, run_dir: str, overrides: list[str]) -> DictConfig:
     """The config a run runs, validated: for mode=eval the run's own config with this command line's choices
     (runner.rundir.eval_config), else ``cfg``. The one place a config is validated."""
+    from runner.validation import validate  # the datasets' modules: not on the way of --cfg and --help
+
     if cfg.mode == "eval":
         cfg = rundir.eval_config(run_dir, cfg, overrides)
     validate(cfg)
@@ -86,6 +86,8 @@ def run(cfg: DictConfig, run_dir: str, overrides: list[str] | None = None) -> di
 
 
 def _run_mode(cfg: DictConfig, run_dir: str) -> dict | float | None:
+    from runner.modes import MODES
+
     result = MODES[cfg.mode](cfg, run_dir)
     if cfg.mode == "train" and cfg.sweep_objective and result is not None:
         return sweep.objective(result, cfg.sweep_objective)
@@ -199,6 +201,27 @@ def _finished(cfg: DictConfig, job_dir: Path) -> dict | float | None:
     return summary
 
 
+def first_job_when_shown(args: list[str]) -> list[str]:
+    """``-m ... --cfg job|hydra`` shows the config of the sweep's first job (Hydra itself refuses the pair)."""
+    if not {"-m", "--multirun"} & set(args) or not {"-c", "--cfg"} & set(args):
+        return args
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parse = OverridesParser.create().parse_override
+    one = []
+    for arg in args:
+        if arg in ("-m", "--multirun"):
+            continue
+        override = parse(arg) if "=" in arg and not arg.startswith("-") else None
+        if override is not None and override.is_sweep_override():
+            if override.is_interval_sweep() or override.is_glob():
+                continue  # a search's interval or a glob: the key keeps its configured value
+            arg = f"{arg.split('=', 1)[0]}={next(override.sweep_string_iterator())}"
+        one.append(arg)
+    print("(-m with --cfg: the config of the sweep's first job)", file=sys.stderr)
+    return one
+
+
 def main() -> None:
     if any(arg in ("--help", "-h") for arg in sys.argv[1:]):
         print(help_text(), end="")
@@ -206,12 +229,16 @@ def main() -> None:
     raise_on_signals()
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # errors reach here, where they become one line and exit 2
     try:
-        check_command_line(sys.argv[1:])
+        sys.argv[1:] = first_job_when_shown(sys.argv[1:])
+        checked_by = guard.check(sys.argv[1:])
+        if checked_by is not None and checked_by.shows_config:
+            checked_by.show_cfg()
+            return
         _task()
     except Interrupted as err:
         print(f"stopped: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
-    except ConfigError as err:  # refused before Hydra read the config (runner.guard)
+    except ConfigError as err:  # refused before Hydra acted on the config (runner.config.guard)
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     except Exception as err:

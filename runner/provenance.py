@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 import platform
 import socket
 import subprocess
@@ -14,9 +15,16 @@ PACKAGES = ("runner", "tensorflow", "hydra-core", "omegaconf", "numpy", "protobu
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# git runs no command a config or the environment names: no fsmonitor, hooks or pager, and no GIT_* variables
+# (GIT_CONFIG_COUNT/KEY/VALUE set any option).
+GIT = ["git", "-c", "core.fsmonitor=false", "-c", "core.hooksPath=/dev/null", "-c", "core.pager=cat"]
+
+
 def _git(*args: str) -> str | None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
     try:
-        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        out = subprocess.run([*GIT, *args], cwd=ROOT, capture_output=True, text=True, timeout=10,
+                             env={**env, "GIT_OPTIONAL_LOCKS": "0"})
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() if out.returncode == 0 else None

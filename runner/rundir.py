@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from runner import provenance
 from runner.config.hydra import task_overrides, typed
 from runner.config.schema import GROUPS
-from runner.datasets.files import write_json
+from runner.core.files import write_json
 from runner.errors import ConfigError
 
 SAVED_CONFIG = Path(".hydra") / "config.yaml"

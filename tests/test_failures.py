@@ -19,7 +19,7 @@ import tensorflow as tf
 from runner import rundir
 from runner.app import run
 from runner.data import build_dataset
-from runner.datasets import files as cache_files
+from runner.core import files as cache_files
 from runner.datasets.base import Records
 from runner.engine.checkpoints import latest_checkpoint
 from runner.engine.evals import EvalOp, run_eval

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from runner.datasets import augment as augments
-from runner.datasets.files import Manifest, folder_lock
+from runner.core.files import Manifest, folder_lock
 from runner.errors import ConfigError, DataError
 
 log = logging.getLogger("runner")

@@ -8,7 +8,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from runner.datasets.files import atomic_path
+from runner.core.files import atomic_path
 from runner.errors import DataError
 
 log = logging.getLogger("runner")

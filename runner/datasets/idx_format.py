@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runner.datasets.files import atomic_path
+from runner.core.files import atomic_path
 from runner.errors import DataError
 
 # type code in the third magic byte -> numpy dtype (IDX stores multi-byte types big-endian)

@@ -17,7 +17,7 @@ import numpy as np
 from runner.datasets import DATASETS
 from runner.datasets.base import Damage, Records
 from runner.datasets.decoded import Decoded
-from runner.datasets.files import atomic_path
+from runner.core.files import atomic_path
 from runner.datasets.images import decode_images, parse_encoded
 from runner.datasets.records import ensure_records, find_corrupt
 from runner.errors import ConfigError, DataError

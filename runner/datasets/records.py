@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 
 from runner.config.schema import SPLITS
-from runner.datasets.files import Manifest, atomic_path, folder_lock, full_disk
+from runner.core.files import Manifest, atomic_path, folder_lock, full_disk
 from runner.errors import DataError
 
 log = logging.getLogger("runner")

@@ -88,7 +88,7 @@ def task_command(cfg: DictConfig, run_dir: str, overrides: list[str], threads: i
     inter = hardware.inter_op_threads or threads
     return [sys.executable, "-m", "runner", *own, "hardware=cluster", *settings, "hardware.resolver=tf_config",
             f"hardware.intra_op_threads={intra}", f"hardware.inter_op_threads={inter}", f"run_dir={run_dir}",
-            "progress=lines", "hydra.job_logging.root.handlers=[console]"]
+            "progress=lines"]
 
 
 def run(cfg: DictConfig, run_dir: str) -> dict | None:

@@ -8,12 +8,14 @@ runner.tfload): the cluster's servers and the run are imported after that.
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 
 from omegaconf import DictConfig
 
 from runner import rundir
 from runner.data import prepared_dataset
-from runner.distributed.roles import role_from_env, writes_run_dir
+from runner.distributed.roles import LAUNCHED_ENV, role_from_env, writes_run_dir
 from runner.errors import ConfigError
 from runner.tfload import load_tensorflow
 
@@ -22,6 +24,8 @@ def run_task(cfg: DictConfig, run_dir: str) -> dict | None:
     """This process's task of the cluster; a worker returns what training returns (the chief its summary)."""
     hardware = cfg.hardware
     role, index = role_from_env(hardware.ps, hardware.resolver)
+    if LAUNCHED_ENV in os.environ:
+        _console_only()
     if role == "ps":
         load_tensorflow(cfg.verbose, hardware.xla)
         return _serve(cfg)
@@ -34,6 +38,14 @@ def run_task(cfg: DictConfig, run_dir: str) -> dict | None:
     with rundir.lock(run_dir) if owner else contextlib.nullcontext():
         changed = rundir.check_resume(run_dir, cfg) if owner else None
         return _work(cfg, run_dir, prepared_dataset(cfg), role, index, changed)
+
+
+def _console_only() -> None:
+    """A task of local_cluster logs to its console only: its launcher relays the lines and keeps the run's log."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
+        root.removeHandler(handler)
+        handler.close()
 
 
 def _serve(cfg: DictConfig) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from runner.datasets.files import write_json
+from runner.core.files import write_json
 from runner.engine.checkpoints import latest_checkpoint, make_saver
 from runner.engine.evals import build_evals, run_eval
 from runner.engine.model import Parts

@@ -11,7 +11,7 @@ from typing import Sequence
 import tensorflow as tf
 
 from runner.config.schema import RunnerConfig
-from runner.datasets.files import write_json
+from runner.core.files import write_json
 from runner.engine.checkpoints import checkpoint_dir, latest_checkpoint, make_saver, save
 from runner.engine.evals import build_evals, run_eval
 from runner.engine.graph import TrainGraph, build_train_graph
