@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from runner import rundir
 from runner.config import guard
+from runner.core.files import write_text
 from runner.config.checks import check_writable
 from runner.config.hydra import CONF_DIR, register_schemas, task_overrides
 from runner.distributed.roles import writes_run_dir
@@ -121,15 +122,17 @@ def _task(cfg: DictConfig) -> dict | float | None:
         return _job(cfg, Path(hydra_cfg.sweep.dir), Path(hydra_cfg.runtime.output_dir))
     try:
         return _run_mode(ValidateBeforeRun.checked, hydra_cfg.runtime.output_dir)
+    except Interrupted as err:
+        log.error("stopped: %s", err)
+        sys.exit(err.exit_code)
     except Exception as err:
         err = _as_runner_error(err)
         if not isinstance(err, RunnerError):
             raise
         if isinstance(err, ConfigError):
             _remove_if_new(Path(hydra_cfg.runtime.output_dir), hydra_cfg.output_subdir)
-        code = getattr(err, "exit_code", 2)  # an interrupted run exits 128 + signal number
-        log.error("%s: %s", "stopped" if isinstance(err, Interrupted) else "error", err)
-        sys.exit(code)
+        log.error("error: %s", err)
+        sys.exit(2)
 
 
 def _as_runner_error(err: Exception) -> Exception:
@@ -160,7 +163,7 @@ def _job(cfg: DictConfig, sweep_dir: Path, job_dir: Path) -> dict | float | None
     for name in ("error.txt", "interrupted.txt"):
         (job_dir / name).unlink(missing_ok=True)
     if sweep.interrupted(sweep_dir) is not None:
-        (job_dir / "interrupted.txt").write_text("not started: the sweep was stopped\n")
+        write_text(job_dir / "interrupted.txt", "not started: the sweep was stopped\n")
         return failed if failed is not None else {"status": "interrupted"}
     finished = _finished(cfg, job_dir)
     if finished is not None:
@@ -169,30 +172,39 @@ def _job(cfg: DictConfig, sweep_dir: Path, job_dir: Path) -> dict | float | None
     with sweep.job(sweep_dir):
         try:
             return run(cfg, str(job_dir))
+        except Interrupted as err:
+            sweep.mark(sweep_dir, err.signum)
+            log.error("stopped: %s", err)
+            write_text(job_dir / "interrupted.txt", f"{err}\n")
+            return failed if failed is not None else {"status": "interrupted"}
         except Exception as err:
-            err = _as_runner_error(err)
-            if isinstance(err, Interrupted):
-                sweep.mark(sweep_dir, err.signum)
-                log.error("stopped: %s", err)
-                (job_dir / "interrupted.txt").write_text(f"{err}\n")
-                return failed if failed is not None else {"status": "interrupted"}
             # Record the failure in the job dir and let the sweep go on; the report lists it and the sweep's exit
             # status says some jobs failed.
+            err = _as_runner_error(err)
             if not isinstance(err, RunnerError):
                 log.exception("job failed")
             message = f"{type(err).__name__}: {err}".strip().splitlines()[-1]
             log.error("error: %s", message)
-            (job_dir / "error.txt").write_text(message + "\n")
+            write_text(job_dir / "error.txt", message + "\n")
             return failed if failed is not None else {"status": "failed", "error": message}
 
 
 def _finished(cfg: DictConfig, job_dir: Path) -> dict | float | None:
-    """The result of a job that an earlier run of this sweep completed with the same config, else None."""
+    """The result of a job that an earlier run of this sweep completed with the same config, else None (a result
+    file that cannot be read, or a bench stopped midway, is a job to run again)."""
     summary_path = job_dir / ("summary.json" if cfg.mode == "train" else "bench.json")
     if cfg.mode not in ("train", "bench") or not summary_path.exists():
         return None
-    summary = json.loads(summary_path.read_text())
-    if cfg.mode == "train" and summary.get("steps", 0) < cfg.max_steps:
+    try:
+        summary = json.loads(summary_path.read_text())
+        if not isinstance(summary, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as err:
+        log.warning("Job %s: %s cannot be read (%s): the job runs again", job_dir.name, summary_path.name, err)
+        return None
+    if cfg.mode == "train" and not summary.get("steps", 0) >= cfg.max_steps:
+        return None
+    if "interrupted" in summary:
         return None
     if not (job_dir / rundir.SAVED_CONFIG).exists() or rundir.unsafe_changes(job_dir, cfg):
         return None

@@ -12,6 +12,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 
 from runner.config.hydra import CONF_DIR
 from runner.config.schema import SCHEMAS, BenchConfig, RunnerConfig
+from runner.core.files import shown
 
 HELP = """\
 runner: run, compare and sweep TensorFlow input pipelines and training setups from YAML.
@@ -49,6 +50,9 @@ def help_text() -> str:
 
 def composition_error(err: Exception, args: list[str]) -> str | None:
     """One line for Hydra's and OmegaConf's errors about the command line ``args``: the key, and what is allowed."""
+    broken = _yaml_error(err)
+    if broken is not None:
+        return broken
 
     if isinstance(err, MissingConfigException):
         text = str(err)
@@ -78,6 +82,20 @@ def composition_error(err: Exception, args: list[str]) -> str | None:
     if isinstance(err, OmegaConfBaseException):
         return str(err).strip().splitlines()[0]
     return None
+
+
+def _yaml_error(err: BaseException | None) -> str | None:
+    """A config file that is not YAML, from the error or its causes: the file, the line, the problem."""
+    import yaml
+
+    while err is not None and not isinstance(err, yaml.YAMLError):
+        err = err.__cause__ or err.__context__
+    if err is None:
+        return None
+    mark = getattr(err, "problem_mark", None)
+    where = f"{shown(mark.name)}: line {mark.line + 1}" if mark is not None else "a config file"
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    return f"{where}: {problem}; the file is not valid YAML"
 
 
 def _in_a_file(text: str) -> str | None:

@@ -21,15 +21,17 @@ import threading
 import time
 from typing import Callable
 
-from runner.errors import RunnerError
 
 log = logging.getLogger("runner")
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 SAME_STOP_SECS = 1.0  # signals this close to the first are the same stop, not a second one
 
 
-class Interrupted(RunnerError):
-    """SIGINT/SIGTERM: the message says what was saved and how to continue; the exit status is 128 + signal."""
+class Interrupted(BaseException):
+    """SIGINT/SIGTERM: the message says what was saved and how to continue; the exit status is 128 + signal.
+
+    A BaseException, as KeyboardInterrupt is: code that handles errors (``except Exception``, a failed trial, the
+    wrappers of OmegaConf and Hydra that re-raise an error as their own) never swallows or rewraps a stop."""
 
     def __init__(self, message: str, signum: int):
         super().__init__(message)

@@ -7,11 +7,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from runner.config.hydra import CONF_DIR
 from runner.config.schema import GROUPS, INT_MAX, PRECISIONS, SCHEMAS, SPLITS, TRAINERS, RunnerConfig
 from runner.errors import ConfigError
 
@@ -32,7 +34,8 @@ def _check_field(path: str, value: Any, meta: dict) -> None:
         hi = INT_MAX if hi is None else hi
     if (lo is None and hi is None) or value == meta.get("auto"):
         return
-    bad = isinstance(value, float) and not math.isfinite(value)
+    bad = isinstance(value, float) and not math.isfinite(value) and not (
+        value == math.inf and meta.get("infinite") and hi is None)
     bad = bad or (lo is not None and (value <= lo if lo_open else value < lo))
     bad = bad or (hi is not None and value > hi)
     if bad:
@@ -84,6 +87,10 @@ def group_schema(cfg: DictConfig, group: str) -> Any:
     return schema
 
 
+TUNE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
+TUNE_HEADER = "# Written by mode=tune"
+
+
 def check_config(cfg: DictConfig) -> None:
     """Checks every key against its schema (known, set, in range) and the rules between keys; raises ConfigError
     naming the key and what is allowed. (runner.validation adds the dataset's checks.)"""
@@ -115,12 +122,15 @@ def check_config(cfg: DictConfig) -> None:
     for name in cfg.tune.pipelines or []:
         if name not in known("pipeline"):
             raise ConfigError(f"tune.pipelines contains {name!r}; known pipelines: {', '.join(known('pipeline'))}")
-    if cfg.tune.name is not None and (not cfg.tune.name or "/" in cfg.tune.name or cfg.tune.name.startswith(".")):
-        raise ConfigError(f"tune.name={cfg.tune.name!r} names the experiment file to write, experiments/NAME.yaml: "
-                          f"give a name without a path, e.g. tune.name=tuned_mine")
+    check_tune_name(cfg)
     if group_schema(cfg, "hardware").processes != "one" and cfg.mode in ("bench", "tune"):
         raise ConfigError(f"mode={cfg.mode} measures one process; hardware={cfg.hardware.name} is for training "
                           f"(use hardware=cpu or a towers option)")
+    check_report(cfg)
+
+
+def check_report(cfg: DictConfig) -> None:
+    """sweep_objective and report.compare name numbers a job reports (checked once for a whole sweep too)."""
     objective = cfg.sweep_objective
     if objective is not None:
         allowed = [f"final_precision.{split}" for split in cfg.eval_splits] + list(SUMMARY_NUMBERS)
@@ -133,10 +143,41 @@ def check_config(cfg: DictConfig) -> None:
         if metric not in reported:
             raise ConfigError(f"report.compare contains {metric!r}, which no job reports; choose from: "
                               f"{', '.join(reported)}")
-    for key in cfg.report.replicate_over:
-        if OmegaConf.select(cfg, key.lstrip("+~"), default=_ABSENT) is _ABSENT:
-            raise ConfigError(f"report.replicate_over contains {key!r}, which is not a key of the config; give the "
-                              f"keys whose values repeat one setting, e.g. [seed] or [seed, dataset.seed]")
+    for key in cfg.report.replicate_over or []:
+        if OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT:
+            raise ConfigError(f"report.replicate_over contains {key!r}, which is not a key of the config; give keys "
+                              f"such as seed")
+
+
+def check_tune_name(cfg: DictConfig) -> None:
+    """tune.name is the file mode=tune writes, experiments/NAME.yaml: a plain name, and not an experiment of the
+    user's (one mode=tune did not write) unless tune.overwrite=true. Said before the search spends its budget."""
+    name = cfg.tune.name
+    if name is not None and not TUNE_NAME.fullmatch(name):
+        raise ConfigError(f"tune.name={name[:60]!r}{'...' if len(name) > 60 else ''} names the experiment file to "
+                          f"write, experiments/NAME.yaml: give a name without a path, of letters, digits, _ . - "
+                          f"and at most 100 characters, e.g. tune.name=tuned_mine")
+    if cfg.mode != "tune" or cfg.tune.overwrite:
+        return
+    for path in tune_experiments(cfg):
+        if path.exists() and not written_by_tune(path):
+            raise ConfigError(f"tune.name={cfg.tune.name}: experiments/{path.name} exists and mode=tune did not write "
+                              f"it; choose another tune.name, or set tune.overwrite=true to replace it")
+
+
+def tune_experiments(cfg: DictConfig) -> list[Path]:
+    """The experiment files mode=tune writes: experiments/NAME.yaml, or NAME_<pipeline>.yaml for each of several."""
+    name = cfg.tune.name or f"tuned_{cfg.dataset.name}_{cfg.model.name}"
+    names = tune_pipelines(cfg)
+    folder = (Path(CONF_DIR) / "experiment").resolve()
+    return [folder / f"{name}{f'_{p}' if len(names) > 1 else ''}.yaml" for p in names]
+
+
+def written_by_tune(path: Path) -> bool:
+    try:
+        return TUNE_HEADER in path.read_text(errors="replace").splitlines()[1]
+    except (OSError, IndexError):
+        return False
 
 
 def check_writable(run_dir: str) -> None:

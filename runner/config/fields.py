@@ -1,5 +1,5 @@
 """Field helpers of the schemas: a range or a set of choices kept in a field's metadata, read by
-runner.config.validate."""
+runner.config.checks."""
 from __future__ import annotations
 
 from dataclasses import field
@@ -9,10 +9,12 @@ from omegaconf import MISSING
 
 
 def bounded(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, auto: int | None = None,
-            default: Any = MISSING) -> Any:
+            infinite: bool = False, default: Any = MISSING) -> Any:
     """A field whose value must lie in [lo, hi] (or (lo, hi] with ``lo_open``); None bounds are open-ended.
-    ``auto`` is a value allowed besides the range (such as -1 for AUTOTUNE)."""
-    return field(default=default, metadata={"lo": lo, "hi": hi, "lo_open": lo_open, "auto": auto})
+    ``auto`` is a value allowed besides the range (such as -1 for AUTOTUNE); ``infinite``: inf is allowed too (no
+    limit), where the upper bound is open."""
+    return field(default=default, metadata={"lo": lo, "hi": hi, "lo_open": lo_open, "auto": auto,
+                                            "infinite": infinite})
 
 
 def one_of(*choices: str | int, default: Any = MISSING) -> Any:

@@ -33,6 +33,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from runner.config.hydra import CONF_DIR, register_schemas
 from runner.config.schema import GROUPS
+from runner.core.files import shown
 from runner.errors import ConfigError
 
 ALLOW = "RUNNER_ALLOW_TARGETS"
@@ -285,7 +286,7 @@ class Guard:
                 continue
             where = loaded.path.replace("file://", "", 1)
             source = str(Path(where) / f"{default.config_path}.yaml") if loaded.path.startswith("file://") else where
-            yield _shown(source), default.package or "", OmegaConf.to_container(loaded.config, resolve=False)
+            yield shown(source), default.package or "", OmegaConf.to_container(loaded.config, resolve=False)
 
 
 @functools.cache
@@ -402,11 +403,3 @@ def _trusted_searchpath(entry: str) -> bool:
     if not entry.startswith("file://"):
         return False
     return Path(entry[len("file://"):]).resolve() == EXPERIMENTS.resolve()
-
-
-def _shown(path: str) -> str:
-    """A file's path relative to the working folder when it is under it."""
-    try:
-        return str(Path(path).resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(Path(path).resolve())

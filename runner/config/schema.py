@@ -3,7 +3,7 @@ and the top-level :class:`RunnerConfig`.
 
 Each group option's YAML starts from its schema (``defaults: [/schema/pipeline/queue@_here_]``), so a wrong type or
 an unknown key fails at composition with the key named. Ranges live in field metadata and are checked by
-runner.config.validate, which names the key and the allowed range. Facts a check needs about an option live on its
+runner.config.checks, which names the key and the allowed range. Facts a check needs about an option live on its
 schema as ``ClassVar``s (``MlpConfig.channels``, ``QueueConfig.reads_files``), so a new option brings its own rule.
 """
 from __future__ import annotations
@@ -181,8 +181,9 @@ class BenchConfig:
 @dataclass
 class TuneConfig:
     pipelines: Optional[list[str]] = MISSING  # null: the chosen pipeline; or e.g. [queue, tf_data]
-    budget_secs: float = bounded(1.0)  # the search stops before a trial would pass it
+    budget_secs: float = bounded(1.0, infinite=True)  # the search stops before a trial would pass it (inf: never)
     name: Optional[str] = MISSING  # experiments/NAME.yaml; null: tuned_<dataset>_<model>
+    overwrite: bool = MISSING  # replace experiments/NAME.yaml though mode=tune did not write it
     allow_order: bool = MISSING  # also search the knobs that change the data order (shuffle buffer, queue fill)
     threads: bool = MISSING  # also search TensorFlow's thread pools (hardware.intra_op_threads, inter_op_threads)
     search: str = one_of("guided", "grid")  # guided by the stage attribution, or every combination (to compare)

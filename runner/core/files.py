@@ -27,12 +27,17 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yields a unique temporary path beside ``path``; renames it into place on success, removes it on failure.
     The file gets the usual mode (0666 less the umask), so a cache can be shared like any file."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, str(path)) from None
     os.close(fd)
     try:
         yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
+        os.replace(tmp, path)  # a link at path is replaced, never followed
+    except OSError as err:  # a full disk, a size limit: said of the file meant, not of its temporary name
+        raise OSError(err.errno, err.strerror, str(path)) from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -46,9 +51,22 @@ def full_disk(folder: Path, what: str, err: Exception) -> DataError:
                      f"(nothing partial was left)")
 
 
-def write_json(path: str | os.PathLike, value) -> None:
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """A result file written whole or not at all: to a temporary name, then renamed over ``path``."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(value, indent=2) + "\n")
+        tmp.write_text(text)
+
+
+def write_json(path: str | os.PathLike, value, **dumps) -> None:
+    write_text(path, json.dumps(value, indent=2, **dumps) + "\n")
+
+
+def shown(path: str | os.PathLike) -> str:
+    """A path as a message names it: relative to the working folder when it is under it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def remove_leftovers(folder: Path) -> None:

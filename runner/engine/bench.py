@@ -14,11 +14,13 @@ from typing import Callable
 import tensorflow as tf
 
 from runner.config.schema import RunnerConfig
+from runner.core.files import write_json, write_text
 from runner.engine.measure import window_figures, bound_runner, measure_pipeline, timed
 from runner.engine.model import Parts
 from runner.engine.hardware import cores
 from runner.engine.stages import attribution, limit_line, stage_rates, stage_table
 from runner.engine.training import train
+from runner.signals import Interrupted, signal_name
 from runner.stats import compare, hint, plus_minus, summarize, verdict
 
 v1 = tf.compat.v1
@@ -101,15 +103,25 @@ def bench(make_parts: Callable[[str, str], Parts], names: list[str], precisions:
     and writes bench.json (the first precision's figures at its top level, every precision's under "precisions")."""
     started = time.time()
     by_precision, tables = {}, []
+    stopped = None
     for precision in precisions:
         if len(precisions) > 1:
             log.info("Precision %s", precision)
-        by_precision[precision] = _bench_one(make_parts, names, precision, run, run_dir, config)
+        try:
+            by_precision[precision] = _bench_one(make_parts, names, precision, run, run_dir, config)
+        except Interrupted as err:
+            if not by_precision:
+                raise
+            stopped = err
+            break
         heading = f"precision {precision}\n" if len(precisions) > 1 else ""
         tables.append(heading + by_precision[precision].pop("table"))
+        stopped = by_precision[precision].pop("interrupted", None)
+        if stopped is not None:
+            break
     table = "\n".join(tables)
     out = {**by_precision[precisions[0]], "precision": precisions[0]}
-    if len(precisions) > 1:
+    if len(precisions) > 1 and stopped is None:
         out["precisions"] = by_precision
         out["precision_bounds"] = _paired_bounds(make_parts, names[0], precisions, run)
         table += "\n" + "\n".join(f"bound in {p}: {r['examples_per_sec']:.1f} examples/sec, {r['ratio']:.3f} x the "
@@ -118,8 +130,14 @@ def bench(make_parts: Callable[[str, str], Parts], names: list[str], precisions:
     for line in table.splitlines():
         log.info(line)
     out.update(wall_time_sec=time.time() - started, settings=_settings(run), config=config)
-    (Path(run_dir) / "bench.json").write_text(json.dumps(out, indent=2) + "\n")
-    (Path(run_dir) / "bench.txt").write_text(table + "\n")
+    if stopped is not None:
+        out["interrupted"] = signal_name(stopped.signum)
+    write_json(Path(run_dir) / "bench.json", out)
+    write_text(Path(run_dir) / "bench.txt", table + "\n")
+    if stopped is not None:
+        raise Interrupted(f"{signal_name(stopped.signum)}: the bench stopped; what it finished (whole rounds of "
+                          f"every pipeline) is in {Path(run_dir) / 'bench.json'} (\"interrupted\" set). Rerun the "
+                          f"same command to measure again", stopped.signum)
     log.info("Results in %s (bench.json, bench.txt)", run_dir)
     return out
 
@@ -134,34 +152,47 @@ def _bench_one(make_parts: Callable[[str, str], Parts], names: list[str], precis
     bound_windows: list = []
     training: dict[str, dict] = {}
     repeats = run.bench.repeats
+    stopped: Interrupted | None = None
     with bound_runner(parts, run) as bound_step:
         log.info("Model-only bound: %d warm-up steps", run.bench.warmup_steps)
         for _ in range(run.bench.warmup_steps):
             bound_step()
-        for r in range(repeats):
-            if repeats > 1:
-                log.info("Round %d of %d", r + 1, repeats)
-            for name in names[r % len(names):] + names[:r % len(names)]:
-                log.info("Measuring pipeline %s (%d windows of %d steps, each paired with a window of the bound)",
-                         name, run.bench.windows, run.bench.steps_per_window)
-                rounds[name].append(measure_pipeline(make_parts(name, precision), run, bound_step, bound_windows))
-                if run.bench.training_run and r == 0:
-                    log.info("Training run with pipeline %s: the real loop (hooks, summaries, progress lines)", name)
-                    training[name] = training_run(make_parts(name, precision), run, run_dir, name, config,
-                                                  rounds[name][0], bound_step)
+        try:
+            for r in range(repeats):
+                if repeats > 1:
+                    log.info("Round %d of %d", r + 1, repeats)
+                for name in names[r % len(names):] + names[:r % len(names)]:
+                    log.info("Measuring pipeline %s (%d windows of %d steps, each paired with a window of the "
+                             "bound)", name, run.bench.windows, run.bench.steps_per_window)
+                    rounds[name].append(measure_pipeline(make_parts(name, precision), run, bound_step,
+                                                         bound_windows))
+                    if run.bench.training_run and r == 0:
+                        log.info("Training run with pipeline %s: the real loop (hooks, summaries, progress lines)",
+                                 name)
+                        training[name] = training_run(make_parts(name, precision), run, run_dir, name, config,
+                                                      rounds[name][0], bound_step)
+        except Interrupted as err:  # the finished rounds are kept; a round half done is not
+            stopped = err
+            finished = min(len(v) for v in rounds.values())
+            if finished == 0:
+                raise
+            rounds = {name: v[:finished] for name, v in rounds.items()}
     results = {name: {**_over_rounds(rounds[name]), **training.get(name, {})} for name in names}
     bound = window_figures(bound_windows)
     stage_lines = []
-    if run.bench.stages:
+    if run.bench.stages and stopped is None:
         num_cores = cores()
-        for name in names:
-            log.info("Timing the stages of pipeline %s", name)
-            p = results[name]
-            p["stages"] = stage_rates(lambda name=name: make_parts(name, precision).pipeline, parts.session_config,
-                                      run.batch_size, run.bench.windows, p)
-            p["attribution"] = attribution(p["stages"], p, bound, num_cores)
-            stage_lines.append(limit_line(name, p["stages"], p["attribution"]))
-        stage_lines = ["", stage_table(results), *stage_lines]
+        try:
+            for name in names:
+                log.info("Timing the stages of pipeline %s", name)
+                p = results[name]
+                p["stages"] = stage_rates(lambda name=name: make_parts(name, precision).pipeline,
+                                          parts.session_config, run.batch_size, run.bench.windows, p)
+                p["attribution"] = attribution(p["stages"], p, bound, num_cores)
+                stage_lines.append(limit_line(name, p["stages"], p["attribution"]))
+        except Interrupted as err:
+            stopped = err
+        stage_lines = ["", stage_table(results), *stage_lines] if stage_lines else []
     table = _table(bound, results)
     runs = [f"{name:<10} training run {p['training_run_examples_per_sec']:.1f} examples/sec, "
             f"{p['training_run_ratio_to_bound']:.3f} x the bound = {p['training_run_ratio_to_bench']:.3f} x the "
@@ -173,6 +204,7 @@ def _bench_one(make_parts: Callable[[str, str], Parts], names: list[str], precis
             "bound_window_examples_per_sec": bound["window_examples_per_sec"],
             "pipelines": results, "devices": parts.devices, "repeats": repeats,
             **({"comparisons": [c for c, _ in compared]} if compared else {}),
+            **({"interrupted": stopped} if stopped is not None else {}),
             "table": "\n".join([table, *runs, *[line for _, line in compared], *stage_lines])}
 
 

@@ -51,7 +51,8 @@ class Result:
     secs: float = 0.0
 
     def as_dict(self) -> dict:
-        return {"trials": [asdict(t) for t in self.trials], "best": asdict(self.best), "start": asdict(self.start),
+        return {"trials": [asdict(t) for t in self.trials], "best": asdict(self.best) if self.best else None,
+                "start": asdict(self.start) if self.start else None,
                 "limit": self.limit, "stopped_by_budget": self.stopped_by_budget, "secs": self.secs}
 
 
@@ -82,18 +83,19 @@ def _candidates(values: tuple, current) -> list:
 
 
 def search(make_parts: Callable[[dict], Parts], run: RunnerConfig, space: dict[str, tuple], start: dict,
-           budget_secs: float, grid: bool = False) -> Result:
+           budget_secs: float, grid: bool = False, result: Result | None = None) -> Result:
     """Tunes the knobs of ``space`` ({key: candidate values}) from ``start`` ({key: value}) within the budget;
-    ``grid``: every combination instead (the yardstick the guided search is judged by)."""
+    ``grid``: every combination instead (the yardstick the guided search is judged by). Trials go into ``result``
+    as they are measured, so a caller keeps them when a signal stops the search."""
     began = time.monotonic()
-    result = Result()
+    result = Result() if result is None else result
     first = make_parts(start)
     bound_windows: list = []
     with bound_runner(first, run) as bound_step:
         for _ in range(run.bench.warmup_steps):
             bound_step()
 
-        def measure(settings: dict, changed: str) -> Trial:
+        def measure(settings: dict, changed: str) -> tuple[Trial, dict | None]:
             trial = Trial(dict(settings), changed)
             t0 = time.monotonic()
             try:

@@ -8,7 +8,6 @@ the batch size, the model, the data or, unless allowed, the data order's statist
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
@@ -19,10 +18,12 @@ import numpy as np
 import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from runner.config.checks import group_schema, tune_pipelines
-from runner.config.hydra import CONF_DIR, task_overrides, with_pipeline
+from runner.config.checks import TUNE_HEADER, group_schema, tune_experiments, tune_pipelines
+from runner.config.hydra import task_overrides, with_pipeline
 from runner.data import prepared_dataset
-from runner.errors import ConfigError
+from runner.core.files import write_json, write_text
+from runner.errors import ConfigError, RunnerError
+from runner.signals import Interrupted, signal_name
 
 log = logging.getLogger("runner")
 
@@ -48,11 +49,6 @@ def within_memory(space: dict[str, tuple], dataset, batch_size: int, free: int) 
     return {k: tuple(v for v in values if k not in needs or needs[k](v) <= free / 2) for k, values in space.items()}
 
 
-def experiment_path(cfg: DictConfig, pipeline: str, several: bool) -> Path:
-    name = cfg.tune.name or f"tuned_{cfg.dataset.name}_{cfg.model.name}"
-    return (Path(CONF_DIR) / "experiment").resolve() / f"{name}{f'_{pipeline}' if several else ''}.yaml"
-
-
 def _cpu() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -71,8 +67,9 @@ def _kept(override: str, keys: list[str]) -> bool:
                 or key.split(".")[0] in ("bench", "tune"))
 
 
-def write_experiment(path: Path, cfg: DictConfig, result, keys: list[str], num_cores: int) -> str:
-    """The winner as an experiment: the groups chosen and the knobs' values; returns the command that uses it."""
+def experiment_text(experiment: str, cfg: DictConfig, result, keys: list[str], num_cores: int) -> tuple[str, str]:
+    """The winner as ``experiment``: the groups chosen and the knobs' values; the file's text and the command
+    that uses it."""
     best, start = result.best, result.start
     groups = {"dataset": cfg.dataset.name, "model": cfg.model.name, "pipeline": cfg.pipeline.name}
     values: dict = {}
@@ -80,10 +77,10 @@ def write_experiment(path: Path, cfg: DictConfig, result, keys: list[str], num_c
         group, name = key.split(".", 1)
         values.setdefault(group, {})[name] = best.settings[key]
     typed = [o for o in task_overrides() if _kept(o, keys)]
-    command = " ".join(["python -m runner", f"experiment={path.stem}", *typed])
+    command = " ".join(["python -m runner", f"experiment={experiment}", *typed])
     header = [
         "# @package _global_",
-        f"# Written by mode=tune on {time.strftime('%Y-%m-%d')}, {_cpu()}, {num_cores} cores: {command}",
+        f"{TUNE_HEADER} on {time.strftime('%Y-%m-%d')}, {_cpu()}, {num_cores} cores: {command}",
         f"# tuned with batch_size={cfg.batch_size}, hardware={cfg.hardware.name}; {len(result.trials)} trials in "
         f"{result.secs:.0f} s (tune.budget_secs={cfg.tune.budget_secs:g}), each paired with the starting settings' "
         f"bound",
@@ -96,25 +93,24 @@ def write_experiment(path: Path, cfg: DictConfig, result, keys: list[str], num_c
         *(f"  - override /{group}: {name}" for group, name in groups.items()),
         "",
     ]
-    path.write_text("\n".join(header) + yaml.safe_dump(values, sort_keys=False))
-    return command
+    return "\n".join(header) + yaml.safe_dump(values, sort_keys=False), command
 
 
 def run(cfg: DictConfig, run_dir: str) -> dict:
     dataset = prepared_dataset(cfg)
     from runner.build import build_parts, describe, settings  # TensorFlow, once the data files are ready
     from runner.engine.hardware import cores
-    from runner.engine.tune import search, table, thread_values
+    from runner.engine.tune import Result, search, table, thread_values
     from runner.pipelines.base import available_memory
     from runner.runs import naming_damaged_records
 
-    names = tune_pipelines(cfg)
-    folder = experiment_path(cfg, names[0], False).parent
+    names, paths = tune_pipelines(cfg), tune_experiments(cfg)
+    folder = paths[0].parent
     if not os.access(folder, os.W_OK):  # said before the search spends its budget
         raise ConfigError(f"mode=tune writes its winner to {folder}, which is not writable; run it from a "
                           f"writable copy of the project")
     Path(run_dir).mkdir(parents=True, exist_ok=True)
-    out, started = {}, time.monotonic()
+    out, started, unwritten = {}, time.monotonic(), []
     for i, name in enumerate(names):
         base = with_pipeline(cfg, name, cfg.hardware.precision)
         space = within_memory(search_space(base, thread_values()), dataset, cfg.batch_size, available_memory())
@@ -134,17 +130,41 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
             describe(cfg, make_parts(start), run_dir)
         budget = (cfg.tune.budget_secs - (time.monotonic() - started)) / (len(names) - i)
         log.info("Tuning pipeline %s: %s (budget %.0f s)", name, ", ".join(keys), budget)
-        with naming_damaged_records(dataset):
-            result = search(make_parts, settings(cfg), space, start, budget, grid=cfg.tune.search == "grid")
+        result = Result()
+        try:
+            with naming_damaged_records(dataset):
+                search(make_parts, settings(cfg), space, start, budget, grid=cfg.tune.search == "grid",
+                       result=result)
+        except Interrupted as err:
+            out[name] = {**result.as_dict(), "interrupted": True}
+            _write_results(run_dir, out)
+            raise Interrupted(f"{signal_name(err.signum)} during the search of pipeline {name}: the "
+                              f"{len(result.trials)} trial(s) measured are in {Path(run_dir) / 'tune.json'}; rerun "
+                              f"the same command to search again", err.signum) from None
         text = table(result, keys)
         for line in text.splitlines():
             log.info(line)
-        path = experiment_path(base, name, len(names) > 1)
-        command = write_experiment(path, base, result, keys, cores())
+        path = paths[i]
+        experiment, command = experiment_text(path.stem, base, result, keys, cores())
+        kept = Path(run_dir) / path.name  # first in the run dir: a failed write below loses no search
+        write_text(kept, experiment)
+        out[name] = {**result.as_dict(), "experiment": str(path), "kept": str(kept), "command": command,
+                     "table": text}
+        try:
+            write_text(path, experiment)
+        except OSError as err:
+            unwritten.append(f"cannot write {path}: {err.strerror}; the winner is kept in {kept} (copy it to "
+                             f"{path.parent} to use it)")
+            continue
         log.info("Wrote %s: %s", path, command)
-        out[name] = {**result.as_dict(), "experiment": str(path), "command": command, "table": text}
-    (Path(run_dir) / "tune.json").write_text(json.dumps(out, indent=2, default=str) + "\n")
-    (Path(run_dir) / "tune.txt").write_text("\n\n".join(f"{n}\n{o['table']}\n{o['command']}" for n, o in out.items())
-                                            + "\n")
+    _write_results(run_dir, out)
     log.info("Results in %s (tune.json, tune.txt)", run_dir)
+    if unwritten:
+        raise RunnerError("; ".join(unwritten))
     return out
+
+
+def _write_results(run_dir: str, out: dict) -> None:
+    write_json(Path(run_dir) / "tune.json", out, default=str)
+    write_text(Path(run_dir) / "tune.txt", "\n\n".join(f"{n}\n{o.get('table', '(interrupted)')}\n{o.get('command', '')}"
+                                                      for n, o in out.items()) + "\n")

@@ -25,6 +25,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
 from runner import tfload
+from runner.config.checks import check_report
+from runner.errors import ConfigError
 from runner.sweeps import groups as grouping
 from runner.sweeps import hparams, plots, sweep
 
@@ -198,6 +200,11 @@ class SweepReport(Callback):
     when a signal stopped it, or 1 when a job failed (after all jobs ran)."""
 
     def on_multirun_start(self, config, **kwargs) -> None:
+        try:  # what the whole sweep reports on is checked once, before any job or sweep dir
+            check_report(config)
+        except ConfigError as err:
+            print(f"error: {err}", file=sys.stderr, flush=True)
+            sys.exit(2)
         tfload.quiet_children(bool(config.get("verbose")))  # before the launcher starts any job's process
         if not sys.stdout.isatty():
             os.environ.setdefault("RAY_COLOR_PREFIX", "0")  # Ray's job lines: no colour codes in a file or pipe
