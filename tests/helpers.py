@@ -42,6 +42,27 @@ def run_cli(*args: str, timeout: float = 120, env: dict | None = None, cwd: Path
                           timeout=timeout, env=user_env(env, unset))
 
 
+def stop_when(args: list[str], wait_for: str, sig: int, cwd: Path = ROOT, timeout: float = 300
+              ) -> subprocess.CompletedProcess:
+    """Starts ``python -m runner ARGS``, sends ``sig`` once it prints a line starting with ``wait_for`` (any line
+    containing it, if it starts with '~'), and returns the finished process's output."""
+    proc = subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=user_env())
+    matches = (lambda line: wait_for[1:] in line) if wait_for.startswith("~") else (
+        lambda line: line.startswith(wait_for))
+    try:
+        out = []
+        for line in proc.stdout:
+            out.append(line)
+            if matches(line):
+                break
+        proc.send_signal(sig)
+        out.append(proc.stdout.read())
+        return subprocess.CompletedProcess(proc.args, proc.wait(timeout=timeout), "".join(out), "")
+    finally:
+        proc.kill()
+
+
 def sweep_dirs(cwd: Path) -> list[Path]:
     """The sweep dirs a multirun typed in ``cwd`` made under its default ``multirun/``."""
     return sorted(p for p in (cwd / "multirun").iterdir() if p.is_dir()) if (cwd / "multirun").is_dir() else []

@@ -1,10 +1,11 @@
 """mode=bench: the shape of bench.json and the table, on tiny data (numbers are measured, not asserted)."""
 import json
+import signal
 
 import pytest
 
 from runner.app import run
-from tests.helpers import compose, run_cli
+from tests.helpers import compose, run_cli, stop_when
 
 TINY_BENCH = ["mode=bench", "dataset=shapes", "dataset.num_train=500", "dataset.num_test=100", "batch_size=16",
               "bench.warmup_steps=2", "bench.windows=2", "bench.steps_per_window=3"]
@@ -130,6 +131,7 @@ def test_bench_repeats_give_each_ratio_an_interval_and_compare_the_pipelines_rou
     assert out["pipelines"].keys() == written["pipelines"].keys()
 
 
+@pytest.mark.slow  # rates of stages timed on 2 shared cores: under load a prefix can measure slower than the whole
 def test_the_bench_times_each_stage_and_names_what_limits_each_pipeline(tmp_path):
     """Stage rates are positive, a prefix is never much slower than the whole (each adds work), and the limit is
     one of the model's three: on the CIFAR-10 CNN the input's stages run far faster than the model."""
@@ -189,3 +191,20 @@ def test_bench_rounds_and_stages_as_typed_in_an_empty_folder(tmp_path):
     table = (run_dir / "bench.txt").read_text()
     assert "Round 2 of 2" in proc.stdout and "in ratio to the bound (n=2 rounds, paired t-test by round, p=" in table
     assert "tf_data    read " in table and "feed_dict  gather " in table and " limits at " in table
+
+
+@pytest.mark.slow  # two TensorFlow runs of the bench
+def test_a_signal_keeps_the_finished_rounds_and_exits_128_plus_it(tmp_path):
+    """SIGINT in the second round (or while stages are timed): exit 130, one line, bench.json with the first
+    round's figures and "interrupted"; a signal before any round finished writes nothing."""
+    args = [*TINY_BENCH, "bench.repeats=2", "bench.pipelines=[tf_data,preloaded]", "run_dir=run"]
+    proc = stop_when(args, "Round 2 of 2", signal.SIGINT, cwd=tmp_path)
+    assert proc.returncode == 130, proc.stdout[-3000:]
+    assert "Traceback" not in proc.stdout and "the bench stopped" in proc.stdout
+    written = json.loads((tmp_path / "run" / "bench.json").read_text())
+    assert written["interrupted"] == "SIGINT" and written["repeats"] == 2
+    assert set(written["pipelines"]) == {"tf_data", "preloaded"}
+    assert all(p["ratio_to_bound"] > 0 for p in written["pipelines"].values())
+    early = stop_when([*args[:-1], "run_dir=early"], "Measuring pipeline", signal.SIGINT, cwd=tmp_path)
+    assert early.returncode == 130 and "Traceback" not in early.stdout, early.stdout[-3000:]
+    assert not (tmp_path / "early" / "bench.json").exists()

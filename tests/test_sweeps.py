@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from runner.engine.checkpoints import latest_checkpoint
-from tests.helpers import (AS_USER, ROOT, TINY, one_complete_sweep, run_cli, steps_saved, submitit_logs,
+from tests.helpers import (AS_USER, ROOT, TINY, one_complete_sweep, run_cli, steps_saved, stop_when, submitit_logs,
                             sweep_dirs)
 
 QUICK = [*TINY, "max_steps=20", "log_every=10", "checkpoint_every=20", "eval_splits=[test]"]
@@ -88,19 +88,7 @@ def test_submitit_local_sweep(tmp_path):
 def _interrupt_sweep(args: list[str], sig: signal.Signals, wait_for: str = "Step 20: ",
                      cwd: Path = ROOT) -> subprocess.CompletedProcess:
     """Starts a sweep, sends ``sig`` once a job trains, and returns the finished process's output."""
-    proc = subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    try:
-        out = []
-        for line in proc.stdout:
-            out.append(line)
-            if line.startswith(wait_for):
-                break
-        proc.send_signal(sig)
-        out.append(proc.stdout.read())
-        return subprocess.CompletedProcess(proc.args, proc.wait(timeout=120), "".join(out), "")
-    finally:
-        proc.kill()
+    return stop_when(args, wait_for, sig, cwd=cwd, timeout=120)
 
 
 @pytest.mark.slow  # a sweep (STYLE.md: sweeps in the slow tier)

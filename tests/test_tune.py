@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import signal
 import subprocess
 import sys
 
 import pytest
 import yaml
 
-from tests.helpers import project_copy, user_env
+from tests.helpers import project_copy, run_cli, stop_when, user_env
 
 SMALL = ["dataset.num_train=1200", "dataset.num_test=300", "dataset.validation_size=200", "eval_splits=[test]"]
 QUICK = ["bench.warmup_steps=2", "bench.windows=2", "bench.steps_per_window=5"]
@@ -116,3 +117,30 @@ def test_the_order_knobs_are_searched_only_where_allowed_and_within_memory(tiny_
     fits = within_memory(allowed, tiny_digits, 100, 4 * 10**6)
     assert fits["pipeline.min_fraction_of_examples_in_queue"] == (0.05, 0.1, 0.2)
     assert fits["pipeline.num_threads"] == allowed["pipeline.num_threads"]
+
+
+@pytest.mark.slow  # a TensorFlow search stopped midway
+def test_a_signal_stops_the_search_at_once_keeping_its_trials(tmp_path):
+    """SIGINT during a trial of a grid search: exit 130 at once (not "failed", not the rest of the budget), the
+    trials measured so far in tune.json, and the line says how to continue; no experiment is written."""
+    copy = project_copy(tmp_path / "project")
+    args = ["mode=tune", "pipeline=queue", "tune.search=grid", "tune.budget_secs=600", *SMALL, *QUICK, "run_dir=t"]
+    proc = stop_when(args, "trial 1 ", signal.SIGINT, cwd=copy)
+    assert proc.returncode == 130, proc.stdout[-3000:]
+    assert "Traceback" not in proc.stdout and "rerun the same command to search again" in proc.stdout
+    assert "failed: SIGINT" not in proc.stdout
+    kept = json.loads((copy / "t" / "tune.json").read_text())["queue"]
+    assert kept["interrupted"] and len(kept["trials"]) >= 2 and kept["trials"][0]["ratio"] > 0
+    assert not (copy / "experiments" / "tuned_digits_mlp.yaml").exists()
+
+
+@pytest.mark.parametrize("args,said", [
+    (["tune.name=" + "x" * 300], "at most 100 characters"),
+    (["tune.name=../elsewhere"], "give a name without a path"),
+    (["tune.name=mnist_fully_connected_feed"], "exists and mode=tune did not write it"),
+])
+def test_a_tune_name_is_checked_before_the_search(tmp_path, args, said):
+    proc = run_cli("mode=tune", *args, cwd=tmp_path)
+    said_all = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and said in said_all and "Traceback" not in said_all, said_all
+    assert not any(tmp_path.iterdir())
