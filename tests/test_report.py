@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -265,12 +266,91 @@ def test_several_sweep_dirs_are_reported_together_grouped_the_same_way(tmp_path)
 @pytest.mark.parametrize("args,message", [
     (["nowhere"], "nowhere is not a sweep dir (no job folders with .hydra/overrides.yaml)"),
     (["a", "b", "--out", "a"], "--out a: several sweeps' report goes into a folder of its own"),
+    (["a", "a"], "a is given twice (a)"),
+    (["a", "./a/"], "is given twice"),
+    (["a", "b", "--out", "file/x"], "--out file/x: file is a file, not a folder"),
+    (["a", "--compare", "nope"], "--compare nope: no job reports it; the jobs report: examples_per_sec"),
+    (["a", "--replicate-over", "nope"], "--replicate-over nope: no job sets it"),
 ])
 def test_the_report_command_refuses_what_is_not_a_sweep(tmp_path, args, message):
     for name in ("a", "b"):
         _sweep(tmp_path / name, [(["seed=0"], 0.5)])
+    (tmp_path / "file").write_text("")
     proc = _report_cli(*args, cwd=tmp_path)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert not (tmp_path / "report").exists()
+
+
+def test_a_sweep_dir_holding_another_is_refused(tmp_path):
+    _sweep(tmp_path / "a", [(["seed=0"], 0.5)])
+    _sweep(tmp_path / "a" / "inner", [(["seed=1"], 0.5)])
+    proc = _report_cli("a", "a/inner", cwd=tmp_path)
+    assert proc.returncode == 2 and "is in two of the sweep dirs given" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("damage", ["empty", "not json", "a link", "steps lots", "a list", "copied job"])
+def test_an_odd_job_is_listed_as_unreadable_and_the_report_is_whole(tmp_path, damage):
+    """A copied job folder, an empty or non-JSON summary.json, one that is a link, or wrong numbers: the job is
+    listed as unreadable (not averaged in), the other jobs are reported, and nothing crashes."""
+    _sweep(tmp_path / "s", [([f"seed={i}"], 0.5 + i / 100) for i in range(3)])
+    summary = tmp_path / "s" / "1" / "summary.json"
+    if damage == "empty":
+        summary.write_text("")
+    elif damage == "not json":
+        summary.write_bytes(b"\x00\xff{")
+    elif damage == "a link":
+        summary.unlink()
+        summary.symlink_to(tmp_path / "s" / "0" / "summary.json")
+    elif damage == "steps lots":
+        summary.write_text(json.dumps({**json.loads(summary.read_text()), "steps": "lots"}))
+    elif damage == "a list":
+        summary.write_text("[1, 2]")
+    else:
+        shutil.copytree(tmp_path / "s" / "2", tmp_path / "s" / "0_backup")
+    proc = _report_cli("s", cwd=tmp_path)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    rows = {r["job"]: r for r in _report(tmp_path / "s")["jobs"]}
+    text = (tmp_path / "s" / "report.md").read_text()
+    if damage == "copied job":
+        assert list(rows) == ["0", "1", "2", "0_backup"] and {r["status"] for r in rows.values()} == {"completed"}
+    else:
+        assert rows["1"]["status"] == "unreadable" and "summary.json" in rows["1"]["error"]
+        assert [rows[j]["status"] for j in ("0", "2")] == ["completed", "completed"]
+        assert "1 unreadable (listed below)" in text
+
+
+def test_a_huge_or_empty_error_file_is_read_from_its_end(tmp_path):
+    _sweep(tmp_path / "s", [(["seed=0"], "failed"), (["seed=1"], "failed")])
+    with (tmp_path / "s" / "0" / "error.txt").open("w") as f:
+        f.write("x" * 50_000_000 + "\nDataError: the last line\n")
+    (tmp_path / "s" / "1" / "error.txt").write_text("")
+    rows = report.write(tmp_path / "s")
+    assert [r["error"] for r in rows] == ["DataError: the last line", "(no message)"]
+
+
+def test_the_report_replaces_links_never_writing_through_them(tmp_path):
+    _sweep(tmp_path / "s", [(["seed=0"], 0.5)])
+    victim = tmp_path / "victim"
+    victim.write_text("keep me\n")
+    for name in ("report.md", "report.csv"):
+        (tmp_path / "s" / name).symlink_to(victim)
+    report.write(tmp_path / "s")
+    assert victim.read_text() == "keep me\n"
+    assert not (tmp_path / "s" / "report.md").is_symlink() and "# Sweep report" in (
+        tmp_path / "s" / "report.md").read_text()
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_half_written_report(tmp_path):
+    _sweep(tmp_path / "s", [([f"seed={i}"], 0.5) for i in range(3)])
+    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (200, 200)); "
+            "from runner.sweeps.report import main; main(sys.argv[1:])")
+    proc = subprocess.run([sys.executable, "-c", code, "s", "--out", "out"], cwd=tmp_path, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: cannot write out/report.") and "Traceback" not in proc.stderr
+    assert not [p for p in (tmp_path / "out").iterdir() if p.suffix in (".md", ".csv", ".json") and
+                p.stat().st_size == 0]
 
 
 def test_a_failed_seed_leaves_the_other_seeds_paired():

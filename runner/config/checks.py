@@ -137,7 +137,7 @@ def check_report(cfg: DictConfig) -> None:
         if objective not in allowed:
             raise ConfigError(f"sweep_objective={objective} is not a number a run reports; choose one of: "
                               f"{', '.join(allowed)}")
-    reported = ([f"precision_{split}" for split in SPLITS] + ["examples_per_sec", "wall_time_sec"]
+    reported = ([f"precision_{split}" for split in SPLITS] + ["examples_per_sec", "train_time_sec", "bench_time_sec"]
                 + ["bound_examples_per_sec"] + [f"{name}_ratio_to_bound" for name in known("pipeline")])
     for metric in cfg.report.compare or []:
         if metric not in reported:

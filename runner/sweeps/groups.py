@@ -28,7 +28,8 @@ class Group:
     rows: list[dict] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
-        return {s: sum(r["status"] == s for r in self.rows) for s in STATUSES}
+        counted = [r["status"] if r["status"] in STATUSES else "incomplete" for r in self.rows]  # unreadable too
+        return {s: counted.count(s) for s in STATUSES}
 
     def done(self, metric: str) -> list[dict]:
         return [r for r in self.rows if r["status"] == "completed" and _number(r.get(metric))]
@@ -66,7 +67,7 @@ def group(rows: list[dict], replicate_over: list[str]) -> list[Group]:
 
 
 def lower_is_better(metric: str) -> bool:
-    """Times (wall_time_sec, first_batch_sec) are better low; precisions, rates and ratios high."""
+    """Times (train_time_sec, first_batch_sec) are better low; precisions, rates and ratios high."""
     return metric.endswith("_sec") and not metric.endswith("per_sec")
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import logging
 import math
@@ -26,7 +27,8 @@ from omegaconf import OmegaConf
 
 from runner import tfload
 from runner.config.checks import check_report
-from runner.errors import ConfigError
+from runner.core.files import write_json, write_text
+from runner.errors import ConfigError, describe_os_error
 from runner.sweeps import groups as grouping
 from runner.sweeps import hparams, plots, sweep
 
@@ -53,7 +55,39 @@ class Settings:
 def _job_dirs(sweep_dir: Path) -> list[Path]:
     jobs = [p.parent.parent for p in sweep_dir.glob("**/.hydra/overrides.yaml")
             if p.parent.name == ".hydra" and p.parent.parent != sweep_dir]
-    return sorted(jobs, key=lambda p: [int(s) if s.isdigit() else s for s in p.relative_to(sweep_dir).parts])
+    # 0, 1, ..., 10 in number order; a folder of another name (a copy, 0_backup) after them, by name
+    return sorted(jobs, key=lambda p: [(0, int(s), "") if s.isdigit() else (1, 0, s)
+                                       for s in p.relative_to(sweep_dir).parts])
+
+
+class Unreadable(ValueError):
+    """A job's result file that is not what runner writes: the job is listed as unreadable, not averaged in."""
+
+
+def _read_result(path: Path, numbers: dict[str, type]) -> dict:
+    """A job's summary.json or bench.json: a regular file (not a link), a JSON object, with these keys numbers."""
+    if path.is_symlink() or not path.is_file():
+        raise Unreadable(f"{path.name} is a link or not a file")
+    try:
+        data = json.loads(path.read_text(errors="strict"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise Unreadable(f"{path.name} is not JSON ({str(err).splitlines()[0][:80]})") from None
+    if not isinstance(data, dict):
+        raise Unreadable(f"{path.name} is not a JSON object")
+    for key, kind in numbers.items():
+        value = data.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise Unreadable(f"{path.name}: {key} is {value!r}, not a number")
+    return data
+
+
+def _last_line(path: Path, limit: int = 4096) -> str:
+    """The last line of a (possibly huge) text file, read from its end."""
+    with path.open("rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(0, f.tell() - limit))
+        lines = f.read().decode(errors="replace").strip().splitlines()
+    return lines[-1][:500] if lines else "(no message)"
 
 
 def _saved_config(job: Path) -> dict:
@@ -88,21 +122,31 @@ def collect(sweep_dir: str | Path, replicate_over: tuple[str, ...] = ("seed",), 
                    config, k, throw_on_resolution_failure=False)) for k in replicate_over)}
         summary, bench, error, stopped = (job / "summary.json", job / "bench.json", job / "error.txt",
                                           job / "interrupted.txt")
-        if summary.exists():
-            s = json.loads(summary.read_text())
-            row.update(status="completed", steps=s["steps"], examples_per_sec=s["examples_per_sec"],
-                       wall_time_sec=s["wall_time_sec"])
-            row.update({f"precision_{k}": v for k, v in s["final_precision"].items()})
-        elif bench.exists():
-            b = json.loads(bench.read_text())
-            row.update(status="completed", bound_examples_per_sec=b["bound_examples_per_sec"],
-                       wall_time_sec=b.get("wall_time_sec"))
-            for name, p in b["pipelines"].items():
-                row[f"{name}_ratio_to_bound"] = p["ratio_to_bound"]
-        if error.exists():
-            row.update(status="failed", error=error.read_text().strip().splitlines()[-1])
-        elif stopped.exists():
-            row.update(status="interrupted", error=stopped.read_text().strip().splitlines()[-1])
+        try:
+            if summary.exists() or summary.is_symlink():
+                s = _read_result(summary, {"steps": int, "examples_per_sec": (int, float),
+                                           "wall_time_sec": (int, float)})
+                precision = s.get("final_precision") or {}
+                if not isinstance(precision, dict) or not all(isinstance(v, (int, float)) for v in precision.values()):
+                    raise Unreadable("summary.json: final_precision is not a mapping of splits to numbers")
+                row.update(status="completed", steps=s["steps"], examples_per_sec=s["examples_per_sec"],
+                           train_time_sec=s["wall_time_sec"])
+                row.update({f"precision_{k}": v for k, v in precision.items()})
+            elif bench.exists() or bench.is_symlink():
+                b = _read_result(bench, {"bound_examples_per_sec": (int, float)})
+                pipelines = b.get("pipelines")
+                if not isinstance(pipelines, dict):
+                    raise Unreadable("bench.json: pipelines is not a mapping")
+                row.update(status="interrupted" if "interrupted" in b else "completed",
+                           bound_examples_per_sec=b["bound_examples_per_sec"], bench_time_sec=b.get("wall_time_sec"))
+                for name, p in pipelines.items():
+                    row[f"{name}_ratio_to_bound"] = p.get("ratio_to_bound") if isinstance(p, dict) else None
+        except Unreadable as err:
+            row.update(status="unreadable", error=f"{err}; rerun the sweep to run this job again")
+        if error.is_file():
+            row.update(status="failed", error=_last_line(error))
+        elif stopped.is_file():
+            row.update(status="interrupted", error=_last_line(stopped))
         rows.append(row)
     return rows
 
@@ -155,10 +199,11 @@ def write(sweep_dirs: str | Path | list, out: str | Path | None = None, settings
     rows = [row for d, label in zip(dirs, labels) for row in collect(d, settings.replicate_over, label)]
     out.mkdir(parents=True, exist_ok=True)
     columns, metrics = _columns(rows), _metrics(rows)
-    with (out / "report.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    table_csv = io.StringIO(newline="")
+    writer = csv.DictWriter(table_csv, columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(out / "report.csv", table_csv.getvalue())
     found = grouping.group(rows, list(settings.replicate_over))
     compared = [m for m in grouping.compared_metrics(rows, settings.compare, settings.objective)
                 if any(m in r for r in rows)]
@@ -168,12 +213,14 @@ def write(sweep_dirs: str | Path | list, out: str | Path | None = None, settings
         path = out / f"plot_{param.replace('/', '_')}.png"
         plots.plot(found, param, compared[0], path)
         plotted.append(path.name)
-    counts = {status: sum(r["status"] == status for r in rows) for status in ("completed", "failed", "interrupted")}
+    counts = {status: sum(r["status"] == status for r in rows)
+              for status in ("completed", "failed", "interrupted", "unreadable")}
     title = f"# Sweep report: {dirs[0]}" if len(dirs) == 1 else f"# Report of {len(dirs)} sweeps: " + ", ".join(
         f"{d} ({label})" for d, label in zip(dirs, labels))
     lines = [title, "",
              f"{len(rows)} jobs, {counts['completed']} completed, {counts['failed']} failed, "
-             f"{counts['interrupted']} interrupted, {len(rows) - sum(counts.values())} incomplete.", ""]
+             f"{counts['interrupted']} interrupted, {len(rows) - sum(counts.values())} incomplete"
+             + (f", {counts['unreadable']} unreadable (listed below)" if counts["unreadable"] else "") + ".", ""]
     stats = grouping.stats_metrics(metrics)
     if repeated:
         lines += grouping.markdown(found, stats, compared, list(settings.replicate_over)) + [""]
@@ -184,12 +231,12 @@ def write(sweep_dirs: str | Path | list, out: str | Path | None = None, settings
     lines += ["| " + " | ".join(_fmt(r.get(c)).replace("|", "\\|") for c in columns) + " |" for r in rows]
     if plotted:
         lines += ["", f"Main metric: `{compared[0]}`.", ""] + [f"![{p}]({p})" for p in plotted]
-    (out / "report.md").write_text("\n".join(lines) + "\n")
+    write_text(out / "report.md", "\n".join(lines) + "\n")
     table = [{k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v) for k, v in r.items()}
              for r in rows]
-    (out / "report.json").write_text(json.dumps({
+    write_json(out / "report.json", {
         "sweep_dirs": [str(d) for d in dirs], "replicate_over": list(settings.replicate_over), "jobs": table,
-        **grouping.as_json(found, stats, compared)}, indent=2) + "\n")
+        **grouping.as_json(found, stats, compared)})
     events_dir = (lambda r: r["path"]) if len(dirs) == 1 and out == dirs[0] else (lambda r: out / r["job"])
     hparams.write(out, rows, metrics, found, events_dir, settings.replicate_over)
     return rows
@@ -242,15 +289,58 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--compare", help="comma-separated metrics to compare groups on (default: the sweeps' "
                                           "report.compare, else the objective or the main precision)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        written, out = _report(args)
+    except (ConfigError, OSError) as err:
+        said = describe_os_error(err) if isinstance(err, OSError) else None
+        print(f"error: {said or err}", file=sys.stderr)
+        sys.exit(2)
+    print(f"{out / 'report.md'}: {len(written)} jobs from {len(args.sweep_dirs)} sweep dir(s)")
+
+
+def _report(args: argparse.Namespace) -> tuple[list[dict], Path]:
+    """The report the command line asks for, its sweep dirs and settings checked first."""
+    seen: dict[Path, Path] = {}
     for d in args.sweep_dirs:
         if not d.is_dir() or not _job_dirs(d):
-            parser.error(f"{d} is not a sweep dir (no job folders with .hydra/overrides.yaml)")
+            raise ConfigError(f"{d} is not a sweep dir (no job folders with .hydra/overrides.yaml)")
+        if d.resolve() in seen:
+            raise ConfigError(f"{d} is given twice ({seen[d.resolve()]}): each sweep dir once, or its jobs would "
+                              f"count twice")
+        seen[d.resolve()] = d
+    jobs = [j.resolve() for d in args.sweep_dirs for j in _job_dirs(d)]
+    twice = sorted({j for j in jobs if jobs.count(j) > 1})
+    if twice:
+        raise ConfigError(f"the job {twice[0]} is in two of the sweep dirs given (one holds the other): give each "
+                          f"sweep once")
     out = args.out or (args.sweep_dirs[0] if len(args.sweep_dirs) == 1 else Path("report"))
-    if len(args.sweep_dirs) > 1 and out.resolve() in [d.resolve() for d in args.sweep_dirs]:
-        parser.error(f"--out {out}: several sweeps' report goes into a folder of its own, not one of the sweeps")
+    if len(args.sweep_dirs) > 1 and out.resolve() in seen:
+        raise ConfigError(f"--out {out}: several sweeps' report goes into a folder of its own, not one of the "
+                          f"sweeps")
+    blocked = next((p for p in [out, *out.parents] if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        raise ConfigError(f"--out {out}: {blocked} is a file, not a folder; choose another --out")
     base = saved_settings(args.sweep_dirs)
     split = lambda text: tuple(t.strip() for t in text.split(",") if t.strip())  # noqa: E731
     settings = Settings(split(args.replicate_over) if args.replicate_over is not None else base.replicate_over,
                         split(args.compare) if args.compare else base.compare, base.objective)
-    written = write(args.sweep_dirs, out, settings)
-    print(f"{out / 'report.md'}: {len(written)} jobs from {len(args.sweep_dirs)} sweep dir(s)")
+    _check_settings(args.sweep_dirs, settings, bool(args.replicate_over), bool(args.compare))
+    return write(args.sweep_dirs, out, settings), out
+
+
+def _check_settings(sweep_dirs: list[Path], settings: Settings, replicate: bool, compare: bool) -> None:
+    """--replicate-over names keys of the jobs' configs; --compare names numbers the jobs report."""
+    rows = [row for d in sweep_dirs for row in collect(d, ())]
+    if compare:
+        reported = set(_metrics(rows))
+        for metric in settings.compare or ():
+            if metric not in reported:
+                raise ConfigError(f"--compare {metric}: no job reports it; the jobs report: "
+                                  f"{', '.join(sorted(reported)) or 'nothing yet'}")
+    if replicate:
+        for key in settings.replicate_over:
+            if not any(grouping.bare(k) == key for r in rows for k in r["params"]) and not any(
+                    OmegaConf.select(OmegaConf.create(_saved_config(r["path"])), key,
+                                     throw_on_resolution_failure=False) is not None for r in rows):
+                raise ConfigError(f"--replicate-over {key}: no job sets it (not in their overrides or saved "
+                                  f"configs); give keys such as seed")
