@@ -178,6 +178,9 @@ def verdict(c: Comparison) -> str:
     return "distinguishable" if c.distinguishable else "not distinguishable"
 
 
+NOISE_REPEATS = 50  # past this many repeats to tell a difference, the difference is noise for any practical purpose
+
+
 def hint(c: Comparison, rounds: bool = False) -> str:
     """How many repeats would tell a difference of the observed size (empty when it is told already); ``rounds``:
     said of a bench's rounds rather than of a sweep's groups."""
@@ -186,7 +189,12 @@ def hint(c: Comparison, rounds: bool = False) -> str:
     if c.diff == 0:
         return "the means are equal: no number of repeats tells them apart"
     if c.needed is None:
-        return f"more than {MAX_REPEATS:,} repeats per group would be needed to tell a difference of this size"
+        return (f"a difference this small is within the noise (more than {MAX_REPEATS:,} repeats per group would be "
+                f"needed to tell it): treat them as equal")
+    if c.needed > NOISE_REPEATS:
+        unit = "rounds" if rounds else "repeats per group"
+        return (f"a difference this small is within the noise ({c.needed:,} {unit} would be needed to tell it): "
+                f"treat them as equal")
     more = max(c.needed - min(c.n_a, c.n_b), 0)
     many = f"{c.needed} rounds ({more} more)" if rounds else (
         f"n={c.needed} each ({more} more repeat{'s' if more != 1 else ''} per group)")

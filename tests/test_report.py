@@ -158,7 +158,8 @@ def test_a_planted_difference_is_found_and_an_equal_one_is_not(tmp_path):
     report.write(tmp_path / "equal")
     (same,) = _report(tmp_path / "equal")["comparisons"]
     assert not same["distinguishable"] and same["low"] < 0 < same["high"]
-    assert "): not distinguishable; n=" in (tmp_path / "equal" / "report.md").read_text()
+    text = (tmp_path / "equal" / "report.md").read_text()
+    assert "): not distinguishable; a difference this small is within the noise (" in text, text
 
     _sweep(tmp_path / "unpaired", _two_pipelines(0.01, seeds=range(5)) [:5] + [
         (o[:1] + [f"seed={int(o[1].split('=')[1]) + 5}"] + o[2:], v) for o, v in _two_pipelines(0.01)[5:]])
@@ -360,3 +361,29 @@ def test_a_failed_seed_leaves_the_other_seeds_paired():
     expected = scipy_stats.ttest_rel([5.1, 4.9, 5.6, 5.8], [4.8, 4.7, 5.3, 5.5])
     assert c.test == stats.PAIRED and (c.n_a, c.n_b) == (4, 4) and c.p == pytest.approx(expected.pvalue)
     assert stats.compare(a, {0: 4.8, 7: 4.7, 8: 5.3, 9: 5.5}).test == stats.WELCH  # one seed in common: unpaired
+
+
+def test_the_plot_puts_each_dot_on_its_value_marks_failures_and_uses_a_log_axis_for_doubling_steps(tmp_path):
+    """Batch sizes 50/100 drawn at 50 and 100 exactly (not beside them), a failed job marked, doubling steps on a
+    log axis, and a y range no narrower than a tenth of the values."""
+    import matplotlib.pyplot as plt
+
+    from runner.sweeps import groups as grouping
+    from runner.sweeps import plots
+
+    _sweep(tmp_path / "s", [(["batch_size=50", f"seed={i}"], 0.9 + i / 1000) for i in range(3)]
+           + [(["batch_size=100", "seed=0"], "failed"), (["batch_size=100", "seed=1"], 0.901),
+              (["batch_size=100", "seed=2"], 0.902)])
+    rows = report.collect(tmp_path / "s")
+    fig = plots.figure(grouping.group(rows, ["seed"]), "batch_size", "precision_test")
+    ax = fig.axes[0]
+    from matplotlib.collections import PathCollection
+
+    xs = sorted({round(float(x), 9) for c in ax.collections if isinstance(c, PathCollection)
+                 for x, _ in c.get_offsets()})
+    assert xs == [50.0, 100.0]
+    assert any("failed or interrupted (1)" == t.get_text() for t in ax.get_legend().get_texts())
+    assert ax.get_xscale() == "log"
+    low, high = ax.get_ylim()
+    assert high - low >= 0.09  # values of ~0.9 spread by 0.002 do not fill the plot
+    plt.close(fig)

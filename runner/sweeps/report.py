@@ -166,9 +166,41 @@ def _columns(rows: list[dict]) -> list[str]:
 
 
 def _fmt(value) -> str:
-    if isinstance(value, float):
-        return "" if math.isnan(value) else f"{value:.4g}"
-    return "" if value is None else str(value)
+    """Numbers as people read them: 18,840 (not 1.884e+04), 5.04, 0.8123."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "" if value is None else str(value)
+    if isinstance(value, float) and math.isnan(value):
+        return ""
+    if abs(value) >= 1000 or isinstance(value, int):
+        return f"{value:,.0f}"
+    return f"{value:.2f}" if abs(value) >= 10 else f"{value:.4g}" if abs(value) >= 1 else f"{value:.4f}"
+
+
+def _constant_overrides(rows: list[dict]) -> list[str]:
+    """The overrides every job has (the sweep's fixed settings), said once above the table."""
+    if len(rows) < 2:
+        return []
+    first = rows[0]["overrides"].split(" ")
+    return [o for o in first if o and all(o in r["overrides"].split(" ") for r in rows[1:])]
+
+
+def _shown_overrides(row: dict, constant: list[str]) -> str:
+    return " ".join(o for o in row["overrides"].split(" ") if o not in constant)
+
+
+def _searched_on_log_scale(sweep_dirs: list[Path]) -> set[str]:
+    """Keys a search drew on a log scale (``tag(log, ...)`` in the sweeper's params), from a job's saved hydra
+    config: their plots get a log axis."""
+    for d in sweep_dirs:
+        for job in _job_dirs(d)[:1]:
+            try:
+                params = (yaml.safe_load((job / ".hydra" / "hydra.yaml").read_text()) or {}).get(
+                    "hydra", {}).get("sweeper", {}).get("params") or {}
+            except (OSError, yaml.YAMLError, AttributeError):
+                continue
+            return {grouping.bare(k) for k, v in params.items() if "log" in str(v).split("(", 2)[1:2]
+                    or str(v).replace(" ", "").startswith("tag(log")}
+    return set()
 
 
 def swept_parameters(rows: list[dict], replicate_over: tuple[str, ...] = ()) -> list[str]:
@@ -205,13 +237,19 @@ def write(sweep_dirs: str | Path | list, out: str | Path | None = None, settings
     writer.writerows(rows)
     write_text(out / "report.csv", table_csv.getvalue())
     found = grouping.group(rows, list(settings.replicate_over))
+    if len(dirs) > 1:  # a group from some of the sweeps only says which: its jobs may differ in what no override shows
+        for g in found:
+            sources = sorted({r["job"].split("/", 1)[0] for r in g.rows})
+            if len(sources) < len(dirs):
+                g.label += f" [{', '.join(sources)}]"
     compared = [m for m in grouping.compared_metrics(rows, settings.compare, settings.objective)
                 if any(m in r for r in rows)]
     repeated = any(len(g.done(m)) >= 2 for g in found for m in metrics)
     plotted = []
+    logs = _searched_on_log_scale(dirs)
     for param in swept_parameters(rows, settings.replicate_over) if compared else []:
         path = out / f"plot_{param.replace('/', '_')}.png"
-        plots.plot(found, param, compared[0], path)
+        plots.plot(found, param, compared[0], path, log_scale=True if grouping.bare(param) in logs else None)
         plotted.append(path.name)
     counts = {status: sum(r["status"] == status for r in rows)
               for status in ("completed", "failed", "interrupted", "unreadable")}
@@ -227,8 +265,12 @@ def write(sweep_dirs: str | Path | list, out: str | Path | None = None, settings
     elif len(rows) > 1:
         lines += ["Each setting ran once, so no difference here can be told from seed noise: repeat each over seeds "
                   "(add seed=range(5) to the sweep) for intervals and comparisons.", ""]
-    lines += ["## Jobs", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_fmt(r.get(c)).replace("|", "\\|") for c in columns) + " |" for r in rows]
+    constant = _constant_overrides(rows)
+    lines += ["## Jobs", ""] + ([f"Every job: `{' '.join(constant)}`; each row shows the rest.", ""] if constant
+                                else [])
+    lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_fmt(_shown_overrides(r, constant) if c == "overrides" else r.get(c)).replace(
+        "|", "\\|") for c in columns) + " |" for r in rows]
     if plotted:
         lines += ["", f"Main metric: `{compared[0]}`.", ""] + [f"![{p}]({p})" for p in plotted]
     write_text(out / "report.md", "\n".join(lines) + "\n")
