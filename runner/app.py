@@ -26,7 +26,7 @@ from runner.core.files import write_text
 from runner.config.checks import check_writable
 from runner.config.hydra import CONF_DIR, register_schemas, task_overrides
 from runner.distributed.roles import writes_run_dir
-from runner.errors import ConfigError, RunnerError, describe_os_error
+from runner.errors import ConfigError, RunDirInUse, RunnerError, describe_os_error
 from runner.messages import composition_error, help_text, launcher_error
 from runner.signals import Interrupted, raise_on_signals
 from runner.sweeps import sweep
@@ -172,6 +172,9 @@ def _job(cfg: DictConfig, sweep_dir: Path, job_dir: Path) -> dict | float | None
     with sweep.job(sweep_dir):
         try:
             return run(cfg, str(job_dir))
+        except RunDirInUse as err:  # the same sweep running in another process has this job: it is left to it
+            log.warning("Job %s: %s; left to that process", job_dir.name, err)
+            return failed if failed is not None else {"status": "busy"}
         except Interrupted as err:
             sweep.mark(sweep_dir, err.signum)
             log.error("stopped: %s", err)
@@ -206,7 +209,11 @@ def _finished(cfg: DictConfig, job_dir: Path) -> dict | float | None:
         return None
     if "interrupted" in summary:
         return None
-    if not (job_dir / rundir.SAVED_CONFIG).exists() or rundir.unsafe_changes(job_dir, cfg):
+    if cfg.mode == "bench":  # the same measurement: its saved config (.hydra/bench) as this job's, run_dir aside
+        saved = job_dir / ".hydra" / "bench" / "config.yaml"
+        if not saved.exists() or set(rundir.changes(OmegaConf.load(saved), cfg)) - {"run_dir"}:
+            return None
+    elif not (job_dir / rundir.SAVED_CONFIG).exists() or rundir.unsafe_changes(job_dir, cfg):
         return None
     if cfg.get("sweep_objective"):
         return sweep.objective(summary, cfg.sweep_objective)

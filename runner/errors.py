@@ -11,6 +11,10 @@ class ConfigError(RunnerError):
     """A config value is out of range, unknown or inconsistent."""
 
 
+class RunDirInUse(ConfigError):
+    """Another process is training in the run dir (it holds the dir's lock)."""
+
+
 class DataError(RunnerError):
     """A data file is missing, truncated, corrupt or fails its checksum."""
 

@@ -22,7 +22,7 @@ from runner import provenance
 from runner.config.hydra import task_overrides, typed
 from runner.config.schema import GROUPS
 from runner.core.files import write_json
-from runner.errors import ConfigError
+from runner.errors import ConfigError, RunDirInUse
 
 SAVED_CONFIG = Path(".hydra") / "config.yaml"
 # Keys (and groups) a resumed run may change: they say how long, how often, where and how visibly to train.
@@ -164,7 +164,7 @@ def lock(run_dir: str | Path) -> Iterator[None]:
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "unknown"
-            raise ConfigError(f"run_dir={run_dir} is in use by another run (pid {holder}); wait for it to end or "
+            raise RunDirInUse(f"run_dir={run_dir} is in use by another run (pid {holder}); wait for it to end or "
                               f"choose another run_dir") from None
         handle.seek(0)
         handle.truncate()

@@ -387,3 +387,40 @@ def test_the_plot_puts_each_dot_on_its_value_marks_failures_and_uses_a_log_axis_
     low, high = ax.get_ylim()
     assert high - low >= 0.09  # values of ~0.9 spread by 0.002 do not fill the plot
     plt.close(fig)
+
+
+def test_a_bench_sweeps_jobs_are_found_in_their_mode_folder(tmp_path):
+    """`-m mode=bench ...`: Hydra keeps each job's config in .hydra/bench/; the report finds and reads them."""
+    for i, ratio in enumerate((0.9, 0.8)):
+        job = tmp_path / "s" / str(i)
+        (job / ".hydra" / "bench").mkdir(parents=True)
+        (job / ".hydra" / "bench" / "overrides.yaml").write_text(yaml.safe_dump(["mode=bench", f"batch_size={i + 1}"]))
+        (job / ".hydra" / "bench" / "config.yaml").write_text(yaml.safe_dump({"seed": 0}))
+        (job / "bench.json").write_text(json.dumps({"bound_examples_per_sec": 1000.0, "wall_time_sec": 3.0,
+                                                    "pipelines": {"queue": {"ratio_to_bound": ratio}}}))
+    proc = _report_cli("s", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "2 jobs, 2 completed, 0 failed" in (tmp_path / "s" / "report.md").read_text()
+    assert [r["queue_ratio_to_bound"] for r in _report(tmp_path / "s")["jobs"]] == [0.9, 0.8]
+
+
+def test_a_planted_running_marker_names_no_process(tmp_path):
+    """A marker in the sweep's .running/ that this sweep did not write (or whose pid another process now has) is
+    not signalled."""
+    import socket as sockets
+
+    from runner.sweeps import sweep
+
+    running = tmp_path / ".running"
+    running.mkdir()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (running / f"{sockets.gethostname()}-{sleeper.pid}").write_text("")
+        (running / f"{sockets.gethostname()}-{os.getpid()}").write_text("0 deadbeef\n")
+        assert [sweep._local_pid(m) for m in sorted(running.iterdir())] == [None, None]
+        (running / f"{sockets.gethostname()}-{sleeper.pid}").write_text(sweep._identity(sleeper.pid))
+        assert sweep._local_pid(running / f"{sockets.gethostname()}-{sleeper.pid}") == sleeper.pid
+        sweep.clear_stale(tmp_path)
+        assert sorted(m.name for m in running.iterdir()) == [f"{sockets.gethostname()}-{sleeper.pid}"]
+    finally:
+        sleeper.kill()

@@ -205,7 +205,7 @@ def test_a_sweeps_report_writes_hparams_with_each_jobs_overrides_and_final_numbe
                for h in experiment.hparam_infos}
     assert domains == {"batch_size": [64, 128, 256], "pipeline": ["queue", "tf_data"]}
     assert {m.name.tag for m in experiment.metric_infos} == {
-        "final/precision_test", "final/examples_per_sec", "final/steps", "final/wall_time_sec"}
+        "final/precision_test", "final/examples_per_sec", "final/steps", "final/train_time_sec"}
     job = events(tmp_path / "1")
     start = _plugin_data(job, "_hparams_/session_start_info").session_start_info
     assert (start.hparams["batch_size"].number_value, start.hparams["pipeline"].string_value) == (128, "tf_data")

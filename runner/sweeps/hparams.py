@@ -15,7 +15,6 @@ from pathlib import Path
 
 from typing import Callable
 
-import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from runner.sweeps.groups import Group, bare
@@ -70,7 +69,7 @@ def write(sweep_dir: Path, rows: list[dict], columns: list[str], groups: list[Gr
     label = {id(r): g.label for g in groups for r in g.rows}
     skip = {bare(k) for k in replicate_over}
     for row in rows:
-        overrides = yaml.safe_load((row["path"] / ".hydra" / "overrides.yaml").read_text()) or []
+        overrides = row["override_list"]  # as the report read them
         hparams = {k: v for k, v in parse(overrides).items() if bare(k) not in skip}
         for key, value in hparams.items():
             params.setdefault(key, [])

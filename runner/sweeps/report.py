@@ -53,8 +53,12 @@ class Settings:
 
 
 def _job_dirs(sweep_dir: Path) -> list[Path]:
-    jobs = [p.parent.parent for p in sweep_dir.glob("**/.hydra/overrides.yaml")
-            if p.parent.name == ".hydra" and p.parent.parent != sweep_dir]
+    """The job folders of a sweep dir: those with Hydra's overrides.yaml, in .hydra/ (training) or .hydra/MODE/
+    (mode=bench, ...); a resumed run's .hydra/resumes/N are the same job."""
+    found = [p.parent.parent for p in sweep_dir.glob("**/.hydra/overrides.yaml") if p.parent.name == ".hydra"]
+    found += [p.parent.parent.parent for p in sweep_dir.glob("**/.hydra/*/overrides.yaml")
+              if p.parent.parent.name == ".hydra" and p.parent.name != "resumes"]
+    jobs = sorted({j for j in found if j != sweep_dir and ".hydra" not in j.relative_to(sweep_dir).parts})
     # 0, 1, ..., 10 in number order; a folder of another name (a copy, 0_backup) after them, by name
     return sorted(jobs, key=lambda p: [(0, int(s), "") if s.isdigit() else (1, 0, s)
                                        for s in p.relative_to(sweep_dir).parts])
@@ -90,8 +94,15 @@ def _last_line(path: Path, limit: int = 4096) -> str:
     return lines[-1][:500] if lines else "(no message)"
 
 
+def _hydra_file(job: Path, name: str) -> Path:
+    """A job's Hydra file (config.yaml, overrides.yaml, hydra.yaml): in .hydra/, or in .hydra/MODE/ for a job of
+    another mode (bench)."""
+    path = job / ".hydra" / name
+    return path if path.exists() else next(iter(sorted(job.glob(f".hydra/*/{name}"))), path)
+
+
 def _saved_config(job: Path) -> dict:
-    path = job / ".hydra" / "config.yaml"
+    path = _hydra_file(job, "config.yaml")
     try:
         return yaml.safe_load(path.read_text()) or {} if path.exists() else {}
     except yaml.YAMLError:
@@ -111,12 +122,17 @@ def collect(sweep_dir: str | Path, replicate_over: tuple[str, ...] = ("seed",), 
     sweep_dir = Path(sweep_dir)
     rows = []
     for job in _job_dirs(sweep_dir):
-        overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()) or []
+        try:
+            overrides = yaml.safe_load(_hydra_file(job, "overrides.yaml").read_text()) or []
+            overrides = [str(o) for o in overrides] if isinstance(overrides, list) else []
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            overrides = []
         params = dict(o.split("=", 1) for o in overrides if "=" in o)
         by_key = {grouping.bare(k): v for k, v in params.items()}
         config = OmegaConf.create(_saved_config(job) if any(k not in by_key for k in replicate_over) else {})
         name = str(job.relative_to(sweep_dir))
         row = {"job": f"{label}/{name}" if label else name, "overrides": " ".join(overrides), "params": params,
+               "override_list": overrides,
                "status": "incomplete", "error": "", "path": job,
                "replicate": tuple(str(by_key[k] if k in by_key else OmegaConf.select(
                    config, k, throw_on_resolution_failure=False)) for k in replicate_over)}
@@ -152,7 +168,7 @@ def collect(sweep_dir: str | Path, replicate_over: tuple[str, ...] = ("seed",), 
 
 
 FIXED = ["job", "overrides", "status"]
-INTERNAL = {"params", "error", "path", "replicate"}
+INTERNAL = {"params", "error", "path", "replicate", "override_list"}
 
 
 def _metrics(rows: list[dict]) -> list[str]:
@@ -194,7 +210,7 @@ def _searched_on_log_scale(sweep_dirs: list[Path]) -> set[str]:
     for d in sweep_dirs:
         for job in _job_dirs(d)[:1]:
             try:
-                params = (yaml.safe_load((job / ".hydra" / "hydra.yaml").read_text()) or {}).get(
+                params = (yaml.safe_load(_hydra_file(job, "hydra.yaml").read_text()) or {}).get(
                     "hydra", {}).get("sweeper", {}).get("params") or {}
             except (OSError, yaml.YAMLError, AttributeError):
                 continue

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import signal
 import socket
 import threading
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -21,6 +23,7 @@ from runner.errors import ConfigError
 from runner.signals import SIGNALS, raise_interrupted, raise_on_signals
 
 MARKER = ".interrupted"
+log = logging.getLogger("runner")
 RUNNING = ".running"  # one file per process running a job, named HOST-PID; the folder goes with the last job
 
 
@@ -76,9 +79,28 @@ def _marker_name(pid: int) -> str:
 
 
 def _local_pid(marker: Path) -> int | None:
-    """The pid a marker names, when it names a process of this machine (a SLURM job may run on another node)."""
+    """The pid a marker names, when it names a process of this machine (a SLURM job may run on another node) that
+    is the process that wrote it: its start time and command line as the marker recorded them (so a planted marker,
+    or a pid reused by another process, names nobody)."""
     host, _, pid = marker.name.rpartition("-")
-    return int(pid) if host == socket.gethostname() and pid.isdigit() else None
+    if host != socket.gethostname() or not pid.isdigit():
+        return None
+    try:
+        recorded = marker.read_text()
+    except OSError:
+        return None
+    return int(pid) if recorded and recorded == _identity(int(pid)) else None
+
+
+def _identity(pid: int) -> str:
+    """A process's start time (clock ticks since boot) and command line, from /proc: empty when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return ""
+    start = stat.rsplit(")", 1)[1].split()[19]  # field 22, after the command name (which may hold spaces)
+    return f"{start} {hashlib.sha256(cmdline).hexdigest()[:16]}\n"
 
 
 def _remove_running(running: Path) -> None:
@@ -86,23 +108,12 @@ def _remove_running(running: Path) -> None:
         running.rmdir()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)  # no signal: only asks whether the process exists
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it exists, another user's
-        pass
-    return True
-
-
 def clear_stale(sweep_dir: Path) -> None:
     """Removes the markers of this machine's jobs whose process is gone (killed with SIGKILL, say)."""
     running = sweep_dir / RUNNING
     for marker in running.glob("*") if running.is_dir() else ():
-        pid = _local_pid(marker)
-        if pid is not None and not _alive(pid):
-            marker.unlink(missing_ok=True)
+        if marker.name.rpartition("-")[0] == socket.gethostname() and _local_pid(marker) is None:
+            marker.unlink(missing_ok=True)  # its process is gone, or it never named this sweep's job
     _remove_running(running)
 
 
@@ -115,11 +126,12 @@ def job(sweep_dir: Path) -> Iterator[None]:
     for _ in range(100):  # another job's end may remove the folder between its making and this marker's
         running.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
-            pid_file.write_text("")
+            pid_file.write_text(_identity(os.getpid()))
             break
     main = threading.current_thread() is threading.main_thread()
     previous = {sig: signal.getsignal(sig) for sig in SIGNALS} if main else {}
     raise_on_signals()
+    _stop_when_orphaned()
     _in_job.set()
     try:
         yield
@@ -131,9 +143,42 @@ def job(sweep_dir: Path) -> Iterator[None]:
         _remove_running(running)
 
 
+SWEEP_PID_ENV = "RUNNER_SWEEP_PID"  # set by the sweep's process for the pool workers it starts
+ORPHAN_GRACE_SECS = 60
+
+
+def _stop_when_orphaned() -> None:
+    """In a pool worker of a local parallel sweep (a child of the sweep's process): once the sweep's process is gone
+    (killed -9, say), the worker stops its job as a signal would (writing its checkpoint), then exits. Started once
+    per process; a job elsewhere (SLURM, Ray, the sweep's own process) is left alone."""
+    global _watching
+    sweep_pid = os.environ.get(SWEEP_PID_ENV)
+    if _watching or not sweep_pid or not sweep_pid.isdigit() or os.getppid() != int(sweep_pid):
+        return
+    _watching = True
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        log.error("the sweep's process (pid %d) is gone: this worker stops its job and exits", parent)
+        os.kill(os.getpid(), signal.SIGTERM)  # the job's loop checkpoints and stops; an idle worker ends here
+        deadline = time.monotonic() + ORPHAN_GRACE_SECS
+        while _in_job.is_set() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        os._exit(128 + signal.SIGTERM)
+
+    threading.Thread(target=watch, daemon=True, name="orphan-watch").start()
+
+
+_watching = False
+
+
 def forward_signals(sweep_dir: Path) -> None:
     """In the sweep's process: a signal marks the sweep interrupted and reaches every process running a job (pool
     workers that run none are left alone). A job running in this process itself is interrupted too."""
+
+    os.environ[SWEEP_PID_ENV] = str(os.getpid())  # inherited by the pool workers a launcher starts from here
 
     def handle(signum, frame):
         mark(sweep_dir, signum)
