@@ -220,6 +220,18 @@ def _finished(cfg: DictConfig, job_dir: Path) -> dict | float | None:
     return summary
 
 
+def home_expanded(args: list[str]) -> list[str]:
+    """``KEY=~/data`` as the shell would give it for a plain variable: Hydra cannot read a ``~`` there, so a value that
+    starts with ``~/`` (or is ``~``) is the home folder's path."""
+    out = []
+    for arg in args:
+        key, eq, value = arg.partition("=")
+        if eq and not arg.startswith("-") and (value == "~" or value.startswith("~/")) and "," not in value:
+            arg = f"{key}={os.path.expanduser(value)}"
+        out.append(arg)
+    return out
+
+
 def first_job_when_shown(args: list[str]) -> list[str]:
     """``-m ... --cfg job|hydra`` shows the config of the sweep's first job (Hydra itself refuses the pair)."""
     if not {"-m", "--multirun"} & set(args) or not {"-c", "--cfg"} & set(args):
@@ -248,7 +260,7 @@ def main() -> None:
     raise_on_signals()
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # errors reach here, where they become one line and exit 2
     try:
-        sys.argv[1:] = first_job_when_shown(sys.argv[1:])
+        sys.argv[1:] = first_job_when_shown(home_expanded(sys.argv[1:]))
         checked_by = guard.check(sys.argv[1:])
         if checked_by is not None and checked_by.shows_config:
             checked_by.show_cfg()

@@ -64,7 +64,14 @@ def composition_error(err: Exception, args: list[str]) -> str | None:
             return f"{group}={option} is not an option of {group}{listed}"
         return text.strip().splitlines()[0]
     if isinstance(err, OverrideParseException):
-        return f"cannot read the override: {str(err).strip().splitlines()[0]}"
+        said = str(err).strip().splitlines()[0]
+        typed = said.split(": ", 1)[-1]
+        if "=" in typed and not typed.startswith("-"):
+            key, value = typed.split("=", 1)
+            if any(ord(c) > 127 or c in " $&;|<>*?!#" for c in value):
+                return (f"cannot read the override {typed}: Hydra reads an unquoted value as a plain word (letters, "
+                        f"digits and / . - _ :); quote it for Hydra and the shell: '{key}=\"{value}\"'")
+        return f"cannot read the override: {said}"
     cause = err.__cause__ if isinstance(err, ConfigCompositionException) else err
     if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
         if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and dataclasses.is_dataclass(cause.object_type):

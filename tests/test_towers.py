@@ -207,3 +207,28 @@ def test_towers_build_under_the_tutorials_name_scopes_with_shared_variables_on_t
         f"{layer}/{kind}" for layer in ("hidden1", "hidden2", "softmax_linear") for kind in ("weights", "biases"))
     assert devices(variables) == {"/device:CPU:0"}
     assert not [op for op in ops if op.name.startswith("tower_1/") and op.type == "VarHandleOp"]
+
+
+def test_a_model_that_makes_its_own_variables_is_refused_when_its_eval_is_built(tiny_digits):
+    """A model whose variables are not made by tf.compat.v1.get_variable (as Keras layers make theirs) would be
+    evaluated with a second, untrained copy: refused naming the rule, not evaluated at chance."""
+    from runner.build import build_parts
+    from runner.engine.evals import build_evals
+    from runner.engine.graph import build_train_graph
+    from runner.errors import RunnerError
+
+    parts = build_parts(compose(*TINY), tiny_digits)
+
+    def own_variables(images, num_classes, training, **_):
+        weights = tf.Variable(tf.zeros([int(np.prod(images.shape[1:])), num_classes]), name="dense_kernel")
+        return tf.matmul(tf.reshape(images, [-1, weights.shape[0]]), weights)
+
+    parts.model = shared_model(own_variables, 10, {}, "fp32")
+    tg = build_train_graph(parts, 50, 0, None)
+    refused = r"made new variables when built again for evaluation \(eval_test/dense_kernel.*tf.compat.v1.get_variable"
+    with tg.graph.as_default(), pytest.raises(RunnerError, match=refused):
+        build_evals(parts, ["test"], 50)
+    plain = build_parts(compose(*TINY), tiny_digits)  # the project's own models share theirs
+    tg = build_train_graph(plain, 50, 0, None)
+    with tg.graph.as_default():
+        assert set(build_evals(plain, ["train", "test"], 50)) == {"train", "test"}

@@ -104,19 +104,17 @@ def wait_for_cluster(resolved: Resolved, secs: float) -> None:
                     time.sleep(0.2)
 
 
-def _done_queues(cluster):
-    """One queue per ps task, shared by name, in which each worker leaves a token when it is done."""
-    queues = []
-    for i in range(cluster.num_tasks("ps")):
-        with tf.device(f"/job:ps/task:{i}"):
-            queues.append(tf.queue.FIFOQueue(cluster.num_tasks("worker"), tf.int32, shared_name=f"runner_done_{i}"))
-    return queues
+def _done_queue(cluster, ps: int):
+    """ps task ``ps``'s queue, shared by name, in which each worker leaves a token when it is done."""
+    with tf.device(f"/job:ps/task:{ps}"):
+        return tf.queue.FIFOQueue(cluster.num_tasks("worker"), tf.int32, shared_name=f"runner_done_{ps}")
 
 
 def tell_ps_done(resolved: Resolved, target: str) -> None:
     """A worker's last act: a token in every ps task's done queue."""
     with tf.Graph().as_default():
-        enqueues = [q.enqueue(resolved.index) for q in _done_queues(resolved.cluster)]
+        enqueues = [_done_queue(resolved.cluster, i).enqueue(resolved.index)
+                    for i in range(resolved.cluster.num_tasks("ps"))]
         only = tf.compat.v1.ConfigProto(device_filters=["/job:ps", f"/job:worker/task:{resolved.index}"])
         with tf.compat.v1.Session(target, config=only) as sess:
             sess.run(enqueues)
@@ -127,8 +125,7 @@ def serve(resolved: Resolved, srv) -> None:
     v1 = tf.compat.v1
     log.info("ps task %d serving on %s", resolved.index, resolved.cluster.task_address("ps", resolved.index))
     with tf.Graph().as_default():
-        queue = _done_queues(resolved.cluster)[resolved.index]
-        take = queue.dequeue()
+        take = _done_queue(resolved.cluster, resolved.index).dequeue()  # its own only: its session sees no other
         # Only its own devices: a session that looked for the workers' would reach for them before they are up,
         # and gRPC would then hold those failures for its back-off time.
         only = v1.ConfigProto(device_filters=[f"/job:ps/task:{resolved.index}"])

@@ -36,12 +36,26 @@ def build_evals(parts: Parts, splits: list[str], batch_size: int, getter: Callab
             with tf.device(parts.input_device):
                 batch = parts.pipeline.build(split, batch_size, training=False)
             with tf.device(parts.devices[0]):
+                before = set(v1.trainable_variables())
                 logits = parts.model(batch.images, training=False, getter=getter)
+                _check_shared(parts, before)
                 hits = tf.math.in_top_k(targets=batch.labels, predictions=logits, k=1)
                 correct = tf.reduce_sum(tf.cast(hits, tf.int64))
             count = tf.shape(batch.labels, out_type=tf.int64)[0]
         evals[split] = EvalOp(split, batch, correct, count, num_batches(batch.num_examples, batch_size))
     return evals
+
+
+def _check_shared(parts: Parts, before: set) -> None:
+    """An eval uses the trained variables: building the model again must create none (a model that makes its own
+    variables, as Keras layers do, would be evaluated with a second, untrained copy)."""
+    created = [v.name for v in v1.trainable_variables() if v not in before]
+    if before and created:
+        raise RunnerError(f"model={parts.names.get('model', '?')} made new variables when built again for evaluation "
+                          f"({', '.join(created[:3])}{', ...' if len(created) > 3 else ''}), so it would be "
+                          f"evaluated untrained: runner shares a model's variables between training and evaluation by "
+                          f"name, so a model must create them with tf.compat.v1.get_variable (Keras layers make "
+                          f"their own and are not supported)")
 
 
 def run_eval(sess: v1.Session, op: EvalOp, stop: StopSignals | None = None) -> dict:
