@@ -20,7 +20,7 @@ from runner.datasets.fixed_length import Layout
 from runner.datasets.idx_format import write_idx
 from runner.datasets.records import write_records
 from runner.datasets.glyphs import generate
-from runner.errors import DataError
+from runner.errors import ConfigError, DataError
 from runner.pipelines import PIPELINES
 from tests.helpers import compose, pull, run_cli
 
@@ -476,3 +476,27 @@ def test_a_sweep_over_pipelines_on_own_data(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = list(csv.DictReader((tmp_path / "sweep" / "report.csv").open()))
     assert sorted(r["status"] for r in rows) == ["completed"] * 4
+
+
+def test_a_csv_with_class_names_as_labels_numbers_them_in_sorted_order(tmp_path):
+    """Iris-style labels (setosa, versicolor, virginica): numbered as sorted, read the same by every pipeline,
+    written as the run's class names; a count that does not match is refused naming the names."""
+    overrides = overrides_for("csv", tmp_path, 60, 30)
+    species = ["setosa", "versicolor", "virginica"]
+    for name in ("train.csv", "test.csv"):
+        path = tmp_path / "files" / name
+        lines = path.read_text().splitlines()
+        rows = [line.split(",") for line in lines[1:]]
+        path.write_text("\n".join([lines[0], *(",".join(r[:2] + [species[int(r[2])]] + r[3:]) for r in rows)]) + "\n")
+    numbered = build_dataset(compose(*overrides_for("csv", tmp_path / "numbered", 60, 30)))
+    named = build_dataset(compose(*overrides))
+    assert named.class_names == species
+    for split in ("train", "test"):
+        assert (named.arrays(split)[1] == numbered.arrays(split)[1]).all()
+    for pipeline in ("tf_data", "queue"):
+        (_, labels), = pull(named, pipeline, "test", 10, training=False, steps=1)[1]
+        (_, want), = pull(numbered, pipeline, "test", 10, training=False, steps=1)[1]
+        assert (labels == want).all(), pipeline
+    with pytest.raises(ConfigError, match=r"holds 3 class names \(setosa, versicolor, virginica\): set "
+                                          r"dataset.num_classes=3"):
+        build_dataset(compose(*overrides, "dataset.num_classes=4")).class_names

@@ -1,4 +1,5 @@
-"""CSV tables: one example per row, numeric feature columns and an integer label column. ``train_files`` and
+"""CSV tables: one example per row, numeric feature columns and a label column: integers 0..N-1, or class names
+(such as iris species), numbered in sorted order as image folders number theirs. ``train_files`` and
 ``test_files`` are globs under ``root``; ``header`` says whether each file starts with a row of column names.
 Columns are named by header name or by 0-based index; ``feature_columns`` null takes every column but the label.
 ``column_defaults`` fills missing values per column (decode_csv's record_defaults); a column without one must have
@@ -41,6 +42,31 @@ class Csv(Decoded):
     @property
     def num_classes(self) -> int:
         return self._num_classes
+
+    @cached_property
+    def _label_names(self) -> list[str] | None:
+        """The class names of a label column that holds names, not integers (sorted: label i is the i-th); None for
+        integer labels. Read from the training files; a name the test files add is an error naming its line."""
+        label = self._columns[0]
+        names = set()
+        for path in match(self.root, self.patterns["train"]):
+            with open(path, newline="", encoding="utf-8-sig") as f:
+                rows = pycsv.reader(f, delimiter=self.field_delim)
+                if self.header:
+                    next(rows, None)
+                names.update(row[label].strip() for row in rows if len(row) > label and row[label].strip())
+        if all(_integer(n) for n in names):
+            return None
+        found = sorted(names)
+        if len(found) != self._num_classes:
+            raise ConfigError(f"dataset.num_classes={self._num_classes}, but the label column {self.label_column!r} "
+                              f"holds {len(found)} class names ({', '.join(found[:10])}"
+                              f"{', ...' if len(found) > 10 else ''}): set dataset.num_classes={len(found)}")
+        return found
+
+    @property
+    def class_names(self) -> list[str]:
+        return self._label_names or super().class_names
 
     # -------------------------------------------------------------- columns
     @cached_property
@@ -90,7 +116,8 @@ class Csv(Decoded):
 
     def settings(self) -> dict:
         return {"header": self.header, "label_column": self.label_column, "feature_columns": self.feature_columns,
-                "column_defaults": self.column_defaults, "field_delim": self.field_delim}
+                "column_defaults": self.column_defaults, "field_delim": self.field_delim,
+                "class_names": self._label_names}
 
     def source(self, files: list[str]) -> Records:
         return Records("text", tuple(files), skip_lines=int(self.header))
@@ -106,13 +133,30 @@ class Csv(Decoded):
         names = self._names
         selected = sorted([label, *features])
 
+        named = self._label_names
+
         def default(i: int):
             value = self.column_defaults.get(names[i], self.column_defaults.get(str(i)))
-            dtype = tf.int32 if i == label else tf.float32
+            dtype = (tf.string if named else tf.int32) if i == label else tf.float32
+            if value is not None and dtype == tf.string:
+                value = str(value)
             return tf.constant([] if value is None else [value], dtype)  # empty: the value is required
 
         lines = tf.strings.regex_replace(lines, "^\ufeff", "")  # a UTF-8 byte-order mark, read as utf-8-sig
         columns = tf.io.decode_csv(lines, [default(i) for i in selected], field_delim=self.field_delim,
                                    select_cols=selected)
         by_index = dict(zip(selected, columns))
-        return tf.stack([by_index[i] for i in features], axis=1), by_index[label]
+        labels = by_index[label]
+        if named:  # a name's index; a name not among them becomes -1, refused as out of range naming its line
+            matches = tf.equal(tf.strings.strip(labels)[:, None], tf.constant(named)[None, :])
+            labels = tf.where(tf.reduce_any(matches, axis=1),
+                              tf.cast(tf.argmax(tf.cast(matches, tf.int32), axis=1), tf.int32), -1)
+        return tf.stack([by_index[i] for i in features], axis=1), labels
+
+
+def _integer(text: str) -> bool:
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True
