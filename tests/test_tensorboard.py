@@ -17,7 +17,7 @@ import yaml
 
 from runner.app import run
 from runner.sweeps.hparams import SUFFIX
-from tests.helpers import ROOT, compose, events, option, run_cli, scalars
+from tests.helpers import ROOT, compose, events, noise, option, run_cli, scalars
 
 pytest.importorskip("tensorboard", reason="the tensorboard extra (make install includes it)")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
@@ -139,14 +139,16 @@ def test_make_tensorboard_serves_the_run_and_its_tags(cifar_run):
             except OSError:
                 assert proc.poll() is None, proc.stdout.read()
                 time.sleep(0.5)
-        assert sorted(runs) == [".", "eval"]
+        name = cifar_run.resolve().name  # the training run is named after its folder, not "."
+        assert sorted(runs) == [name, f"{name}/eval"]
         scalars = _get(f"http://127.0.0.1:{port}/data/plugin/scalars/tags")
-        assert "loss/total" in scalars["."] and list(scalars["eval"]) == ["precision/test"]
+        assert "loss/total" in scalars[name] and list(scalars[f"{name}/eval"]) == ["precision/test"]
         histograms = _get(f"http://127.0.0.1:{port}/data/plugin/histograms/tags")
-        assert "conv1/weights/gradients" in histograms["."]
+        assert "conv1/weights/gradients" in histograms[name]
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(timeout=30)
+    assert not noise(proc.stdout.read())  # TensorFlow's start-up lines are not shown
 
 
 def test_the_viewer_takes_the_newest_run_or_sweep_and_says_when_there_is_none(tmp_path):
