@@ -27,8 +27,7 @@ SHORT = ["max_steps=10", "eval_splits=[test]"]
 # server in tests/test_download.py).
 DOWNLOADS = ("dataset=mnist", "dataset=cifar10", "experiment=mnist_fully_connected_feed")
 FAST = ("python -m runner", "python -m runner -m batch_size=50,100", "python -m runner --cfg job",
-        "python -m runner --help", "python -m runner mode=eval run_dir=outputs/2026-11-25/10-00-00",
-        "python -m runner -m pipeline=queue,tf_data 'seed=range(5)'")
+        "python -m runner --help", "python -m runner mode=eval run_dir=outputs/2026-11-25/10-00-00")
 
 
 def _section(title: str) -> str:

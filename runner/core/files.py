@@ -37,6 +37,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)  # a link at path is replaced, never followed
     except OSError as err:  # a full disk, a size limit: said of the file meant, not of its temporary name
+        if type(err).__module__ != "builtins" or err.errno is None:
+            raise  # not the file system's (a download's HTTP error, say)
         raise OSError(err.errno, err.strerror, str(path)) from None
     finally:
         if os.path.exists(tmp):
