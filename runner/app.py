@@ -163,7 +163,7 @@ def _job(cfg: DictConfig, sweep_dir: Path, job_dir: Path) -> dict | float | None
     for name in ("error.txt", "interrupted.txt"):
         (job_dir / name).unlink(missing_ok=True)
     if sweep.interrupted(sweep_dir) is not None:
-        write_text(job_dir / "interrupted.txt", "not started: the sweep was stopped\n")
+        _note(job_dir / "interrupted.txt", "not started: the sweep was stopped\n")
         return failed if failed is not None else {"status": "interrupted"}
     finished = _finished(cfg, job_dir)
     if finished is not None:
@@ -178,7 +178,7 @@ def _job(cfg: DictConfig, sweep_dir: Path, job_dir: Path) -> dict | float | None
         except Interrupted as err:
             sweep.mark(sweep_dir, err.signum)
             log.error("stopped: %s", err)
-            write_text(job_dir / "interrupted.txt", f"{err}\n")
+            _note(job_dir / "interrupted.txt", f"{err}\n")
             return failed if failed is not None else {"status": "interrupted"}
         except Exception as err:
             # Record the failure in the job dir and let the sweep go on; the report lists it and the sweep's exit
@@ -188,8 +188,17 @@ def _job(cfg: DictConfig, sweep_dir: Path, job_dir: Path) -> dict | float | None
                 log.exception("job failed")
             message = f"{type(err).__name__}: {err}".strip().splitlines()[-1]
             log.error("error: %s", message)
-            write_text(job_dir / "error.txt", message + "\n")
+            _note(job_dir / "error.txt", message + "\n")
             return failed if failed is not None else {"status": "failed", "error": message}
+
+
+def _note(path: Path, text: str) -> None:
+    """A job's error.txt or interrupted.txt, whole or not at all; a full disk loses the note (said in the log), never
+    the sweep."""
+    try:
+        write_text(path, text)
+    except OSError as err:
+        log.error("could not write %s: %s", path, describe_os_error(err) or err)
 
 
 def _finished(cfg: DictConfig, job_dir: Path) -> dict | float | None:
@@ -253,7 +262,19 @@ def first_job_when_shown(args: list[str]) -> list[str]:
     return one
 
 
+def in_utf8_mode() -> None:
+    """A command line with letters outside ASCII, typed in a locale that is not UTF-8 (LANG=C): this process runs
+    itself again in Python's UTF-8 mode, so a path such as run_dir=/data/rün reaches TensorFlow (which reads UTF-8)
+    as typed, not as undecodable bytes."""
+    if sys.flags.utf8_mode or sys.getfilesystemencoding().lower().replace("-", "") == "utf8":
+        return
+    if all(arg.isascii() for arg in sys.argv[1:]):
+        return
+    os.execv(sys.executable, [sys.executable, "-X", "utf8", "-m", "runner", *map(os.fsencode, sys.argv[1:])])
+
+
 def main() -> None:
+    in_utf8_mode()
     if any(arg in ("--help", "-h") for arg in sys.argv[1:]):
         print(help_text(), end="")
         return

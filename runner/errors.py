@@ -37,7 +37,8 @@ def describe_os_error(err: OSError) -> str | None:
              errno.EROFS: "the file system is read-only; choose another folder",
              errno.ENOTDIR: "a file stands where a folder is needed; move it or choose another folder",
              errno.EEXIST: "a file stands where a folder is needed; move it or choose another folder",
-             errno.EISDIR: "a folder stands where a file is needed"}
+             errno.EISDIR: "a folder stands where a file is needed",
+             errno.ENAMETOOLONG: "a name in the path is longer than the file system allows; choose a shorter one"}
     if err.errno not in hints:
         return None
     where = err.filename or "a file"

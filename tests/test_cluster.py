@@ -267,3 +267,17 @@ def test_sigterm_to_a_local_cluster_checkpoints_and_stops_every_task(tmp_path):
     assert "every task stopped" in text and list((tmp_path / "checkpoints").glob("model.ckpt-*.index")), text[-3000:]
     time.sleep(0.5)
     assert not any(_alive(p) for p in _pids(text).values())
+
+
+@pytest.mark.slow  # two local clusters of four tasks
+@pytest.mark.parametrize("sync", ["true", "false"])
+def test_a_local_cluster_with_two_ps_trains_and_every_task_ends(tmp_path, sync):
+    """hardware.ps=2 (variables spread over two ps tasks), sync and async: trains, and each ps hears every worker
+    is done (each ps task's session builds its own done queue only)."""
+    out = run_cli("hardware=local_cluster", "hardware.ps=2", "hardware.workers=2", f"hardware.sync={sync}", *FAST,
+                  "max_steps=200", f"run_dir={tmp_path}", timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "Traceback" not in out.stdout + out.stderr
+    assert "[ps 0] ps task 0: every worker is done" in out.stdout
+    assert "[ps 1] ps task 1: every worker is done" in out.stdout
+    assert json.loads((tmp_path / "summary.json").read_text())["steps"] >= 200

@@ -27,7 +27,8 @@ SHORT = ["max_steps=10", "eval_splits=[test]"]
 # server in tests/test_download.py).
 DOWNLOADS = ("dataset=mnist", "dataset=cifar10", "experiment=mnist_fully_connected_feed")
 FAST = ("python -m runner", "python -m runner -m batch_size=50,100", "python -m runner --cfg job",
-        "python -m runner --help", "python -m runner mode=eval run_dir=outputs/2026-11-25/10-00-00")
+        "python -m runner --help", "python -m runner mode=eval run_dir=outputs/2026-11-25/10-00-00",
+        "python -m runner -m hydra/launcher=slurm --cfg hydra")
 
 
 def _section(title: str) -> str:
@@ -96,6 +97,29 @@ def _check_run(cwd: Path, args: list[str], proc) -> None:
     assert not noise(proc.stdout + proc.stderr)
 
 
+def _block_commands(title: str) -> list[str]:
+    """The `python -m runner` commands of a section's code blocks, continued lines joined."""
+    found = []
+    for block in re.findall(r"```\w*\n(.*?)```", _section(title), re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split(" #", 1)[0].strip()
+            if line.startswith("python -m runner "):
+                found.append(line)
+    return found
+
+
+@pytest.mark.parametrize("command", _block_commands("Your own data"))
+def test_an_own_data_command_reads_as_typed(command, tmp_path):
+    """Each "Your own data" command, as written (``dataset.root=~/pets`` unquoted too), composes: Hydra reads it and
+    the values are the ones typed, ``~`` being the home folder."""
+    import os
+
+    proc = run_cli(*shlex.split(command)[3:], "--cfg", "job", cwd=tmp_path, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    root = yaml.safe_load(proc.stdout)["dataset"]["root"]
+    assert root.startswith(os.path.expanduser("~/")) and not list(tmp_path.iterdir())
+
+
 def test_the_readme_shows_the_commands_the_fast_tier_runs():
     assert set(FAST) <= set(ALL), f"the README no longer shows {set(FAST) - set(ALL)}: update FAST"
     assert len(ALL) >= 10
@@ -108,10 +132,11 @@ def test_a_readme_command_as_typed(command, tmp_path):
     args = _args(command)
     if any(a in DOWNLOADS for a in args):
         pytest.skip("fetches a public dataset; tests have no network (downloads: tests/test_download.py)")
-    if args[:1] in (["--help"], ["--cfg"]):
+    if args[:1] == ["--help"] or "--cfg" in args:
         proc = run_cli(*args, cwd=tmp_path, timeout=60)
         assert proc.returncode == 0 and not list(tmp_path.iterdir()), proc.stderr  # prints, writes nothing
-        assert ("Config groups (GROUP=OPTION):" if args == ["--help"] else "batch_size: 100") in proc.stdout
+        shown = {"--help": "Config groups (GROUP=OPTION):", "job": "batch_size: 100", "hydra": "launcher:"}
+        assert shown[args[-1]] in proc.stdout and "Traceback" not in proc.stderr
         return
     if "mode=eval" in args:  # of the latest run, which the README's first command makes
         assert run_cli(*_short([]), cwd=tmp_path, timeout=300).returncode == 0

@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -186,3 +187,43 @@ def test_a_killed_jobs_running_marker_is_cleared_when_the_sweep_starts_again(tmp
                                                                     f"{socket.gethostname()}-{os.getpid()}"])
         (running / f"other-node-{dead.pid}").unlink()
     assert not running.exists()  # the last job's end takes the folder with it
+
+
+def _processes_of_sweep(pid: int) -> list[int]:
+    """The processes whose environment names sweep process ``pid`` as theirs (its pool workers)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                environ = (proc / "environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if f"RUNNER_SWEEP_PID={pid}".encode() in environ:
+                found.append(int(proc.name))
+    return found
+
+
+@pytest.mark.slow  # a parallel sweep, its process killed
+def test_no_pool_worker_outlives_its_sweep_killed_with_sigkill(tmp_path):
+    """kill -9 of a parallel sweep's process: its workers notice, checkpoint their jobs (interrupted) and exit; the
+    same command then continues the jobs from their checkpoints."""
+    args = ["-m", "hydra/launcher=parallel", *TINY, "log_every=50", "checkpoint_every=200", "eval_splits=[test]",
+            "optimizer.lr=0.05,0.1", "max_steps=1000000"]
+    proc = subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in proc.stdout:
+            if "Step 300:" in line:
+                break
+        assert _processes_of_sweep(proc.pid), "no pool worker found"
+        proc.kill()
+        proc.wait(timeout=30)
+        deadline = time.time() + 120
+        while _processes_of_sweep(proc.pid) and time.time() < deadline:
+            time.sleep(1)
+        assert not _processes_of_sweep(proc.pid), "a pool worker outlived its sweep"
+    finally:
+        proc.kill()
+    (sweep,) = sweep_dirs(tmp_path)
+    for job in ("0", "1"):
+        assert (sweep / job / "interrupted.txt").exists() and steps_saved(sweep / job) >= 200

@@ -183,18 +183,25 @@ def written_by_tune(path: Path) -> bool:
 def check_writable(run_dir: str) -> None:
     """The run dir can be made (or is a writable folder)."""
     path = Path(run_dir).expanduser().absolute()
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"run_dir={run_dir} is a file, not a folder; choose another run_dir")
-    existing = next(p for p in [path, *path.parents] if p.exists())
-    if not existing.is_dir():
-        raise ConfigError(f"run_dir={run_dir}: {existing} is a file, not a folder; choose another run_dir")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"run_dir={run_dir}: {existing} is not writable; choose another run_dir")
-    longest = os.pathconf(existing, "PC_NAME_MAX")
+    existing = next(p for p in [path, *path.parents] if _exists(p))
+    longest = os.pathconf(existing if existing.is_dir() else existing.parent, "PC_NAME_MAX")
     for name in path.relative_to(existing).parts:
         if len(os.fsencode(name)) > longest:
             raise ConfigError(f"run_dir: the folder name {name[:40]}... is {len(os.fsencode(name))} bytes, longer "
                               f"than the {longest} this file system allows; choose a shorter run_dir")
+    if existing == path and not path.is_dir():
+        raise ConfigError(f"run_dir={run_dir} is a file, not a folder; choose another run_dir")
+    if not existing.is_dir():
+        raise ConfigError(f"run_dir={run_dir}: {existing} is a file, not a folder; choose another run_dir")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"run_dir={run_dir}: {existing} is not writable; choose another run_dir")
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # a name too long to look up: not there
+        return False
 
 
 def known(group: str) -> list[str]:

@@ -163,6 +163,13 @@ def search(make_parts: Callable[[dict], Parts], run: RunnerConfig, space: dict[s
     return result
 
 
+def gain(best: Trial, start: Trial) -> str:
+    """The winner against the start, in both figures: its ratio to the bound (what ranks trials: each trial's
+    windows paired with the bound's, so a busy machine does not move it) and its raw examples/sec."""
+    return (f"{best.ratio / start.ratio:.2f} x the start's ratio to the bound, "
+            f"{best.examples_per_sec / start.examples_per_sec:.2f} x its examples/sec")
+
+
 def table(result: Result, keys: list[str]) -> str:
     """The trials: what each changed, its training rate and ratio to the bound, whether it was kept."""
     head = f"{'trial':<6} {'changed':<44} {'train ex/s':>11} {'x bound':>8} {'secs':>6}  kept"
@@ -174,6 +181,6 @@ def table(result: Result, keys: list[str]) -> str:
                      f"{'yes' if t.kept else ''}")
     best = result.best
     lines.append(f"best: {' '.join(f'{k}={best.settings[k]}' for k in keys)}: {best.examples_per_sec:,.1f} "
-                 f"examples/sec, {best.ratio / result.start.ratio:.2f} x the start's, in {result.secs:.0f} s "
+                 f"examples/sec ({gain(best, result.start)}), in {result.secs:.0f} s "
                  f"({len(result.trials)} trials{', stopped by the budget' if result.stopped_by_budget else ''})")
     return "\n".join(lines)

@@ -70,6 +70,8 @@ def _kept(override: str, keys: list[str]) -> bool:
 def experiment_text(experiment: str, cfg: DictConfig, result, keys: list[str], num_cores: int) -> tuple[str, str]:
     """The winner as ``experiment``: the groups chosen and the knobs' values; the file's text and the command
     that uses it."""
+    from runner.engine.tune import gain  # TensorFlow, loaded by the search
+
     best, start = result.best, result.start
     groups = {"dataset": cfg.dataset.name, "model": cfg.model.name, "pipeline": cfg.pipeline.name}
     values: dict = {}
@@ -88,7 +90,7 @@ def experiment_text(experiment: str, cfg: DictConfig, result, keys: list[str], n
         f"({start.ratio:.3f} x the bound; {result.limit['limit']} limits, {result.limit['costliest_stage']} its "
         f"costliest stage)",
         f"# tuned: {best.examples_per_sec:,.1f} examples/sec ({best.ratio:.3f} x the bound, "
-        f"{best.ratio / start.ratio:.2f} x the start)",
+        f"{gain(best, start)})",
         "defaults:",
         *(f"  - override /{group}: {name}" for group, name in groups.items()),
         "",
