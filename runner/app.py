@@ -169,7 +169,7 @@ def _job(cfg: DictConfig, sweep_dir: Path, job_dir: Path) -> dict | float | None
     if finished is not None:
         log.info("Job %s finished in an earlier run of this sweep: skipped", job_dir.name)
         return finished
-    with sweep.job(sweep_dir):
+    with sweep.job(sweep_dir, job_dir.name):
         try:
             return run(cfg, str(job_dir))
         except RunDirInUse as err:  # the same sweep running in another process has this job: it is left to it

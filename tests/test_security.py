@@ -245,7 +245,7 @@ def test_a_config_cannot_set_the_switch():
 def test_launchers_and_sweepers_are_still_chosen_by_name(tmp_path):
     proc = run_cli("hydra/launcher=parallel", "hydra/sweeper=optuna", "--cfg", "hydra", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "JoblibLauncher" in proc.stdout and "OptunaSweeper" in proc.stdout
+    assert "runner_launchers.parallel.ParallelLauncher" in proc.stdout and "OptunaSweeper" in proc.stdout
 
 
 def test_a_sweeps_hydra_config_is_shown_as_the_readme_writes_it(tmp_path):
@@ -254,14 +254,17 @@ def test_a_sweeps_hydra_config_is_shown_as_the_readme_writes_it(tmp_path):
     assert "SlurmLauncher" in proc.stdout and "partition:" in proc.stdout and "Traceback" not in proc.stderr
 
 
-def test_runners_own_configs_name_no_code_but_its_two_callbacks():
+def test_runners_own_configs_name_no_code_but_its_callbacks_and_launcher():
     found = {}
     for path in [*sorted((ROOT / "conf").rglob("*.yaml")), *sorted((ROOT / "experiments").glob("*.yaml"))]:
         document = yaml.safe_load(path.read_text()) or {}
         keys = [".".join(map(str, p)) for p, _ in guard._targets(document)]
         if keys:
             found[str(path.relative_to(ROOT))] = keys
-    assert found == {"conf/config.yaml": ["hydra.callbacks.validate._target_", "hydra.callbacks.report._target_"]}
+    assert found == {"conf/config.yaml": ["hydra.callbacks.validate._target_", "hydra.callbacks.report._target_"],
+                     "conf/hydra/launcher/parallel.yaml": ["_target_"]}
+    launcher = yaml.safe_load((ROOT / "conf" / "hydra" / "launcher" / "parallel.yaml").read_text())
+    assert launcher["_target_"] == "hydra_plugins.runner_launchers.parallel.ParallelLauncher"  # runner's own
     callbacks = yaml.safe_load((ROOT / "conf" / "config.yaml").read_text())["hydra"]["callbacks"]
     assert {name: c["_target_"] for name, c in callbacks.items()} == {
         "validate": "runner.app.ValidateBeforeRun", "report": "runner.sweeps.report.SweepReport"}

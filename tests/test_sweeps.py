@@ -53,6 +53,9 @@ def test_joblib_sweep_runs_jobs_in_parallel_with_divided_threads(tmp_path):
     assert logs.count(f"2 parallel jobs: TensorFlow thread pools of {share} (intra) and {share} (inter) per job") == 4
     configs = [json.loads((tmp_path / r["job"] / "provenance.json").read_text()) for r in rows]
     assert all(c["config"]["hardware"]["intra_op_threads"] == 0 for c in configs)  # the config is untouched
+    for job in range(4):  # the jobs share the terminal: each line says whose it is; each job's log file is plain
+        assert f"[job {job}] Building: " in proc.stdout + proc.stderr
+        assert "[job " not in (tmp_path / str(job) / "runner.log").read_text()
 
 
 @pytest.mark.slow
@@ -189,18 +192,31 @@ def test_a_killed_jobs_running_marker_is_cleared_when_the_sweep_starts_again(tmp
     assert not running.exists()  # the last job's end takes the folder with it
 
 
-def _processes_of_sweep(pid: int) -> list[int]:
-    """The processes whose environment names sweep process ``pid`` as theirs (its pool workers)."""
+def _children(pid: int) -> list[int]:
+    """The processes sweep process ``pid`` started (its jobs' processes)."""
     found = []
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
-                environ = (proc / "environ").read_bytes().split(b"\0")
+                fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            if f"RUNNER_SWEEP_PID={pid}".encode() in environ:
+            if int(fields[1]) == pid:
                 found.append(int(proc.name))
     return found
+
+
+def _alive(pids: list[int]) -> list[int]:
+    """Those of ``pids`` still running (a zombie has ended)."""
+    alive = []
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            alive.append(pid)
+    return alive
 
 
 @pytest.mark.slow  # a parallel sweep, its process killed
@@ -215,15 +231,46 @@ def test_no_pool_worker_outlives_its_sweep_killed_with_sigkill(tmp_path):
         for line in proc.stdout:
             if "Step 300:" in line:
                 break
-        assert _processes_of_sweep(proc.pid), "no pool worker found"
+        workers = _children(proc.pid)
+        assert workers, "no job process found"
         proc.kill()
         proc.wait(timeout=30)
         deadline = time.time() + 120
-        while _processes_of_sweep(proc.pid) and time.time() < deadline:
+        while _alive(workers) and time.time() < deadline:
             time.sleep(1)
-        assert not _processes_of_sweep(proc.pid), "a pool worker outlived its sweep"
+        assert not _alive(workers), "a job's process outlived its sweep"
     finally:
         proc.kill()
     (sweep,) = sweep_dirs(tmp_path)
     for job in ("0", "1"):
-        assert (sweep / job / "interrupted.txt").exists() and steps_saved(sweep / job) >= 200
+        assert (sweep / job / "interrupted.txt").exists() and steps_saved(sweep / job) > 0  # saved on its stop
+
+
+@pytest.mark.slow  # a parallel sweep with one job killed
+def test_a_parallel_job_killed_with_sigkill_is_failed_and_the_others_go_on(tmp_path):
+    """One job's process killed -9 (as the out-of-memory killer does): that job is recorded as failed, with why;
+    the other jobs run to the end; the report is written; the sweep exits 1 (a job failed), without a traceback."""
+    args = ["-m", "hydra/launcher=parallel", *TINY, "log_every=50", "checkpoint_every=100", "eval_splits=[test]",
+            "optimizer.lr=0.05,0.1,0.2", "max_steps=600"]
+    proc = subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    out = []
+    try:
+        for line in proc.stdout:
+            out.append(line)
+            if "Step 100:" in line:
+                break
+        (sweep,) = sweep_dirs(tmp_path)
+        victim = int(next((sweep / ".running").iterdir()).name.rsplit("-", 1)[1])
+        os.kill(victim, signal.SIGKILL)
+        out.append(proc.stdout.read())
+        proc.wait(timeout=300)
+    finally:
+        proc.kill()
+    text = "".join(out)
+    assert proc.returncode == 1, text[-3000:]
+    assert "Traceback" not in text and "TerminatedWorkerError" not in text
+    rows = list(csv.DictReader((sweep / "report.csv").open()))
+    assert sorted(r["status"] for r in rows) == ["completed", "completed", "failed"], rows
+    (failed,) = [r for r in rows if r["status"] == "failed"]
+    assert failed["error"].startswith("JobKilled: the process running this job was killed by SIGKILL")

@@ -25,7 +25,7 @@ import functools
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,11 +54,10 @@ ALLOW_HINT = f"; to allow it, set {ALLOW}=1 in the environment"
 
 @dataclass
 class Composed:
-    """One config Hydra would act on, the overrides it was composed from, and where its values come from."""
+    """One config Hydra would act on, and the overrides it was composed from (where its keys were set)."""
 
     cfg: DictConfig
     overrides: list[str]
-    where: Any = field(default=None, repr=False)  # key path -> the command line or the file that set it
 
 
 def allowed() -> bool:

@@ -118,9 +118,10 @@ def clear_stale(sweep_dir: Path) -> None:
 
 
 @contextlib.contextmanager
-def job(sweep_dir: Path) -> Iterator[None]:
+def job(sweep_dir: Path, name: str = "") -> Iterator[None]:
     """Runs one job: its pid is listed for the sweep's signal forwarding, and a signal outside its training loop
-    raises Interrupted. The process's signal handlers are restored afterwards (a pool worker lives on)."""
+    raises Interrupted. The process's signal handlers are restored afterwards (a pool worker lives on). In a pool
+    worker of a parallel sweep, where several jobs write to one terminal, its lines start with ``[job NAME]``."""
     running = sweep_dir / RUNNING
     pid_file = running / _marker_name(os.getpid())
     for _ in range(100):  # another job's end may remove the folder between its making and this marker's
@@ -132,11 +133,18 @@ def job(sweep_dir: Path) -> Iterator[None]:
     previous = {sig: signal.getsignal(sig) for sig in SIGNALS} if main else {}
     raise_on_signals()
     _stop_when_orphaned()
+    consoles = [h for h in logging.getLogger().handlers
+                if name and _in_pool_worker() and type(h) is logging.StreamHandler]
+    formats = [h.formatter for h in consoles]
+    for handler in consoles:
+        handler.setFormatter(_JobPrefix(name, handler.formatter))
     _in_job.set()
     try:
         yield
     finally:
         _in_job.clear()
+        for handler, formatter in zip(consoles, formats):
+            handler.setFormatter(formatter)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         pid_file.unlink(missing_ok=True)
@@ -172,6 +180,22 @@ def _stop_when_orphaned() -> None:
 
 
 _watching = False
+
+
+def _in_pool_worker() -> bool:
+    sweep_pid = os.environ.get(SWEEP_PID_ENV)
+    return bool(sweep_pid) and sweep_pid == str(os.getppid())
+
+
+class _JobPrefix(logging.Formatter):
+    """A console's lines, each started with ``[job NAME]`` (the job's log file keeps them as they are)."""
+
+    def __init__(self, name: str, inner: logging.Formatter | None):
+        super().__init__()
+        self.prefix, self.inner = f"[job {name}] ", inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        return "\n".join(self.prefix + line for line in self.inner.format(record).splitlines())
 
 
 def forward_signals(sweep_dir: Path) -> None:
