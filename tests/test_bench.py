@@ -60,6 +60,7 @@ def _state_updated_by(train_op) -> set[str]:
     return updated & names
 
 
+@pytest.mark.slow  # a bench of every pipeline
 def test_the_bench_measures_the_op_that_trains(tmp_path, monkeypatch):
     """The bound and the pipelines are built by the training's own graph builder: the same variables, and one step
     updates the same ones (the model, the optimizer's step, the moving averages of the CIFAR-10 preset)."""
@@ -107,6 +108,7 @@ def test_a_training_run_is_measured_beside_the_bench(tmp_path):
     assert "training run" in (tmp_path / "bench.txt").read_text()
 
 
+@pytest.mark.slow  # three rounds of the bench
 def test_bench_repeats_give_each_ratio_an_interval_and_compare_the_pipelines_round_by_round(tmp_path):
     from scipy import stats
 

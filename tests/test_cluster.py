@@ -7,10 +7,12 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -186,6 +188,7 @@ def cluster_run(tmp_path_factory, data_root):
     return run_dir, out
 
 
+@pytest.mark.slow  # three processes loading TensorFlow and a run to compare; a two-worker sync step is in make test
 def test_local_cluster_trains_the_mlp_into_the_one_process_band(cluster_run, tmp_path):
     run_dir, out = cluster_run
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
@@ -193,6 +196,7 @@ def test_local_cluster_trains_the_mlp_into_the_one_process_band(cluster_run, tmp
     assert any(line.startswith("[worker 1] Step ") for line in lines)  # each task's lines, prefixed by its role
     assert any(line.startswith("[ps 0] ps task 0: every worker is done") for line in lines)
     assert not noise(out.stdout + out.stderr)  # every task loads TensorFlow quietly
+    assert "on 127.0.0.1 of a private network (the tasks' alone)" in out.stdout + out.stderr
     pids = _pids(out.stdout)
     assert set(pids) == {"ps 0", "worker 0", "worker 1"} and not any(_alive(p) for p in pids.values())
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -258,9 +262,32 @@ def test_an_async_cluster_with_an_evaluator_continues_a_one_process_run(tmp_path
     assert not any(_alive(p) for p in _pids(out.stdout).values())
 
 
+def _listening(pid: int) -> set[int]:
+    """The TCP ports listened on in process ``pid``'s network (its /proc/PID/net/tcp and tcp6)."""
+    ports = set()
+    for name in ("tcp", "tcp6"):
+        for row in Path(f"/proc/{pid}/net/{name}").read_text().splitlines()[1:]:
+            local, state = row.split()[1], row.split()[3]
+            if state == "0A":  # LISTEN
+                ports.add(int(local.rsplit(":", 1)[1], 16))
+    return ports
+
+
 @pytest.mark.slow
 def test_sigterm_to_a_local_cluster_checkpoints_and_stops_every_task(tmp_path):
     proc, lines = _start_cluster(tmp_path, "[worker 0] Step ")
+    # The tasks' servers (TensorFlow binds 0.0.0.0) are in a network of their own: listening there, not reachable
+    # from this machine's network, even on 127.0.0.1.
+    ports = {m[1]: int(m[2]) for m in re.finditer(r"\[(\w+ \d+)\] started \(pid \d+, 127\.0\.0\.1:(\d+)",
+                                                  "".join(lines))}
+    pids = _pids("".join(lines))
+    assert set(ports) == {"ps 0", "worker 0", "worker 1"}, "".join(lines)[-3000:]
+    assert "on 127.0.0.1 of a private network" in "".join(lines)
+    for task, port in ports.items():
+        assert os.readlink(f"/proc/{pids[task]}/ns/net") != os.readlink("/proc/self/ns/net")
+        assert port in _listening(pids[task])
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 128 + signal.SIGTERM
     text = "".join(lines)

@@ -216,6 +216,7 @@ def test_a_cache_folder_that_cannot_be_written_is_named(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- 4. damaged records
+@pytest.mark.slow  # train, convert, train
 def test_a_damaged_record_names_the_file_and_convert_repairs_it(tmp_path, tiny_digits):
     paths = tiny_digits.tfrecords()
     train = paths["train"]
@@ -359,6 +360,7 @@ def test_a_stop_signal_ends_an_eval_pass_between_batches():
         run_eval(NoSession(), op, stop)
 
 
+@pytest.mark.slow  # a data generation stopped
 def test_a_signal_during_data_generation_stops_at_once_and_leaves_no_partial_cache(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "runner", f"dataset.data_dir={tmp_path}/data",
                              f"run_dir={tmp_path}/run"], cwd=ROOT, stdout=subprocess.PIPE,

@@ -98,6 +98,7 @@ def test_a_damaged_tfrecord_file_is_named_with_its_record(tmp_path, how):
         dataset.prepare()
 
 
+@pytest.mark.slow  # three runs; a damaged file read in-process is in make test
 def test_a_damaged_tfrecord_file_exits_2_in_one_line_in_train_and_eval(tmp_path):
     overrides = overrides_for("tfrecord_raw", tmp_path, 40, 20)
     trained = run_cli(*overrides, "batch_size=10", "max_steps=2", "eval_splits=[test]", "run_dir=run", cwd=tmp_path)
@@ -110,7 +111,7 @@ def test_a_damaged_tfrecord_file_exits_2_in_one_line_in_train_and_eval(tmp_path)
         assert re.search(r"error: .*files/test.tfrecords: record \d+: cannot be read", proc.stdout + proc.stderr)
 
 
-@pytest.mark.parametrize("role", ["ps", "worker"])
+@pytest.mark.parametrize("role", [pytest.param("ps", marks=pytest.mark.slow), "worker"])
 def test_a_cluster_task_whose_port_is_in_use_says_so_in_one_line(tmp_path, role):
     with socket.socket() as taken, socket.socket() as other:
         taken.bind(("127.0.0.1", 0))
@@ -173,6 +174,7 @@ def test_strict_gpus_on_a_machine_without_any_are_refused_before_tensorflow_load
     assert "tensorflow" not in {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
 
 
+@pytest.mark.slow  # three runs
 def test_eval_of_an_own_data_run_reads_its_data_from_a_new_root(tmp_path):
     """Data moved to another folder: mode=eval names the run's dataset and its new root; a bare dataset.root says
     how to."""
@@ -190,6 +192,7 @@ def test_eval_of_an_own_data_run_reads_its_data_from_a_new_root(tmp_path):
     assert "Num examples: 30" in proc.stdout
 
 
+@pytest.mark.slow  # a loop-mounted full disk
 def test_a_full_disk_while_writing_a_cache_is_one_line_and_leaves_nothing_partial(tmp_path):
     overrides = overrides_for("image_folder", tmp_path, 300, 100)
 
@@ -243,8 +246,8 @@ def _fixed_length_files(root):
                                   rng.integers(0, 10, n))
 
 
-@pytest.mark.parametrize("pipeline", ["queue", *(pytest.param(p, marks=pytest.mark.slow)
-                                                 for p in ("tf_data", "feed_dict", "preloaded"))])
+@pytest.mark.slow  # a run whose file is cut short under it, per pipeline
+@pytest.mark.parametrize("pipeline", ["queue", "tf_data", "feed_dict", "preloaded"])
 def test_a_file_truncated_under_a_running_pipeline_stops_it_naming_the_file(tmp_path, pipeline):
     """As the probe typed it: the run stops within seconds, exit 2, one line naming the file; the checkpoint written
     before the change is kept."""

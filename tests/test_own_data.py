@@ -365,6 +365,7 @@ def test_the_command_exits_2_within_seconds_naming_a_file_with_a_bad_label(tmp_p
 
 
 # ---------------------------------------------------------------------------------------------- towers, bench, convert
+@pytest.mark.slow  # towers are in make test on the built-in data
 def test_an_image_folder_trains_on_two_towers(tmp_path):
     summary = run(compose(*overrides_for("image_folder", tmp_path, 80, 20), "hardware=cpu2", "pipeline=queue",
                           "pipeline.num_threads=2", "max_steps=10", "batch_size=8", "log_every=10",

@@ -132,6 +132,7 @@ def test_xla_compiles_the_step_and_says_what_runs_outside_it(tmp_path, tiny_digi
     assert len(said) == 1 and "XLA compiled" in said[0] and "cluster(s) of the step" in said[0], said
 
 
+@pytest.mark.slow  # every pipeline in bf16; the MLP's bf16 test is in make test
 def test_every_pipeline_and_towers_train_in_bf16(tmp_path, tiny_digits):
     from runner.pipelines import PIPELINES
 

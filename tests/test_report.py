@@ -219,6 +219,7 @@ def _session_groups(logdir: Path) -> list[dict]:
         proc.wait(timeout=30)
 
 
+@pytest.mark.slow  # a sweep and TensorBoard's hparams
 def test_tensorboard_shows_one_session_group_per_group_with_its_mean_and_every_job(tmp_path):
     jobs = _two_pipelines(0.01)
     _sweep(tmp_path, jobs)

@@ -103,6 +103,7 @@ def _wait_for(lines, text: str, timeout: float = 60) -> str:
     raise AssertionError(f"{text!r} not printed; got: {''.join(seen)}")
 
 
+@pytest.mark.slow  # a training and an evaluator side by side
 def test_continuous_eval_follows_new_checkpoints_until_stopped(tmp_path):
     args = [*TINY, "moving_average_decay=0.9999", "log_every=5", "checkpoint_every=5", "eval_splits=[test]",
             f"run_dir={tmp_path}"]

@@ -90,6 +90,7 @@ def test_tune_stops_within_its_budget(tuned):
     assert all(b["ratio"] > a["ratio"] for a, b in zip(kept, kept[1:]))  # each kept step gained
 
 
+@pytest.mark.slow  # a bench on jpegs
 def test_larger_jpegs_decoded_at_every_step_are_named_as_the_input_limit(tmp_path):
     """The input-bound case: 96x96 JPEGs fitted to 32x32, decoded in the graph at every step; at the pipelines'
     default settings on this machine's cores the input, not the MLP, limits: by its own rate, or (decoding on

@@ -4,12 +4,14 @@ Each task (ps, workers, the evaluator if asked) is a child process running the s
 ``hardware=cluster`` and its role in ``TF_CONFIG``, on free ports. This process owns the run dir (lock, saved
 config, history), prints every task's lines prefixed by its role, and watches them: a task that fails stops the
 others and the command exits non-zero naming it and its last error line; a signal reaches every task (the chief
-checkpoints) and nothing outlives the command. TensorFlow's thread pools are divided among the tasks.
+checkpoints) and nothing outlives the command. TensorFlow's thread pools are divided among the tasks. The tasks share
+a private network (netns.Network), so their servers are reachable by each other alone.
 """
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import json
 import logging
 import os
@@ -28,6 +30,7 @@ from omegaconf import DictConfig
 from runner import rundir
 from runner.config.hydra import task_overrides
 from runner.data import prepared_dataset
+from runner.distributed.netns import Network
 from runner.distributed.roles import LAUNCHED_ENV
 from runner.errors import RunnerError
 from runner.signals import Interrupted, StopSignals, signal_name
@@ -70,10 +73,13 @@ def free_ports(n: int) -> list[int]:
         return [s.getsockname()[1] for s in socks]
 
 
-def _die_with_parent() -> None:
-    """In the child: SIGTERM when the launcher dies, even by SIGKILL (Linux prctl PR_SET_PDEATHSIG)."""
+def _in_child(network: Network) -> None:
+    """In a task's child process, before it runs: SIGTERM when the launcher dies, even by SIGKILL (Linux prctl
+    PR_SET_PDEATHSIG); into the cluster's private network."""
     with contextlib.suppress(Exception):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+    if network.private:
+        network.join()
 
 
 def task_command(cfg: DictConfig, run_dir: str, overrides: list[str], threads: int) -> list[str]:
@@ -114,10 +120,15 @@ def launch(cfg: DictConfig, run_dir: str, overrides: list[str]) -> dict | None:
     computing = hardware.workers + (1 if hardware.evaluator else 0)  # ps tasks mostly wait: they get one thread
     threads = max(1, (os.cpu_count() or 1) // computing)
     command = task_command(cfg, str(Path(run_dir).absolute()), overrides, threads)
-    log.info("local_cluster: %d ps, %d worker(s)%s on 127.0.0.1; %d TensorFlow thread(s) per worker", hardware.ps,
-             hardware.workers, " and an evaluator" if hardware.evaluator else "", threads)
     tasks: list[ChildTask] = []
-    with StopSignals(grace_secs=STOP_GRACE_SECS + 5) as stop, contextlib.ExitStack() as stack:
+    with Network() as network, StopSignals(grace_secs=STOP_GRACE_SECS + 5) as stop, contextlib.ExitStack() as stack:
+        log.info("local_cluster: %d ps, %d worker(s)%s on 127.0.0.1 %s; %d TensorFlow thread(s) per worker",
+                 hardware.ps, hardware.workers, " and an evaluator" if hardware.evaluator else "",
+                 "of a private network (the tasks' alone)" if network.private else "(the machine's network)", threads)
+        if not network.private:
+            log.warning("local_cluster: no private network (%s): TensorFlow's servers listen on every interface of "
+                        "this machine, without authentication; firewall ports %s on a shared or exposed machine",
+                        network.why_not, ",".join(map(str, ports)))
         stack.callback(_end_all, tasks, FAIL_GRACE_SECS)  # whatever happens, nothing outlives the command
         # A signal goes to the workers and the evaluator; the ps tasks hold the variables the chief's last checkpoint
         # reads, so they are stopped after the workers.
@@ -133,7 +144,7 @@ def launch(cfg: DictConfig, run_dir: str, overrides: list[str]) -> dict | None:
             process = subprocess.Popen(task_cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                        stdin=subprocess.DEVNULL, text=True, errors="replace",
                                        start_new_session=True,  # a terminal's Ctrl-C reaches them through here
-                                       preexec_fn=_die_with_parent)
+                                       preexec_fn=functools.partial(_in_child, network))
             task = ChildTask(role, index, process)
             tasks.append(task)
             threading.Thread(target=_relay, args=(task,), daemon=True, name=f"relay-{role}{index}").start()
