@@ -284,7 +284,9 @@ class Guard:
             if loaded is None:
                 continue
             where = loaded.path.replace("file://", "", 1)
-            source = str(Path(where) / f"{default.config_path}.yaml") if loaded.path.startswith("file://") else where
+            # The file as the user knows it: experiments/NAME.yaml, not the conf/experiment link to that folder.
+            source = (str((Path(where) / f"{default.config_path}.yaml").resolve()) if loaded.path.startswith("file://")
+                      else where)
             yield shown(source), default.package or "", OmegaConf.to_container(loaded.config, resolve=False)
 
 
