@@ -274,6 +274,36 @@ def in_utf8_mode() -> None:
 
 
 def main() -> None:
+    code: int | str | None = 0
+    try:
+        _main()
+    except SystemExit as done:
+        code = done.code
+        raise
+    except BaseException:
+        code = None  # Python says it (a traceback) and ends as it ends
+        raise
+    finally:
+        if code is not None:
+            _end_without_waiting(code)
+
+
+def _end_without_waiting(code: int | str) -> None:
+    """A session still closing in the background (tf.data's autotuner, engine.session.close_soon) holds nothing of
+    the run: the process ends now, with its output flushed, instead of waiting up to a minute for it."""
+    session = sys.modules.get("runner.engine.session")  # never imported here: --cfg and --help load no TensorFlow
+    if session is None or not session.still_closing():
+        return
+    if isinstance(code, str):
+        print(code, file=sys.stderr)
+        code = 1
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _main() -> None:
     in_utf8_mode()
     if any(arg in ("--help", "-h") for arg in sys.argv[1:]):
         print(help_text(), end="")

@@ -80,14 +80,24 @@ class QueueConfig(PipelineConfig):
 
 
 @dataclass
+class AutotuneConfig:
+    """tf.data's autotuner (tf.data.Options().autotune): it sets every -1 (AUTOTUNE) value while the run goes."""
+
+    algorithm: str = one_of("default", "hill_climb", "gradient_descent", "stage_based")
+    cpu_budget: int = bounded(0)  # cores it may use for the input; 0 = every core (tf.data's default)
+    ram_budget: int = bounded(0)  # bytes its buffers may hold; 0 = half the machine's memory (tf.data's default)
+
+
+@dataclass
 class TfDataConfig(PipelineConfig):
     reads_files: ClassVar[bool] = True
     knobs: ClassVar[dict] = {"num_parallel_calls": (1, 2, 4, 8, -1), "prefetch": (1, 2, 4, -1), "cache": (False, True)}
     order_knobs: ClassVar[dict] = {"shuffle_buffer": (1000, 5000, 10000, 50000)}
     shuffle_buffer: int = bounded(1)  # records; each epoch is still a permutation of the split
-    num_parallel_calls: int = bounded(1, auto=-1)  # -1 = tf.data.AUTOTUNE
-    prefetch: int = bounded(1, auto=-1)  # batches; -1 = tf.data.AUTOTUNE
+    num_parallel_calls: int = bounded(1, auto=-1)  # -1 = tf.data.AUTOTUNE: set by the autotuner
+    prefetch: int = bounded(1, auto=-1)  # batches; -1 = tf.data.AUTOTUNE: set by the autotuner
     cache: bool = MISSING  # decode the split once and hold it in memory (refused when it does not fit)
+    autotune: AutotuneConfig = field(default_factory=AutotuneConfig)
 
 
 # ---------------------------------------------------------------------------------------------- optimizer

@@ -4,7 +4,9 @@ under a Coordinator, stops at once on a signal, and says TensorFlow's errors as 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +59,7 @@ def session(graph: tf.Graph, config: v1.ConfigProto | None, batches: list[Batch]
             creator = v1.train.ChiefSessionCreator(scaffold, task.target, config, checkpoint_filename_with_path=ckpt)
         else:
             creator = _WorkerSessionCreator(scaffold, task.target, config, task.wait_secs)
+        creator = _QuickClose(creator)
         if ckpt:
             saver.recover_last_checkpoints([str(p) for p in checkpoints(run_dir)])
         # Errors are said inside the session (MonitoredSession would take an OutOfRangeError for the end of the
@@ -70,6 +73,53 @@ def session(graph: tf.Graph, config: v1.ConfigProto | None, batches: list[Batch]
 
 INPUT_GRACE_SECS = 10  # input threads get this long to end when a session closes
 READY_POLL_SECS = 0.5  # how often a worker looks whether the chief has initialized the variables
+
+
+class _QuickClose(v1.train.SessionCreator):
+    """A session creator whose sessions close without holding up the run (:func:`close_soon`)."""
+
+    def __init__(self, inner: v1.train.SessionCreator):
+        self.inner = inner
+
+    def create_session(self):
+        sess = self.inner.create_session()
+        sess.close = functools.partial(close_soon, sess.close)  # what MonitoredSession calls last, after its hooks
+        return sess
+
+
+CLOSE_WAIT_SECS = 2.0  # how long a session's close may hold up the run; the rest goes on in the background
+_closing: list[threading.Thread] = []
+
+
+def close_soon(close: Callable[[], None]) -> None:
+    """Closes a session, waiting CLOSE_WAIT_SECS at most; a close that takes longer goes on in the background.
+
+    With tf.data's autotuner on, a close can take up to a minute: destroying an iterator joins its autotuning thread,
+    and the cancellation does not always cut that thread's sleep short (up to 60 s between optimizations, once a
+    run has gone on for a while). Nothing of the run is waiting in the session by then: the hooks have written
+    the checkpoint and the summaries before the session closes."""
+    failed: list[Exception] = []
+
+    def closing() -> None:
+        try:
+            close()
+        except Exception as err:  # noqa: BLE001  raised below if the close ends in time
+            failed.append(err)
+
+    thread = threading.Thread(target=closing, name="session-close", daemon=True)
+    thread.start()
+    thread.join(CLOSE_WAIT_SECS)
+    if thread.is_alive():
+        log.debug("a session is still closing (tf.data's autotuning thread); going on without waiting")
+        _closing.append(thread)
+    elif failed:
+        raise failed[0]
+
+
+def still_closing() -> bool:
+    """Whether a session is still closing in the background: the process may then end without waiting for it."""
+    _closing[:] = [t for t in _closing if t.is_alive()]
+    return bool(_closing)
 
 
 class _WorkerSessionCreator(v1.train.SessionCreator):

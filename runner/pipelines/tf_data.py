@@ -17,13 +17,14 @@ from runner.pipelines import PIPELINES
 from runner.pipelines.base import Batch, Shard, Stage, available_memory, record_files
 
 AUTOTUNE = tf.data.AUTOTUNE
+AUTOTUNE_DEFAULTS = {"algorithm": "default", "cpu_budget": 0, "ram_budget": 0}  # as tf.data's own
 DECODE_CHUNK = 256  # records decoded at once when the split is decoded into the cache
 
 
 @PIPELINES.register("tf_data")
 class TfData:
     def __init__(self, dataset, seed: int, shuffle_buffer: int, num_parallel_calls: int, prefetch: int,
-                 cache: bool, shard: Shard = Shard()):
+                 cache: bool, autotune: dict | None = None, shard: Shard = Shard()):
         self.dataset = dataset
         self.shard = shard
         self.seed = seed
@@ -32,6 +33,7 @@ class TfData:
         self.num_parallel_calls = AUTOTUNE if num_parallel_calls == -1 else num_parallel_calls
         self.prefetch = AUTOTUNE if prefetch == -1 else prefetch
         self.cache = cache
+        self.autotune = {**AUTOTUNE_DEFAULTS, **(autotune or {})}
 
     STAGES = ("read", "decode", "preprocess")  # the prefixes the bench times; the whole adds prefetch
     FINAL_STAGE = "batch"
@@ -72,7 +74,7 @@ class TfData:
         # AUTOTUNE (-1) without the autotuning model: the map runs on all cores and the prefetch buffer grows as
         # needed. The model's background thread made every session close wait for it, up to a minute (20 s
         # after a 60-step CIFAR-10 run), between a run's last eval and its end.
-        options.autotune.enabled = False
+        options.autotune.enabled = True
         return ds.with_options(options)
 
     def _batches(self, split: str, batch_size: int, training: bool, upto: str = "preprocess"):
