@@ -273,10 +273,11 @@ def in_utf8_mode() -> None:
     os.execv(sys.executable, [sys.executable, "-X", "utf8", "-m", "runner", *map(os.fsencode, sys.argv[1:])])
 
 
-def main() -> None:
+def program() -> None:
+    """``python -m runner`` and the ``runner`` command: :func:`main`, as a process of its own."""
     code: int | str | None = 0
     try:
-        _main()
+        main()
     except SystemExit as done:
         code = done.code
         raise
@@ -303,7 +304,7 @@ def _end_without_waiting(code: int | str) -> None:
     os._exit(code)
 
 
-def _main() -> None:
+def main() -> None:
     in_utf8_mode()
     if any(arg in ("--help", "-h") for arg in sys.argv[1:]):
         print(help_text(), end="")

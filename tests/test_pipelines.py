@@ -120,3 +120,22 @@ def test_a_cache_that_does_not_fit_in_memory_is_refused(tiny_digits, monkeypatch
     with pytest.raises(ConfigError, match=r"pipeline.cache=true holds the decoded train split in memory: 0.00 GB, "
                                           r"and 0.00 GB are available; use pipeline.cache=false"):
         pull(tiny_digits, "tf_data", "train", 50, training=True, steps=1, cache=True)
+
+
+@pytest.mark.parametrize("autotune,algorithm", [({}, "DEFAULT"),
+                                                ({"algorithm": "hill_climb", "cpu_budget": 2, "ram_budget": 2**30},
+                                                 "HILL_CLIMB")])
+@pytest.mark.filterwarnings("ignore:To make it possible to preserve tf.data options")  # read back in graph mode
+def test_tf_data_runs_tf_datas_autotuner_with_the_configured_options(tiny_digits, autotune, algorithm):
+    """AUTOTUNE (-1, the default) is tf.data's autotuner, on: the options of the dataset the pipeline builds, read
+    back; with its algorithm and budgets as configured."""
+    settings = option("pipeline", "tf_data")
+    settings["autotune"] = {**settings["autotune"], **autotune}
+    pipeline = PIPELINES.get("tf_data")(tiny_digits, seed=0, **settings)
+    assert pipeline.num_parallel_calls == tf.data.AUTOTUNE and pipeline.prefetch == tf.data.AUTOTUNE
+    with tf.Graph().as_default():
+        ds, _ = pipeline._batches("train", 50, True)
+        options = ds.options().autotune
+    assert options.enabled is True
+    assert options.autotune_algorithm == getattr(tf.data.experimental.AutotuneAlgorithm, algorithm)
+    assert options.cpu_budget == autotune.get("cpu_budget", 0) and options.ram_budget == autotune.get("ram_budget", 0)

@@ -97,7 +97,7 @@ class TfDataConfig(PipelineConfig):
     num_parallel_calls: int = bounded(1, auto=-1)  # -1 = tf.data.AUTOTUNE: set by the autotuner
     prefetch: int = bounded(1, auto=-1)  # batches; -1 = tf.data.AUTOTUNE: set by the autotuner
     cache: bool = MISSING  # decode the split once and hold it in memory (refused when it does not fit)
-    autotune: AutotuneConfig = field(default_factory=AutotuneConfig)
+    autotune: AutotuneConfig = MISSING
 
 
 # ---------------------------------------------------------------------------------------------- optimizer

@@ -17,14 +17,13 @@ from runner.pipelines import PIPELINES
 from runner.pipelines.base import Batch, Shard, Stage, available_memory, record_files
 
 AUTOTUNE = tf.data.AUTOTUNE
-AUTOTUNE_DEFAULTS = {"algorithm": "default", "cpu_budget": 0, "ram_budget": 0}  # as tf.data's own
 DECODE_CHUNK = 256  # records decoded at once when the split is decoded into the cache
 
 
 @PIPELINES.register("tf_data")
 class TfData:
     def __init__(self, dataset, seed: int, shuffle_buffer: int, num_parallel_calls: int, prefetch: int,
-                 cache: bool, autotune: dict | None = None, shard: Shard = Shard()):
+                 cache: bool, autotune: dict, shard: Shard = Shard()):
         self.dataset = dataset
         self.shard = shard
         self.seed = seed
@@ -33,7 +32,7 @@ class TfData:
         self.num_parallel_calls = AUTOTUNE if num_parallel_calls == -1 else num_parallel_calls
         self.prefetch = AUTOTUNE if prefetch == -1 else prefetch
         self.cache = cache
-        self.autotune = {**AUTOTUNE_DEFAULTS, **(autotune or {})}
+        self.autotune = autotune  # algorithm, cpu_budget, ram_budget (pipeline.autotune)
 
     STAGES = ("read", "decode", "preprocess")  # the prefixes the bench times; the whole adds prefetch
     FINAL_STAGE = "batch"
@@ -71,10 +70,13 @@ class TfData:
         # Each batch-wide op of the map runs on one thread: input work stays off the cores the model's ops use
         # in parallel, instead of competing with them op by op.
         options.threading.max_intra_op_parallelism = 1
-        # AUTOTUNE (-1) without the autotuning model: the map runs on all cores and the prefetch buffer grows as
-        # needed. The model's background thread made every session close wait for it, up to a minute (20 s
-        # after a 60-step CIFAR-10 run), between a run's last eval and its end.
+        # tf.data's autotuner, as tf.data runs it: it sets every AUTOTUNE (-1) value from its model of the
+        # pipeline. (Its thread can make a session's close wait up to a minute: engine.session.close_soon.)
         options.autotune.enabled = True
+        options.autotune.autotune_algorithm = getattr(tf.data.experimental.AutotuneAlgorithm,
+                                                      self.autotune["algorithm"].upper())
+        options.autotune.cpu_budget = self.autotune["cpu_budget"]
+        options.autotune.ram_budget = self.autotune["ram_budget"]
         return ds.with_options(options)
 
     def _batches(self, split: str, batch_size: int, training: bool, upto: str = "preprocess"):
