@@ -22,7 +22,7 @@ from runner.datasets.records import write_records
 from runner.datasets.glyphs import generate
 from runner.errors import ConfigError, DataError
 from runner.pipelines import PIPELINES
-from tests.helpers import compose, pull, run_cli
+from tests.helpers import compose, option, pull, run_cli
 
 NUM_TRAIN, NUM_TEST = 600, 120  # a short run learns from these
 CONTRACT_TRAIN, CONTRACT_TEST = 200, 60  # the epoch contract holds on these
@@ -157,15 +157,19 @@ def _keys(x, labels):
     return [(np.asarray(e, np.float32).tobytes(), int(y)) for e, y in zip(x, labels)]
 
 
-@pytest.mark.parametrize("pipeline", PIPELINES.names())
-def test_every_pipeline_reads_each_format_the_same_and_keeps_the_epoch_contract(own, pipeline):
+TF_DATA_KNOBS = [{"num_parallel_reads": 2, "deterministic": False}, {"cache": "disk"}]
+
+
+@pytest.mark.parametrize("pipeline,params", [(name, {}) for name in PIPELINES.names()] +
+                         [("tf_data", knobs) for knobs in TF_DATA_KNOBS])
+def test_every_pipeline_reads_each_format_the_same_and_keeps_the_epoch_contract(own, pipeline, params):
     kind, dataset = own
     x, y = dataset.arrays("test")
     assert len(y) == CONTRACT_TEST and x.shape[1:] == dataset.raw_shape
     if kind != "csv":
         _check_pixels(kind, x, y, *_images(2, CONTRACT_TEST))
     expected = sorted(_keys(dataset.preprocess_np(np.asarray(x), False, None), y))
-    batch, batches = pull(dataset, pipeline, "test", 25, training=False, steps=6)  # two passes of 3
+    batch, batches = pull(dataset, pipeline, "test", 25, training=False, steps=6, **params)  # two passes of 3
     assert batch.num_examples == CONTRACT_TEST
     assert [len(labels) for _, labels in batches] == [25, 25, 10] * 2
     for first in (0, 3):
@@ -173,7 +177,7 @@ def test_every_pipeline_reads_each_format_the_same_and_keeps_the_epoch_contract(
         assert sorted(seen) == expected  # in-graph decoding gives exactly the cached arrays
     n = dataset.num_examples("train")
     assert n % 20 == 0  # one epoch is whole batches
-    _, batches = pull(dataset, pipeline, "train", 20, training=True, steps=n // 20)
+    _, batches = pull(dataset, pipeline, "train", 20, training=True, steps=n // 20, **params)
     seen = [k for images, labels in batches for k in _keys(images, labels)]
     expected = sorted(_keys(dataset.preprocess_np(np.asarray(dataset.arrays("train")[0]), True, None),
                             dataset.arrays("train")[1]))
@@ -181,6 +185,66 @@ def test_every_pipeline_reads_each_format_the_same_and_keeps_the_epoch_contract(
         assert len(set(seen) & set(expected)) > 0.5 * n
     else:
         assert sorted(seen) == expected
+
+
+@pytest.mark.parametrize("params", [{"num_parallel_reads": 2}, {"num_parallel_reads": -1, "deterministic": False},
+                                    {"cache": "disk"}])
+def test_tf_data_workers_read_disjoint_shards_that_cover_the_split_with_each_knob(tmp_path, params):
+    from runner.pipelines.base import Shard
+
+    dataset = build_dataset(compose(*overrides_for("fixed_length", tmp_path, CONTRACT_TRAIN, CONTRACT_TEST)))
+    n = dataset.num_examples("train")
+    shards = []
+    for index in range(2):
+        graph = tf.Graph()
+        with graph.as_default():
+            pipeline = PIPELINES.get("tf_data")(dataset, seed=3, shard=Shard(index, 2),
+                                                **option("pipeline", "tf_data", **params))
+            batch = pipeline.build("train", 10, True)
+        with tf.compat.v1.Session(graph=graph) as sess:
+            batch.on_session(sess)
+            seen = [k for _ in range(batch.num_examples // 10) for k in _keys(*sess.run([batch.images,
+                                                                                          batch.labels]))]
+        assert batch.num_examples == n // 2 and len(set(seen)) == n // 2  # its shard, each example once an epoch
+        shards.append(set(seen))
+    assert not shards[0] & shards[1] and len(shards[0] | shards[1]) == n
+
+
+def _saved_files(root: Path) -> dict:
+    return {p: p.stat().st_mtime_ns for p in root.rglob("tf_data/*/data/**/*") if p.is_file()}
+
+
+def test_a_disk_cache_is_used_by_the_next_run_and_rebuilt_when_its_source_or_itself_changes(tmp_path, caplog):
+    overrides = overrides_for("fixed_length", tmp_path, CONTRACT_TRAIN, CONTRACT_TEST)
+    dataset = build_dataset(compose(*overrides))
+    caplog.set_level("INFO", "runner")
+    _, first = pull(dataset, "tf_data", "test", 30, training=False, steps=2, cache="disk")
+    assert "Decoding the test split" in caplog.text
+    made = _saved_files(tmp_path)
+    assert made and [p.parent.name for p in (tmp_path / "files" / "tf_data").glob("*/manifest.json")] == [
+        "test-" + next(iter(made)).relative_to(tmp_path / "files" / "tf_data").parts[0].split("-")[1]]
+    caplog.clear()  # another run, other settings: the save is loaded as it is
+    _, again = pull(dataset, "tf_data", "test", 30, training=False, steps=2, cache="disk", prefetch=1,
+                    num_parallel_calls=2)
+    assert "Decoding" not in caplog.text and _saved_files(tmp_path) == made
+    for (x, y), (ax, ay) in zip(first, again):
+        np.testing.assert_array_equal(ay, y)
+        np.testing.assert_array_equal(ax, x)
+    test_file = tmp_path / "files" / "test.bin"  # a source file changes: the save is made again, from it
+    raw = np.fromfile(test_file, np.uint8).reshape(CONTRACT_TEST, -1)
+    raw[:, 1] = (raw[:, 1] + 1) % 10  # every label moved on by one
+    raw.tofile(test_file)
+    dataset = build_dataset(compose(*overrides))
+    _, changed = pull(dataset, "tf_data", "test", 30, training=False, steps=2, cache="disk")
+    assert f"Rebuilding the saved test split in {tmp_path}" in caplog.text
+    assert f"{test_file} changed since the save was made" in caplog.text
+    np.testing.assert_array_equal(changed[0][1], (first[0][1] + 1) % 10)
+    caplog.clear()  # the save damaged (cut short): made again before it is read
+    saved = max(_saved_files(tmp_path), key=lambda p: p.stat().st_size)
+    saved.write_bytes(saved.read_bytes()[: saved.stat().st_size // 2])
+    _, mended = pull(dataset, "tf_data", "test", 30, training=False, steps=2, cache="disk")
+    assert "Rebuilding the saved test split" in caplog.text and "truncated or changed" in caplog.text
+    np.testing.assert_array_equal(mended[1][1], changed[1][1])
 
 
 def _check_pixels(kind, x, y, images, labels):

@@ -19,7 +19,9 @@ def _keys(images: np.ndarray, labels: np.ndarray) -> list[tuple[bytes, int]]:
 
 VARIANTS = [(name, {}) for name in ALL] + [("queue", {"records_per_read": 1}), ("feed_dict", {"prefetch": False}),
                                            ("preloaded", {"prefetch": False}), ("preloaded", {"storage": "constant"}),
-                                           ("tf_data", {"cache": True})]
+                                           ("tf_data", {"cache": "memory"}), ("tf_data", {"cache": "disk"}),
+                                           ("tf_data", {"deterministic": False, "private_threadpool_size": 2,
+                                                        "max_intra_op_parallelism": 0})]
 
 
 @pytest.mark.parametrize("name,params", VARIANTS)
@@ -103,13 +105,17 @@ def test_preloaded_refuses_a_split_larger_than_the_memory_available(tiny_digits,
         PIPELINES.get("preloaded")(tiny_digits, seed=0, **option("pipeline", "preloaded")).build("train", 32, True)
 
 
-def test_a_cached_tf_data_split_gives_the_same_batches_as_decoding_at_every_step(tiny_digits):
+@pytest.mark.parametrize("params", [{"cache": "memory"}, {"cache": "disk"}, {"private_threadpool_size": 2},
+                                    {"max_intra_op_parallelism": 0}, {"num_parallel_reads": 4}])
+def test_tf_data_knobs_that_change_only_speed_give_todays_batches(tiny_digits, params):
+    """With deterministic=true (the default), a cache, a thread pool or parallel reads give the batches that
+    decoding at every step from one file at a time gives, in training and in eval."""
     for training in (False, True):
         _, plain = pull(tiny_digits, "tf_data", "train", 50, training=training, steps=30)
-        _, cached = pull(tiny_digits, "tf_data", "train", 50, training=training, steps=30, cache=True)
-        for (x, y), (cx, cy) in zip(plain, cached):
-            np.testing.assert_array_equal(cy, y)
-            np.testing.assert_allclose(cx, x)
+        _, other = pull(tiny_digits, "tf_data", "train", 50, training=training, steps=30, **params)
+        for (x, y), (ox, oy) in zip(plain, other):
+            np.testing.assert_array_equal(oy, y)
+            np.testing.assert_allclose(ox, x)
 
 
 def test_a_cache_that_does_not_fit_in_memory_is_refused(tiny_digits, monkeypatch):
@@ -117,9 +123,10 @@ def test_a_cache_that_does_not_fit_in_memory_is_refused(tiny_digits, monkeypatch
     from runner.errors import ConfigError
 
     monkeypatch.setattr(runner.pipelines.tf_data, "available_memory", lambda: 1000)
-    with pytest.raises(ConfigError, match=r"pipeline.cache=true holds the decoded train split in memory: 0.00 GB, "
-                                          r"and 0.00 GB are available; use pipeline.cache=false"):
-        pull(tiny_digits, "tf_data", "train", 50, training=True, steps=1, cache=True)
+    with pytest.raises(ConfigError, match=r"pipeline.cache=memory holds the decoded train split in memory: 0.00 GB, "
+                                          r"and 0.00 GB are available; use pipeline.cache=disk or "
+                                          r"pipeline.cache=none"):
+        pull(tiny_digits, "tf_data", "train", 50, training=True, steps=1, cache="memory")
 
 
 @pytest.mark.parametrize("autotune,algorithm", [({}, "DEFAULT"),

@@ -123,6 +123,20 @@ def test_the_order_knobs_are_searched_only_where_allowed_and_within_memory(tiny_
     assert fits["pipeline.num_threads"] == allowed["pipeline.num_threads"]
 
 
+def test_tf_datas_speed_knobs_are_searched_and_its_order_knobs_only_where_allowed():
+    from runner.modes.tune import search_space
+    from tests.helpers import compose
+
+    speed = {"num_parallel_calls", "prefetch", "cache", "private_threadpool_size", "max_intra_op_parallelism"}
+    order = {"shuffle_buffer", "num_parallel_reads", "deterministic"}
+    space = search_space(compose("pipeline=tf_data"), (0, 1))
+    assert {k.split(".", 1)[1] for k in space if k.startswith("pipeline.")} == speed
+    assert space["pipeline.cache"] == ("none", "memory", "disk")
+    allowed = search_space(compose("pipeline=tf_data", "tune.allow_order=true"), (0, 1))
+    assert {k.split(".", 1)[1] for k in allowed if k.startswith("pipeline.")} == speed | order
+    assert allowed["pipeline.deterministic"] == (True, False)
+
+
 @pytest.mark.slow  # a TensorFlow search stopped midway
 def test_a_signal_stops_the_search_at_once_keeping_its_trials(tmp_path):
     """SIGINT during a trial of a grid search: exit 130 at once (not "failed", not the rest of the budget), the

@@ -91,12 +91,19 @@ class AutotuneConfig:
 @dataclass
 class TfDataConfig(PipelineConfig):
     reads_files: ClassVar[bool] = True
-    knobs: ClassVar[dict] = {"num_parallel_calls": (1, 2, 4, 8, -1), "prefetch": (1, 2, 4, -1), "cache": (False, True)}
-    order_knobs: ClassVar[dict] = {"shuffle_buffer": (1000, 5000, 10000, 50000)}
+    knobs: ClassVar[dict] = {"num_parallel_calls": (1, 2, 4, 8, -1), "prefetch": (1, 2, 4, -1),
+                             "cache": ("none", "memory", "disk"), "private_threadpool_size": (0, 1, 2, 4, 8),
+                             "max_intra_op_parallelism": (1, 2, 0)}
+    order_knobs: ClassVar[dict] = {"shuffle_buffer": (1000, 5000, 10000, 50000), "num_parallel_reads": (1, 2, 4, -1),
+                                   "deterministic": (True, False)}
     shuffle_buffer: int = bounded(1)  # records; each epoch is still a permutation of the split
+    num_parallel_reads: int = bounded(1, 1024, auto=-1)  # record files read at once, interleaved; -1 = AUTOTUNE
     num_parallel_calls: int = bounded(1, auto=-1)  # -1 = tf.data.AUTOTUNE: set by the autotuner
     prefetch: int = bounded(1, auto=-1)  # batches; -1 = tf.data.AUTOTUNE: set by the autotuner
-    cache: bool = MISSING  # decode the split once and hold it in memory (refused when it does not fit)
+    cache: str = one_of("none", "memory", "disk")  # decoded split: decoded each epoch, held in memory, saved on disk
+    private_threadpool_size: int = bounded(0, 1024)  # the input's own thread pool; 0 = TensorFlow's shared one
+    max_intra_op_parallelism: int = bounded(0, 1024)  # threads one input op may use; 0 = as many as the pool has
+    deterministic: bool = MISSING  # true: the order the pipeline defines; false: training batches as they are ready
     autotune: AutotuneConfig = MISSING
 
 

@@ -10,6 +10,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 import tempfile
 import zlib
 from pathlib import Path
@@ -74,6 +75,9 @@ def shown(path: str | os.PathLike) -> str:
 def remove_leftovers(folder: Path) -> None:
     """Deletes ``*.part`` files that killed writers left (call with the folder's lock held)."""
     for leftover in folder.glob("**/.*.part"):
+        if leftover.is_dir():  # a folder being written (runner.pipelines.saved)
+            shutil.rmtree(leftover, ignore_errors=True)
+            continue
         with contextlib.suppress(FileNotFoundError):
             leftover.unlink()
 

@@ -37,19 +37,28 @@ class Records:
         """Bytes a file needs to hold one record."""
         return self.header_bytes + self.record_bytes if self.kind == "fixed_length" else 1
 
-    def dataset(self, files: list[str] | None = None):
-        """The records of ``files`` (default: all) in file order, as a tf.data.Dataset of scalar strings."""
+    def dataset(self, files: list[str] | None = None, parallel_reads: int = 1):
+        """The records of ``files`` (default: all) as a tf.data.Dataset of scalar strings: in file order, or with
+        ``parallel_reads`` > 1 (or -1, AUTOTUNE) read from that many files at once, interleaved a record from each
+        in turn (the order is fixed unless the dataset's options allow otherwise). Whole files (``file``) are read
+        where they are decoded: they have no reads to run in parallel here."""
         import tensorflow as tf
 
         files = list(self.files if files is None else files)
+        reads = None if parallel_reads == 1 or len(files) == 1 else parallel_reads
         if self.kind == "tfrecord":
-            return tf.data.TFRecordDataset(files, compression_type=self.compression)
+            return tf.data.TFRecordDataset(files, compression_type=self.compression, num_parallel_reads=reads)
         if self.kind == "text":
-            return tf.data.Dataset.from_tensor_slices(files).flat_map(
-                lambda f: tf.data.TextLineDataset(f).skip(self.skip_lines))
+            lines = lambda f: tf.data.TextLineDataset(f).skip(self.skip_lines)  # noqa: E731
+            names = tf.data.Dataset.from_tensor_slices(files)
+            if reads is None:
+                return names.flat_map(lines)
+            cycle = None if reads == tf.data.AUTOTUNE else reads  # as the record readers do
+            return names.interleave(lines, cycle_length=cycle, block_length=1, num_parallel_calls=reads)
         if self.kind == "file":  # each file is one record: its name, which decode reads
             return tf.data.Dataset.from_tensor_slices(files)
-        return tf.data.FixedLengthRecordDataset(files, self.record_bytes, header_bytes=self.header_bytes)
+        return tf.data.FixedLengthRecordDataset(files, self.record_bytes, header_bytes=self.header_bytes,
+                                                num_parallel_reads=reads)
 
 
 @dataclass(frozen=True)
@@ -137,6 +146,11 @@ class Dataset(abc.ABC):
     @abc.abstractmethod
     def decode(self, records):
         """TF, batched: a batch [B] of records -> (raw examples [B, *raw_shape], int32 labels [B])."""
+
+    def decode_settings(self) -> dict:
+        """The settings :meth:`decode` depends on besides the record files (a cache of decoded records is made
+        again when one changes)."""
+        return {}
 
     def has_validation(self) -> bool:
         """The validation split has examples."""

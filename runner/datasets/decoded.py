@@ -59,6 +59,9 @@ class Decoded(Dataset):
     def settings(self) -> dict:
         """Every setting the decoded arrays depend on."""
 
+    def decode_settings(self) -> dict:
+        return self.settings()
+
     def describe_record(self, file: Path, index: int) -> str:
         return f"{file}: record {index}"
 

@@ -8,6 +8,7 @@ FixedLengthRecordDataset; feed_dict and preloaded read them with numpy. Both dec
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,6 +122,9 @@ class FixedLengthFiles(FileDataset):
 
     def decode(self, records):
         return self.layout.decode(records)
+
+    def decode_settings(self) -> dict:
+        return dataclasses.asdict(self.layout)
 
 
 @DATASETS.register("fixed_length")

@@ -4,7 +4,6 @@ under a Coordinator, stops at once on a signal, and says TensorFlow's errors as 
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import threading
 import time
@@ -83,8 +82,25 @@ class _QuickClose(v1.train.SessionCreator):
 
     def create_session(self):
         sess = self.inner.create_session()
-        sess.close = functools.partial(close_soon, sess.close)  # what MonitoredSession calls last, after its hooks
+        if type(sess) is v1.Session:
+            sess.__class__ = _QuickClosing
         return sess
+
+
+class _QuickClosing(v1.Session):
+    """A session whose close (MonitoredSession's last step, after its hooks) is :func:`close_soon`. Collected
+    without having been closed, it closes in place, as any session does: a thread started by a garbage
+    collection can wait forever for a lock the collected thread holds."""
+
+    def close(self):
+        if getattr(self, "_closing_in_place", False):
+            super().close()
+        else:
+            close_soon(super().close)
+
+    def __del__(self):
+        self._closing_in_place = True
+        super().__del__()
 
 
 CLOSE_WAIT_SECS = 2.0  # how long a session's close may hold up the run; the rest goes on in the background

@@ -1,8 +1,10 @@
 """tf.data: record files -> shuffle -> repeat -> batch -> parallel map (decode + preprocess, batched) -> prefetch.
 
 Mapping after batching decodes and preprocesses a whole batch per call, which is cheaper than one image at a time.
-With ``cache=true`` the split is decoded once (in chunks) and held in memory, then shuffled, batched and
-preprocessed as before: the same data order, without decoding at every epoch. Iterators are initializable and
+``num_parallel_reads`` reads that many record files at once, a record from each in turn. ``cache`` decodes the
+split once: ``memory`` holds it in memory, ``disk`` saves it under the dataset's cache folder for every later run
+(runner.pipelines.saved); either way it is then shuffled, batched and preprocessed as before, in the same order.
+Every -1 is tf.data's AUTOTUNE, set by tf.data's autotuner (``autotune``). Iterators are initializable and
 initialized once the session exists.
 """
 from __future__ import annotations
@@ -15,45 +17,58 @@ import tensorflow as tf
 from runner.errors import ConfigError
 from runner.pipelines import PIPELINES
 from runner.pipelines.base import Batch, Shard, Stage, available_memory, record_files
+from runner.pipelines.saved import DECODE_CHUNK, saved
 
 AUTOTUNE = tf.data.AUTOTUNE
-DECODE_CHUNK = 256  # records decoded at once when the split is decoded into the cache
 
 
 @PIPELINES.register("tf_data")
 class TfData:
-    def __init__(self, dataset, seed: int, shuffle_buffer: int, num_parallel_calls: int, prefetch: int,
-                 cache: bool, autotune: dict, shard: Shard = Shard()):
+    def __init__(self, dataset, seed: int, shuffle_buffer: int, num_parallel_reads: int, num_parallel_calls: int,
+                 prefetch: int, cache: str, private_threadpool_size: int, max_intra_op_parallelism: int,
+                 deterministic: bool, autotune: dict, shard: Shard = Shard()):
         self.dataset = dataset
         self.shard = shard
         self.seed = seed
         self._builds = itertools.count()  # each build (tower, split) gets its own stream
         self.shuffle_buffer = shuffle_buffer
+        self.num_parallel_reads = num_parallel_reads  # -1 is AUTOTUNE as it is
         self.num_parallel_calls = AUTOTUNE if num_parallel_calls == -1 else num_parallel_calls
         self.prefetch = AUTOTUNE if prefetch == -1 else prefetch
         self.cache = cache
+        self.threads = {"private_threadpool_size": private_threadpool_size,
+                        "max_intra_op_parallelism": max_intra_op_parallelism}
+        self.deterministic = deterministic
         self.autotune = autotune  # algorithm, cpu_budget, ram_budget (pipeline.autotune)
 
     STAGES = ("read", "decode", "preprocess")  # the prefixes the bench times; the whole adds prefetch
     FINAL_STAGE = "batch"
 
-    def _records(self, split: str, training: bool) -> tuple[tf.data.Dataset, int]:
-        """The split's records (this worker's shard of them) and how many examples they hold."""
-        ds = record_files(self.dataset, split).dataset()
+    def _sharded(self, ds: tf.data.Dataset, split: str, training: bool) -> tuple[tf.data.Dataset, int]:
+        """This worker's shard of a split's records or examples (every count-th from its index), and its size."""
         n = self.dataset.num_examples(split)
-        if self.shard.applies(split, training):  # this worker's records: every count-th from its index
+        if self.shard.applies(split, training):
             ds = ds.shard(self.shard.count, self.shard.index)
             n = len(range(self.shard.index, n, self.shard.count))
         return ds, n
 
-    def _cached(self, split: str, training: bool) -> tuple[tf.data.Dataset, int]:
-        """The split decoded once, in chunks, and held in memory (pipeline.cache=true): (example, label) pairs."""
+    def _records(self, split: str, training: bool) -> tuple[tf.data.Dataset, int]:
+        """The split's records (this worker's shard of them) and how many examples they hold."""
+        return self._sharded(record_files(self.dataset, split).dataset(parallel_reads=self.num_parallel_reads),
+                             split, training)
+
+    def _decoded(self, split: str, training: bool) -> tuple[tf.data.Dataset, int]:
+        """The split decoded once: (example, label) pairs held in memory (cache=memory) or loaded from the split's
+        save (cache=disk)."""
+        if self.cache == "disk":
+            return self._sharded(saved(self.dataset, split), split, training)
         ds, n = self._records(split, training)
         size = n * int(np.prod(self.dataset.raw_shape)) * np.dtype(self.dataset.raw_dtype).itemsize
         free = available_memory()
         if 2 * size > free:
-            raise ConfigError(f"pipeline.cache=true holds the decoded {split} split in memory: {size / 2**30:.2f} "
-                              f"GB, and {free / 2**30:.2f} GB are available; use pipeline.cache=false")
+            raise ConfigError(f"pipeline.cache=memory holds the decoded {split} split in memory: "
+                              f"{size / 2**30:.2f} GB, and {free / 2**30:.2f} GB are available; use "
+                              f"pipeline.cache=disk or pipeline.cache=none")
         ds = ds.batch(DECODE_CHUNK).map(self.dataset.decode, num_parallel_calls=self.num_parallel_calls)
         return ds.unbatch().cache(), n
 
@@ -64,12 +79,17 @@ class TfData:
             return ds.batch(batch_size, drop_remainder=True)
         return ds.batch(batch_size).repeat()  # batch before repeat: each pass ends with its own short batch
 
-    def _finished(self, ds: tf.data.Dataset) -> tf.data.Dataset:
+    def _finished(self, ds: tf.data.Dataset, training: bool) -> tf.data.Dataset:
         ds = ds.prefetch(self.prefetch)
         options = tf.data.Options()
-        # Each batch-wide op of the map runs on one thread: input work stays off the cores the model's ops use
-        # in parallel, instead of competing with them op by op.
-        options.threading.max_intra_op_parallelism = 1
+        # max_intra_op_parallelism=1 (the default): each batch-wide op of the map runs on one thread, so input
+        # work stays off the cores the model's ops use in parallel instead of competing with them op by op.
+        for key, value in self.threads.items():
+            if value:  # 0: as TensorFlow has it
+                setattr(options.threading, key, value)
+        # deterministic=false: training batches as they are ready; an eval pass keeps its order, so it holds each
+        # example once (a batch of the next pass never overtakes the current pass's last one).
+        options.deterministic = self.deterministic or not training
         # tf.data's autotuner, as tf.data runs it: it sets every AUTOTUNE (-1) value from its model of the
         # pipeline. (Its thread can make a session's close wait up to a minute: engine.session.close_soon.)
         options.autotune.enabled = True
@@ -81,21 +101,21 @@ class TfData:
 
     def _batches(self, split: str, batch_size: int, training: bool, upto: str = "preprocess"):
         """The pipeline up to stage ``upto``: record batches (read), decoded batches (decode), or model inputs."""
-        if self.cache and upto != "read":
-            ds, n = self._cached(split, training)
+        if self.cache != "none" and upto != "read":
+            ds, n = self._decoded(split, training)
             ds = self._ordered(ds, batch_size, training)
         else:
             ds, n = self._records(split, training)
             ds = self._ordered(ds, batch_size, training)
             if upto == "read":
-                return self._finished(ds), n
+                return self._finished(ds, training), n
             ds = ds.map(self.dataset.decode, num_parallel_calls=self.num_parallel_calls) if upto == "decode" else \
                 ds.map(lambda r: self._model_inputs(*self.dataset.decode(r), training),
                        num_parallel_calls=self.num_parallel_calls)
-            return self._finished(ds), n
+            return self._finished(ds, training), n
         if upto == "preprocess":
             ds = ds.map(lambda x, y: self._model_inputs(x, y, training), num_parallel_calls=self.num_parallel_calls)
-        return self._finished(ds), n
+        return self._finished(ds, training), n
 
     def _model_inputs(self, images, labels, training: bool):
         return self.dataset.preprocess(images, training), labels
