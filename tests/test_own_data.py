@@ -183,6 +183,8 @@ def test_every_pipeline_reads_each_format_the_same_and_keeps_the_epoch_contract(
                             dataset.arrays("train")[1]))
     if pipeline == "queue":  # shuffle_batch mixes epochs: most of the split in one epoch's worth of batches
         assert len(set(seen) & set(expected)) > 0.5 * n
+    elif not params.get("deterministic", True):  # batches taken as ready: a few may cross the epoch boundary
+        assert set(seen) <= set(expected) and len(set(seen)) >= n - 4 * 20
     else:
         assert sorted(seen) == expected
 

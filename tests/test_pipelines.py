@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from runner.pipelines import PIPELINES
-from tests.helpers import option, pull
+from tests.helpers import TINY, option, pull, run_cli
 
 ALL = PIPELINES.names()
 
@@ -44,7 +44,10 @@ def test_training_epochs_are_fresh_permutations(tiny_digits, name, params):
                             tiny_digits.arrays("train")[1]))
     _, batches = pull(tiny_digits, name, "train", 50, training=True, steps=2 * n // 50, **params)
     seen = [k for images, labels in batches for k in _keys(images, labels)]
-    assert sorted(seen[:n]) == expected and sorted(seen[n:]) == expected
+    if params.get("deterministic", True):
+        assert sorted(seen[:n]) == expected and sorted(seen[n:]) == expected
+    else:  # batches taken as they are ready: a few may cross the epoch boundary, none is lost or doubled
+        assert set(seen) == set(expected) and max(Counter(seen).values()) <= 3 and len(set(seen[:n])) >= n - 4 * 50
     assert seen[:n] != seen[n:]  # reshuffled every epoch
     assert seen[:n] != sorted(seen[:n])
 
@@ -146,3 +149,21 @@ def test_tf_data_runs_tf_datas_autotuner_with_the_configured_options(tiny_digits
     assert options.enabled is True
     assert options.autotune_algorithm == getattr(tf.data.experimental.AutotuneAlgorithm, algorithm)
     assert options.cpu_budget == autotune.get("cpu_budget", 0) and options.ram_budget == autotune.get("ram_budget", 0)
+
+
+def test_cache_disk_as_typed_saves_the_splits_and_the_next_run_loads_them(tmp_path, data_root):
+    """``python -m runner pipeline=tf_data pipeline.cache=disk`` in an empty folder, twice: the first run leaves
+    the splits saved (decoding them unless an earlier test did), the second loads them as they are; both train and
+    evaluate."""
+    args = ["pipeline=tf_data", "pipeline.cache=disk", "pipeline.num_parallel_reads=4",
+            "pipeline.deterministic=false", *TINY, "max_steps=20"]
+    first = run_cli(*args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    saves = {p: p.stat().st_mtime_ns for p in data_root.glob("digits/*num_train1200*/tf_data/*/**/*") if p.is_file()}
+    assert sorted({p.relative_to(data_root).parts[3].split("-")[0] for p in saves}) == ["test", "train",
+                                                                                          "validation"]
+    second = run_cli(*args, cwd=tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    said = second.stderr + second.stdout
+    assert "Decoding" not in said and "Rebuilding" not in said and said.count("Precision @ 1") == 3
+    assert {p: p.stat().st_mtime_ns for p in saves} == saves

@@ -1,5 +1,6 @@
 """Smoke tier: short runs of every pipeline on the default dataset, checking the run dir; resume; eval; NaN."""
 import json
+import os
 import queue
 import signal
 import subprocess
@@ -178,3 +179,48 @@ def test_evaluation_uses_the_moving_averages_and_eval_moving_average_false_the_r
     assert raw["results"]["test"]["num_correct"] == without
     assert trained["final_precision"]["test"] == averaged["results"]["test"]["precision"]  # training evaluates so too
     assert with_averages != without
+
+
+def test_a_session_close_that_hangs_holds_up_neither_the_run_nor_the_process_end(tmp_path):
+    """tf.data's autotuning thread can hold a session's close up to a minute: close_soon returns within
+    CLOSE_WAIT_SECS, and the program (python -m runner, the runner command) then ends at once with its code, its
+    output written, while main() called in a process that goes on (here, this one) returns as it is."""
+    script = tmp_path / "hang.py"
+    script.write_text(
+        "import sys, time\n"
+        "import runner.app\n"
+        "from runner.engine.session import close_soon, still_closing, CLOSE_WAIT_SECS\n"
+        "def main():\n"
+        "    start = time.monotonic()\n"
+        "    close_soon(lambda: time.sleep(120))\n"
+        "    print(f'closed after {time.monotonic() - start:.2f} s; still closing: {still_closing()}', flush=True)\n"
+        "    print('the last line', file=sys.stderr)\n"
+        "    sys.exit(3)\n"
+        "runner.app.main = main\n"
+        "runner.app.program()\n")
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    took = time.monotonic() - start
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    closed = float(proc.stdout.split("closed after ")[1].split(" s")[0])
+    assert 0.4 <= closed < 1.5 and "still closing: True" in proc.stdout
+    assert proc.stderr.rstrip().endswith("the last line") and took < 30  # not the 120 s of the close
+
+
+@pytest.mark.slow  # a 60-step CNN run with a 50,000-example eval (45 s)
+def test_a_short_tf_data_run_ends_within_seconds_of_its_last_eval(tmp_path):
+    """With tf.data's autotuner on (the default), a run's end is not held up by closing its sessions: the time from
+    the last eval line to the process's end, as a user watches it (it was 19-40 s)."""
+    proc = subprocess.Popen([sys.executable, "-u", "-m", "runner", "dataset=shapes", "pipeline=tf_data",
+                             "max_steps=60", "eval_splits=[train,test]"], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    last_eval, lines = None, []
+    for line in proc.stdout:
+        lines.append(line)
+        if "Precision @ 1" in line:
+            last_eval = time.monotonic()
+    proc.wait(timeout=60)
+    ended = time.monotonic()
+    assert proc.returncode == 0, "".join(lines[-30:])
+    assert sum("Precision @ 1" in line for line in lines) == 2 and ended - last_eval < 2.0, ended - last_eval

@@ -103,7 +103,7 @@ class _QuickClosing(v1.Session):
         super().__del__()
 
 
-CLOSE_WAIT_SECS = 2.0  # how long a session's close may hold up the run; the rest goes on in the background
+CLOSE_WAIT_SECS = 0.5  # how long a session's close may hold up the run; the rest goes on in the background
 _closing: list[threading.Thread] = []
 
 

@@ -1,7 +1,8 @@
 """What every pipeline hands the trainer, and the epoch contract they all keep.
 
 Training batches stream over repeated epochs; each epoch visits the split in a new order (``queue`` mixes across
-epoch boundaries, as shuffle_batch does). Eval batches (``training=False``) come in order and cycle: a pass of
+epoch boundaries, as shuffle_batch does; ``tf_data`` with ``deterministic=false`` takes batches as they are ready, so
+a few cross an epoch's boundary). Eval batches (``training=False``) come in order and cycle: a pass of
 ``ceil(N / batch_size)`` batches visits every example exactly once, the last batch being short when
 ``batch_size`` does not divide N.
 """
