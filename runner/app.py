@@ -21,7 +21,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from runner import rundir
-from runner.config import guard
+from runner.config import guard, plugins
+from runner.core.closing import still_closing
 from runner.core.files import write_text
 from runner.config.checks import check_writable
 from runner.config.hydra import CONF_DIR, register_schemas, task_overrides
@@ -290,10 +291,9 @@ def program() -> None:
 
 
 def _end_without_waiting(code: int | str) -> None:
-    """A session still closing in the background (tf.data's autotuner, engine.session.close_soon) holds nothing of
+    """A session still closing in the background (tf.data's autotuner, runner.core.closing) holds nothing of
     the run: the process ends now, with its output flushed, instead of waiting up to a minute for it."""
-    session = sys.modules.get("runner.engine.session")  # never imported here: --cfg and --help load no TensorFlow
-    if session is None or not session.still_closing():
+    if not still_closing():
         return
     if isinstance(code, str):
         print(code, file=sys.stderr)
@@ -302,6 +302,22 @@ def _end_without_waiting(code: int | str) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def _show_config(argv: list[str]) -> None:
+    """``--cfg job|hydra|all``, checked as any command is, with Hydra's own plug-ins alone: the installed launchers
+    and sweepers are loaded only for a config that chooses one of them (it fails to compose without them)."""
+    plugins.core_only()
+    try:
+        checked_by = guard.check(argv)
+    except Exception:  # noqa: BLE001  composed again with every plug-in, which says what is wrong if anything is
+        plugins.all_installed()
+        checked_by = guard.check(argv)
+    if checked_by is None:  # RUNNER_ALLOW_TARGETS=1: Hydra's app shows it
+        plugins.all_installed()
+        _task()
+    else:
+        checked_by.show_cfg()
 
 
 def main() -> None:
@@ -313,10 +329,10 @@ def main() -> None:
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # errors reach here, where they become one line and exit 2
     try:
         sys.argv[1:] = first_job_when_shown(home_expanded(sys.argv[1:]))
-        checked_by = guard.check(sys.argv[1:])
-        if checked_by is not None and checked_by.shows_config:
-            checked_by.show_cfg()
+        if guard.only_shows_config(sys.argv[1:]):
+            _show_config(sys.argv[1:])
             return
+        guard.check(sys.argv[1:])
         _task()
     except Interrupted as err:
         print(f"stopped: {err}", file=sys.stderr)

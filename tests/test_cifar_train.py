@@ -38,7 +38,8 @@ def test_a_tf_data_session_closes_at_once():
     import tensorflow as tf
 
     from runner.data import build_dataset
-    from runner.engine.session import CLOSE_WAIT_SECS, session
+    from runner.core.closing import CLOSE_WAIT_SECS
+    from runner.engine.session import session
 
     dataset = build_dataset(compose(*SHAPES))
     dataset.prepare()

@@ -127,3 +127,15 @@ def test_composing_any_mode_loads_no_tensorflow():
         assert hydra.returncode == 0, hydra.stderr[-2000:]
         imported = {line.split("|")[-1].strip() for line in hydra.stderr.splitlines() if "|" in line}
         assert "runner.app" in imported and "tensorflow" not in imported
+        # Nor numpy, nor a launcher's or sweeper's plug-in module: Hydra's own plug-ins alone (runner.config.plugins)
+        assert not {m for m in imported if m.split(".")[0] in ("numpy", "joblib", "ray", "optuna", "hydra_plugins")}
+
+
+def test_showing_a_config_that_chooses_a_plug_in_launcher_loads_it(tmp_path):
+    """--cfg with a launcher or sweeper of an installed plug-in (on the command line, or in an experiment) composes
+    as with every plug-in loaded: the same lines."""
+    proc = subprocess.run([sys.executable, "-m", "runner", "--cfg", "hydra", "hydra/launcher=joblib",
+                           "hydra/sweeper=optuna"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher" in proc.stdout
+    assert "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper" in proc.stdout

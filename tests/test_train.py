@@ -189,7 +189,7 @@ def test_a_session_close_that_hangs_holds_up_neither_the_run_nor_the_process_end
     script.write_text(
         "import sys, time\n"
         "import runner.app\n"
-        "from runner.engine.session import close_soon, still_closing, CLOSE_WAIT_SECS\n"
+        "from runner.core.closing import close_soon, still_closing\n"
         "def main():\n"
         "    start = time.monotonic()\n"
         "    close_soon(lambda: time.sleep(120))\n"

@@ -84,6 +84,12 @@ def check(argv: list[str]) -> Guard | None:
     return guard
 
 
+def only_shows_config(argv: list[str]) -> bool:
+    """Whether the command only shows the config (``--cfg job|hydra|all``)."""
+    a = _arguments(argv)
+    return a.cfg is not None and not (a.run or a.multirun or a.info or a.shell_completion or a.hydra_help)
+
+
 def _arguments(argv: list[str]) -> argparse.Namespace:
     from hydra._internal.utils import get_args_parser
 
@@ -123,12 +129,6 @@ class Guard:
                 self._check_sweep(override, [o.input_line for o in parsed if not o.is_sweep_override()])
         finally:
             GlobalHydra.instance().clear()  # Hydra's app starts its own
-
-    @property
-    def shows_config(self) -> bool:
-        """Whether the command only shows the config (``--cfg job|hydra|all``)."""
-        a = self.args
-        return a.cfg is not None and not (a.run or a.multirun or a.info or a.shell_completion or a.hydra_help)
 
     def show_cfg(self) -> None:
         """``--cfg``: Hydra shows the config the guard checked (composed once)."""

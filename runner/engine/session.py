@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Callable, Iterator, Sequence
 
 import tensorflow as tf
 
+from runner.core.closing import close_soon
 from runner.engine.checkpoints import checkpoint_dir, checkpoints, latest_checkpoint
 from runner.errors import ConfigError, DataError, RunnerError, op_error_text
 from runner.pipelines.base import Batch, check_unchanged
@@ -101,41 +101,6 @@ class _QuickClosing(v1.Session):
     def __del__(self):
         self._closing_in_place = True
         super().__del__()
-
-
-CLOSE_WAIT_SECS = 0.5  # how long a session's close may hold up the run; the rest goes on in the background
-_closing: list[threading.Thread] = []
-
-
-def close_soon(close: Callable[[], None]) -> None:
-    """Closes a session, waiting CLOSE_WAIT_SECS at most; a close that takes longer goes on in the background.
-
-    With tf.data's autotuner on, a close can take up to a minute: destroying an iterator joins its autotuning thread,
-    and the cancellation does not always cut that thread's sleep short (up to 60 s between optimizations, once a
-    run has gone on for a while). Nothing of the run is waiting in the session by then: the hooks have written
-    the checkpoint and the summaries before the session closes."""
-    failed: list[Exception] = []
-
-    def closing() -> None:
-        try:
-            close()
-        except Exception as err:  # noqa: BLE001  raised below if the close ends in time
-            failed.append(err)
-
-    thread = threading.Thread(target=closing, name="session-close", daemon=True)
-    thread.start()
-    thread.join(CLOSE_WAIT_SECS)
-    if thread.is_alive():
-        log.debug("a session is still closing (tf.data's autotuning thread); going on without waiting")
-        _closing.append(thread)
-    elif failed:
-        raise failed[0]
-
-
-def still_closing() -> bool:
-    """Whether a session is still closing in the background: the process may then end without waiting for it."""
-    _closing[:] = [t for t in _closing if t.is_alive()]
-    return bool(_closing)
 
 
 class _WorkerSessionCreator(v1.train.SessionCreator):

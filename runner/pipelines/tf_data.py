@@ -91,7 +91,7 @@ class TfData:
         # example once (a batch of the next pass never overtakes the current pass's last one).
         options.deterministic = self.deterministic or not training
         # tf.data's autotuner, as tf.data runs it: it sets every AUTOTUNE (-1) value from its model of the
-        # pipeline. (Its thread can make a session's close wait up to a minute: engine.session.close_soon.)
+        # pipeline. (Its thread can make a session's close wait up to a minute: runner.core.closing.)
         options.autotune.enabled = True
         options.autotune.autotune_algorithm = getattr(tf.data.experimental.AutotuneAlgorithm,
                                                       self.autotune["algorithm"].upper())
