@@ -15,7 +15,7 @@ def test_bench_measures_every_pipeline_against_the_bound(tmp_path):
     out = run(compose(*TINY_BENCH, "pipeline=queue", "pipeline.num_threads=2", "bench.stages=false"), str(tmp_path))
     written = json.loads((tmp_path / "bench.json").read_text())
     assert written["bound_examples_per_sec"] == out["bound_examples_per_sec"] > 0
-    assert sorted(written["pipelines"]) == ["feed_dict", "preloaded", "queue", "tf_data"]
+    assert list(written["pipelines"]) == ["feed_dict", "preloaded", "queue", "tf_data", "autotune"]
     for name, p in written["pipelines"].items():
         for key in ("pipeline_examples_per_sec", "train_examples_per_sec", "ratio_to_bound", "first_batch_sec",
                     "pipeline_cpu_us_per_example", "train_cpu_us_per_example"):
@@ -28,6 +28,43 @@ def test_bench_measures_every_pipeline_against_the_bound(tmp_path):
     assert written["config"]["pipeline"]["num_threads"] == 2  # the chosen pipeline keeps its overrides
     table = (tmp_path / "bench.txt").read_text()
     assert table.splitlines()[0].split()[:2] == ["pipeline", "pipeline"] and "bound" in table
+    assert "\nautotune " in table  # tf.data's own AUTOTUNE, an arm of the table
+    assert "bound: the same train op on a constant batch" in table  # how the bound is built
+    above = [n for n, p in written["pipelines"].items() if p["ratio_to_bound"] > 1.03]  # beyond one round's noise
+    assert [n for n in written["pipelines"] if f"warning: {n} trained at" in table] == above
+
+
+def test_a_pipeline_above_the_bound_beyond_its_noise_is_said_to_be_untrustworthy():
+    from runner.engine.bench import _above_bound
+
+    assert _above_bound("tf_data", {"ratio_to_bound": 1.02}) is None  # one round: within its noise
+    assert "rerun on a quieter machine, or with bench.repeats=5" in _above_bound("tf_data", {"ratio_to_bound": 1.08})
+    assert _above_bound("queue", {"ratio_to_bound": 1.05, "ratio_to_bound_interval": [0.98, 1.12]}) is None
+    said = _above_bound("queue", {"ratio_to_bound": 1.09, "ratio_to_bound_interval": [1.02, 1.16]})
+    assert said.startswith("warning: queue trained at 1.090 x the model-only bound, above it beyond its noise")
+
+
+@pytest.mark.filterwarnings("ignore:To make it possible to preserve tf.data options")  # read back in graph mode
+def test_the_benchs_autotune_arm_is_tf_data_as_tf_data_runs_it():
+    """The arm beside runner's tf_data settings: every -1 AUTOTUNE (reads, map, prefetch), tf.data's autotuner with
+    its defaults and tf.data's own threading; what the pipeline builds from it, its options read back."""
+    import tensorflow as tf
+
+    from runner.config.hydra import with_pipeline
+    from runner.data import build_dataset
+    from runner.pipelines import PIPELINES
+    from tests.helpers import TINY
+
+    cfg = compose(*TINY, "mode=bench", "pipeline=tf_data", "pipeline.shuffle_buffer=500")
+    arm = with_pipeline(cfg, "autotune", "fp32").pipeline
+    assert arm.name == "tf_data" and arm.shuffle_buffer == 500  # the chosen pipeline's order settings
+    assert (arm.num_parallel_reads, arm.num_parallel_calls, arm.prefetch, arm.max_intra_op_parallelism) == (-1, -1,
+                                                                                                            -1, 0)
+    pipeline = PIPELINES.get("tf_data")(build_dataset(cfg), seed=0, **{k: v for k, v in arm.items() if k != "name"})
+    with tf.Graph().as_default():
+        options = pipeline._batches("train", 50, True)[0].options()
+    assert options.autotune.enabled and options.threading.max_intra_op_parallelism is None
+    assert options.autotune.autotune_algorithm == tf.data.experimental.AutotuneAlgorithm.DEFAULT
 
 
 @pytest.mark.slow  # the command line's bench; the in-process tests above and below measure the same code
@@ -39,6 +76,7 @@ def test_bench_of_chosen_pipelines_from_the_command_line(tmp_path):
     assert list(written["pipelines"]) == ["tf_data"] and written["devices"] == ["/cpu:0", "/cpu:1"]
     unknown = run_cli(*TINY_BENCH, "bench.pipelines=[fax]", f"run_dir={tmp_path}/x")
     assert unknown.returncode == 2 and "bench.pipelines contains 'fax'; known pipelines: feed_dict," in unknown.stdout
+    assert "(and autotune: tf.data's own AUTOTUNE settings)" in unknown.stdout
     assert not (tmp_path / "x").exists()
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from runner.config.hydra import CONF_DIR
-from runner.config.schema import GROUPS, INT_MAX, PRECISIONS, SCHEMAS, SPLITS, TRAINERS, RunnerConfig
+from runner.config.schema import BENCH_ARMS, GROUPS, INT_MAX, PRECISIONS, SCHEMAS, SPLITS, TRAINERS, RunnerConfig
 from runner.errors import ConfigError
 
 SUMMARY_NUMBERS = ("examples_per_sec", "wall_time_sec", "steps", "steps_this_run")  # summary.json's numbers
@@ -117,8 +117,9 @@ def check_config(cfg: DictConfig) -> None:
         if precision not in PRECISIONS:
             raise ConfigError(f"bench.precisions contains {precision!r}; choose from: {', '.join(PRECISIONS)}")
     for name in cfg.bench.pipelines or []:
-        if name not in known("pipeline"):
-            raise ConfigError(f"bench.pipelines contains {name!r}; known pipelines: {', '.join(known('pipeline'))}")
+        if name not in known("pipeline") and name not in BENCH_ARMS:
+            raise ConfigError(f"bench.pipelines contains {name!r}; known pipelines: {', '.join(known('pipeline'))} "
+                              f"(and {', '.join(BENCH_ARMS)}: tf.data's own AUTOTUNE settings)")
     for name in cfg.tune.pipelines or []:
         if name not in known("pipeline"):
             raise ConfigError(f"tune.pipelines contains {name!r}; known pipelines: {', '.join(known('pipeline'))}")
@@ -210,8 +211,8 @@ def known(group: str) -> list[str]:
 
 
 def bench_pipelines(cfg: DictConfig) -> list[str]:
-    """The pipelines mode=bench measures: bench.pipelines, or every one."""
-    return list(cfg.bench.pipelines or known("pipeline"))
+    """What mode=bench measures: bench.pipelines, or every pipeline and every arm (BENCH_ARMS)."""
+    return list(cfg.bench.pipelines or [*known("pipeline"), *BENCH_ARMS])
 
 
 def tune_pipelines(cfg: DictConfig) -> list[str]:
@@ -221,5 +222,6 @@ def tune_pipelines(cfg: DictConfig) -> list[str]:
 
 def measured_pipelines(cfg: DictConfig) -> list[str]:
     """The pipelines this mode builds: the bench's, the tune's, or the chosen one."""
-    return bench_pipelines(cfg) if cfg.mode == "bench" else tune_pipelines(cfg) if cfg.mode == "tune" else [
+    names = bench_pipelines(cfg) if cfg.mode == "bench" else tune_pipelines(cfg) if cfg.mode == "tune" else [
         cfg.pipeline.name]
+    return list(dict.fromkeys(BENCH_ARMS[n][0] if n in BENCH_ARMS else n for n in names))

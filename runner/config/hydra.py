@@ -12,7 +12,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from runner.config.schema import GROUPS, SCHEMAS, RunnerConfig
+from runner.config.schema import BENCH_ARMS, GROUPS, SCHEMAS, RunnerConfig
 from runner.errors import ConfigError
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent.parent / "conf")
@@ -82,12 +82,18 @@ def task_overrides() -> list[str]:
 
 def with_pipeline(cfg: DictConfig, name: str, precision: str) -> DictConfig:
     """cfg with pipeline ``name`` (the chosen pipeline keeps its overrides, the others are their YAML as Hydra
-    composes it) and hardware.precision ``precision``; both were validated with cfg."""
+    composes it) and hardware.precision ``precision``; both were validated with cfg. A bench arm (BENCH_ARMS) is
+    its pipeline as composed, with the arm's settings over it (the shuffle buffer, which is no speed setting, is
+    the chosen pipeline's when it is the same pipeline)."""
     if name == cfg.pipeline.name and precision == cfg.hardware.precision:
         return cfg
     copy = cfg.copy()
     with open_dict(copy):
-        if name != cfg.pipeline.name:
+        if name in BENCH_ARMS:
+            pipeline, settings = BENCH_ARMS[name]
+            base = cfg.pipeline if cfg.pipeline.name == pipeline else compose_group("pipeline", pipeline)
+            copy.pipeline = OmegaConf.merge(base, settings)
+        elif name != cfg.pipeline.name:
             copy.pipeline = compose_group("pipeline", name)
         copy.hardware.precision = precision
     return copy

@@ -107,6 +107,14 @@ class TfDataConfig(PipelineConfig):
     autotune: AutotuneConfig = MISSING
 
 
+# mode=bench's arms beside the pipelines: a name and the pipeline it measures with which settings. "autotune" is
+# tf.data as its users write it: AUTOTUNE everywhere, tf.data's autotuner with its own defaults, tf.data's threading.
+BENCH_ARMS: dict[str, tuple[str, dict]] = {
+    "autotune": ("tf_data", {"num_parallel_reads": -1, "num_parallel_calls": -1, "prefetch": -1, "cache": "none",
+                             "private_threadpool_size": 0, "max_intra_op_parallelism": 0, "deterministic": True,
+                             "autotune": {"algorithm": "default", "cpu_budget": 0, "ram_budget": 0}})}
+
+
 # ---------------------------------------------------------------------------------------------- optimizer
 @dataclass
 class OptimizerConfig:
