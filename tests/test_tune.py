@@ -30,7 +30,8 @@ def tuned(tmp_path_factory):
     """python -m runner mode=tune pipeline=queue pipeline.num_threads=1 pipeline.records_per_read=1 ..."""
     copy = project_copy(tmp_path_factory.mktemp("project"))
     start = ["pipeline=queue", "pipeline.num_threads=1", "pipeline.records_per_read=1", *SMALL]
-    proc = _runner(copy, "mode=tune", *start, f"tune.budget_secs={BUDGET}", *QUICK, "run_dir=tuning")
+    proc = _runner(copy, "mode=tune", *start, f"tune.budget_secs={BUDGET}", "tune.confirm_rounds=0", *QUICK,
+                   "run_dir=tuning")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return copy, start, proc.stdout, json.loads((copy / "tuning" / "tune.json").read_text())["queue"]
 
@@ -90,6 +91,37 @@ def test_tune_stops_within_its_budget(tuned):
     assert all(b["ratio"] > a["ratio"] for a, b in zip(kept, kept[1:]))  # each kept step gained
 
 
+def _trial(changed: str, ratio: float):
+    from runner.engine.tune import Trial
+
+    return Trial({"k": changed}, changed, examples_per_sec=1000 * ratio, ratio=ratio)
+
+
+@pytest.mark.parametrize("true_gain,named", [(1.30, True), (1.005, False)])
+def test_the_winner_is_confirmed_in_paired_rounds_and_named_only_when_told_from_the_start(true_gain, named):
+    """One lucky measurement made "b" the search's best; the rounds measure again (with noise), and name it only
+    when they tell it from the start; the winner against the reference comes with its 95% interval."""
+    import numpy as np
+
+    from runner.engine.tune import REFERENCE, Result, _confirm, confirmation
+
+    start, a, b, far = _trial("start", 0.50), _trial("a", 0.55), _trial("b", 0.80), _trial("far", 0.30)
+    reference = _trial(REFERENCE, 0.45)
+    result = Result(trials=[start, reference, a, b, far], best=b, start=start, reference=reference)
+    truth = {"start": 0.50, "a": 0.50 * true_gain * 0.98, "b": 0.50 * true_gain, "far": 0.30, REFERENCE: 0.45}
+    rng = np.random.default_rng(0)
+    seen = []
+    _confirm(result, lambda s: seen.append(s["k"]) or truth[s["k"]] * rng.normal(1, 0.02), rounds=4)
+    assert sorted(set(seen)) == sorted(["b", "start", REFERENCE]) and len(seen) == 12  # a (0.55) is not within 10%
+    assert result.candidate == "b" and (result.best is b) == named
+    assert result.versus_start.distinguishable == named
+    versus = result.versus_reference
+    assert versus.low < versus.ratio < versus.high and versus.rounds == 4
+    assert versus.low < (1.30 * 0.50 / 0.45 if named else 0.50 / 0.45) < versus.high
+    said = "\n".join(confirmation(result))
+    assert ("the start is kept" in said) != named and "against tf.data's own AUTOTUNE" in said
+
+
 @pytest.mark.slow  # a bench on jpegs
 def test_larger_jpegs_decoded_at_every_step_are_named_as_the_input_limit(tmp_path):
     """The input-bound case: 96x96 JPEGs fitted to 32x32, decoded in the graph at every step; at the pipelines'
@@ -127,7 +159,8 @@ def test_tf_datas_speed_knobs_are_searched_and_its_order_knobs_only_where_allowe
     from runner.modes.tune import search_space
     from tests.helpers import compose
 
-    speed = {"num_parallel_calls", "prefetch", "cache", "private_threadpool_size", "max_intra_op_parallelism"}
+    speed = {"num_parallel_calls", "prefetch", "cache", "private_threadpool_size", "max_intra_op_parallelism",
+             "autotune.algorithm"}
     order = {"shuffle_buffer", "num_parallel_reads", "deterministic"}
     space = search_space(compose("pipeline=tf_data"), (0, 1))
     assert {k.split(".", 1)[1] for k in space if k.startswith("pipeline.")} == speed

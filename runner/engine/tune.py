@@ -8,7 +8,14 @@ its training rate to that bound, paired window by window) even when a trial chan
 The search is guided by the start's stage attribution (runner.engine.stages): when the input limits, the pipeline's
 own knobs come first (parallelism, then buffers); when the model or the shared CPU does, the thread pools. Each knob
 is walked up its candidate values while a step gains more than MARGIN, then down; a knob that gains nothing costs
-two trials. The search stops before a trial would pass the budget.
+two trials. The search stops before a trial would pass the budget, keeping time for the confirmation.
+
+Then it confirms: the best trial, every trial within CONFIRM_WITHIN of it, the start and (for tf_data) the
+reference arm, tf.data as it runs by default (BENCH_ARMS' "autotune"), measured first and not a candidate (its
+settings may change the data order), are measured again in ``confirm_rounds`` paired rounds, their order rotating
+from round to round. The winner is the candidate with the best mean ratio to the bound over the rounds; a winner
+that the rounds do not tell from the start (paired t-test) is not named: the start is kept. The winner against the
+start and against the reference is the mean of their per-round ratios, with its 95% interval.
 """
 from __future__ import annotations
 
@@ -19,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 from runner.config.schema import RunnerConfig
+from runner.stats import compare, summarize
 from runner.engine.measure import window_figures, bound_runner, measure_pipeline
 from runner.engine.model import Parts
 from runner.engine.hardware import cores
@@ -27,6 +35,8 @@ from runner.errors import RunnerError
 
 log = logging.getLogger("runner")
 MARGIN = 0.03  # a step must gain this share to be kept: less is within the paired windows' noise
+CONFIRM_WITHIN = 0.10  # trials within this share of the best's ratio are confirmed with it
+CONFIRM_MOST = 5  # candidates confirmed at most: the best, the start and the closest others
 THREAD_KEYS = ("hardware.intra_op_threads", "hardware.inter_op_threads")
 
 
@@ -42,10 +52,35 @@ class Trial:
 
 
 @dataclass
+class Versus:
+    """The winner against another setting over the confirmation rounds: the mean of the per-round ratios of their
+    ratios to the bound, its 95% interval, and whether the rounds tell the two apart (paired t-test)."""
+
+    ratio: float
+    low: float
+    high: float
+    p: float
+    rounds: int
+
+    @property
+    def distinguishable(self) -> bool:
+        return self.p < 0.05
+
+    def text(self) -> str:
+        return (f"{self.ratio:.2f} x (95% interval {self.low:.2f}-{self.high:.2f}, {self.rounds} paired rounds, "
+                f"p={self.p:.2g}{'' if self.distinguishable else ': not told from noise'})")
+
+
+@dataclass
 class Result:
     trials: list[Trial] = field(default_factory=list)
     best: Trial | None = None
     start: Trial | None = None
+    reference: Trial | None = None  # tf.data's own AUTOTUNE settings (tf_data), measured as a yardstick
+    confirmed: dict = field(default_factory=dict)  # changed -> the ratios to the bound of each confirmation round
+    candidate: str = ""  # the confirmed candidate with the best mean ratio (the winner, unless not told from the start)
+    versus_start: Versus | None = None  # that candidate against the start
+    versus_reference: Versus | None = None  # the winner against the reference
     limit: dict | None = None  # the start's attribution
     stopped_by_budget: bool = False
     secs: float = 0.0
@@ -53,6 +88,9 @@ class Result:
     def as_dict(self) -> dict:
         return {"trials": [asdict(t) for t in self.trials], "best": asdict(self.best) if self.best else None,
                 "start": asdict(self.start) if self.start else None,
+                "reference": asdict(self.reference) if self.reference else None, "confirmed": self.confirmed,
+                "candidate": self.candidate, "versus_start": asdict(self.versus_start) if self.versus_start else None,
+                "versus_reference": asdict(self.versus_reference) if self.versus_reference else None,
                 "limit": self.limit, "stopped_by_budget": self.stopped_by_budget, "secs": self.secs}
 
 
@@ -83,10 +121,13 @@ def _candidates(values: tuple, current) -> list:
 
 
 def search(make_parts: Callable[[dict], Parts], run: RunnerConfig, space: dict[str, tuple], start: dict,
-           budget_secs: float, grid: bool = False, result: Result | None = None) -> Result:
+           budget_secs: float, grid: bool = False, result: Result | None = None, confirm_rounds: int = 0,
+           reference: dict | None = None) -> Result:
     """Tunes the knobs of ``space`` ({key: candidate values}) from ``start`` ({key: value}) within the budget;
-    ``grid``: every combination instead (the yardstick the guided search is judged by). Trials go into ``result``
-    as they are measured, so a caller keeps them when a signal stops the search."""
+    ``grid``: every combination instead (the yardstick the guided search is judged by). ``reference``: settings
+    measured beside the start as a yardstick, never a candidate. ``confirm_rounds`` > 1: the candidates confirmed
+    in paired rounds before the winner is named. Trials go into ``result`` as they are measured, so a caller keeps
+    them when a signal stops the search."""
     began = time.monotonic()
     result = Result() if result is None else result
     first = make_parts(start)
@@ -94,6 +135,12 @@ def search(make_parts: Callable[[dict], Parts], run: RunnerConfig, space: dict[s
     with bound_runner(first, run) as bound_step:
         for _ in range(run.bench.warmup_steps):
             bound_step()
+
+        def ratio_of(settings: dict) -> float | None:
+            try:
+                return measure_pipeline(make_parts(settings), run, bound_step, [])["ratio_to_bound"]
+            except RunnerError:
+                return None
 
         def measure(settings: dict, changed: str) -> tuple[Trial, dict | None]:
             trial = Trial(dict(settings), changed)
@@ -122,13 +169,20 @@ def search(make_parts: Callable[[dict], Parts], run: RunnerConfig, space: dict[s
         result.limit = attribution(stages, measured, window_figures(bound_windows), cores())
         log.info("start: %s limits (%s its costliest stage); knobs in that order: %s", result.limit["limit"],
                  result.limit["costliest_stage"], ", ".join(ordered(space, result.limit["limit"])))
+        if reference is not None:
+            result.reference, _ = measure(reference, REFERENCE)
         slowest = best.secs
+
+        def over_budget() -> bool:
+            """A trial more would pass the budget, with the confirmation's rounds (3 settings each) kept."""
+            keep = confirm_rounds * 3 * slowest if confirm_rounds > 1 else 0
+            return time.monotonic() - began + slowest + keep > budget_secs
         if grid:  # every combination, for judging the guided search against (tune.search=grid)
             for values in itertools.product(*(_candidates(space[k], start[k]) for k in space)):
                 settings = dict(zip(space, values))
                 if settings == start:
                     continue
-                if time.monotonic() - began + slowest > budget_secs:
+                if over_budget():
                     result.stopped_by_budget = True
                     break
                 changed = " ".join(f"{k.split('.')[-1]}={v}" for k, v in settings.items() if v != start[k])
@@ -138,6 +192,8 @@ def search(make_parts: Callable[[dict], Parts], run: RunnerConfig, space: dict[s
                     best = trial
             best.kept = True
             result.best = best
+            if confirm_rounds > 1:
+                _confirm(result, ratio_of, confirm_rounds)
             result.secs = time.monotonic() - began
             return result
         for key in ordered(space, result.limit["limit"]):
@@ -145,7 +201,7 @@ def search(make_parts: Callable[[dict], Parts], run: RunnerConfig, space: dict[s
             for step in (1, -1):
                 i, moved = values.index(best.settings[key]), False
                 while 0 <= i + step < len(values):
-                    if time.monotonic() - began + slowest > budget_secs:
+                    if over_budget():
                         result.stopped_by_budget = True
                         break
                     i += step
@@ -158,9 +214,50 @@ def search(make_parts: Callable[[dict], Parts], run: RunnerConfig, space: dict[s
                     break
             if result.stopped_by_budget:
                 break
-    result.best = best
+        result.best = best
+        if confirm_rounds > 1:
+            _confirm(result, ratio_of, confirm_rounds)
     result.secs = time.monotonic() - began
     return result
+
+
+REFERENCE = "reference: tf.data's own AUTOTUNE"  # the reference trial's "changed"
+
+
+def _confirm(result: Result, ratio_of: Callable[[dict], float | None], rounds: int) -> None:
+    """Measures the candidates (the best, the start, the trials within CONFIRM_WITHIN of the best; at most
+    CONFIRM_MOST) and the reference again in ``rounds`` rounds, their order rotating; names the winner by its mean
+    ratio, unless the rounds do not tell it from the start, and says it against the start and the reference."""
+    best, start = result.best, result.start
+    near = sorted((t for t in result.trials if t.ratio is not None and t is not result.reference
+                   and t.ratio >= best.ratio * (1 - CONFIRM_WITHIN)), key=lambda t: -t.ratio)
+    candidates = list({id(t): t for t in [best, start, *near]}.values())[:CONFIRM_MOST]
+    measured = candidates + ([result.reference] if result.reference and result.reference.ratio else [])
+    log.info("confirming %d setting(s) in %d paired rounds: %s", len(measured), rounds,
+             ", ".join(t.changed for t in measured))
+    ratios: dict[int, list] = {id(t): [] for t in measured}
+    for r in range(rounds):
+        for trial in measured[r % len(measured):] + measured[:r % len(measured)]:
+            ratios[id(trial)].append(ratio_of(trial.settings))
+    usable = [t for t in candidates if None not in ratios[id(t)]]
+    result.confirmed = {t.changed: ratios[id(t)] for t in measured}
+    winner = max(usable, key=lambda t: summarize(ratios[id(t)]).mean) if usable else start
+    result.candidate = winner.changed
+    result.versus_start = _versus(ratios[id(winner)], ratios[id(start)]) if winner is not start else None
+    if result.versus_start is not None and not (result.versus_start.distinguishable and result.versus_start.ratio > 1):
+        log.info("confirmation: %s is not told from the start (%s); the start is kept", winner.changed,
+                 result.versus_start.text())
+        winner = start
+    result.best = winner
+    if result.reference is not None and None not in ratios.get(id(result.reference), [None]):
+        result.versus_reference = _versus(ratios[id(winner)], ratios[id(result.reference)])
+
+
+def _versus(a: list[float], b: list[float]) -> Versus:
+    """a against b, round by round: the mean of the ratios a/b, its 95% interval; the paired t-test's p."""
+    per_round = summarize([x / y for x, y in zip(a, b)])
+    c = compare(dict(enumerate(a)), dict(enumerate(b)))
+    return Versus(per_round.mean, per_round.low, per_round.high, c.p if c else 1.0, per_round.n)
 
 
 def gain(best: Trial, start: Trial) -> str:
@@ -183,4 +280,25 @@ def table(result: Result, keys: list[str]) -> str:
     lines.append(f"best: {' '.join(f'{k}={best.settings[k]}' for k in keys)}: {best.examples_per_sec:,.1f} "
                  f"examples/sec ({gain(best, result.start)}), in {result.secs:.0f} s "
                  f"({len(result.trials)} trials{', stopped by the budget' if result.stopped_by_budget else ''})")
+    lines.extend(confirmation(result))
     return "\n".join(lines)
+
+
+def confirmation(result: Result) -> list[str]:
+    """What the confirmation rounds said of the winner: against the start and against tf.data's own settings."""
+    if not result.confirmed:
+        return []
+    rounds = len(next(iter(result.confirmed.values())))
+    vs = result.versus_start
+    if vs is None:
+        lines = [f"confirmed in {rounds} paired rounds: the start is the best of the settings confirmed"]
+    elif result.best is result.start:
+        lines = [f"confirmed in {rounds} paired rounds: {result.candidate} is not told from the start ({vs.text()} "
+                 f"its ratio to the bound): the start is kept"]
+    else:
+        lines = [f"confirmed in {rounds} paired rounds: {result.candidate}, {vs.text()} the start's ratio to the "
+                 f"bound"]
+    if result.versus_reference is not None:
+        lines.append(f"the winner against tf.data's own AUTOTUNE: {result.versus_reference.text()} its ratio to "
+                     f"the bound")
+    return lines

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from runner.config.checks import TUNE_HEADER, group_schema, tune_experiments, tune_pipelines
 from runner.config.hydra import task_overrides, with_pipeline
+from runner.config.schema import BENCH_ARMS
 from runner.data import prepared_dataset
 from runner.core.files import write_json, write_text
 from runner.errors import ConfigError, RunnerError
@@ -70,7 +71,7 @@ def _kept(override: str, keys: list[str]) -> bool:
 def experiment_text(experiment: str, cfg: DictConfig, result, keys: list[str], num_cores: int) -> tuple[str, str]:
     """The winner as ``experiment``: the groups chosen and the knobs' values; the file's text and the command
     that uses it."""
-    from runner.engine.tune import gain  # TensorFlow, loaded by the search
+    from runner.engine.tune import confirmation, gain  # TensorFlow, loaded by the search
 
     best, start = result.best, result.start
     groups = {"dataset": cfg.dataset.name, "model": cfg.model.name, "pipeline": cfg.pipeline.name}
@@ -91,6 +92,7 @@ def experiment_text(experiment: str, cfg: DictConfig, result, keys: list[str], n
         f"costliest stage)",
         f"# tuned: {best.examples_per_sec:,.1f} examples/sec ({best.ratio:.3f} x the bound, "
         f"{gain(best, start)})",
+        *(f"# {line}" for line in confirmation(result)),
         "defaults:",
         *(f"  - override /{group}: {name}" for group, name in groups.items()),
         "",
@@ -133,10 +135,11 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
         budget = (cfg.tune.budget_secs - (time.monotonic() - started)) / (len(names) - i)
         log.info("Tuning pipeline %s: %s (budget %.0f s)", name, ", ".join(keys), budget)
         result = Result()
+        reference = _reference(base, start)
         try:
             with naming_damaged_records(dataset):
                 search(make_parts, settings(cfg), space, start, budget, grid=cfg.tune.search == "grid",
-                       result=result)
+                       result=result, confirm_rounds=cfg.tune.confirm_rounds, reference=reference)
         except Interrupted as err:
             out[name] = {**result.as_dict(), "interrupted": True}
             _write_results(run_dir, out)
@@ -164,6 +167,18 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
     if unwritten:
         raise RunnerError("; ".join(unwritten))
     return out
+
+
+def _reference(base: DictConfig, start: dict) -> dict | None:
+    """The settings tune measures its winner against: for tf_data, tf.data as it runs by default (BENCH_ARMS'
+    autotune arm) over the start; None for the other pipelines."""
+    pipeline, arm = BENCH_ARMS["autotune"]
+    if base.pipeline.name != pipeline:
+        return None
+    flat = OmegaConf.to_container(OmegaConf.create({"pipeline": arm}))
+    keys = {f"pipeline.{k}": v for k, v in flat["pipeline"].items() if not isinstance(v, dict)}
+    keys.update({f"pipeline.autotune.{k}": v for k, v in flat["pipeline"]["autotune"].items()})
+    return {**start, **keys}
 
 
 def _write_results(run_dir: str, out: dict) -> None:
