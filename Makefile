@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 ARGS ?=
 PORT ?= 6006
 
-.PHONY: install train eval convert bench tensorboard test test-engines test-full clean
+.PHONY: install train eval convert bench bench-compare tensorboard test test-engines test-full clean
 
 install: $(VENV)/.installed
 
@@ -25,6 +25,9 @@ eval: install             ## evaluate the latest run's latest checkpoint (or RUN
 
 bench: install            ## the input methods against the model-only bound, on the CIFAR-10 model (shapes data)
 	$(PY) -m runner mode=bench dataset=shapes $(ARGS)
+
+bench-compare: install    ## runner vs Keras fit (fp32, bf16), a real run vs the bench: ratios with 95% intervals (minutes)
+	$(PY) -m runner.benchmarks.compare $(ARGS)
 
 convert: install          ## write the dataset's TFRecords (make convert ARGS="dataset=mnist")
 	$(PY) -m runner mode=convert $(ARGS)

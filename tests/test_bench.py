@@ -249,3 +249,36 @@ def test_a_signal_keeps_the_finished_rounds_and_exits_128_plus_it(tmp_path):
     early = stop_when([*args[:-1], "run_dir=early"], "Measuring pipeline", signal.SIGINT, cwd=tmp_path)
     assert early.returncode == 130 and "Traceback" not in early.stdout, early.stdout[-3000:]
     assert not (tmp_path / "early" / "bench.json").exists()
+
+
+def test_bench_compare_refuses_settings_that_give_no_interval(tmp_path):
+    import subprocess
+    import sys
+
+    for args, said in ((["--rounds", "1"], "--rounds must be at least 2"),
+                       (["--pairings", "fp32,fp8"], "--pairings fp32,fp8: choose from fp32,bf16,run/bench")):
+        proc = subprocess.run([sys.executable, "-m", "runner.benchmarks.compare", *args], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and said in proc.stderr, proc.stderr
+        assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow  # a Keras fit and a runner run, twice (about a minute)
+def test_make_bench_compare_pairs_runner_with_keras_fit_in_rounds(tmp_path):
+    """``make bench-compare`` as typed, with fewer rounds: each round runs both sides, the ratio is the mean of the
+    per-round ratios with its 95% interval, and the table names the CPU."""
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    proc = subprocess.run(["make", "-s", "-o", "install", "bench-compare", f"PY={sys.executable}",
+                           f"ARGS=--rounds 2 --steps 30 --pairings fp32 --out {tmp_path}/out"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = json.loads((tmp_path / "out" / "compare.json").read_text())
+    p = out["pairings"]["fp32"]
+    assert len(p["pairs"]) == 2 and all(a > 0 and b > 0 for a, b in p["pairs"])
+    ratios = [a / b for a, b in p["pairs"]]
+    assert p["ratio"] == pytest.approx(sum(ratios) / 2) and p["interval"][0] < p["ratio"] < p["interval"][1]
+    assert out["cpu"] in (tmp_path / "out" / "compare.txt").read_text() and "round 2/2 fp32" in proc.stdout

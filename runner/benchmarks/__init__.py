@@ -1,0 +1,1 @@
+"""Benchmarks that set runner beside other tools (make bench-compare)."""
