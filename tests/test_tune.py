@@ -113,7 +113,7 @@ def test_the_winner_is_confirmed_in_paired_rounds_and_named_only_when_told_from_
     seen = []
     _confirm(result, lambda s: seen.append(s["k"]) or truth[s["k"]] * rng.normal(1, 0.02), rounds=4)
     assert sorted(set(seen)) == sorted(["b", "start", REFERENCE]) and len(seen) == 12  # a (0.55) is not within 10%
-    assert result.candidate == "b" and (result.best is b) == named
+    assert result.candidate == "k=b" and (result.best is b) == named
     assert result.versus_start.distinguishable == named
     versus = result.versus_reference
     assert versus.low < versus.ratio < versus.high and versus.rounds == 4

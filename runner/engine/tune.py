@@ -78,7 +78,7 @@ class Result:
     start: Trial | None = None
     reference: Trial | None = None  # tf.data's own AUTOTUNE settings (tf_data), measured as a yardstick
     confirmed: dict = field(default_factory=dict)  # changed -> the ratios to the bound of each confirmation round
-    candidate: str = ""  # the confirmed candidate with the best mean ratio (the winner, unless not told from the start)
+    candidate: str = ""  # the confirmed best by mean ratio (the winner unless not told from the start): its changes
     versus_start: Versus | None = None  # that candidate against the start
     versus_reference: Versus | None = None  # the winner against the reference
     limit: dict | None = None  # the start's attribution
@@ -242,7 +242,8 @@ def _confirm(result: Result, ratio_of: Callable[[dict], float | None], rounds: i
     usable = [t for t in candidates if None not in ratios[id(t)]]
     result.confirmed = {t.changed: ratios[id(t)] for t in measured}
     winner = max(usable, key=lambda t: summarize(ratios[id(t)]).mean) if usable else start
-    result.candidate = winner.changed
+    result.candidate = " ".join(f"{k.split('.')[-1]}={v}" for k, v in winner.settings.items()
+                                if v != start.settings.get(k)) or "start"  # what it changes from the start
     result.versus_start = _versus(ratios[id(winner)], ratios[id(start)]) if winner is not start else None
     if result.versus_start is not None and not (result.versus_start.distinguishable and result.versus_start.ratio > 1):
         log.info("confirmation: %s is not told from the start (%s); the start is kept", winner.changed,
