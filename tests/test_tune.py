@@ -195,3 +195,25 @@ def test_a_tune_name_is_checked_before_the_search(tmp_path, args, said):
     said_all = proc.stdout + proc.stderr
     assert proc.returncode == 2 and said in said_all and "Traceback" not in said_all, said_all
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow  # a tune of tf_data with its confirmation rounds (about a minute)
+def test_tune_of_tf_data_measures_tf_datas_autotune_and_confirms_its_winner(tmp_path):
+    """``python -m runner mode=tune pipeline=tf_data`` as a user types it (small data): tf.data's own AUTOTUNE is
+    measured first, never a candidate; the winner is confirmed in paired rounds and the experiment's header gives
+    it against AUTOTUNE with its 95% interval."""
+    copy = project_copy(tmp_path / "project")
+    proc = _runner(copy, "mode=tune", "pipeline=tf_data", "tune.budget_secs=60", "tune.confirm_rounds=2",
+                   "tune.threads=false", *SMALL, *QUICK, "run_dir=tuning")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((copy / "tuning" / "tune.json").read_text())["tf_data"]
+    assert result["trials"][1]["changed"] == "reference: tf.data's own AUTOTUNE"
+    assert result["reference"]["settings"]["pipeline.num_parallel_reads"] == -1
+    assert result["best"]["changed"] != "reference: tf.data's own AUTOTUNE"
+    assert all(len(ratios) == 2 for ratios in result["confirmed"].values())
+    assert "reference: tf.data's own AUTOTUNE" in result["confirmed"] and "start" in result["confirmed"]
+    versus = result["versus_reference"]
+    assert versus["low"] <= versus["ratio"] <= versus["high"] and versus["rounds"] == 2
+    header = (copy / "experiments" / "tuned_digits_mlp.yaml").read_text()
+    assert "# confirmed in 2 paired rounds: " in header and "# the winner against tf.data's own AUTOTUNE: " in header
+    assert "num_parallel_reads" not in header.split("defaults:")[1]  # an order knob: not without tune.allow_order
