@@ -131,94 +131,108 @@ def search(make_parts: Callable[[dict], Parts], run: RunnerConfig, space: dict[s
     began = time.monotonic()
     result = Result() if result is None else result
     first = make_parts(start)
-    bound_windows: list = []
     with bound_runner(first, run) as bound_step:
         for _ in range(run.bench.warmup_steps):
             bound_step()
-
-        def ratio_of(settings: dict) -> float | None:
-            try:
-                return measure_pipeline(make_parts(settings), run, bound_step, [])["ratio_to_bound"]
-            except RunnerError:
-                return None
-
-        def measure(settings: dict, changed: str) -> tuple[Trial, dict | None]:
-            trial = Trial(dict(settings), changed)
-            t0 = time.monotonic()
-            try:
-                measured = measure_pipeline(make_parts(settings), run, bound_step, bound_windows)
-                trial.examples_per_sec = measured["train_examples_per_sec"]
-                trial.ratio = measured["ratio_to_bound"]
-            except RunnerError as err:  # a setting this machine cannot run (a constant past 2 GB): not a winner
-                trial.error = str(err)
-                measured = None
-            trial.secs = time.monotonic() - t0
-            result.trials.append(trial)
-            log.info("trial %-3d %-44s %s", len(result.trials) - 1, changed,
-                     f"{trial.examples_per_sec:,.1f} examples/sec, {trial.ratio:.3f} x the bound" if trial.ratio
-                     else f"failed: {trial.error}")
-            return trial, measured
-
-        best, measured = measure(start, "start")
+        trials = _Trials(make_parts, run, bound_step, result, began, budget_secs, confirm_rounds)
+        best, measured = trials.measure(start, "start")
         if measured is None:
             raise RunnerError(f"mode=tune: the starting settings do not run: {best.error}")
         best.kept = True
         result.start = best
         stages = stage_rates(lambda: make_parts(start).pipeline, first.session_config, run.batch_size,
                              run.bench.windows, measured)
-        result.limit = attribution(stages, measured, window_figures(bound_windows), cores())
+        result.limit = attribution(stages, measured, window_figures(trials.bound_windows), cores())
         log.info("start: %s limits (%s its costliest stage); knobs in that order: %s", result.limit["limit"],
                  result.limit["costliest_stage"], ", ".join(ordered(space, result.limit["limit"])))
         if reference is not None:
-            result.reference, _ = measure(reference, REFERENCE)
-        slowest = best.secs
-
-        def over_budget() -> bool:
-            """A trial more would pass the budget, with the confirmation's rounds (3 settings each) kept."""
-            keep = confirm_rounds * 3 * slowest if confirm_rounds > 1 else 0
-            return time.monotonic() - began + slowest + keep > budget_secs
-        if grid:  # every combination, for judging the guided search against (tune.search=grid)
-            for values in itertools.product(*(_candidates(space[k], start[k]) for k in space)):
-                settings = dict(zip(space, values))
-                if settings == start:
-                    continue
-                if over_budget():
-                    result.stopped_by_budget = True
-                    break
-                changed = " ".join(f"{k.split('.')[-1]}={v}" for k, v in settings.items() if v != start[k])
-                trial, _ = measure(settings, changed)
-                slowest = max(slowest, trial.secs)
-                if trial.ratio is not None and trial.ratio > best.ratio:
-                    best = trial
-            best.kept = True
-            result.best = best
-            if confirm_rounds > 1:
-                _confirm(result, ratio_of, confirm_rounds)
-            result.secs = time.monotonic() - began
-            return result
-        for key in ordered(space, result.limit["limit"]):
-            values = _candidates(space[key], best.settings[key])
-            for step in (1, -1):
-                i, moved = values.index(best.settings[key]), False
-                while 0 <= i + step < len(values):
-                    if over_budget():
-                        result.stopped_by_budget = True
-                        break
-                    i += step
-                    trial, _ = measure({**best.settings, key: values[i]}, f"{key}={values[i]}")
-                    slowest = max(slowest, trial.secs)
-                    if trial.ratio is None or trial.ratio <= best.ratio * (1 + MARGIN):
-                        break
-                    trial.kept, best, moved = True, trial, True
-                if moved or result.stopped_by_budget:
-                    break
-            if result.stopped_by_budget:
-                break
-        result.best = best
+            result.reference, _ = trials.measure(reference, REFERENCE)
+        result.best = (_grid if grid else _walk)(trials, space, start, best)
+        result.best.kept = result.best.kept or grid
         if confirm_rounds > 1:
-            _confirm(result, ratio_of, confirm_rounds)
+            _confirm(result, trials.ratio_of, confirm_rounds)
     result.secs = time.monotonic() - began
     return result
+
+
+class _Trials:
+    """A search's measurements: each trial on the real train op, paired with the one reference bound, kept in
+    the result as it is measured; and the budget, with time kept for the confirmation's rounds."""
+
+    def __init__(self, make_parts: Callable[[dict], Parts], run: RunnerConfig, bound_step: Callable[[], None],
+                 result: Result, began: float, budget_secs: float, confirm_rounds: int):
+        self.make_parts, self.run, self.bound_step, self.result = make_parts, run, bound_step, result
+        self.began, self.budget_secs, self.confirm_rounds = began, budget_secs, confirm_rounds
+        self.bound_windows: list = []
+        self.slowest = 0.0
+
+    def measure(self, settings: dict, changed: str) -> tuple[Trial, dict | None]:
+        trial = Trial(dict(settings), changed)
+        t0 = time.monotonic()
+        try:
+            measured = measure_pipeline(self.make_parts(settings), self.run, self.bound_step, self.bound_windows)
+            trial.examples_per_sec = measured["train_examples_per_sec"]
+            trial.ratio = measured["ratio_to_bound"]
+        except RunnerError as err:  # a setting this machine cannot run (a constant past 2 GB): not a winner
+            trial.error = str(err)
+            measured = None
+        trial.secs = time.monotonic() - t0
+        self.slowest = max(self.slowest, trial.secs)
+        self.result.trials.append(trial)
+        log.info("trial %-3d %-44s %s", len(self.result.trials) - 1, changed,
+                 f"{trial.examples_per_sec:,.1f} examples/sec, {trial.ratio:.3f} x the bound" if trial.ratio
+                 else f"failed: {trial.error}")
+        return trial, measured
+
+    def ratio_of(self, settings: dict) -> float | None:
+        """A confirmation round's measurement: the ratio to the bound alone (None: the setting does not run)."""
+        try:
+            return measure_pipeline(self.make_parts(settings), self.run, self.bound_step, [])["ratio_to_bound"]
+        except RunnerError:
+            return None
+
+    def over_budget(self) -> bool:
+        """A trial more would pass the budget, with the confirmation's rounds (3 settings each) kept; said in the
+        result."""
+        keep = self.confirm_rounds * 3 * self.slowest if self.confirm_rounds > 1 else 0
+        if time.monotonic() - self.began + self.slowest + keep > self.budget_secs:
+            self.result.stopped_by_budget = True
+        return self.result.stopped_by_budget
+
+
+def _grid(trials: _Trials, space: dict[str, tuple], start: dict, best: Trial) -> Trial:
+    """Every combination, for judging the guided search against (tune.search=grid): the best by its ratio."""
+    for values in itertools.product(*(_candidates(space[k], start[k]) for k in space)):
+        settings = dict(zip(space, values))
+        if settings == start:
+            continue
+        if trials.over_budget():
+            break
+        changed = " ".join(f"{k.split('.')[-1]}={v}" for k, v in settings.items() if v != start[k])
+        trial, _ = trials.measure(settings, changed)
+        if trial.ratio is not None and trial.ratio > best.ratio:
+            best = trial
+    return best
+
+
+def _walk(trials: _Trials, space: dict[str, tuple], start: dict, best: Trial) -> Trial:
+    """The guided search: each knob in the attribution's order, walked up its values while a step gains more
+    than MARGIN, then down; the best kept."""
+    for key in ordered(space, trials.result.limit["limit"]):
+        values = _candidates(space[key], best.settings[key])
+        for step in (1, -1):
+            i, moved = values.index(best.settings[key]), False
+            while 0 <= i + step < len(values) and not trials.over_budget():
+                i += step
+                trial, _ = trials.measure({**best.settings, key: values[i]}, f"{key}={values[i]}")
+                if trial.ratio is None or trial.ratio <= best.ratio * (1 + MARGIN):
+                    break
+                trial.kept, best, moved = True, trial, True
+            if moved or trials.result.stopped_by_budget:
+                break
+        if trials.result.stopped_by_budget:
+            break
+    return best
 
 
 REFERENCE = "reference: tf.data's own AUTOTUNE"  # the reference trial's "changed"
