@@ -161,8 +161,8 @@ def test_cache_disk_as_typed_loads_the_saved_splits(tmp_path, tiny_digits):
     assert sorted({p.relative_to(tiny_digits.cache_dir).parts[1].split("-")[0] for p in saves}) == [
         "test", "train", "validation"]
     proc = run_cli("pipeline=tf_data", "pipeline.cache=disk", "pipeline.num_parallel_reads=4",
-                   "pipeline.deterministic=false", *TINY, "max_steps=20", cwd=tmp_path)
+                   "pipeline.deterministic=false", *TINY, "max_steps=10", "eval_splits=[validation,test]", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     said = proc.stderr + proc.stdout
-    assert "Decoding" not in said and "Rebuilding" not in said and said.count("Precision @ 1") == 3
+    assert "Decoding" not in said and "Rebuilding" not in said and said.count("Precision @ 1") == 2
     assert {p: p.stat().st_mtime_ns for p in saves} == saves
