@@ -18,6 +18,7 @@ from typing import Callable
 import tensorflow as tf
 from tensorflow.python.framework import kernels
 
+from runner.provenance import cpu_flags
 from runner.summaries import scalar
 
 v1 = tf.compat.v1
@@ -86,12 +87,8 @@ def scaled(optimizer: v1.train.Optimizer, precision: str) -> v1.train.Optimizer:
 
 def cpu_has_bf16() -> bool | None:
     """Whether the CPU has bfloat16 instructions (AVX512_BF16 or AMX-BF16); None where /proc/cpuinfo can't tell."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), None)
-    except OSError:
-        return None
-    return None if flags is None else bool({"avx512_bf16", "amx_bf16"} & set(flags))
+    flags = cpu_flags()
+    return None if flags is None else bool({"avx512_bf16", "amx_bf16"} & flags)
 
 
 def check_hardware(precision: str, devices: list[str]) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -28,6 +27,7 @@ import time
 from pathlib import Path
 
 from runner.core.files import write_json, write_text
+from runner.provenance import cpu_flags, cpu_model
 from runner.stats import summarize
 
 PAIRINGS = ("fp32", "bf16", "run/bench")
@@ -36,23 +36,7 @@ KERAS = [sys.executable, "-m", "runner.benchmarks.keras_cifar_fit"]
 WARMUP_STEPS = 10  # as the Keras side: steps 11.. are timed
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def cpu_flags() -> list[str]:
-    """The CPU's flags that decide a precision's speed (a bf16 pairing means little without avx512_bf16 or amx)."""
-    try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
-    except (OSError, StopIteration):
-        return []
-    return sorted({f for f in flags.split(":", 1)[1].split() if f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16")})
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")  # what decides a precision's speed on the CPU
 
 
 def _run(command: list[str], env: dict | None = None) -> str:
@@ -119,7 +103,7 @@ def compare(rounds: int, steps: int, pairings: list[str]) -> dict:
                 a, b = samples[pairing][-1]
                 print(f"round {r + 1}/{rounds} {pairing}: {a:,.1f} vs {b:,.1f} examples/sec = {a / b:.3f}",
                       flush=True)
-    out = {"cpu": cpu_model(), "cpu_flags": cpu_flags(), "rounds": rounds, "steps": steps,
+    out = {"cpu": cpu_model(), "cpu_flags": sorted((cpu_flags() or set()) & set(SPEED_FLAGS)), "rounds": rounds, "steps": steps,
            "wall_time_sec": time.time() - started, "pairings": {}}
     for pairing, pairs in samples.items():
         ratio = summarize([a / b for a, b in pairs])

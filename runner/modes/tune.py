@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from runner.config.checks import TUNE_HEADER, group_schema, tune_experiments, tune_pipelines
 from runner.config.hydra import task_overrides, with_pipeline
 from runner.config.schema import BENCH_ARMS
+from runner.provenance import cpu_model
 from runner.data import prepared_dataset
 from runner.core.files import write_json, write_text
 from runner.errors import ConfigError, RunnerError
@@ -50,16 +50,6 @@ def within_memory(space: dict[str, tuple], dataset, batch_size: int, free: int) 
     return {k: tuple(v for v in values if k not in needs or needs[k](v) <= free / 2) for k, values in space.items()}
 
 
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _kept(override: str, keys: list[str]) -> bool:
     """A typed override the tuned command keeps: not the mode's own settings, not a group the experiment chooses,
     not a knob it sets."""
@@ -83,7 +73,7 @@ def experiment_text(experiment: str, cfg: DictConfig, result, keys: list[str], n
     command = " ".join(["python -m runner", f"experiment={experiment}", *typed])
     header = [
         "# @package _global_",
-        f"{TUNE_HEADER} on {time.strftime('%Y-%m-%d')}, {_cpu()}, {num_cores} cores: {command}",
+        f"{TUNE_HEADER} on {time.strftime('%Y-%m-%d')}, {cpu_model()}, {num_cores} cores: {command}",
         f"# tuned with batch_size={cfg.batch_size}, hardware={cfg.hardware.name}; {len(result.trials)} trials in "
         f"{result.secs:.0f} s (tune.budget_secs={cfg.tune.budget_secs:g}), each paired with the starting settings' "
         f"bound",
