@@ -4,23 +4,93 @@ and of its gradient, and a few input images. Models add their own (activation hi
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import re
 from pathlib import Path
 
+import numpy as np
 import tensorflow as tf
 
 v1 = tf.compat.v1
 
 EVAL_DIR = "eval"  # RUN/eval/: the evaluations' event files, a run of their own beside training's, as cifar10_eval's
 LOSS_TERMS = "runner_loss_terms"  # graph collection: the terms of the first tower's loss (runner.losses)
+HISTOGRAMS, HISTOGRAM_TAGS = "runner_histograms", "runner_histogram_tags"  # graph collections: rows, tags
+
+
+def _bucket_limits() -> np.ndarray:
+    """TensorFlow's histogram buckets (HistogramSummary's, which TensorBoard's histograms show): right edges
+    -DBL_MAX, -1e20..-1e-12, 0, 1e-12..1e20 growing by 10%, DBL_MAX."""
+    positive = [1e-12]
+    while positive[-1] * 1.1 < 1e20:
+        positive.append(positive[-1] * 1.1)
+    top = np.finfo(np.float64).max
+    return np.array([-top, *(-v for v in reversed(positive)), 0.0, *positive, top])
+
+
+LIMITS = _bucket_limits()
+_N = (len(LIMITS) - 3) // 2  # positive finite edges
 
 
 def histogram(tag: str, values: tf.Tensor) -> tf.Tensor:
-    """A histogram summary tagged ``tag`` exactly, of the finite values (TensorFlow's histogram op fails a whole
-    step on one NaN or inf, and a NaN loss or an fp16 overflow step is for the run to report, not the summary)."""
-    values = tf.reshape(tf.cast(values, tf.float32), [-1])
-    return _collected(tf.raw_ops.HistogramSummary(tag=tag, values=tf.boolean_mask(values, tf.math.is_finite(values))))
+    """A histogram tagged ``tag`` exactly, of ``values``' finite values (a NaN loss or an fp16 overflow step is
+    for the run to report, not the summary), in TensorFlow's HistogramSummary's buckets. Counted by arithmetic on
+    the exponent, four times faster than that op, whose binary search per value on one thread took 0.18 s of each
+    summary step of the CIFAR-10 CNN; :class:`TrainingSummaries` makes the proto on the host. Returns
+    ``[min, max, num, sum, sum_squares, count in bucket 0, ...]``."""
+    x = tf.reshape(tf.cast(values, tf.float32), [-1])
+    finite = tf.math.is_finite(x)
+    x = tf.where(finite, x, tf.zeros_like(x))
+    # How many 10% steps |x| is above 1e-12: a value's bucket is the first edge above it.
+    steps = (tf.math.log(tf.maximum(tf.abs(x), 1e-13)) - math.log(1e-12)) / math.log(1.1)
+    above = _N + 2 + tf.clip_by_value(tf.floor(steps) + 1, 0, _N)
+    below = tf.clip_by_value(_N + 1 - tf.math.ceil(steps), 1, _N + 1)
+    bucket = tf.where(finite, tf.cast(tf.where(x < 0, below, above), tf.int32), len(LIMITS))  # the last: dropped
+    counts = tf.math.bincount(bucket, minlength=len(LIMITS) + 1, maxlength=len(LIMITS) + 1)[:-1]
+    x64, top = tf.cast(x, tf.float64), float(LIMITS[-1])
+    stats = tf.stack([tf.reduce_min(tf.where(finite, x64, top)), tf.reduce_max(tf.where(finite, x64, -top)),
+                      tf.reduce_sum(tf.cast(finite, tf.float64)), tf.reduce_sum(x64), tf.reduce_sum(tf.square(x64))])
+    row = tf.concat([stats, tf.cast(counts, tf.float64)], 0)
+    v1.add_to_collection(HISTOGRAMS, row)
+    v1.add_to_collection(HISTOGRAM_TAGS, tf.constant(tag))
+    return row
+
+
+def histogram_proto(values: np.ndarray) -> v1.HistogramProto:
+    """One :func:`histogram` row as TensorBoard reads them, encoded as HistogramSummary encodes them:
+    each run of empty buckets one entry at the run's last edge."""
+    counts = values[5:]
+    keep = (counts > 0) | np.append(counts[1:] > 0, True)
+    low, high, num, total, squares = values[:5].tolist()
+    return v1.HistogramProto(min=low, max=high, num=num, sum=total, sum_squares=squares,
+                             bucket_limit=LIMITS[keep].tolist(), bucket=counts[keep].tolist())
+
+
+class TrainingSummaries:
+    """A training graph's summaries as one fetch (the merged summary ops and the histograms' counts) and, from its
+    result, the one Summary to write; None from :meth:`of` when the graph has none."""
+
+    def __init__(self, merged: tf.Tensor | None, histograms: list[tf.Tensor], tags: list[str]):
+        self.merged, self.histograms, self.tags = merged, histograms, tags
+
+    @classmethod
+    def of(cls, graph: tf.Graph) -> "TrainingSummaries | None":
+        with graph.as_default():
+            merged = v1.summary.merge_all()
+        histograms = graph.get_collection(HISTOGRAMS)
+        tags = [tf.get_static_value(t).item().decode() for t in graph.get_collection(HISTOGRAM_TAGS)]
+        return cls(merged, histograms, tags) if merged is not None or histograms else None
+
+    @property
+    def fetches(self) -> dict:
+        return {"histograms": self.histograms, **({"merged": self.merged} if self.merged is not None else {})}
+
+    def summary(self, results: dict) -> v1.Summary:
+        summary = v1.Summary.FromString(results["merged"]) if "merged" in results else v1.Summary()
+        for tag, values in zip(self.tags, results.get("histograms", [])):
+            summary.value.add(tag=tag, histo=histogram_proto(values))
+        return summary
 
 
 def scalar(tag: str, value: tf.Tensor) -> tf.Tensor:

@@ -48,7 +48,7 @@ def test_training_events_hold_the_tutorials_scalars_histograms_and_images(cifar_
     raw = {t: scalars(accumulator, f"loss/{t} (raw)") for t in terms}
     for step in (6, 12):  # each term is what it says: the total is the sum of the terms
         assert raw["total"][step] == pytest.approx(sum(raw[t][step] for t in terms[:-1]), rel=1e-5)
-    assert sorted(raw["total"]) == [6, 12]
+    assert sorted(raw["total"]) == [1, 6, 12]  # the first step's too, as TensorFlow's SummarySaverHook
     with tf.Graph().as_default():  # every trainable variable and its gradient, as cifar10.train
         from runner.models import MODELS
 
@@ -58,10 +58,50 @@ def test_training_events_hold_the_tutorials_scalars_histograms_and_images(cifar_
     assert len(variables) == 10
     histograms = set(tags["histograms"])
     assert {*variables, *(f"{v}/gradients" for v in variables), "conv1/activations"} <= histograms
-    assert [e.step for e in accumulator.Histograms("local3/weights/gradients")] == [6, 12]
+    assert [e.step for e in accumulator.Histograms("local3/weights/gradients")] == [1, 6, 12]
     assert {"images/image/0", "images/image/2"} <= set(tags["images"])
     image = accumulator.Images("images/image/0")[0]
     assert (image.width, image.height) == (24, 24)
+
+
+def test_histograms_are_tensorflows_histogram_summary_buckets_counted_faster():
+    """runner counts histograms by arithmetic on the exponent; TensorBoard must see what TensorFlow's own
+    HistogramSummary op would write: the same statistics and buckets (a value on a bucket's edge may round to
+    its neighbour), non-finite values left out, and an empty histogram as that op writes it."""
+    import numpy as np
+    import tensorflow as tf
+
+    from runner.summaries import LIMITS, TrainingSummaries, histogram
+
+    v1 = tf.compat.v1
+    rng = np.random.default_rng(0)
+    data = np.concatenate([rng.normal(size=20000) * 10.0 ** rng.integers(-14, 22, size=20000), np.zeros(100),
+                           [np.nan, np.inf, -np.inf], rng.normal(size=100) * 1e-13]).astype(np.float32)
+    graph = tf.Graph()
+    with graph.as_default():
+        histogram("values", tf.constant(data))
+        histogram("none finite", tf.constant([np.nan, np.inf], tf.float32))
+        summaries = TrainingSummaries.of(graph)
+        reference = [tf.raw_ops.HistogramSummary(tag="values", values=data[np.isfinite(data)]),
+                     tf.raw_ops.HistogramSummary(tag="none finite", values=tf.zeros([0]))]
+    with v1.Session(graph=graph) as sess:
+        ours, theirs = sess.run([summaries.fetches, reference])
+    ours = summaries.summary(ours).value
+    theirs = [v1.Summary.FromString(s).value[0] for s in theirs]
+    assert [v.tag for v in ours] == [v.tag for v in theirs] == ["values", "none finite"]
+    assert ours[1].histo == theirs[1].histo
+    a, b = ours[0].histo, theirs[0].histo
+    assert (a.num, a.min, a.max) == (b.num, b.min, b.max) == (20200, data[np.isfinite(data)].min(),
+                                                              data[np.isfinite(data)].max())
+    assert (a.sum, a.sum_squares) == (pytest.approx(b.sum, rel=1e-9), pytest.approx(b.sum_squares, rel=1e-9))
+
+    def dense(h):
+        counts = np.zeros(len(LIMITS))
+        counts[np.searchsorted(LIMITS, h.bucket_limit)] = h.bucket
+        return counts
+
+    assert np.abs(dense(a) - dense(b)).sum() / 2 <= 2  # values moved to a neighbouring bucket, of 20,200
+    assert len(a.bucket) > 100
 
 
 def test_evaluations_write_their_own_events_at_the_checkpoints_steps(cifar_run):

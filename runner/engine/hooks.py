@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from runner.errors import TrainingError
 from runner.pipelines.base import Batch, merged_feed
-from runner.summaries import write_scalars
+from runner.summaries import TrainingSummaries, write_scalars
 
 v1 = tf.compat.v1
 log = logging.getLogger("runner")
@@ -87,19 +87,25 @@ def _due(step: int, every: int, last: int) -> bool:
 
 
 class SummaryHook(Hook):
-    """TensorBoard summaries every ``every`` steps and at the last one."""
+    """TensorBoard summaries at the session's first step (the starting weights, as TensorFlow's SummarySaverHook;
+    it also prepares the session for this set of fetches before any step is timed), every ``every`` steps and at the
+    last."""
 
-    def __init__(self, summary_op, writer, clock: Clock, every: int, last: int):
-        self.summary_op, self.writer, self.clock, self.every, self.last = summary_op, writer, clock, every, last
-        self._want = False
+    def __init__(self, summaries: TrainingSummaries | None, writer, clock: Clock, every: int, last: int):
+        self.summaries, self.writer, self.clock, self.every, self.last = summaries, writer, clock, every, last
+        self._want = self._first = False
+
+    def after_create_session(self, session, coord):
+        self._first = True
 
     def before_run(self, run_context):
-        self._want = self.summary_op is not None and _due(self.clock.step + 1, self.every, self.last)
-        return Args(self.summary_op) if self._want else None
+        due = self._first or _due(self.clock.step + 1, self.every, self.last)
+        self._want, self._first = self.summaries is not None and due, False
+        return Args(self.summaries.fetches) if self._want else None
 
     def after_run(self, run_context, run_values):
         if self._want:
-            self.writer.add_summary(run_values.results, self.clock.step)
+            self.writer.add_summary(self.summaries.summary(run_values.results), self.clock.step)
 
 
 class Metrics:
@@ -137,8 +143,10 @@ class ProgressHook(Hook):
         self._window = (self.clock.run_secs, self.clock.step)
 
     def before_run(self, run_context):
+        # Fetched at every step, though read only at a line's: each new set of fetches costs the session a new
+        # preparation of the graph (0.3 s on the CIFAR-10 CNN), and the loss is fetched anyway (NanHook).
         self._want = _due(self.clock.step + 1, self.every, self.last)
-        return Args([self.loss, self.lr]) if self._want else None
+        return Args([self.loss, self.lr])
 
     def after_run(self, run_context, run_values):
         self.progress.step()

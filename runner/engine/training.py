@@ -22,7 +22,7 @@ from runner.engine.profile import TraceHook, XlaReportHook
 from runner.engine.session import IN_PROCESS, SessionTarget, session
 from runner.progress import Progress
 from runner.signals import Interrupted, StopSignals, signal_name
-from runner.summaries import EVAL_DIR, file_writer, write_scalars
+from runner.summaries import EVAL_DIR, TrainingSummaries, file_writer, write_scalars
 
 v1 = tf.compat.v1
 log = logging.getLogger("runner")
@@ -47,7 +47,7 @@ def train(parts: Parts, run: RunnerConfig, run_dir: str | Path, config: dict, ta
     with train_graph.scope():
         getter = moving_average_getter(train_graph.ema) if train_graph.ema and run.eval_moving_average else None
         evals = build_evals(parts, run.eval_splits, run.batch_size, getter) if chief else {}
-        summary_op = v1.summary.merge_all()
+        summaries = TrainingSummaries.of(train_graph.graph)
         saver = make_saver(max_to_keep=run.keep_checkpoints, sharded=bool(task.target))
         num_params = count_parameters()
         writer = file_writer(run_dir, train_graph.graph) if chief else None
@@ -80,7 +80,7 @@ def train(parts: Parts, run: RunnerConfig, run_dir: str | Path, config: dict, ta
                               run.max_steps, train_graph.examples_per_step),
                  v1.train.StopAtStepHook(last_step=run.max_steps)]
         if chief:
-            hooks += [SummaryHook(summary_op, writer, clock, run.summary_every, run.max_steps),
+            hooks += [SummaryHook(summaries, writer, clock, run.summary_every, run.max_steps),
                       CheckpointEvalHook(lambda sess, step: save(saver, sess, run_dir, step), evaluate, clock,
                                          run.checkpoint_every, run.max_steps, lambda: stop.signum is not None,
                                          resumed=bool(latest_checkpoint(run_dir)))]
