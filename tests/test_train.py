@@ -132,7 +132,8 @@ def test_continuous_eval_follows_new_checkpoints_until_stopped(tmp_path):
     assert [5, 10] in per_file, per_file  # the evaluation's own events, at its checkpoints' steps, beside training's
 
 
-def test_summaries_every_summary_every_steps_and_progress_lines_every_log_every(tmp_path, tiny_digits):
+def test_summaries_at_the_first_step_every_summary_every_steps_and_progress_lines_every_log_every(tmp_path,
+                                                                                                  tiny_digits):
     import tensorflow as tf
 
     summary = run(compose(*TINY, "max_steps=40", "log_every=5", "summary_every=20", "eval_splits=[test]"),
@@ -140,7 +141,7 @@ def test_summaries_every_summary_every_steps_and_progress_lines_every_log_every(
     steps = sorted({e.step for f in tmp_path.glob("events.out.tfevents.*")
                     for e in tf.compat.v1.train.summary_iterator(str(f)) if any(v.tag == "loss/total (raw)"
                                                                                  for v in e.summary.value)})
-    assert steps == [20, 40]
+    assert steps == [1, 20, 40]
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in lines if "loss" in m] == list(range(5, 45, 5))
     assert all(m["learning_rate"] == pytest.approx(0.01) for m in lines if "loss" in m)

@@ -160,7 +160,7 @@ def test_tf_datas_speed_knobs_are_searched_and_its_order_knobs_only_where_allowe
     from tests.helpers import compose
 
     speed = {"num_parallel_calls", "prefetch", "cache", "private_threadpool_size", "max_intra_op_parallelism",
-             "autotune.algorithm"}
+             "autotune.algorithm", "autotune.cpu_budget"}
     order = {"shuffle_buffer", "num_parallel_reads", "deterministic"}
     space = search_space(compose("pipeline=tf_data"), (0, 1))
     assert {k.split(".", 1)[1] for k in space if k.startswith("pipeline.")} == speed
@@ -168,6 +168,20 @@ def test_tf_datas_speed_knobs_are_searched_and_its_order_knobs_only_where_allowe
     allowed = search_space(compose("pipeline=tf_data", "tune.allow_order=true"), (0, 1))
     assert {k.split(".", 1)[1] for k in allowed if k.startswith("pipeline.")} == speed | order
     assert allowed["pipeline.deterministic"] == (True, False)
+
+
+def test_tune_knobs_searches_only_the_knobs_named_and_refuses_one_outside_the_space():
+    from runner.errors import ConfigError
+    from runner.modes.tune import search_space
+    from tests.helpers import compose
+
+    space = search_space(compose("pipeline=tf_data", "tune.knobs=[num_parallel_calls,pipeline.cache,"
+                                 "hardware.inter_op_threads]"), (0, 1))
+    assert space == {"pipeline.num_parallel_calls": (1, 2, 4, 8, -1), "pipeline.cache": ("none", "memory", "disk"),
+                     "hardware.inter_op_threads": (0, 1)}
+    with pytest.raises(ConfigError, match=r"tune.knobs=.*pipeline.shuffle_buffer not in the search space of "
+                                          r"pipeline=tf_data.*tune.allow_order=true"):
+        search_space(compose("pipeline=tf_data", "tune.knobs=[shuffle_buffer]"), (0, 1))
 
 
 @pytest.mark.slow  # a TensorFlow search stopped midway
@@ -217,3 +231,18 @@ def test_tune_of_tf_data_measures_tf_datas_autotune_and_confirms_its_winner(tmp_
     header = (copy / "experiments" / "tuned_digits_mlp.yaml").read_text()
     assert "# confirmed in 2 paired rounds: " in header and "# the winner against tf.data's own AUTOTUNE: " in header
     assert "num_parallel_reads" not in header.split("defaults:")[1]  # an order knob: not without tune.allow_order
+
+
+@pytest.mark.slow  # a grid of 12 trials (about 40 s)
+def test_a_grid_over_the_knobs_named_measures_each_of_their_combinations_once(tmp_path):
+    """``mode=tune tune.search=grid tune.knobs=[prefetch,cache]``: every combination of those two knobs, nothing
+    else changed, and the winner written with only them set from the start."""
+    copy = project_copy(tmp_path / "project")
+    proc = _runner(copy, "mode=tune", "pipeline=tf_data", "tune.search=grid", "tune.knobs=[prefetch,cache]",
+                   "tune.confirm_rounds=0", "tune.budget_secs=inf", *SMALL, *QUICK, "run_dir=tuning")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((copy / "tuning" / "tune.json").read_text())["tf_data"]
+    points = [t["settings"] for t in result["trials"] if not t["changed"].startswith("reference")]
+    assert {tuple(sorted(p)) for p in points} == {("pipeline.cache", "pipeline.prefetch")}
+    assert sorted((p["pipeline.prefetch"], p["pipeline.cache"]) for p in points) == sorted(
+        (prefetch, cache) for prefetch in (1, 2, 4, -1) for cache in ("none", "memory", "disk"))

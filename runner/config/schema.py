@@ -94,7 +94,8 @@ class TfDataConfig(PipelineConfig):
     knobs: ClassVar[dict] = {"num_parallel_calls": (1, 2, 4, 8, -1), "prefetch": (1, 2, 4, -1),
                              "cache": ("none", "memory", "disk"), "private_threadpool_size": (0, 1, 2, 4, 8),
                              "max_intra_op_parallelism": (1, 2, 0),
-                             "autotune.algorithm": ("default", "hill_climb", "gradient_descent", "stage_based")}
+                             "autotune.algorithm": ("default", "hill_climb", "gradient_descent", "stage_based"),
+                             "autotune.cpu_budget": (0, 1, 2, 4)}
     order_knobs: ClassVar[dict] = {"shuffle_buffer": (1000, 5000, 10000, 50000), "num_parallel_reads": (1, 2, 4, -1),
                                    "deterministic": (True, False)}
     shuffle_buffer: int = bounded(1)  # records; each epoch is still a permutation of the split
@@ -213,6 +214,7 @@ class TuneConfig:
     allow_order: bool = MISSING  # also search the knobs that change the data order (shuffle buffer, queue fill)
     threads: bool = MISSING  # also search TensorFlow's thread pools (hardware.intra_op_threads, inter_op_threads)
     search: str = one_of("guided", "grid")  # guided by the stage attribution, or every combination (to compare)
+    knobs: Optional[list[str]] = MISSING  # null: the whole space; or some of its knobs (``cache``, ``pipeline.cache``)
     confirm_rounds: int = bounded(2, 100, auto=0)  # paired rounds confirming the winner before it is named; 0: none
 
 

@@ -36,7 +36,15 @@ def search_space(cfg: DictConfig, thread_values: tuple[int, ...]) -> dict[str, t
     space = {f"pipeline.{k}": tuple(v) for k, v in knobs.items()}
     if cfg.tune.threads:
         space.update({"hardware.intra_op_threads": thread_values, "hardware.inter_op_threads": thread_values})
-    return space
+    if cfg.tune.knobs is None:
+        return space
+    chosen = {k if k in space else f"pipeline.{k}" for k in cfg.tune.knobs}
+    unknown = sorted(k for k in chosen if k not in space)
+    if unknown or not chosen:
+        raise ConfigError(f"tune.knobs={list(cfg.tune.knobs)}: {', '.join(unknown) or 'no knob'} not in the search "
+                          f"space of pipeline={cfg.pipeline.name} here; choose from {', '.join(space)} (the order "
+                          f"knobs need tune.allow_order=true, the thread pools tune.threads=true)")
+    return {k: v for k, v in space.items() if k in chosen}
 
 
 def within_memory(space: dict[str, tuple], dataset, batch_size: int, free: int) -> dict[str, tuple]:
