@@ -233,7 +233,7 @@ def test_tune_of_tf_data_measures_tf_datas_autotune_and_confirms_its_winner(tmp_
     assert "num_parallel_reads" not in header.split("defaults:")[1]  # an order knob: not without tune.allow_order
 
 
-@pytest.mark.slow  # a grid of 12 trials (about 40 s)
+@pytest.mark.slow  # a grid of 12 trials (about 20 s)
 def test_a_grid_over_the_knobs_named_measures_each_of_their_combinations_once(tmp_path):
     """``mode=tune tune.search=grid tune.knobs=[prefetch,cache]``: every combination of those two knobs, nothing
     else changed, and the winner written with only them set from the start."""

@@ -8,7 +8,7 @@ its training rate to that bound, paired window by window) even when a trial chan
 The search is guided by the start's stage attribution (runner.engine.stages): when the input limits, the pipeline's
 own knobs come first (parallelism, then buffers); when the model or the shared CPU does, the thread pools. Each knob
 is walked up its candidate values while a step gains more than MARGIN, then down; a knob that gains nothing costs
-two trials. The search stops before a trial would pass the budget, keeping time for the confirmation.
+two trials. Passes over the knobs repeat while one moved the best, never measuring a setting twice. The search stops before a trial would pass the budget, keeping time for the confirmation.
 
 Then it confirms: the best trial, every trial within CONFIRM_WITHIN of it, the start and (for tf_data) the
 reference arm, tf.data as it runs by default (BENCH_ARMS' "autotune"), measured first and not a candidate (its
@@ -217,22 +217,37 @@ def _grid(trials: _Trials, space: dict[str, tuple], start: dict, best: Trial) ->
 
 def _walk(trials: _Trials, space: dict[str, tuple], start: dict, best: Trial) -> Trial:
     """The guided search: each knob in the attribution's order, walked up its values while a step gains more
-    than MARGIN, then down; the best kept."""
-    for key in ordered(space, trials.result.limit["limit"]):
-        values = _candidates(space[key], best.settings[key])
-        for step in (1, -1):
-            i, moved = values.index(best.settings[key]), False
-            while 0 <= i + step < len(values) and not trials.over_budget():
-                i += step
-                trial, _ = trials.measure({**best.settings, key: values[i]}, f"{key}={values[i]}")
-                if trial.ratio is None or trial.ratio <= best.ratio * (1 + MARGIN):
+    than MARGIN, then down; the best kept. Passes over the knobs repeat while one moved the best (caching the
+    decoded split changes which prefetch and parallelism are best), never measuring one setting twice."""
+    seen = {_key(t.settings): t for t in trials.result.trials if t is not trials.result.reference}
+    moved_in_pass = True
+    while moved_in_pass and not trials.result.stopped_by_budget:
+        moved_in_pass = False
+        for key in ordered(space, trials.result.limit["limit"]):
+            values = _candidates(space[key], best.settings[key])
+            for step in (1, -1):
+                i, moved = values.index(best.settings[key]), False
+                while 0 <= i + step < len(values):
+                    i += step
+                    settings = {**best.settings, key: values[i]}
+                    trial = seen.get(_key(settings))
+                    if trial is None:
+                        if trials.over_budget():
+                            break
+                        trial = seen[_key(settings)] = trials.measure(settings, f"{key}={values[i]}")[0]
+                    if trial.ratio is None or trial.ratio <= best.ratio * (1 + MARGIN):
+                        break
+                    trial.kept, best, moved = True, trial, True
+                if moved or trials.result.stopped_by_budget:
                     break
-                trial.kept, best, moved = True, trial, True
-            if moved or trials.result.stopped_by_budget:
+            moved_in_pass = moved_in_pass or moved
+            if trials.result.stopped_by_budget:
                 break
-        if trials.result.stopped_by_budget:
-            break
     return best
+
+
+def _key(settings: dict) -> tuple:
+    return tuple(sorted(settings.items()))
 
 
 REFERENCE = "reference: tf.data's own AUTOTUNE"  # the reference trial's "changed"
