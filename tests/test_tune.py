@@ -97,6 +97,37 @@ def _trial(changed: str, ratio: float):
     return Trial({"k": changed}, changed, examples_per_sec=1000 * ratio, ratio=ratio)
 
 
+def test_the_guided_walk_passes_again_when_a_later_knob_changes_what_the_earlier_ones_gain():
+    """prefetch gains nothing while every step decodes, and 14% once the split is cached: the walk, prefetch
+    first, finds it in its second pass, measures no setting twice, and stops after a pass that moves nothing."""
+    from runner.engine.tune import Result, Trial, _walk
+
+    def ratio(s):  # the landscape: prefetch matters only with the cache
+        return 0.2 if s["cache"] == "none" else {1: 0.70, 2: 0.75, 4: 0.80}[s["prefetch"]]
+
+    class Trials:
+        result = Result(limit={"limit": "input"})
+        measured: list[dict] = []
+
+        def measure(self, settings, changed):
+            self.measured.append(settings)
+            trial = Trial(dict(settings), changed, ratio=ratio(settings))
+            self.result.trials.append(trial)
+            return trial, None
+
+        def over_budget(self):
+            return False
+
+    trials = Trials()
+    start = Trial({"prefetch": 1, "cache": "none"}, "start", ratio=0.2)
+    trials.result.trials.append(start)
+    best = _walk(trials, {"prefetch": (1, 2, 4), "cache": ("none", "memory")}, start.settings, start)
+    assert best.settings == {"prefetch": 4, "cache": "memory"}
+    keys = [tuple(sorted(s.items())) for s in trials.measured]
+    assert len(keys) == len(set(keys))  # no setting measured twice
+    assert len(keys) == 5  # pass 1: prefetch 2, cache memory; pass 2: prefetch 2 and 4, cache none; pass 3: none new
+
+
 @pytest.mark.parametrize("true_gain,named", [(1.30, True), (1.005, False)])
 def test_the_winner_is_confirmed_in_paired_rounds_and_named_only_when_told_from_the_start(true_gain, named):
     """One lucky measurement made "b" the search's best; the rounds measure again (with noise), and name it only
