@@ -8,7 +8,8 @@ its training rate to that bound, paired window by window) even when a trial chan
 The search is guided by the start's stage attribution (runner.engine.stages): when the input limits, the pipeline's
 own knobs come first (parallelism, then buffers); when the model or the shared CPU does, the thread pools. Each knob
 is walked up its candidate values while a step gains more than MARGIN, then down; a knob that gains nothing costs
-two trials. Passes over the knobs repeat while one moved the best, never measuring a setting twice. The search stops before a trial would pass the budget, keeping time for the confirmation.
+two trials. Passes over the knobs repeat while one moved the best, never measuring a setting twice. The search
+stops before a trial would pass the budget, keeping time for the confirmation.
 
 Then it confirms: the best trial, every trial within CONFIRM_WITHIN of it, the start and (for tf_data) the
 reference arm, tf.data as it runs by default (BENCH_ARMS' "autotune"), measured first and not a candidate (its
@@ -224,26 +225,32 @@ def _walk(trials: _Trials, space: dict[str, tuple], start: dict, best: Trial) ->
     while moved_in_pass and not trials.result.stopped_by_budget:
         moved_in_pass = False
         for key in ordered(space, trials.result.limit["limit"]):
-            values = _candidates(space[key], best.settings[key])
-            for step in (1, -1):
-                i, moved = values.index(best.settings[key]), False
-                while 0 <= i + step < len(values):
-                    i += step
-                    settings = {**best.settings, key: values[i]}
-                    trial = seen.get(_key(settings))
-                    if trial is None:
-                        if trials.over_budget():
-                            break
-                        trial = seen[_key(settings)] = trials.measure(settings, f"{key}={values[i]}")[0]
-                    if trial.ratio is None or trial.ratio <= best.ratio * (1 + MARGIN):
-                        break
-                    trial.kept, best, moved = True, trial, True
-                if moved or trials.result.stopped_by_budget:
-                    break
+            best, moved = _walk_knob(trials, seen, key, _candidates(space[key], best.settings[key]), best)
             moved_in_pass = moved_in_pass or moved
             if trials.result.stopped_by_budget:
                 break
     return best
+
+
+def _walk_knob(trials: _Trials, seen: dict, key: str, values: list, best: Trial) -> tuple[Trial, bool]:
+    """One knob walked from the best's value: up while a step gains more than MARGIN, else down; a setting in
+    ``seen`` is not measured again. Returns the best and whether it moved."""
+    for step in (1, -1):
+        i, moved = values.index(best.settings[key]), False
+        while 0 <= i + step < len(values):
+            i += step
+            settings = {**best.settings, key: values[i]}
+            trial = seen.get(_key(settings))
+            if trial is None:
+                if trials.over_budget():
+                    break
+                trial = seen[_key(settings)] = trials.measure(settings, f"{key}={values[i]}")[0]
+            if trial.ratio is None or trial.ratio <= best.ratio * (1 + MARGIN):
+                break
+            trial.kept, best, moved = True, trial, True
+        if moved or trials.result.stopped_by_budget:
+            return best, moved
+    return best, False
 
 
 def _key(settings: dict) -> tuple:
