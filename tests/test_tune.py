@@ -234,6 +234,7 @@ def test_a_signal_stops_the_search_at_once_keeping_its_trials(tmp_path):
     (["tune.name=" + "x" * 300], "at most 100 characters"),
     (["tune.name=../elsewhere"], "give a name without a path"),
     (["tune.name=mnist_fully_connected_feed"], "exists and mode=tune did not write it"),
+    (["pipeline=tf_data", "tune.knobs=[shuffle_buffer]"], "pipeline.shuffle_buffer not in the search space"),
 ])
 def test_a_tune_name_is_checked_before_the_search(tmp_path, args, said):
     proc = run_cli("mode=tune", *args, cwd=tmp_path)

@@ -13,7 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from runner.config.hydra import CONF_DIR
+from runner.config.hydra import CONF_DIR, with_pipeline
 from runner.config.schema import BENCH_ARMS, GROUPS, INT_MAX, PRECISIONS, SCHEMAS, SPLITS, TRAINERS, RunnerConfig
 from runner.errors import ConfigError
 
@@ -124,6 +124,7 @@ def check_config(cfg: DictConfig) -> None:
         if name not in known("pipeline"):
             raise ConfigError(f"tune.pipelines contains {name!r}; known pipelines: {', '.join(known('pipeline'))}")
     check_tune_name(cfg)
+    check_tune_knobs(cfg)
     if group_schema(cfg, "hardware").processes != "one" and cfg.mode in ("bench", "tune"):
         raise ConfigError(f"mode={cfg.mode} measures one process; hardware={cfg.hardware.name} is for training "
                           f"(use hardware=cpu or a towers option)")
@@ -164,6 +165,31 @@ def check_tune_name(cfg: DictConfig) -> None:
         if path.exists() and not written_by_tune(path):
             raise ConfigError(f"tune.name={cfg.tune.name}: experiments/{path.name} exists and mode=tune did not write "
                               f"it; choose another tune.name, or set tune.overwrite=true to replace it")
+
+
+def search_space(cfg: DictConfig, thread_values: tuple[int, ...]) -> dict[str, tuple]:
+    """{key: candidate values} for cfg's pipeline (its schema's knobs) and, with tune.threads, the thread pools."""
+    schema = group_schema(cfg, "pipeline")
+    knobs = {**schema.knobs, **(schema.order_knobs if cfg.tune.allow_order else {})}
+    space = {f"pipeline.{k}": tuple(v) for k, v in knobs.items()}
+    if cfg.tune.threads:
+        space.update({"hardware.intra_op_threads": thread_values, "hardware.inter_op_threads": thread_values})
+    if cfg.tune.knobs is None:
+        return space
+    chosen = {k if k in space else f"pipeline.{k}" for k in cfg.tune.knobs}
+    unknown = sorted(k for k in chosen if k not in space)
+    if unknown or not chosen:
+        raise ConfigError(f"tune.knobs={list(cfg.tune.knobs)}: {', '.join(unknown) or 'no knob'} not in the search "
+                          f"space of pipeline={cfg.pipeline.name} here; choose from {', '.join(space)} (the order "
+                          f"knobs need tune.allow_order=true, the thread pools tune.threads=true)")
+    return {k: v for k, v in space.items() if k in chosen}
+
+
+def check_tune_knobs(cfg: DictConfig) -> None:
+    """tune.knobs names knobs of every pipeline mode=tune searches; said before anything is written."""
+    if cfg.mode == "tune" and cfg.tune.knobs is not None:
+        for name in tune_pipelines(cfg):
+            search_space(with_pipeline(cfg, name, cfg.hardware.precision), (0,))
 
 
 def tune_experiments(cfg: DictConfig) -> list[Path]:

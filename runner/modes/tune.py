@@ -17,7 +17,7 @@ import numpy as np
 import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from runner.config.checks import TUNE_HEADER, group_schema, tune_experiments, tune_pipelines
+from runner.config.checks import TUNE_HEADER, search_space, tune_experiments, tune_pipelines
 from runner.config.hydra import task_overrides, with_pipeline
 from runner.config.schema import BENCH_ARMS
 from runner.provenance import cpu_model
@@ -27,24 +27,6 @@ from runner.errors import ConfigError, RunnerError
 from runner.signals import Interrupted, signal_name
 
 log = logging.getLogger("runner")
-
-
-def search_space(cfg: DictConfig, thread_values: tuple[int, ...]) -> dict[str, tuple]:
-    """{key: candidate values} for cfg's pipeline (its schema's knobs) and, with tune.threads, the thread pools."""
-    schema = group_schema(cfg, "pipeline")
-    knobs = {**schema.knobs, **(schema.order_knobs if cfg.tune.allow_order else {})}
-    space = {f"pipeline.{k}": tuple(v) for k, v in knobs.items()}
-    if cfg.tune.threads:
-        space.update({"hardware.intra_op_threads": thread_values, "hardware.inter_op_threads": thread_values})
-    if cfg.tune.knobs is None:
-        return space
-    chosen = {k if k in space else f"pipeline.{k}" for k in cfg.tune.knobs}
-    unknown = sorted(k for k in chosen if k not in space)
-    if unknown or not chosen:
-        raise ConfigError(f"tune.knobs={list(cfg.tune.knobs)}: {', '.join(unknown) or 'no knob'} not in the search "
-                          f"space of pipeline={cfg.pipeline.name} here; choose from {', '.join(space)} (the order "
-                          f"knobs need tune.allow_order=true, the thread pools tune.threads=true)")
-    return {k: v for k, v in space.items() if k in chosen}
 
 
 def within_memory(space: dict[str, tuple], dataset, batch_size: int, free: int) -> dict[str, tuple]:
