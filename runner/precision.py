@@ -4,8 +4,7 @@
 - ``bf16`` / ``fp16``: the model's input (after float32 preprocessing) is cast to bfloat16 / float16, and each
   float32 variable is read through a cast (a custom getter), so variables, their gradients' updates, moving averages
   and checkpoints stay float32. The logits are cast back, so the softmax, the cross-entropy and the weight decay run
-  in float32. An op without a kernel for the type on its device (LRN on the CPU has none for bfloat16) runs in
-  float32 between two casts, and the run says so once (:func:`in_supported_type`).
+  in float32, as does the CNN's LRN (runner/models/lrn.py) between two casts.
 - ``fp16`` also scales the loss dynamically (:func:`scaled`): gradients that would underflow in float16 are
   computed on ``loss x scale``; a step whose gradients overflow is skipped and the scale halved (it doubles after
   2,000 finite steps). The scale is the ``loss_scale`` summary.
@@ -16,7 +15,6 @@ import logging
 from typing import Callable
 
 import tensorflow as tf
-from tensorflow.python.framework import kernels
 
 from runner.provenance import cpu_flags
 from runner.summaries import scalar
@@ -35,29 +33,6 @@ def cast_getter(dtype: tf.DType) -> Callable:
         return tf.cast(var, dtype) if var.dtype.base_dtype == tf.float32 else var
 
     return read_as
-
-
-def has_kernel(op_type: str, dtype: tf.DType, device_type: str) -> bool:
-    """Whether TensorFlow registers a kernel of ``op_type`` for ``dtype`` on ``device_type`` (CPU, GPU)."""
-    for kernel in kernels.get_registered_kernels_for_op(op_type).kernel:
-        if kernel.device_type != device_type:
-            continue
-        types = [c.allowed_values.list.type for c in kernel.constraint if c.name == "T"]
-        if not types or dtype.as_datatype_enum in types[0]:
-            return True
-    return False
-
-
-def in_supported_type(op_type: str, fn: Callable[[tf.Tensor], tf.Tensor], x: tf.Tensor) -> tf.Tensor:
-    """``fn(x)``, in float32 when ``op_type`` has no kernel for x's type on x's device (said once per run)."""
-    dtype = x.dtype.base_dtype
-    device_type = "GPU" if "GPU" in (x.device or "").upper() else "CPU"
-    if dtype == tf.float32 or has_kernel(op_type, dtype, device_type):
-        return fn(x)
-    if (op_type, dtype.name, device_type) not in _said:
-        _said.add((op_type, dtype.name, device_type))
-        log.info("%s has no %s kernel on the %s: it runs in float32", op_type, dtype.name, device_type)
-    return tf.cast(fn(tf.cast(x, tf.float32)), dtype)
 
 
 def in_precision(fn: Callable[..., tf.Tensor], precision: str) -> Callable[..., tf.Tensor]:

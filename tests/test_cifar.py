@@ -191,6 +191,25 @@ def test_cifar10_cnn_has_exactly_the_tutorials_parameters():
     assert logits.shape.as_list() == [None, 10]
 
 
+@pytest.mark.parametrize("depth_radius,bias,alpha,beta", [(4, 1.0, 0.001 / 9.0, 0.75), (2, 2.0, 1e-2, 0.5)])
+def test_lrn_and_its_gradient_equal_tensorflows(depth_radius, bias, alpha, beta):
+    from runner.models.lrn import lrn
+
+    rng = np.random.default_rng(0)
+    x, dy = (rng.normal(0, 3, [4, 5, 5, 16]).astype(np.float32) for _ in range(2))
+    graph = tf.Graph()
+    with graph.as_default():
+        inputs = tf.constant(x)
+        ours, theirs = lrn(inputs, depth_radius, bias, alpha, beta), tf.nn.lrn(inputs, depth_radius, bias, alpha, beta)
+        grads = [tf.gradients(y, inputs, grad_ys=tf.constant(dy))[0] for y in (ours, theirs)]
+        in_bf16 = lrn(tf.cast(inputs, tf.bfloat16), depth_radius, bias, alpha, beta)
+        with v1.Session() as sess:
+            y, y_ref, dx, dx_ref = sess.run([ours, theirs, *grads])
+    assert ours.shape.as_list() == [4, 5, 5, 16] and in_bf16.dtype == tf.bfloat16
+    np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(dx, dx_ref, rtol=1e-4, atol=1e-5)
+
+
 def test_weight_decay_only_on_local3_local4_and_only_when_training():
     graph, _ = _build_cnn(training=True)
     decay = graph.get_collection(v1.GraphKeys.REGULARIZATION_LOSSES)

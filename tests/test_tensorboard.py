@@ -137,8 +137,8 @@ def test_traced_steps_give_a_profile_and_a_chrome_trace_with_the_steps_ops(cifar
     assert len(profiles) == 1 and profiles[0].stat().st_size > 0
     trace = json.loads((cifar_run / "traces" / "steps_3-4.trace.json").read_text())
     ops = {e["name"] for e in trace["traceEvents"] if e.get("ph") == "X"}
-    # the forward and backward convolutions (oneDNN's kernels where it runs them), the LRN and the step's update
-    for op in ("Conv2D", "Conv2DBackpropFilter", "LRN", "ResourceApplyGradientDescent"):
+    # the forward and backward convolutions (oneDNN's kernels where it runs them), the LRN's and the step's update
+    for op in ("Conv2D", "Conv2DBackpropFilter", "Rsqrt", "ResourceApplyGradientDescent"):
         assert any(name == op or name.endswith(op) for name in ops), (op, sorted(ops))
     assert {"train 3", "train 4"} <= ops  # each traced step is marked
 

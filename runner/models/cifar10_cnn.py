@@ -5,7 +5,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from runner.models import MODELS
-from runner.precision import in_supported_type
+from runner.models.lrn import lrn
 from runner.summaries import histogram, scalar
 
 v1 = tf.compat.v1
@@ -30,8 +30,7 @@ def _summarize(x: tf.Tensor, name: str, training: bool) -> tf.Tensor:
 
 
 def _lrn(x: tf.Tensor, name: str) -> tf.Tensor:
-    return in_supported_type("LRN", lambda y: tf.nn.lrn(y, depth_radius=4, bias=1.0, alpha=0.001 / 9.0, beta=0.75,
-                                                         name=name), x)
+    return lrn(x, depth_radius=4, bias=1.0, alpha=0.001 / 9.0, beta=0.75, name=name)  # in float32 (runner/models/lrn.py)
 
 
 def _max_pool(x: tf.Tensor, name: str) -> tf.Tensor:
