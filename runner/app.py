@@ -25,7 +25,7 @@ from runner.config import guard, plugins
 from runner.core.closing import still_closing
 from runner.core.files import write_text
 from runner.config.checks import check_writable
-from runner.config.hydra import CONF_DIR, register_schemas, task_overrides
+from runner.config.hydra import CONF_DIR, register_schemas, schema_of, task_overrides
 from runner.distributed.roles import writes_run_dir
 from runner.errors import ConfigError, RunDirInUse, RunnerError, describe_os_error
 from runner.messages import composition_error, help_text, launcher_error
@@ -42,7 +42,7 @@ def hydra_subdir(mode: str, output_dir: str, hardware: str = "cpu", ps: int = 1,
     ``.hydra/resumes/`` when the run dir already holds a trained run, whose config must stay as it is;
     ``.hydra/<mode>`` for eval, bench and convert; nowhere for a cluster task that does not own the run dir."""
     try:
-        if mode == "train" and not writes_run_dir(hardware, int(ps), resolver):
+        if mode == "train" and not writes_run_dir(schema_of("hardware", hardware).processes, int(ps), resolver):
             return None
     except ConfigError:  # said by the run itself, with its exit status
         pass
@@ -72,7 +72,7 @@ register_resolvers()
 
 def checked(cfg: DictConfig, run_dir: str, overrides: list[str]) -> DictConfig:
     """The config a run runs, validated: for mode=eval the run's own config with this command line's choices
-    (runner.rundir.eval_config), else ``cfg``. The one place a config is validated."""
+    (runner.rundir.eval_config), else ``cfg``. The checks of the config before any run (a tune run also checks it can write its experiment)."""
     from runner.validation import validate  # the datasets' modules: not on the way of --cfg and --help
 
     if cfg.mode == "eval":

@@ -13,7 +13,8 @@ from omegaconf import DictConfig, OmegaConf
 from runner.config.hydra import params
 from runner.config.schema import RunnerConfig
 from runner.datasets.base import Dataset
-from runner.engine.hardware import Placement, cores_given, place
+from runner.core.system import cores, cores_given
+from runner.engine.hardware import Placement, place
 from runner.engine.model import Parts, shared_model
 from runner.precision import check_hardware, scaled
 from runner.engine.replicas import Replicas
@@ -52,7 +53,7 @@ def placement(cfg: DictConfig, replicas: Replicas | None = None) -> Placement:
     hardware = {k: v for k, v in hardware.items() if k in accepted}  # a cluster's own keys are not place's
     jobs, given = parallel_jobs(), cores_given()
     if jobs > 1 or given:
-        share = max(1, (given or os.cpu_count() or 1) // jobs)
+        share = max(1, cores() // jobs)
         for key in ("intra_op_threads", "inter_op_threads"):
             hardware[key] = hardware[key] or share
         said = f"{jobs} parallel jobs" if jobs > 1 else f"{given} CPU(s) given to this process"

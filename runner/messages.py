@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import typing
 from pathlib import Path
 
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from runner.config.hydra import CONF_DIR
-from runner.config.schema import SCHEMAS, BenchConfig, RunnerConfig
+from runner.config.schema import SCHEMAS, RunnerConfig
 from runner.core.files import shown
 
 HELP = """\
@@ -136,7 +137,23 @@ def _line_of(path: Path, key: str) -> str:
 
 
 def _schemas() -> list[type]:
-    return [RunnerConfig, BenchConfig, *(schema for options in SCHEMAS.values() for schema in options.values())]
+    """Every schema a config file can set keys of: RunnerConfig, the sections it holds (walked, so a new section is
+    never missed) and every group option's."""
+    found: list[type] = []
+
+    def walk(schema: type) -> None:
+        if schema in found:
+            return
+        found.append(schema)
+        for f in dataclasses.fields(schema):
+            kind = f.type if isinstance(f.type, type) else None
+            if kind is None and isinstance(f.type, str):  # postponed annotations: resolve the section's class
+                kind = typing.get_type_hints(schema).get(f.name)
+            if dataclasses.is_dataclass(kind):
+                walk(kind)
+
+    walk(RunnerConfig)
+    return found + [schema for options in SCHEMAS.values() for schema in options.values() if schema not in found]
 
 
 def launcher_error(err: Exception) -> str | None:

@@ -15,7 +15,7 @@ import tensorflow as tf
 v1 = tf.compat.v1
 
 EVAL_DIR = "eval"  # RUN/eval/: the evaluations' event files, a run of their own beside training's, as cifar10_eval's
-LOSS_TERMS = "runner_loss_terms"  # graph collection: the terms of the first tower's loss (runner.losses)
+LOSS_TERMS = "runner_loss_terms"  # graph collection: the terms of the first tower's loss (runner.trainers.losses)
 HISTOGRAMS, HISTOGRAM_TAGS = "runner_histograms", "runner_histogram_tags"  # graph collections: rows, tags
 
 

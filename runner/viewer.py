@@ -3,7 +3,7 @@
     python -m runner.viewer [DIR] [--port 6006] [--host localhost]
 
 A run dir holds training's events, its evaluations' in eval/, profiles in plugins/profile/; a sweep dir holds its
-jobs' dirs and their HParams summaries (runner.hparams).
+jobs' dirs and their HParams summaries (runner.sweeps.hparams).
 """
 from __future__ import annotations
 

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from runner.config.hydra import schema_of
 from runner.distributed import cluster, roles
 from runner.app import run
 from runner.build import build_parts
@@ -42,9 +43,11 @@ def test_tf_config_becomes_the_cluster_spec_and_role(monkeypatch):
     assert roles.role_from_env(ps=1) == ("worker", 1)
     resolved = cluster.resolve("auto", ps=1, port_base=8888, device_type="cpu")
     assert resolved.cluster.as_dict() == spec and (resolved.role, resolved.index) == ("worker", 1)
-    assert not roles.writes_run_dir("cluster", 1, "auto")  # worker 1 is not the chief
+    processes = schema_of("hardware", "cluster").processes  # asked of the schema, as the run asks it
+    assert not roles.writes_run_dir(processes, 1, "auto")  # worker 1 is not the chief
+    assert roles.writes_run_dir(schema_of("hardware", "local_cluster").processes, 1, "auto")  # its launcher
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": spec, "task": {"type": "worker", "index": 0}}))
-    assert roles.writes_run_dir("cluster", 1, "auto")
+    assert roles.writes_run_dir(processes, 1, "auto")
 
 
 def test_slurm_environment_becomes_the_cluster_spec_and_role(monkeypatch):

@@ -146,6 +146,8 @@ def test_image_sizes_and_channels_are_checked_before_anything_runs(tmp_path, ove
                                       r"the keys here are: prefetch"),
     ("batch_sise: 10\n", r"experiments/zz_mend_\w+.yaml: line 2: batch_sise is not a known key; the keys here are: "
                          r"mode, batch_size"),
+    ("tune:\n  rouds: 3\n", r"experiments/zz_mend_\w+.yaml: line 3: tune.rouds is not a known key; the keys here are: "
+                            r"pipelines, budget_secs"),  # a section of the config is named as a group is
 ])
 def test_a_broken_experiment_is_one_line_naming_the_file_the_line_and_the_key(tmp_path, text, message):
     project = project_copy(tmp_path / "project")

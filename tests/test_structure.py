@@ -3,6 +3,7 @@ function), a mode table that matches the schema, and no TensorFlow while any mod
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -139,3 +140,49 @@ def test_showing_a_config_that_chooses_a_plug_in_launcher_loads_it(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher" in proc.stdout
     assert "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper" in proc.stdout
+
+
+# ------------------------------------------------------------------------------- names in the words
+DOTTED = re.compile(r"(?<![\w./$-])runner(?:\.[A-Za-z_]\w*)+")
+NOT_CODE = {"runner.log", "runner.subdir", "runner.sweep_key", "runner.cwd"}  # a run dir's file; the resolvers
+
+
+def _defined(path: Path) -> dict[str, set[str]]:
+    """A module's top-level names, each with the names its class body defines (methods, attributes)."""
+    names: dict[str, set[str]] = {}
+    for node in ast.parse(path.read_text(), str(path)).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names[node.name] = {getattr(n, "name", None) or getattr(getattr(n, "target", None), "id", None)
+                                for n in getattr(node, "body", []) if isinstance(n, ast.ClassDef)} | {
+                                   n.name for n in ast.walk(node) if isinstance(n, (ast.FunctionDef, ast.ClassDef))} | {
+                                   t.id for n in ast.walk(node) for t in getattr(n, "targets", [getattr(n, "target", None)])
+                                   if isinstance(t, ast.Name)}
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            for target in getattr(node, "targets", [getattr(node, "target", None)]):
+                names.update({t.id: set() for t in ast.walk(target) if isinstance(t, ast.Name)})
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update({(a.asname or a.name).split(".")[0]: set() for a in node.names})
+    return names
+
+
+def _resolves(dotted: str, modules: dict[str, Path]) -> bool:
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        module = ".".join(parts[:cut])
+        if module in modules:
+            rest = parts[cut:]
+            if not rest:
+                return True
+            names = _defined(modules[module])
+            return rest[0] in names and (len(rest) == 1 or (len(rest) == 2 and rest[1] in names[rest[0]]))
+    return False
+
+
+def test_every_runner_name_in_the_code_the_tests_and_the_docs_resolves():
+    modules = _modules()
+    assert not _resolves("runner" + ".hparams", modules) and not _resolves("runner.engine.training" + ".nope", modules)
+    texts = [*PACKAGE.rglob("*.py"), *(ROOT / "tests").glob("*.py"), ROOT / "README.md", *(ROOT / "docs").rglob("*.md"),
+             ROOT / "Makefile", *(ROOT / "conf").rglob("*.yaml")]
+    stale = sorted({f"{path.relative_to(ROOT)}: {name}" for path in texts for name in DOTTED.findall(path.read_text())
+                    if name.rstrip(".") not in NOT_CODE and not _resolves(name.rstrip("."), modules)})
+    assert not stale, "names of runner's code that are not there:\n" + "\n".join(stale)

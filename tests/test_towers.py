@@ -21,7 +21,7 @@ NO_GPU = not tf.config.list_physical_devices("GPU")
 
 
 def _place(name: str, **overrides):
-    """runner.hardware.place with an option's values (precision is the model's, not the placement's)."""
+    """runner.engine.hardware.place with an option's values (precision is the model's, not the placement's)."""
     params = option("hardware", name, **overrides)
     params.pop("precision")
     return place(name, **params)

@@ -29,6 +29,7 @@ from omegaconf import DictConfig
 
 from runner import rundir
 from runner.config.hydra import task_overrides
+from runner.core.system import cores
 from runner.data import prepared_dataset
 from runner.distributed.netns import Network
 from runner.distributed.roles import LAUNCHED_ENV
@@ -118,7 +119,7 @@ def launch(cfg: DictConfig, run_dir: str, overrides: list[str]) -> dict | None:
     roles = [("ps", i) for i in range(hardware.ps)] + [("worker", i) for i in range(hardware.workers)]
     roles += [("evaluator", 0)] if hardware.evaluator else []
     computing = hardware.workers + (1 if hardware.evaluator else 0)  # ps tasks mostly wait: they get one thread
-    threads = max(1, (os.cpu_count() or 1) // computing)
+    threads = max(1, cores() // computing)
     command = task_command(cfg, str(Path(run_dir).absolute()), overrides, threads)
     tasks: list[ChildTask] = []
     with Network() as network, StopSignals(grace_secs=STOP_GRACE_SECS + 5) as stop, contextlib.ExitStack() as stack:

@@ -48,10 +48,11 @@ def resolver_name(resolver: str) -> str:
     return resolver
 
 
-def writes_run_dir(hardware: str, ps: int, resolver: str) -> bool:
+def writes_run_dir(processes: str, ps: int, resolver: str) -> bool:
     """Whether this process owns the run dir (its lock, saved config, checkpoints): every process that is not a
-    cluster task, and the chief of a cluster started by hand. local_cluster's tasks leave it to their launcher."""
-    if hardware != "cluster":
+    cluster task (its hardware schema's ``processes`` is not ``task``), and the chief of a cluster started by hand.
+    local_cluster's tasks leave it to their launcher."""
+    if processes != "task":
         return True
     if LAUNCHED_ENV in os.environ:
         return False

@@ -14,6 +14,7 @@ import os
 from omegaconf import DictConfig
 
 from runner import rundir
+from runner.config.checks import group_schema
 from runner.data import prepared_dataset
 from runner.distributed.roles import LAUNCHED_ENV, role_from_env, writes_run_dir
 from runner.errors import ConfigError
@@ -34,7 +35,7 @@ def run_task(cfg: DictConfig, run_dir: str) -> dict | None:
         from runner.runs import eval_run  # TensorFlow, loaded by prepared_dataset
 
         return eval_run(cfg, run_dir, dataset, once=False, until_step=cfg.max_steps)
-    owner = writes_run_dir(hardware.name, hardware.ps, hardware.resolver)
+    owner = writes_run_dir(group_schema(cfg, "hardware").processes, hardware.ps, hardware.resolver)
     with rundir.lock(run_dir) if owner else contextlib.nullcontext():
         changed = rundir.check_resume(run_dir, cfg) if owner else None
         return _work(cfg, run_dir, prepared_dataset(cfg), role, index, changed)

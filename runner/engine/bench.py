@@ -17,7 +17,7 @@ from runner.config.schema import RunnerConfig
 from runner.core.files import write_json, write_text
 from runner.engine.measure import window_figures, bound_runner, measure_pipeline, timed
 from runner.engine.model import Parts
-from runner.engine.hardware import cores
+from runner.core.system import cores
 from runner.engine.stages import attribution, limit_line, stage_rates, stage_table
 from runner.engine.training import train
 from runner.signals import Interrupted, signal_name
@@ -45,7 +45,7 @@ class _PairedBound(v1.train.SessionRunHook):
 
 def training_run(parts: Parts, run: RunnerConfig, run_dir: str, name: str, config: dict, measured: dict,
                  bound: Callable[[], None]) -> dict:
-    """Trains with the real loop (train.train, in ``run_dir/training_<pipeline>``) for as many steps as the
+    """Trains with the real loop (runner.engine.training.train, in ``run_dir/training_<pipeline>``) for as many steps as the
     bench's windows (the warm-up rounded up to whole windows), a window of the bound after each of its progress
     windows. Its examples/sec is the median of its windows after the warm-up; its ratio to the bench is the median
     of its windows over their paired bound windows, over the pipeline's ratio to the bound."""

@@ -9,7 +9,6 @@ there is no GPU), with one warning; ``hardware.strict=true`` makes that an error
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 
 import tensorflow as tf
@@ -18,24 +17,6 @@ from runner.errors import ConfigError
 
 log = logging.getLogger("runner")
 _said: set[tuple[str, str]] = set()  # the auto choice is said once per process
-
-
-def cores_given() -> int | None:
-    """The CPUs this process was given, when fewer than the machine's: a SLURM job's ``--cpus-per-task``, or a CPU
-    affinity mask (taskset, cgroups). TensorFlow would otherwise size its thread pools to the whole machine."""
-    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
-    if slurm.isdigit() and int(slurm) > 0:
-        return int(slurm)
-    try:
-        count = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return None
-    return count if count < (os.cpu_count() or count) else None
-
-
-def cores() -> int:
-    """The CPUs this process may run on: those it was given (:func:`cores_given`), else the machine's."""
-    return cores_given() or os.cpu_count() or 1
 
 
 @dataclass

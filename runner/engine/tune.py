@@ -30,7 +30,7 @@ from runner.config.schema import RunnerConfig
 from runner.stats import compare, summarize
 from runner.engine.measure import window_figures, bound_runner, measure_pipeline
 from runner.engine.model import Parts
-from runner.engine.hardware import cores
+from runner.core.system import cores
 from runner.engine.stages import attribution, stage_rates
 from runner.errors import RunnerError
 

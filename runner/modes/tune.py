@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from runner.config.checks import TUNE_HEADER, search_space, tune_experiments, tune_pipelines
 from runner.config.hydra import task_overrides, with_pipeline
 from runner.config.schema import BENCH_ARMS
+from runner.core.system import cores
 from runner.provenance import cpu_model
 from runner.data import prepared_dataset
 from runner.core.files import write_json, write_text
@@ -83,7 +84,6 @@ def experiment_text(experiment: str, cfg: DictConfig, result, keys: list[str], n
 def run(cfg: DictConfig, run_dir: str) -> dict:
     dataset = prepared_dataset(cfg)
     from runner.build import build_parts, describe, settings  # TensorFlow, once the data files are ready
-    from runner.engine.hardware import cores
     from runner.engine.tune import Result, search, table, thread_values
     from runner.pipelines.base import available_memory
     from runner.runs import naming_damaged_records
