@@ -27,7 +27,7 @@ bench: install            ## the input methods against the model-only bound, on 
 	$(PY) -m runner mode=bench dataset=shapes $(ARGS)
 
 bench-compare: install    ## runner vs Keras fit (fp32, bf16), a real run vs the bench: ratios with 95% intervals (minutes)
-	$(PY) -m runner.benchmarks.compare $(ARGS)
+	$(PY) -m runner.perf.compare $(ARGS)
 
 convert: install          ## write the dataset's TFRecords (make convert ARGS="dataset=mnist")
 	$(PY) -m runner mode=convert $(ARGS)

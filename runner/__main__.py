@@ -1,3 +1,3 @@
-from runner.app import program
+from runner.cli.app import program
 
 program()

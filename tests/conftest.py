@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import runner  # noqa: F401  its process settings (oneDNN) before any test module loads TensorFlow
-from runner.data import build_dataset
+from runner.run.data import build_dataset
 from tests.helpers import TINY, compose  # also: no CUDA probing without a GPU
 
 

@@ -4,7 +4,7 @@ import signal
 
 import pytest
 
-from runner.app import run
+from runner.cli.app import run
 from tests.helpers import compose, run_cli, stop_when
 
 TINY_BENCH = ["mode=bench", "dataset=shapes", "dataset.num_train=500", "dataset.num_test=100", "batch_size=16",
@@ -35,7 +35,7 @@ def test_bench_measures_every_pipeline_against_the_bound(tmp_path):
 
 
 def test_a_pipeline_above_the_bound_beyond_its_noise_is_said_to_be_untrustworthy():
-    from runner.engine.bench import _above_bound
+    from runner.perf.bench import _above_bound
 
     assert _above_bound("tf_data", {"ratio_to_bound": 1.02}) is None  # one round: within its noise
     assert "rerun on a quieter machine, or with bench.repeats=5" in _above_bound("tf_data", {"ratio_to_bound": 1.08})
@@ -51,7 +51,7 @@ def test_the_benchs_autotune_arm_is_tf_data_as_tf_data_runs_it():
     import tensorflow as tf
 
     from runner.config.hydra import with_pipeline
-    from runner.data import build_dataset
+    from runner.run.data import build_dataset
     from runner.pipelines import PIPELINES
     from tests.helpers import TINY
 
@@ -102,7 +102,7 @@ def _state_updated_by(train_op) -> set[str]:
 def test_the_bench_measures_the_op_that_trains(tmp_path, monkeypatch):
     """The bound and the pipelines are built by the training's own graph builder: the same variables, and one step
     updates the same ones (the model, the optimizer's step, the moving averages of the CIFAR-10 preset)."""
-    import runner.engine.measure
+    import runner.perf.measure
     import runner.engine.training
     from runner.engine.graph import build_train_graph
 
@@ -113,7 +113,7 @@ def test_the_bench_measures_the_op_that_trains(tmp_path, monkeypatch):
         return built[-1]
 
     monkeypatch.setattr(runner.engine.training, "build_train_graph", recording)
-    monkeypatch.setattr(runner.engine.measure, "build_train_graph", recording)
+    monkeypatch.setattr(runner.perf.measure, "build_train_graph", recording)
     shapes = ["dataset=shapes", "dataset.num_train=500", "dataset.num_test=100", "batch_size=16", "pipeline=tf_data"]
     run(compose(*shapes, "max_steps=2", "log_every=1"), str(tmp_path / "train"))
     run(compose(*shapes, "mode=bench", "bench.pipelines=[tf_data]", "bench.warmup_steps=0", "bench.windows=1",
@@ -257,7 +257,7 @@ def test_bench_compare_refuses_settings_that_give_no_interval(tmp_path):
 
     for args, said in ((["--rounds", "1"], "--rounds must be at least 2"),
                        (["--pairings", "fp32,fp8"], "--pairings fp32,fp8: choose from fp32,bf16,run/bench")):
-        proc = subprocess.run([sys.executable, "-m", "runner.benchmarks.compare", *args], cwd=tmp_path,
+        proc = subprocess.run([sys.executable, "-m", "runner.perf.compare", *args], cwd=tmp_path,
                               capture_output=True, text=True, timeout=60)
         assert proc.returncode == 2 and said in proc.stderr, proc.stderr
         assert not list(tmp_path.iterdir())

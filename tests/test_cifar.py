@@ -15,7 +15,7 @@ from runner.datasets.cifar10 import Cifar10
 from runner.datasets.cifar_format import RECORD_BYTES, read_records, write_records
 from runner.datasets.shapes import Shapes, generate
 from runner.engine.session import session
-from runner.errors import DataError, RunnerError
+from runner.core.errors import DataError, RunnerError
 from runner.models import MODELS
 from runner.pipelines import PIPELINES
 from tests.helpers import option

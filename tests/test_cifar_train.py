@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from runner.app import run
+from runner.cli.app import run
 from runner.pipelines import PIPELINES
 from tests.helpers import compose, option
 
@@ -37,7 +37,7 @@ def test_a_tf_data_session_closes_at_once():
 
     import tensorflow as tf
 
-    from runner.data import build_dataset
+    from runner.run.data import build_dataset
     from runner.core.closing import CLOSE_WAIT_SECS
     from runner.engine.session import session
 
@@ -81,7 +81,7 @@ def test_the_queue_holds_the_tutorials_min_after_dequeue_and_capacity(monkeypatc
     """cifar10_input: min_after_dequeue = 0.4 x 50,000 = 20,000 and capacity = min_after_dequeue + 3 x batch."""
     import tensorflow as tf
 
-    from runner.data import build_dataset
+    from runner.run.data import build_dataset
 
     dataset = build_dataset(compose(*SHAPES))
     dataset.prepare()

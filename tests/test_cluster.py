@@ -20,8 +20,8 @@ import tensorflow as tf
 
 from runner.config.hydra import schema_of
 from runner.distributed import cluster, roles
-from runner.app import run
-from runner.build import build_parts
+from runner.cli.app import run
+from runner.run.build import build_parts
 from runner.engine.session import SessionTarget, session
 from runner.engine.graph import build_train_graph
 from runner.engine.hooks import FeedHook

@@ -5,8 +5,8 @@ import pytest
 from omegaconf import OmegaConf
 from hydra.errors import ConfigCompositionException
 
-from runner.validation import validate
-from runner.errors import ConfigError
+from runner.run.validate import validate
+from runner.core.errors import ConfigError
 from tests.helpers import compose
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -117,7 +117,7 @@ def test_each_value_lives_in_one_place():
 
     from runner.config.schema import SCHEMAS, RunnerConfig
     from runner.datasets import DATASETS
-    import runner.engine.bench
+    import runner.perf.bench
     import runner.engine.training
     from runner.engine.evaluation import evaluate
     from runner.engine.hardware import place
@@ -137,7 +137,7 @@ def test_each_value_lives_in_one_place():
         defaults = [p.name for p in inspect.signature(part).parameters.values()
                     if p.default is not inspect.Parameter.empty and p.name not in ("md5", "shard", "until_step")]
         assert not defaults, (part, defaults)
-    for module in (runner.engine.training, runner.engine.bench):  # they read the run's settings from RunnerConfig
+    for module in (runner.engine.training, runner.perf.bench):  # they read the run's settings from RunnerConfig
         copies = [name for name, value in vars(module).items() if isinstance(value, type) and
                   dataclasses.is_dataclass(value) and value.__module__ == module.__name__]
         assert not copies, (module.__name__, copies)

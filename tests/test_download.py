@@ -7,7 +7,7 @@ import pytest
 from runner.datasets.download import download
 from runner.datasets.idx_format import write_idx
 from runner.datasets.mnist import Mnist
-from runner.errors import DataError
+from runner.core.errors import DataError
 from tests.helpers import option
 
 

@@ -16,16 +16,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from runner import rundir
-from runner.app import run
-from runner.data import build_dataset
+from runner.run import rundir
+from runner.cli.app import run
+from runner.run.data import build_dataset
 from runner.core import files as cache_files
 from runner.datasets.base import Records
 from runner.engine.checkpoints import latest_checkpoint
 from runner.engine.evals import EvalOp, run_eval
-from runner.errors import ConfigError, DataError
+from runner.core.errors import ConfigError, DataError
 from runner.pipelines.base import Batch, record_files
-from runner.signals import Interrupted, StopSignals
+from runner.core.signals import Interrupted, StopSignals
 from tests.helpers import ROOT, TINY, compose, run_cli
 
 QUICK = [*TINY, "max_steps=40", "log_every=20", "checkpoint_every=20", "eval_splits=[test]"]
@@ -109,7 +109,7 @@ def test_an_emptied_tfrecord_cache_file_is_rebuilt_before_use(tmp_path, tiny_dig
 BLOCKED = textwrap.dedent("""
     import sys, tensorflow as tf
     from runner.engine.session import session
-    from runner.signals import Interrupted, StopSignals
+    from runner.core.signals import Interrupted, StopSignals
     v1 = tf.compat.v1
     graph = tf.Graph()
     with graph.as_default():  # a reader over a file with no whole record: the batch never comes
@@ -384,7 +384,7 @@ def test_every_config_error_is_a_config_error_not_a_traceback():
     with pytest.raises(ConfigError, match="has no schema"):
         from omegaconf import OmegaConf, open_dict
 
-        from runner.validation import validate
+        from runner.run.validate import validate
 
         cfg = compose()
         with open_dict(cfg):
@@ -395,7 +395,7 @@ def test_every_config_error_is_a_config_error_not_a_traceback():
 def test_a_saved_config_is_typed_again_so_eval_validates_it(trained):
     from omegaconf import OmegaConf
 
-    from runner.validation import validate
+    from runner.run.validate import validate
     from runner.config.hydra import typed
 
     cfg = typed(rundir.saved_config(trained))

@@ -7,7 +7,7 @@ import pytest
 
 from runner.datasets.glyphs import generate
 from runner.datasets.idx_format import read_idx, write_idx
-from runner.errors import DataError
+from runner.core.errors import DataError
 
 
 def test_reads_big_endian_header_and_uint8_data(tmp_path):

@@ -16,10 +16,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from runner.app import run
-from runner.data import build_dataset
+from runner.cli.app import run
+from runner.run.data import build_dataset
 from runner.engine.hooks import Clock, NanHook
-from runner.errors import DataError, TrainingError
+from runner.core.errors import DataError, TrainingError
 from tests.helpers import TINY, compose, project_copy, pull, run_cli, user_env
 from tests.test_own_data import overrides_for
 
@@ -214,7 +214,7 @@ def test_a_full_disk_while_writing_a_cache_is_one_line_and_leaves_nothing_partia
 def test_a_data_file_that_changes_under_a_graph_is_named(tmp_path):
     import tensorflow as tf
 
-    from runner.errors import DataChanged
+    from runner.core.errors import DataChanged
     from runner.pipelines.base import check_unchanged, watch
 
     files = [tmp_path / "a.bin", tmp_path / "b.bin"]

@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from runner.app import run
-from runner.data import build_dataset
+from runner.cli.app import run
+from runner.run.data import build_dataset
 from runner.datasets.fixed_length import Layout
 from runner.datasets.idx_format import write_idx
 from runner.datasets.records import write_records
 from runner.datasets.glyphs import generate
-from runner.errors import ConfigError, DataError
+from runner.core.errors import ConfigError, DataError
 from runner.pipelines import PIPELINES
 from tests.helpers import compose, option, pull, run_cli
 
@@ -467,16 +467,16 @@ def test_convert_writes_the_records_the_pipelines_read(tmp_path, kind):
 
 @pytest.mark.parametrize("kind", ["csv", "tfrecord_raw", "fixed_length"])
 def test_convert_refuses_the_formats_read_as_they_are(tmp_path, kind):
-    from runner.validation import validate
-    from runner.errors import ConfigError
+    from runner.run.validate import validate
+    from runner.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"mode=convert writes TFRecords that the queue and tf_data pipelines read"):
         validate(compose(*overrides_for(kind, tmp_path, 20, 20), "mode=convert"))
 
 
 def test_a_csv_dataset_refuses_a_model_that_needs_images(tmp_path):
-    from runner.validation import validate
-    from runner.errors import ConfigError
+    from runner.run.validate import validate
+    from runner.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"model=cifar10_cnn takes images but dataset=csv gives feature vectors of 4 "
                                           r"values; use model=mlp"):
@@ -511,7 +511,7 @@ def test_every_dataset_implements_the_whole_interface():
 
 
 def test_a_file_damaged_while_a_run_reads_it_is_named(tmp_path):
-    from runner.runs import naming_damaged_records
+    from runner.run.runs import naming_damaged_records
 
     dataset = build_dataset(compose(*overrides_for("csv", tmp_path, 40, 20)))
     dataset.prepare()  # checked and cached; then the file changes under the run

@@ -73,7 +73,7 @@ def test_queue_training_mixes_epochs_but_covers_the_split(tiny_digits, records_p
 
 
 def test_preloaded_as_a_constant_is_in_the_graph_def_and_refused_past_its_limit(tiny_digits, monkeypatch):
-    from runner.errors import ConfigError
+    from runner.core.errors import ConfigError
     from runner.pipelines import preloaded
 
     graph = tf.Graph()
@@ -97,7 +97,7 @@ def test_preloaded_data_stays_out_of_the_graph_def(tiny_digits):
 
 
 def test_preloaded_refuses_a_split_larger_than_the_memory_available(tiny_digits, monkeypatch):
-    from runner.errors import ConfigError
+    from runner.core.errors import ConfigError
     from runner.pipelines import preloaded
 
     size = sum(a.nbytes for a in tiny_digits.arrays("train"))
@@ -123,7 +123,7 @@ def test_tf_data_knobs_that_change_only_speed_give_todays_batches(tiny_digits, p
 
 def test_a_cache_that_does_not_fit_in_memory_is_refused(tiny_digits, monkeypatch):
     import runner.pipelines.tf_data
-    from runner.errors import ConfigError
+    from runner.core.errors import ConfigError
 
     monkeypatch.setattr(runner.pipelines.tf_data, "available_memory", lambda: 1000)
     with pytest.raises(ConfigError, match=r"pipeline.cache=memory holds the decoded train split in memory: 0.00 GB, "

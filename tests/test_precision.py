@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from runner.app import run
+from runner.cli.app import run
 from runner.models import MODELS
-from runner.precision import in_precision, scaled
+from runner.ops.precision import in_precision, scaled
 from tests.helpers import TINY, compose
 
 v1 = tf.compat.v1

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from runner.datasets.records import parse_examples, write_records
-from runner.errors import DataError
+from runner.core.errors import DataError
 
 
 def test_round_trip(tmp_path):

@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from runner.errors import ConfigError
-from runner.registry import Registry
+from runner.core.errors import ConfigError
+from runner.core.registry import Registry
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from scipy import stats as scipy_stats
 
-from runner import stats
+from runner.core import stats
 from runner.sweeps import report
 from tests.helpers import ROOT
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from runner.config import guard
-from runner.errors import ConfigError
+from runner.core.errors import ConfigError
 from tests.helpers import ROOT, project_copy, run_cli
 
 HINT = "to allow it, set RUNNER_ALLOW_TARGETS=1 in the environment"
@@ -85,7 +85,7 @@ def test_3_an_experiment_that_sets_git_config_in_the_environment(tmp_path, paylo
 
 def test_git_for_provenance_runs_no_configured_command(tmp_path, monkeypatch):
     """Whatever the environment holds, provenance's git runs no fsmonitor, hook or pager the config names."""
-    from runner import provenance
+    from runner.run import provenance
 
     marker = tmp_path / "pwned"
     monkeypatch.setenv("GIT_CONFIG_COUNT", "1")
@@ -267,4 +267,4 @@ def test_runners_own_configs_name_no_code_but_its_callbacks_and_launcher():
     assert launcher["_target_"] == "hydra_plugins.runner_launchers.parallel.ParallelLauncher"  # runner's own
     callbacks = yaml.safe_load((ROOT / "conf" / "config.yaml").read_text())["hydra"]["callbacks"]
     assert {name: c["_target_"] for name, c in callbacks.items()} == {
-        "validate": "runner.app.ValidateBeforeRun", "report": "runner.sweeps.report.SweepReport"}
+        "validate": "runner.cli.app.ValidateBeforeRun", "report": "runner.sweeps.report.SweepReport"}

@@ -95,8 +95,38 @@ def test_the_cycle_finder_finds_a_planted_cycle():
 def test_runner_has_no_import_cycles():
     graph = import_graph()
     assert "runner.config.schema" in graph["runner.config.checks"]  # the reader sees imports
-    assert "runner.runs" in graph["runner.modes.train"]  # including those made inside a function
+    assert "runner.run.runs" in graph["runner.modes.train"]  # including those made inside a function
     assert _cycles(graph) == []
+
+
+# Each folder of runner/ is a layer; a module imports only from its own layer or those below it. Parts of one rank
+# (the models, trainers, optimizers and pipelines) import none of each other.
+LAYERS = [{"cli"}, {"modes"}, {"sweeps"}, {"distributed"}, {"perf"}, {"run"}, {"engine"},
+          {"models", "trainers", "optim", "pipelines"}, {"ops"}, {"datasets"}, {"config"}, {"core"}]
+ENTRY_POINTS = {"__init__", "__main__", "viewer", "report"}  # python -m runner, runner.viewer, runner.report
+
+
+def _layer(module: str) -> str:
+    return module.split(".")[1] if module.count(".") >= 1 else "runner"
+
+
+def _rank(layer: str) -> int:
+    return next(i for i, names in enumerate(LAYERS) if layer in names)
+
+
+def test_nothing_but_the_entry_points_sits_flat_in_runner():
+    flat = {p.stem for p in PACKAGE.glob("*.py")}
+    assert flat <= ENTRY_POINTS, f"modules outside a layer folder: {sorted(flat - ENTRY_POINTS)}"
+    folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert folders == set().union(*LAYERS), "a folder of runner/ that is not in LAYERS, or a layer with no folder"
+
+
+def test_every_import_points_down_the_layers():
+    graph = import_graph()
+    upward = sorted(f"{a} -> {b}" for a, targets in graph.items() for b in targets
+                    if _layer(a) not in ENTRY_POINTS and _layer(b) != "runner" and _layer(a) != _layer(b)
+                    and _rank(_layer(b)) <= _rank(_layer(a)))
+    assert not upward, "imports that point up (or across parts of one rank):\n" + "\n".join(upward)
 
 
 def test_each_mode_is_one_module_with_one_entry_function():
@@ -114,7 +144,7 @@ COMPOSED = [[f"mode={mode}"] for mode in MODES] + [["hardware=local_cluster"], [
 def test_composing_any_mode_loads_no_tensorflow():
     """What runs before a run starts (the app's imports, composing, the schemas and the checks) loads no
     TensorFlow, for every mode; nor does Hydra's own composition with the hydra node's resolvers (--cfg all)."""
-    code = ("import sys; from runner.app import checked; from runner.config.hydra import compose_config\n"
+    code = ("import sys; from runner.cli.app import checked; from runner.config.hydra import compose_config\n"
             f"for args in {COMPOSED!r}:\n"
             "    cfg = compose_config(args)\n"
             "    checked(cfg, '.', []) if cfg.mode != 'eval' and cfg.hardware.name != 'cluster' else None\n"
@@ -127,7 +157,7 @@ def test_composing_any_mode_loads_no_tensorflow():
                                capture_output=True, text=True, timeout=60)
         assert hydra.returncode == 0, hydra.stderr[-2000:]
         imported = {line.split("|")[-1].strip() for line in hydra.stderr.splitlines() if "|" in line}
-        assert "runner.app" in imported and "tensorflow" not in imported
+        assert "runner.cli.app" in imported and "tensorflow" not in imported
         # Nor numpy, nor a launcher's or sweeper's plug-in module: Hydra's own plug-ins alone (runner.config.plugins)
         assert not {m for m in imported if m.split(".")[0] in ("numpy", "joblib", "ray", "optuna", "hydra_plugins")}
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runner.app import run
+from runner.cli.app import run
 from runner.sweeps.hparams import SUFFIX
 from tests.helpers import ROOT, compose, events, noise, option, run_cli, scalars
 
@@ -71,7 +71,7 @@ def test_histograms_are_tensorflows_histogram_summary_buckets_counted_faster():
     import numpy as np
     import tensorflow as tf
 
-    from runner.summaries import LIMITS, TrainingSummaries, histogram
+    from runner.ops.summaries import LIMITS, TrainingSummaries, histogram
 
     v1 = tf.compat.v1
     rng = np.random.default_rng(0)
@@ -264,7 +264,7 @@ def test_writers_of_the_same_second_keep_their_own_event_files(tmp_path):
     in RUN/eval/ shared one file, and one replaced the other's events (found by the continuous-eval test)."""
     import tensorflow as tf
 
-    from runner.summaries import file_writer, write_scalars
+    from runner.ops.summaries import file_writer, write_scalars
 
     with tf.Graph().as_default():
         writers = [file_writer(tmp_path), file_writer(tmp_path)]

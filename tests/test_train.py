@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from runner.app import run
-from runner.errors import ConfigError, TrainingError
+from runner.cli.app import run
+from runner.core.errors import ConfigError, TrainingError
 from runner.pipelines import PIPELINES
 from tests.helpers import ROOT, TINY, compose, run_cli
 
@@ -157,7 +157,7 @@ def test_evaluation_uses_the_moving_averages_and_eval_moving_average_false_the_r
 
     from runner.engine.checkpoints import latest_checkpoint
 
-    from runner.runs import eval_run
+    from runner.run.runs import eval_run
 
     args = [*TINY, "moving_average_decay=0.99", "max_steps=60", "checkpoint_every=60", "log_every=60",
             "eval_splits=[test]", "optimizer.lr=0.1"]
@@ -189,7 +189,7 @@ def test_a_session_close_that_hangs_holds_up_neither_the_run_nor_the_process_end
     script = tmp_path / "hang.py"
     script.write_text(
         "import sys, time\n"
-        "import runner.app\n"
+        "import runner.cli.app\n"
         "from runner.core.closing import close_soon, still_closing\n"
         "def main():\n"
         "    start = time.monotonic()\n"
@@ -197,8 +197,8 @@ def test_a_session_close_that_hangs_holds_up_neither_the_run_nor_the_process_end
         "    print(f'closed after {time.monotonic() - start:.2f} s; still closing: {still_closing()}', flush=True)\n"
         "    print('the last line', file=sys.stderr)\n"
         "    sys.exit(3)\n"
-        "runner.app.main = main\n"
-        "runner.app.program()\n")
+        "runner.cli.app.main = main\n"
+        "runner.cli.app.program()\n")
     start = time.monotonic()
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})

@@ -92,7 +92,7 @@ def test_tune_stops_within_its_budget(tuned):
 
 
 def _trial(changed: str, ratio: float):
-    from runner.engine.tune import Trial
+    from runner.perf.search import Trial
 
     return Trial({"k": changed}, changed, examples_per_sec=1000 * ratio, ratio=ratio)
 
@@ -100,7 +100,7 @@ def _trial(changed: str, ratio: float):
 def test_the_guided_walk_passes_again_when_a_later_knob_changes_what_the_earlier_ones_gain():
     """prefetch gains nothing while every step decodes, and 14% once the split is cached: the walk, prefetch
     first, finds it in its second pass, measures no setting twice, and stops after a pass that moves nothing."""
-    from runner.engine.tune import Result, Trial, _walk
+    from runner.perf.search import Result, Trial, _walk
 
     def ratio(s):  # the landscape: prefetch matters only with the cache
         return 0.2 if s["cache"] == "none" else {1: 0.70, 2: 0.75, 4: 0.80}[s["prefetch"]]
@@ -134,7 +134,7 @@ def test_the_winner_is_confirmed_in_paired_rounds_and_named_only_when_told_from_
     when they tell it from the start; the winner against the reference comes with its 95% interval."""
     import numpy as np
 
-    from runner.engine.tune import REFERENCE, Result, _confirm, confirmation
+    from runner.perf.search import REFERENCE, Result, _confirm, confirmation
 
     start, a, b, far = _trial("start", 0.50), _trial("a", 0.55), _trial("b", 0.80), _trial("far", 0.30)
     reference = _trial(REFERENCE, 0.45)
@@ -158,7 +158,7 @@ def test_larger_jpegs_decoded_at_every_step_are_named_as_the_input_limit(tmp_pat
     """The input-bound case: 96x96 JPEGs fitted to 32x32, decoded in the graph at every step; at the pipelines'
     default settings on this machine's cores the input, not the MLP, limits: by its own rate, or (decoding on
     every core) through the CPU it shares with the model, most of which it takes. Decoding is its costliest stage."""
-    from runner.app import run
+    from runner.cli.app import run
     from tests.helpers import compose, write_jpeg_folder
 
     write_jpeg_folder(tmp_path / "jpegs", 400, 80)
@@ -172,7 +172,8 @@ def test_larger_jpegs_decoded_at_every_step_are_named_as_the_input_limit(tmp_pat
 
 
 def test_the_order_knobs_are_searched_only_where_allowed_and_within_memory(tiny_digits):
-    from runner.modes.tune import search_space, within_memory
+    from runner.config.checks import search_space
+    from runner.perf.experiment import within_memory
     from tests.helpers import compose
 
     queue = compose("pipeline=queue")
@@ -187,7 +188,7 @@ def test_the_order_knobs_are_searched_only_where_allowed_and_within_memory(tiny_
 
 
 def test_tf_datas_speed_knobs_are_searched_and_its_order_knobs_only_where_allowed():
-    from runner.modes.tune import search_space
+    from runner.config.checks import search_space
     from tests.helpers import compose
 
     speed = {"num_parallel_calls", "prefetch", "cache", "private_threadpool_size", "max_intra_op_parallelism",
@@ -202,8 +203,8 @@ def test_tf_datas_speed_knobs_are_searched_and_its_order_knobs_only_where_allowe
 
 
 def test_tune_knobs_searches_only_the_knobs_named_and_refuses_one_outside_the_space():
-    from runner.errors import ConfigError
-    from runner.modes.tune import search_space
+    from runner.core.errors import ConfigError
+    from runner.config.checks import search_space
     from tests.helpers import compose
 
     space = search_space(compose("pipeline=tf_data", "tune.knobs=[num_parallel_calls,pipeline.cache,"

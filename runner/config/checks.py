@@ -15,7 +15,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from runner.config.hydra import CONF_DIR, with_pipeline
 from runner.config.schema import BENCH_ARMS, GROUPS, INT_MAX, PRECISIONS, SCHEMAS, SPLITS, TRAINERS, RunnerConfig
-from runner.errors import ConfigError
+from runner.core.errors import ConfigError
 
 SUMMARY_NUMBERS = ("examples_per_sec", "wall_time_sec", "steps", "steps_this_run")  # summary.json's numbers
 _ABSENT = object()
@@ -93,7 +93,7 @@ TUNE_HEADER = "# Written by mode=tune"
 
 def check_config(cfg: DictConfig) -> None:
     """Checks every key against its schema (known, set, in range) and the rules between keys; raises ConfigError
-    naming the key and what is allowed. (runner.validation adds the dataset's checks.)"""
+    naming the key and what is allowed. (runner.run.validate adds the dataset's checks.)"""
     for group in GROUPS:
         group_schema(cfg, group)
     _walk(cfg, "", RunnerConfig)

@@ -34,7 +34,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from runner.config.hydra import CONF_DIR, register_schemas
 from runner.config.schema import GROUPS
 from runner.core.files import shown
-from runner.errors import ConfigError
+from runner.core.errors import ConfigError
 
 ALLOW = "RUNNER_ALLOW_TARGETS"
 EXPERIMENTS = Path(CONF_DIR).parent / "experiments"

@@ -13,7 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from runner.config.schema import BENCH_ARMS, GROUPS, SCHEMAS, RunnerConfig
-from runner.errors import ConfigError
+from runner.core.errors import ConfigError
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent.parent / "conf")
 

@@ -18,7 +18,7 @@ from runner.config.datasets import (Cifar10Config, CsvConfig, DigitsConfig, Fixe
 from runner.config.fields import bounded, one_of
 
 INT_MAX = 2**31 - 1  # the largest int a bounded field takes: TensorFlow and numpy take these as int32 or as seeds
-PRECISIONS = ("fp32", "bf16", "fp16")  # hardware.precision (runner.precision)
+PRECISIONS = ("fp32", "bf16", "fp16")  # hardware.precision (runner.ops.precision)
 SPLITS = ("train", "validation", "test")  # the splits every dataset has (validation: the first training examples)
 MODES = ("train", "eval", "bench", "convert", "tune")  # one module each in runner.modes
 TRAINERS = ("single", "towers")  # registered in runner.trainers (a test holds the two together)

@@ -1,5 +1,5 @@
 """Closing what may take long to close, without being held up by it: the close goes on in a background thread, and
-a process whose work is done may end without waiting for it (runner.app.program)."""
+a process whose work is done may end without waiting for it (runner.cli.app.program)."""
 from __future__ import annotations
 
 import logging

@@ -16,7 +16,7 @@ import zlib
 from pathlib import Path
 from typing import Iterator
 
-from runner.errors import DataError
+from runner.core.errors import DataError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)

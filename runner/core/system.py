@@ -1,8 +1,9 @@
-"""What this machine gives the process: its CPUs (a SLURM allocation or an affinity mask counted) and free memory.
-No TensorFlow here: the launcher of a local cluster and the config checks read it too."""
+"""What this machine gives the process: its CPUs (a SLURM allocation or an affinity mask counted), the CPU's model
+and flags, and free memory. No TensorFlow here: the launcher of a local cluster and the config checks read it too."""
 from __future__ import annotations
 
 import os
+import platform
 
 
 def cores_given() -> int | None:
@@ -21,3 +22,35 @@ def cores_given() -> int | None:
 def cores() -> int:
     """The CPUs this process may run on: those it was given (:func:`cores_given`), else the machine's."""
     return cores_given() or os.cpu_count() or 1
+
+
+def _cpuinfo(key: str) -> str | None:
+    """The first value of ``key`` in /proc/cpuinfo (None where it can't be read)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith(key)), None)
+    except OSError:
+        return None
+
+
+def cpu_model() -> str:
+    """The CPU's model name, for the figures measured on it."""
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
+
+
+def cpu_flags() -> set[str] | None:
+    """The CPU's instruction-set flags (None where /proc/cpuinfo can't tell)."""
+    flags = _cpuinfo("flags")
+    return None if flags is None else set(flags.split())
+
+
+def available_memory() -> int:
+    """Bytes of memory available to a new allocation (MemAvailable: free memory plus what the page cache gives up)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from runner.datasets import cifar_preprocess
-from runner.errors import ConfigError
+from runner.core.errors import ConfigError
 
 
 

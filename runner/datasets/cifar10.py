@@ -9,7 +9,7 @@ from pathlib import Path
 from runner.datasets import DATASETS
 from runner.datasets.cifar_format import FOLDER, CifarBinary
 from runner.datasets.download import download, md5sum
-from runner.errors import DataError
+from runner.core.errors import DataError
 
 log = logging.getLogger("runner")
 ARCHIVE = "cifar-10-binary.tar.gz"

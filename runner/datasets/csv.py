@@ -17,7 +17,7 @@ from pathlib import Path
 from runner.datasets import DATASETS
 from runner.datasets.base import Records, match
 from runner.datasets.decoded import Decoded
-from runner.errors import ConfigError, DataError
+from runner.core.errors import ConfigError, DataError
 
 
 @DATASETS.register("csv")

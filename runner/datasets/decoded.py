@@ -21,7 +21,7 @@ import numpy as np
 from runner.config.schema import SPLITS
 from runner.datasets.base import Arrays, Damage, Dataset, Records, check_labels
 from runner.core.files import Manifest, atomic_path, folder_lock, full_disk
-from runner.errors import ConfigError, DataError, op_error_text
+from runner.core.errors import ConfigError, DataError, op_error_text
 
 log = logging.getLogger("runner")
 DECODE_BATCH = 256

@@ -9,7 +9,7 @@ import urllib.request
 from pathlib import Path
 
 from runner.core.files import atomic_path
-from runner.errors import DataError
+from runner.core.errors import DataError
 
 log = logging.getLogger("runner")
 _CHUNK = 1 << 20

@@ -17,7 +17,7 @@ import numpy as np
 from runner.datasets import DATASETS
 from runner.datasets.base import FileDataset, Records, check_labels, match
 from runner.core.files import atomic_path
-from runner.errors import ConfigError, DataError
+from runner.core.errors import ConfigError, DataError
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from runner.datasets.decoded import Decoded
 from runner.core.files import atomic_path
 from runner.datasets.images import decode_images, parse_encoded
 from runner.datasets.records import ensure_records, find_corrupt
-from runner.errors import ConfigError, DataError
+from runner.core.errors import ConfigError, DataError
 
 EXTENSIONS = (".jpg", ".jpeg", ".png")
 IMAGE_KEY, LABEL_KEY = "image/encoded", "image/class/label"

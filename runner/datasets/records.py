@@ -13,7 +13,7 @@ import numpy as np
 
 from runner.config.schema import SPLITS
 from runner.core.files import Manifest, atomic_path, folder_lock, full_disk
-from runner.errors import DataError
+from runner.core.errors import DataError
 
 log = logging.getLogger("runner")
 

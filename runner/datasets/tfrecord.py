@@ -12,7 +12,7 @@ from runner.datasets.base import Records, match
 from runner.datasets.decoded import Decoded
 from runner.datasets.images import decode_images, parse_encoded
 from runner.datasets.records import parse_examples
-from runner.errors import ConfigError, DataError, op_error_text
+from runner.core.errors import ConfigError, DataError, op_error_text
 
 
 @DATASETS.register("tfrecord")

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import tensorflow as tf
 
 from runner.distributed.roles import ROLES, resolver_name
-from runner.errors import ConfigError
-from runner.signals import StopSignals
+from runner.core.errors import ConfigError
+from runner.core.signals import StopSignals
 
 log = logging.getLogger("runner")
 

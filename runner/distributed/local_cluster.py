@@ -27,14 +27,14 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from runner import rundir
+from runner.run import rundir
 from runner.config.hydra import task_overrides
 from runner.core.system import cores
-from runner.data import prepared_dataset
+from runner.run.data import prepared_dataset
 from runner.distributed.netns import Network
 from runner.distributed.roles import LAUNCHED_ENV
-from runner.errors import RunnerError
-from runner.signals import Interrupted, StopSignals, signal_name
+from runner.core.errors import RunnerError
+from runner.core.signals import Interrupted, StopSignals, signal_name
 
 log = logging.getLogger("runner")
 STOP_GRACE_SECS = 40  # after a signal, how long the tasks get to checkpoint and exit before they are killed

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 
-from runner.errors import ConfigError
+from runner.core.errors import ConfigError
 
 LAUNCHED_ENV = "RUNNER_LAUNCHED_BY"  # set by local_cluster in its tasks: the launcher owns the run dir
 ROLES = ("ps", "worker", "evaluator")

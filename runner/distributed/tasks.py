@@ -3,7 +3,7 @@ worker trains its shard (the chief owning the run dir: its lock, resume check an
 the chief's checkpoints as they appear, until the last one.
 
 The role is read without TensorFlow, and each role checks what needs none before TensorFlow loads (quietly, by
-runner.tfload): the cluster's servers and the run are imported after that.
+runner.core.tfload): the cluster's servers and the run are imported after that.
 """
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ import os
 
 from omegaconf import DictConfig
 
-from runner import rundir
+from runner.run import rundir
 from runner.config.checks import group_schema
-from runner.data import prepared_dataset
+from runner.run.data import prepared_dataset
 from runner.distributed.roles import LAUNCHED_ENV, role_from_env, writes_run_dir
-from runner.errors import ConfigError
-from runner.tfload import load_tensorflow
+from runner.core.errors import ConfigError
+from runner.core.tfload import load_tensorflow
 
 
 def run_task(cfg: DictConfig, run_dir: str) -> dict | None:
@@ -32,7 +32,7 @@ def run_task(cfg: DictConfig, run_dir: str) -> dict | None:
         return _serve(cfg)
     if role == "evaluator":
         dataset = prepared_dataset(cfg)
-        from runner.runs import eval_run  # TensorFlow, loaded by prepared_dataset
+        from runner.run.runs import eval_run  # TensorFlow, loaded by prepared_dataset
 
         return eval_run(cfg, run_dir, dataset, once=False, until_step=cfg.max_steps)
     owner = writes_run_dir(group_schema(cfg, "hardware").processes, hardware.ps, hardware.resolver)
@@ -50,7 +50,7 @@ def _console_only() -> None:
 
 
 def _serve(cfg: DictConfig) -> None:
-    from runner.build import placement  # TensorFlow, loaded quietly by the caller
+    from runner.run.build import placement  # TensorFlow, loaded quietly by the caller
     from runner.distributed import cluster
 
     hardware = cfg.hardware
@@ -61,11 +61,11 @@ def _serve(cfg: DictConfig) -> None:
 def _work(cfg: DictConfig, run_dir: str, dataset, role: str, index: int, changed: dict | None) -> dict | None:
     """A worker: its server started on the placement its parts use, the cluster waited for, training, then a word
     to every ps that it is done."""
-    from runner.build import placement  # TensorFlow, loaded by prepared_dataset
+    from runner.run.build import placement  # TensorFlow, loaded by prepared_dataset
     from runner.distributed import cluster
     from runner.engine.replicas import Replicas
     from runner.engine.session import SessionTarget
-    from runner.runs import train_run
+    from runner.run.runs import train_run
 
     hardware = cfg.hardware
     resolved = cluster.resolve(hardware.resolver, hardware.ps, hardware.port_base, hardware.device_type)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from runner.errors import RunnerError, op_error_text
+from runner.core.errors import RunnerError, op_error_text
 
 v1 = tf.compat.v1
 

@@ -9,9 +9,9 @@ from typing import Callable
 import tensorflow as tf
 
 from runner.engine.model import Parts
-from runner.errors import RunnerError
+from runner.core.errors import RunnerError
 from runner.pipelines.base import Batch, num_batches
-from runner.signals import StopSignals
+from runner.core.signals import StopSignals
 
 v1 = tf.compat.v1
 log = logging.getLogger("runner")

@@ -16,8 +16,8 @@ from runner.engine.checkpoints import latest_checkpoint, make_saver
 from runner.engine.evals import build_evals, run_eval
 from runner.engine.model import Parts
 from runner.engine.session import session
-from runner.signals import Interrupted, StopSignals, signal_name
-from runner.summaries import EVAL_DIR, file_writer, write_scalars
+from runner.core.signals import Interrupted, StopSignals, signal_name
+from runner.ops.summaries import EVAL_DIR, file_writer, write_scalars
 
 v1 = tf.compat.v1
 log = logging.getLogger("runner")

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from runner.engine.model import Parts
 from runner.pipelines.base import Batch, with_input_advance
-from runner.summaries import add_loss_summaries, add_training_summaries
+from runner.ops.summaries import add_loss_summaries, add_training_summaries
 
 v1 = tf.compat.v1
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 
-from runner.errors import ConfigError
+from runner.core.errors import ConfigError
 
 log = logging.getLogger("runner")
 _said: set[tuple[str, str]] = set()  # the auto choice is said once per process

@@ -17,9 +17,9 @@ from typing import Callable
 
 import tensorflow as tf
 
-from runner.errors import TrainingError
+from runner.core.errors import TrainingError
 from runner.pipelines.base import Batch, merged_feed
-from runner.summaries import TrainingSummaries, write_scalars
+from runner.ops.summaries import TrainingSummaries, write_scalars
 
 v1 = tf.compat.v1
 log = logging.getLogger("runner")

@@ -8,14 +8,14 @@ import numpy as np
 import tensorflow as tf
 
 from runner.engine.replicas import Replicas
-from runner.precision import in_precision
+from runner.ops.precision import in_precision
 
 v1 = tf.compat.v1
 
 
 @dataclass
 class Parts:
-    """The built parts of a run, what the engine runs; runner.build makes them from the config."""
+    """The built parts of a run, what the engine runs; runner.run.build makes them from the config."""
 
     dataset: Any
     pipeline: Any
@@ -34,7 +34,7 @@ class Parts:
 
 def shared_model(fn: Callable, num_classes: int, params: dict, precision: str) -> Callable[..., tf.Tensor]:
     """Wraps a registered model so every call (towers, eval) shares one set of variables and computes in
-    ``precision`` (runner.precision). ``getter`` (a variable_scope custom getter) lets evaluation read other values,
+    ``precision`` (runner.ops.precision). ``getter`` (a variable_scope custom getter) lets evaluation read other values,
     such as moving averages."""
     fn = in_precision(fn, precision)
 

@@ -14,9 +14,9 @@ import tensorflow as tf
 
 from runner.core.closing import close_soon
 from runner.engine.checkpoints import checkpoint_dir, checkpoints, latest_checkpoint
-from runner.errors import ConfigError, DataError, RunnerError, op_error_text
+from runner.core.errors import ConfigError, DataError, RunnerError, op_error_text
 from runner.pipelines.base import Batch, check_unchanged
-from runner.signals import StopSignals
+from runner.core.signals import StopSignals
 
 v1 = tf.compat.v1
 log = logging.getLogger("runner")

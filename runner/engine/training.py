@@ -20,9 +20,9 @@ from runner.engine.hooks import (CheckpointEvalHook, Clock, ClockHook, FeedHook,
 from runner.engine.model import Parts, count_parameters, moving_average_getter
 from runner.engine.profile import TraceHook, XlaReportHook
 from runner.engine.session import IN_PROCESS, SessionTarget, session
-from runner.progress import Progress
-from runner.signals import Interrupted, StopSignals, signal_name
-from runner.summaries import EVAL_DIR, TrainingSummaries, file_writer, write_scalars
+from runner.engine.progress import Progress
+from runner.core.signals import Interrupted, StopSignals, signal_name
+from runner.ops.summaries import EVAL_DIR, TrainingSummaries, file_writer, write_scalars
 
 v1 = tf.compat.v1
 log = logging.getLogger("runner")

@@ -1,6 +1,6 @@
 """Models: functions images -> logits that create their variables with get_variable. Each module registers in
 MODELS."""
-from runner.registry import Registry, import_modules
+from runner.core.registry import Registry, import_modules
 
 MODELS: Registry = Registry("model")
 import_modules(__name__, __path__)

@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from runner.models import MODELS
 from runner.models.lrn import lrn
-from runner.summaries import histogram, scalar
+from runner.ops.summaries import histogram, scalar
 
 v1 = tf.compat.v1
 

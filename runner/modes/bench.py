@@ -1,4 +1,4 @@
-"""mode=bench: what each input method costs on this machine, against the model-only bound (runner.engine.bench), in
+"""mode=bench: what each input method costs on this machine, against the model-only bound (runner.perf.bench), in
 each of bench.precisions."""
 from __future__ import annotations
 
@@ -8,15 +8,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from runner.config.checks import bench_pipelines
 from runner.config.hydra import with_pipeline
-from runner.data import prepared_dataset
+from runner.run.data import prepared_dataset
 
 
 def run(cfg: DictConfig, run_dir: str) -> dict:
     """bench.json's figures: the bound and every pipeline in every precision."""
     dataset = prepared_dataset(cfg)
-    from runner.build import build_parts, describe, settings  # TensorFlow, once the data files are ready
-    from runner.engine.bench import bench
-    from runner.runs import naming_damaged_records
+    from runner.run.build import build_parts, describe, settings  # TensorFlow, once the data files are ready
+    from runner.perf.bench import bench
+    from runner.run.runs import naming_damaged_records
 
     names = bench_pipelines(cfg)
     precisions = list(cfg.bench.precisions or [cfg.hardware.precision])

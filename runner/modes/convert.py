@@ -6,7 +6,7 @@ import logging
 
 from omegaconf import DictConfig
 
-from runner.data import prepared_dataset
+from runner.run.data import prepared_dataset
 
 log = logging.getLogger("runner")
 

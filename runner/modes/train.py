@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from runner import rundir
+from runner.run import rundir
 from runner.config.checks import group_schema
-from runner.data import prepared_dataset
+from runner.run.data import prepared_dataset
 from runner.distributed import local_cluster
 from runner.distributed.tasks import run_task
 
@@ -21,6 +21,6 @@ def run(cfg: DictConfig, run_dir: str) -> dict | None:
     with rundir.lock(run_dir):
         changed = rundir.check_resume(run_dir, cfg)
         dataset = prepared_dataset(cfg)
-        from runner.runs import train_run  # TensorFlow, once the checks that need none have passed
+        from runner.run.runs import train_run  # TensorFlow, once the checks that need none have passed
 
         return train_run(cfg, run_dir, dataset, changed)

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from runner.datasets.base import Records
-from runner.errors import DataChanged, DataError
+from runner.core.errors import DataChanged, DataError
 
 
 @dataclass
@@ -41,7 +41,7 @@ class Batch:
 
 @dataclass
 class Stage:
-    """A prefix of a pipeline, built in the default graph for the bench's stage attribution (runner.engine.stages):
+    """A prefix of a pipeline, built in the default graph for the bench's stage attribution (runner.perf.stages):
     ``fetch`` is what one call runs and ``count`` how many examples it yields (a tensor, or an int); a Python stage
     (feed_dict's) has ``call`` instead, returning its examples. ``threads`` calls run at once, as the pipeline runs
     them (the queue's reader threads)."""
@@ -119,18 +119,6 @@ def record_files(dataset, split: str) -> Records:
                         f"{'holds' if len(records.files) == 1 else 'hold'} none. Delete the file(s) so they are "
                         f"made again, or check the dataset's files ({dataset.location}).")
     return records
-
-
-def available_memory() -> int:
-    """Bytes of memory available to a new allocation (MemAvailable: free memory plus what the page cache gives up)."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def num_batches(num_examples: int, batch_size: int) -> int:

@@ -8,9 +8,10 @@ import itertools
 
 import tensorflow as tf
 
-from runner.errors import ConfigError
+from runner.core.errors import ConfigError
 from runner.pipelines import PIPELINES
-from runner.pipelines.base import Batch, Shard, Stage, available_memory, watch
+from runner.core.system import available_memory
+from runner.pipelines.base import Batch, Shard, Stage, watch
 
 v1 = tf.compat.v1
 GRAPH_DEF_LIMIT = 2**31 - 2**26  # bytes a GraphDef can hold (2 GB), less room for the rest of the graph

@@ -14,9 +14,10 @@ import itertools
 import numpy as np
 import tensorflow as tf
 
-from runner.errors import ConfigError
+from runner.core.errors import ConfigError
 from runner.pipelines import PIPELINES
-from runner.pipelines.base import Batch, Shard, Stage, available_memory, record_files
+from runner.core.system import available_memory
+from runner.pipelines.base import Batch, Shard, Stage, record_files
 from runner.pipelines.saved import DECODE_CHUNK, saved
 
 AUTOTUNE = tf.data.AUTOTUNE

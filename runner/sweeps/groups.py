@@ -1,7 +1,7 @@
 """A sweep's jobs as groups of repeats: jobs whose overrides differ only in the keys of ``report.replicate_over``
 (the seed) are one setting run several times. Each group gets n, mean, standard deviation and a 95% interval per
 metric, and is compared with the best group on each of the metrics ``report.compare`` names (by default the sweep's
-objective, or the main precision), with a verdict that tells a real difference from seed noise (runner.stats).
+objective, or the main precision), with a verdict that tells a real difference from seed noise (runner.core.stats).
 Failed, interrupted and unfinished jobs are counted in their group, never averaged in."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass, field
 
 from runner.config.schema import SPLITS
-from runner.stats import (ALPHA, CONFIDENCE, Comparison, Summary, compare, decimals, hint, plus_minus,
+from runner.core.stats import (ALPHA, CONFIDENCE, Comparison, Summary, compare, decimals, hint, plus_minus,
                           summarize, verdict)
 
 NOT_STATS = ("steps",)  # numbers that say how long a job ran, not how well

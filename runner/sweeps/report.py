@@ -25,10 +25,10 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
-from runner import tfload
+from runner.core import tfload
 from runner.config.checks import check_report
 from runner.core.files import write_json, write_text
-from runner.errors import ConfigError, describe_os_error
+from runner.core.errors import ConfigError, describe_os_error
 from runner.sweeps import groups as grouping
 from runner.sweeps import hparams, plots, sweep
 

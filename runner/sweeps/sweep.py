@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from runner.errors import ConfigError
-from runner.signals import SIGNALS, raise_interrupted, raise_on_signals
+from runner.core.errors import ConfigError
+from runner.core.signals import SIGNALS, raise_interrupted, raise_on_signals
 
 MARKER = ".interrupted"
 log = logging.getLogger("runner")

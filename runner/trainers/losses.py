@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from runner.summaries import LOSS_TERMS
+from runner.ops.summaries import LOSS_TERMS
 
 v1 = tf.compat.v1
 

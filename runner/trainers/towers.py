@@ -7,7 +7,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from runner.trainers.losses import total_loss
-from runner.summaries import LOSS_TERMS
+from runner.ops.summaries import LOSS_TERMS
 from runner.trainers import TRAINERS
 from runner.trainers.base import pin_variables
 

@@ -8,8 +8,8 @@ from omegaconf import DictConfig
 from runner.config.hydra import params
 from runner.datasets import DATASETS
 from runner.datasets.base import Dataset
-from runner.errors import ConfigError, DataError
-from runner.tfload import load_tensorflow
+from runner.core.errors import ConfigError, DataError
+from runner.core.tfload import load_tensorflow
 
 
 def build_dataset(cfg: DictConfig) -> Dataset:

@@ -1,5 +1,5 @@
 """mode=bench's measurements over every pipeline and precision: the model-only bound, each pipeline against it
-(runner.engine.measure), optionally a real training run per pipeline; printed as a table and written to bench.json
+(runner.perf.measure), optionally a real training run per pipeline; printed as a table and written to bench.json
 and bench.txt."""
 from __future__ import annotations
 
@@ -15,13 +15,13 @@ import tensorflow as tf
 
 from runner.config.schema import RunnerConfig
 from runner.core.files import write_json, write_text
-from runner.engine.measure import window_figures, bound_runner, measure_pipeline, timed
+from runner.perf.measure import window_figures, bound_runner, measure_pipeline, timed
 from runner.engine.model import Parts
 from runner.core.system import cores
-from runner.engine.stages import attribution, limit_line, stage_rates, stage_table
+from runner.perf.stages import attribution, limit_line, stage_rates, stage_table
 from runner.engine.training import train
-from runner.signals import Interrupted, signal_name
-from runner.stats import compare, hint, plus_minus, summarize, verdict
+from runner.core.signals import Interrupted, signal_name
+from runner.core.stats import compare, hint, plus_minus, summarize, verdict
 
 v1 = tf.compat.v1
 log = logging.getLogger("runner")

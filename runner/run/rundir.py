@@ -18,11 +18,11 @@ from typing import Iterator
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from runner import provenance
+from runner.run import provenance
 from runner.config.hydra import task_overrides, typed
 from runner.config.schema import GROUPS
 from runner.core.files import write_json
-from runner.errors import ConfigError, RunDirInUse
+from runner.core.errors import ConfigError, RunDirInUse
 
 SAVED_CONFIG = Path(".hydra") / "config.yaml"
 # Keys (and groups) a resumed run may change: they say how long, how often, where and how visibly to train.

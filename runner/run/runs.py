@@ -8,8 +8,8 @@ from typing import Iterator
 
 from omegaconf import DictConfig, OmegaConf
 
-from runner import rundir
-from runner.build import build_parts, describe, settings
+from runner.run import rundir
+from runner.run.build import build_parts, describe, settings
 from runner.config.hydra import task_overrides
 from runner.datasets.base import Dataset
 from runner.engine.evaluation import evaluate
@@ -17,7 +17,7 @@ from runner.engine.hardware import Placement
 from runner.engine.replicas import Replicas
 from runner.engine.session import IN_PROCESS, SessionTarget
 from runner.engine.training import train
-from runner.errors import ConfigError, DataChanged, DataError, RunnerError, TrainingError
+from runner.core.errors import ConfigError, DataChanged, DataError, RunnerError, TrainingError
 
 
 @contextlib.contextmanager
@@ -40,7 +40,7 @@ def naming_damaged_records(dataset: Dataset) -> Iterator[None]:
 
 def train_run(cfg: DictConfig, run_dir: str, dataset: Dataset, changed: dict | None, replicas: Replicas | None = None,
               target: SessionTarget = IN_PROCESS, placed: Placement | None = None) -> dict | None:
-    """Trains cfg on the prepared dataset in run_dir; ``changed`` (from runner.rundir.check_resume) is None in a
+    """Trains cfg on the prepared dataset in run_dir; ``changed`` (from runner.run.rundir.check_resume) is None in a
     cluster task that does not own the run dir, which records nothing. A cluster worker gives its ``replicas``, the
     ``target`` of its server and the placement that server runs."""
     parts = build_parts(cfg, dataset, replicas, placed)

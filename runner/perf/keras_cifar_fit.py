@@ -2,7 +2,7 @@
 trained with ``model.fit`` on a tf.data pipeline with the tutorial's distortions. Prints the steady-state training
 examples/sec (batches 10..STEPS).
 
-    [KERAS_POLICY=mixed_bfloat16] python -m runner.benchmarks.keras_cifar_fit DATA_DIR [STEPS]
+    [KERAS_POLICY=mixed_bfloat16] python -m runner.perf.keras_cifar_fit DATA_DIR [STEPS]
 
 DATA_DIR holds cifar-10-batches-bin/. LRN runs in float32 (TensorFlow has no bfloat16 LRN kernel on the CPU), as a
 mixed-precision user would write it.

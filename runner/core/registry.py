@@ -7,7 +7,7 @@ import pkgutil
 import types
 from typing import Callable, Generic, Iterable, TypeVar
 
-from runner.errors import ConfigError
+from runner.core.errors import ConfigError
 
 T = TypeVar("T")
 

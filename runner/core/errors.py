@@ -57,3 +57,9 @@ def op_error_text(err) -> str:
     said = re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:.*$", "", said).strip()
     return said or type(err).__name__
 
+
+def as_runner_error(err: Exception) -> Exception:
+    """Disk and permission errors become one-line RunnerErrors naming the path; anything else stays as it is."""
+    if isinstance(err, OSError) and describe_os_error(err):
+        return RunnerError(describe_os_error(err))
+    return err

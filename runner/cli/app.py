@@ -6,8 +6,6 @@ TensorFlow is imported only once a run starts, so ``--help`` and ``--cfg job`` a
 from __future__ import annotations
 
 import contextlib
-import functools
-import json
 import logging
 import os
 import shutil
@@ -18,52 +16,21 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
-from runner import rundir
+from runner.cli.messages import composition_error, help_text, launcher_error
+from runner.cli.resolvers import register_resolvers
 from runner.config import guard, plugins
-from runner.core.closing import still_closing
-from runner.core.files import write_text
 from runner.config.checks import check_writable
-from runner.config.hydra import CONF_DIR, register_schemas, schema_of, task_overrides
-from runner.distributed.roles import writes_run_dir
-from runner.errors import ConfigError, RunDirInUse, RunnerError, describe_os_error
-from runner.messages import composition_error, help_text, launcher_error
-from runner.signals import Interrupted, raise_on_signals
+from runner.config.hydra import CONF_DIR, register_schemas, task_overrides
+from runner.core.closing import still_closing
+from runner.core.errors import ConfigError, RunnerError, as_runner_error, describe_os_error
+from runner.core.signals import Interrupted, raise_on_signals
+from runner.run import rundir
 from runner.sweeps import sweep
+from runner.sweeps.job import job
 
 log = logging.getLogger("runner")
-
-
-@functools.lru_cache(maxsize=None)  # resolved again later in the same run: the same answer
-def hydra_subdir(mode: str, output_dir: str, hardware: str = "cpu", ps: int = 1, resolver: str = "auto"
-                 ) -> str | None:
-    """Where Hydra writes this job's config: ``.hydra`` for a new training run; a numbered folder under
-    ``.hydra/resumes/`` when the run dir already holds a trained run, whose config must stay as it is;
-    ``.hydra/<mode>`` for eval, bench and convert; nowhere for a cluster task that does not own the run dir."""
-    try:
-        if mode == "train" and not writes_run_dir(schema_of("hardware", hardware).processes, int(ps), resolver):
-            return None
-    except ConfigError:  # said by the run itself, with its exit status
-        pass
-    if mode != "train":
-        return f".hydra/{mode}"
-    trained = rundir.has_checkpoints(output_dir) or rundir.in_use(output_dir)
-    if not (Path(output_dir) / rundir.SAVED_CONFIG).exists() or not trained:
-        return ".hydra"
-    resumes = Path(output_dir) / ".hydra" / "resumes"
-    taken = [int(p.name) for p in resumes.glob("*") if p.name.isdigit()] if resumes.is_dir() else []
-    return f".hydra/resumes/{max(taken, default=0) + 1}"
-
-
-def register_resolvers() -> None:
-    """The resolvers of conf/config.yaml's hydra section: where Hydra writes a job's config, and a sweep's dir by its
-    command (runner.sweeps.sweep), under the folder it was started from."""
-    for name, resolver, cache in (("runner.subdir", hydra_subdir, False),
-                                  ("runner.sweep_key", sweep.sweep_key, True),
-                                  ("runner.cwd", os.getcwd, True)):  # the sweep's folder, not a Ray worker's
-        if not OmegaConf.has_resolver(name):
-            OmegaConf.register_new_resolver(name, resolver, use_cache=cache)
 
 
 register_schemas()
@@ -72,8 +39,9 @@ register_resolvers()
 
 def checked(cfg: DictConfig, run_dir: str, overrides: list[str]) -> DictConfig:
     """The config a run runs, validated: for mode=eval the run's own config with this command line's choices
-    (runner.rundir.eval_config), else ``cfg``. The checks of the config before any run (a tune run also checks it can write its experiment)."""
-    from runner.validation import validate  # the datasets' modules: not on the way of --cfg and --help
+    (runner.run.rundir.eval_config), else ``cfg``. Every run passes these checks first (a tune run also checks that
+    it can write its experiment)."""
+    from runner.run.validate import validate  # the datasets' modules: not on the way of --cfg and --help
 
     if cfg.mode == "eval":
         cfg = rundir.eval_config(run_dir, cfg, overrides)
@@ -120,27 +88,20 @@ class ValidateBeforeRun(Callback):
 def _task(cfg: DictConfig) -> dict | float | None:
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode == RunMode.MULTIRUN:
-        return _job(cfg, Path(hydra_cfg.sweep.dir), Path(hydra_cfg.runtime.output_dir))
+        return job(cfg, Path(hydra_cfg.sweep.dir), Path(hydra_cfg.runtime.output_dir), run)
     try:
         return _run_mode(ValidateBeforeRun.checked, hydra_cfg.runtime.output_dir)
     except Interrupted as err:
         log.error("stopped: %s", err)
         sys.exit(err.exit_code)
     except Exception as err:
-        err = _as_runner_error(err)
+        err = as_runner_error(err)
         if not isinstance(err, RunnerError):
             raise
         if isinstance(err, ConfigError):
             _remove_if_new(Path(hydra_cfg.runtime.output_dir), hydra_cfg.output_subdir)
         log.error("error: %s", err)
         sys.exit(2)
-
-
-def _as_runner_error(err: Exception) -> Exception:
-    """Disk and permission errors become one-line RunnerErrors naming the path; anything else stays as it is."""
-    if isinstance(err, OSError) and describe_os_error(err):
-        return RunnerError(describe_os_error(err))
-    return err
 
 
 def _remove_if_new(run_dir: Path, subdir: str | None) -> None:
@@ -155,79 +116,6 @@ def _remove_if_new(run_dir: Path, subdir: str | None) -> None:
             (run_dir / subdir).parent.rmdir()  # when it was the first
     elif run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {".hydra", "runner.log", ".lock"}:
         shutil.rmtree(run_dir, ignore_errors=True)
-
-
-def _job(cfg: DictConfig, sweep_dir: Path, job_dir: Path) -> dict | float | None:
-    """One job of a sweep: skipped when the sweep was stopped or the job finished in an earlier run of the same
-    sweep; a failure or a stop is recorded in the job dir (and in the report) and the sweep goes on or stops."""
-    failed = float("nan") if cfg.get("sweep_objective") else None
-    for name in ("error.txt", "interrupted.txt"):
-        (job_dir / name).unlink(missing_ok=True)
-    if sweep.interrupted(sweep_dir) is not None:
-        _note(job_dir / "interrupted.txt", "not started: the sweep was stopped\n")
-        return failed if failed is not None else {"status": "interrupted"}
-    finished = _finished(cfg, job_dir)
-    if finished is not None:
-        log.info("Job %s finished in an earlier run of this sweep: skipped", job_dir.name)
-        return finished
-    with sweep.job(sweep_dir, job_dir.name):
-        try:
-            return run(cfg, str(job_dir))
-        except RunDirInUse as err:  # the same sweep running in another process has this job: it is left to it
-            log.warning("Job %s: %s; left to that process", job_dir.name, err)
-            return failed if failed is not None else {"status": "busy"}
-        except Interrupted as err:
-            sweep.mark(sweep_dir, err.signum)
-            log.error("stopped: %s", err)
-            _note(job_dir / "interrupted.txt", f"{err}\n")
-            return failed if failed is not None else {"status": "interrupted"}
-        except Exception as err:
-            # Record the failure in the job dir and let the sweep go on; the report lists it and the sweep's exit
-            # status says some jobs failed.
-            err = _as_runner_error(err)
-            if not isinstance(err, RunnerError):
-                log.exception("job failed")
-            message = f"{type(err).__name__}: {err}".strip().splitlines()[-1]
-            log.error("error: %s", message)
-            _note(job_dir / "error.txt", message + "\n")
-            return failed if failed is not None else {"status": "failed", "error": message}
-
-
-def _note(path: Path, text: str) -> None:
-    """A job's error.txt or interrupted.txt, whole or not at all; a full disk loses the note (said in the log), never
-    the sweep."""
-    try:
-        write_text(path, text)
-    except OSError as err:
-        log.error("could not write %s: %s", path, describe_os_error(err) or err)
-
-
-def _finished(cfg: DictConfig, job_dir: Path) -> dict | float | None:
-    """The result of a job that an earlier run of this sweep completed with the same config, else None (a result
-    file that cannot be read, or a bench stopped midway, is a job to run again)."""
-    summary_path = job_dir / ("summary.json" if cfg.mode == "train" else "bench.json")
-    if cfg.mode not in ("train", "bench") or not summary_path.exists():
-        return None
-    try:
-        summary = json.loads(summary_path.read_text())
-        if not isinstance(summary, dict):
-            raise ValueError("not a JSON object")
-    except (OSError, ValueError) as err:
-        log.warning("Job %s: %s cannot be read (%s): the job runs again", job_dir.name, summary_path.name, err)
-        return None
-    if cfg.mode == "train" and not summary.get("steps", 0) >= cfg.max_steps:
-        return None
-    if "interrupted" in summary:
-        return None
-    if cfg.mode == "bench":  # the same measurement: its saved config (.hydra/bench) as this job's, run_dir aside
-        saved = job_dir / ".hydra" / "bench" / "config.yaml"
-        if not saved.exists() or set(rundir.changes(OmegaConf.load(saved), cfg)) - {"run_dir"}:
-            return None
-    elif not (job_dir / rundir.SAVED_CONFIG).exists() or rundir.unsafe_changes(job_dir, cfg):
-        return None
-    if cfg.get("sweep_objective"):
-        return sweep.objective(summary, cfg.sweep_objective)
-    return summary
 
 
 def home_expanded(args: list[str]) -> list[str]:

@@ -2,7 +2,7 @@
 each pairing measured in alternating rounds in one process tree, each ratio with its 95% interval.
 
 Pairings (on the CIFAR-10 tutorial's model, ``dataset=shapes``, batch 128, the tf_data pipeline):
-- ``fp32``: ``python -m runner`` training against Keras 3 ``model.fit`` (runner/benchmarks/keras_cifar_fit.py), the
+- ``fp32``: ``python -m runner`` training against Keras 3 ``model.fit`` (runner/perf/keras_cifar_fit.py), the
   steady-state examples/sec of steps 11..STEPS of each;
 - ``bf16``: the same with ``hardware.precision=bf16`` against Keras's ``mixed_bfloat16`` policy;
 - ``run/bench``: a real training run (hooks, summaries, progress lines) against the bench's training figure for the
@@ -12,7 +12,7 @@ Each round runs every pairing once, the two sides' order alternating from round 
 mean of its per-round ratios, with Student's t 95% interval over the rounds. Runs go to a temporary folder; the
 table and ``compare.json`` go to ``--out``.
 
-    python -m runner.benchmarks.compare [--rounds 5] [--steps 60] [--pairings fp32,bf16,run/bench] [--out DIR]
+    python -m runner.perf.compare [--rounds 5] [--steps 60] [--pairings fp32,bf16,run/bench] [--out DIR]
 """
 from __future__ import annotations
 
@@ -27,12 +27,12 @@ import time
 from pathlib import Path
 
 from runner.core.files import write_json, write_text
-from runner.provenance import cpu_flags, cpu_model
-from runner.stats import summarize
+from runner.core.system import cpu_flags, cpu_model
+from runner.core.stats import summarize
 
 PAIRINGS = ("fp32", "bf16", "run/bench")
 RUNNER = [sys.executable, "-m", "runner", "dataset=shapes", "pipeline=tf_data", "eval_splits=[]"]
-KERAS = [sys.executable, "-m", "runner.benchmarks.keras_cifar_fit"]
+KERAS = [sys.executable, "-m", "runner.perf.keras_cifar_fit"]
 WARMUP_STEPS = 10  # as the Keras side: steps 11.. are timed
 
 
@@ -77,7 +77,7 @@ def run_and_bench(work: Path, steps: int) -> tuple[float, float]:
 def shapes_dir() -> str:
     """The folder of the shapes dataset's CIFAR-format files (made now if missing), which both sides read."""
     from runner.config.hydra import compose_config
-    from runner.data import build_dataset
+    from runner.run.data import build_dataset
 
     dataset = build_dataset(compose_config(["dataset=shapes"]))
     dataset.prepare()
@@ -132,7 +132,7 @@ def table(out: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m runner.benchmarks.compare", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m runner.perf.compare", description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=5, help="rounds of every pairing (at least 2)")
     parser.add_argument("--steps", type=int, default=60, help="training steps of each run (at least 30)")
     parser.add_argument("--pairings", default=",".join(PAIRINGS), help=f"some of {','.join(PAIRINGS)}")

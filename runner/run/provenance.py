@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import os
 import platform
 import socket
@@ -11,8 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+from runner.core.files import write_json
+
 PACKAGES = ("runner", "tensorflow", "hydra-core", "omegaconf", "numpy", "protobuf")
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the project: runner/run/provenance.py
 
 
 # git runs no command a config or the environment names: no fsmonitor, hooks or pager, and no GIT_* variables
@@ -59,27 +60,7 @@ def collect(config: dict, overrides: list[str], devices: list[str], seed: int) -
     }
 
 
-def _cpuinfo(key: str) -> str | None:
-    """The first value of ``key`` in /proc/cpuinfo (None where it can't be read)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((line.split(":", 1)[1].strip() for line in f if line.startswith(key)), None)
-    except OSError:
-        return None
-
-
-def cpu_model() -> str:
-    """The CPU's model name, for the figures measured on it."""
-    return _cpuinfo("model name") or platform.processor() or platform.machine()
-
-
-def cpu_flags() -> set[str] | None:
-    """The CPU's instruction-set flags (None where /proc/cpuinfo can't tell)."""
-    flags = _cpuinfo("flags")
-    return None if flags is None else set(flags.split())
-
-
 def write(run_dir: str | Path, **kwargs) -> dict:
     record = collect(**kwargs)
-    (Path(run_dir) / "provenance.json").write_text(json.dumps(record, indent=2) + "\n")
+    write_json(Path(run_dir) / "provenance.json", record)
     return record

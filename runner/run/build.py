@@ -16,7 +16,7 @@ from runner.datasets.base import Dataset
 from runner.core.system import cores, cores_given
 from runner.engine.hardware import Placement, place
 from runner.engine.model import Parts, shared_model
-from runner.precision import check_hardware, scaled
+from runner.ops.precision import check_hardware, scaled
 from runner.engine.replicas import Replicas
 from runner.models import MODELS
 from runner.optim import OPTIMIZERS, SCHEDULES
@@ -67,7 +67,7 @@ def placement(cfg: DictConfig, replicas: Replicas | None = None) -> Placement:
 
 def build_parts(cfg: DictConfig, dataset: Dataset, replicas: Replicas | None = None,
                 placed: Placement | None = None) -> Parts:
-    """The parts of a run on a prepared dataset (runner.data.prepared_dataset); with ``replicas`` those of a
+    """The parts of a run on a prepared dataset (runner.run.data.prepared_dataset); with ``replicas`` those of a
     cluster worker, reading its shard of the training split (on ``placed``, the placement its server runs)."""
     model_fn = MODELS.get(cfg.model.name)
     optimizer = params(cfg.optimizer)

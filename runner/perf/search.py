@@ -1,11 +1,11 @@
 """mode=tune's search: a pipeline's fastest settings on this machine, measured on the real train op.
 
 Each trial builds the pipeline with one knob changed from the best settings so far and measures training as the
-bench does (runner.engine.measure): its timed windows alternate with windows of one reference bound, the model on a
+bench does (runner.perf.measure): its timed windows alternate with windows of one reference bound, the model on a
 constant batch with the starting settings' session, so every trial is scored on the same yardstick (the ratio of
 its training rate to that bound, paired window by window) even when a trial changes TensorFlow's thread pools.
 
-The search is guided by the start's stage attribution (runner.engine.stages): when the input limits, the pipeline's
+The search is guided by the start's stage attribution (runner.perf.stages): when the input limits, the pipeline's
 own knobs come first (parallelism, then buffers); when the model or the shared CPU does, the thread pools. Each knob
 is walked up its candidate values while a step gains more than MARGIN, then down; a knob that gains nothing costs
 two trials. Passes over the knobs repeat while one moved the best, never measuring a setting twice. The search
@@ -27,12 +27,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 from runner.config.schema import RunnerConfig
-from runner.stats import compare, summarize
-from runner.engine.measure import window_figures, bound_runner, measure_pipeline
+from runner.core.stats import compare, summarize
+from runner.perf.measure import window_figures, bound_runner, measure_pipeline
 from runner.engine.model import Parts
 from runner.core.system import cores
-from runner.engine.stages import attribution, stage_rates
-from runner.errors import RunnerError
+from runner.perf.stages import attribution, stage_rates
+from runner.core.errors import RunnerError
 
 log = logging.getLogger("runner")
 MARGIN = 0.03  # a step must gain this share to be kept: less is within the paired windows' noise

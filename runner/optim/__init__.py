@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from runner.registry import Registry
+from runner.core.registry import Registry
 
 v1 = tf.compat.v1
 OPTIMIZERS: Registry = Registry("optimizer")

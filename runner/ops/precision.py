@@ -16,8 +16,8 @@ from typing import Callable
 
 import tensorflow as tf
 
-from runner.provenance import cpu_flags
-from runner.summaries import scalar
+from runner.core.system import cpu_flags
+from runner.ops.summaries import scalar
 
 v1 = tf.compat.v1
 log = logging.getLogger("runner")

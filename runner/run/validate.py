@@ -1,6 +1,6 @@
 """A composed config validated: every key against its schema and the rules between keys (runner.config.checks),
 then the dataset it names against the model, the pipelines and the mode. Called once per run, before its run dir is
-made (runner.app); imports no TensorFlow (a dataset is made, which reads no data)."""
+made (runner.cli.app); imports no TensorFlow (a dataset is made, which reads no data)."""
 from __future__ import annotations
 
 import glob
@@ -11,8 +11,8 @@ from omegaconf import DictConfig
 from runner.config.checks import check_config, group_schema, measured_pipelines
 from runner.config.datasets import OwnDatasetConfig
 from runner.config.schema import SCHEMAS
-from runner.data import build_dataset
-from runner.errors import ConfigError, DataError
+from runner.run.data import build_dataset
+from runner.core.errors import ConfigError, DataError
 
 
 def validate(cfg: DictConfig) -> None:

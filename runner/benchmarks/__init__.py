@@ -1,1 +1,0 @@
-"""Benchmarks that set runner beside other tools (make bench-compare)."""
