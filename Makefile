@@ -4,10 +4,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 PORT ?= 6006
+DOCS_PORT ?= 8000
 
-.PHONY: install train eval convert bench bench-compare tensorboard test test-engines test-full clean
+.PHONY: help install train eval convert bench bench-compare tensorboard docs test test-engines test-full lint format clean
 
-install: $(VENV)/.installed
+help:                     ## this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):[^#]*## /\1\t/' | awk -F'\t' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+install: $(VENV)/.installed   ## .venv with the package (editable) and its dev extras; idempotent
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +39,9 @@ convert: install          ## write the dataset's TFRecords (make convert ARGS="d
 tensorboard: install      ## TensorBoard on the newest run or sweep (RUN=DIR picks another, PORT=6006)
 	$(PY) -m runner.viewer $(RUN) --port $(PORT)
 
+docs: install             ## the documentation site on 127.0.0.1 (DOCS_PORT=8000), rebuilt as the pages change
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs serve --dev-addr 127.0.0.1:$(DOCS_PORT)
+
 test: install             ## the fast suite (slow tests skipped; 3 workers on 2 cores: some tests wait on subprocesses)
 	$(PY) -m pytest -m "not slow" -n 3 --dist loadgroup -q
 
@@ -44,6 +51,13 @@ test-engines: install     ## sweeps on real engines: a one-node SLURM on 127.0.0
 test-full: install        ## everything, slow tests included
 	$(PY) -m pytest -n 2 --dist loadgroup -q
 
+lint: install             ## ruff (E, F, I, B, UP) on everything, mypy on config/ and core/
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+
+format: install           ## fix what ruff can (import order, pyupgrade)
+	$(PY) -m ruff check --fix .
+
 clean:
-	rm -rf outputs multirun .pytest_cache build *.egg-info
+	rm -rf outputs multirun .pytest_cache build site *.egg-info
 	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +

@@ -51,8 +51,8 @@ def test_the_benchs_autotune_arm_is_tf_data_as_tf_data_runs_it():
     import tensorflow as tf
 
     from runner.config.hydra import with_pipeline
-    from runner.run.data import build_dataset
     from runner.pipelines import PIPELINES
+    from runner.run.data import build_dataset
     from tests.helpers import TINY
 
     cfg = compose(*TINY, "mode=bench", "pipeline=tf_data", "pipeline.shuffle_buffer=500")
@@ -102,8 +102,8 @@ def _state_updated_by(train_op) -> set[str]:
 def test_the_bench_measures_the_op_that_trains(tmp_path, monkeypatch):
     """The bound and the pipelines are built by the training's own graph builder: the same variables, and one step
     updates the same ones (the model, the optimizer's step, the moving averages of the CIFAR-10 preset)."""
-    import runner.perf.measure
     import runner.engine.training
+    import runner.perf.measure
     from runner.engine.graph import build_train_graph
 
     built = []

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from runner.core.errors import DataError, RunnerError
 from runner.datasets import cifar_preprocess as cp
 from runner.datasets.cifar10 import Cifar10
 from runner.datasets.cifar_format import RECORD_BYTES, read_records, write_records
 from runner.datasets.shapes import Shapes, generate
 from runner.engine.session import session
-from runner.core.errors import DataError, RunnerError
 from runner.models import MODELS
 from runner.pipelines import PIPELINES
 from tests.helpers import option
@@ -77,8 +77,8 @@ def test_downloads_verifies_and_extracts_the_archive(server, tmp_path):  # noqa:
     url, www = server
     archive, contents = _archive(tmp_path)
     (www / "cifar-10-binary.tar.gz").write_bytes(archive)
-    dataset = Cifar10(**option("dataset", "cifar10", data_dir=str(tmp_path / "data"), url=url + "cifar-10-binary.tar.gz"),
-                      md5=hashlib.md5(archive).hexdigest())
+    dataset = Cifar10(**option("dataset", "cifar10", data_dir=str(tmp_path / "data"),
+                               url=url + "cifar-10-binary.tar.gz"), md5=hashlib.md5(archive).hexdigest())
     assert dataset.num_examples("train") == 20 and dataset.num_examples("test") == 4
     np.testing.assert_array_equal(dataset.arrays("test")[0], contents["test_batch.bin"][0])
 
@@ -86,7 +86,8 @@ def test_downloads_verifies_and_extracts_the_archive(server, tmp_path):  # noqa:
 def test_a_corrupted_archive_is_rejected(server, tmp_path):  # noqa: F811
     url, www = server
     (www / "cifar-10-binary.tar.gz").write_bytes(b"not the archive")
-    dataset = Cifar10(**option("dataset", "cifar10", data_dir=str(tmp_path / "data"), url=url + "cifar-10-binary.tar.gz"))
+    dataset = Cifar10(**option("dataset", "cifar10", data_dir=str(tmp_path / "data"),
+                               url=url + "cifar-10-binary.tar.gz"))
     with pytest.raises(DataError, match="md5 mismatch"):
         dataset.prepare()
     assert [p.name for p in (tmp_path / "data").iterdir()] == [".lock"]  # nothing half-written

@@ -37,9 +37,9 @@ def test_a_tf_data_session_closes_at_once():
 
     import tensorflow as tf
 
-    from runner.run.data import build_dataset
     from runner.core.closing import CLOSE_WAIT_SECS
     from runner.engine.session import session
+    from runner.run.data import build_dataset
 
     dataset = build_dataset(compose(*SHAPES))
     dataset.prepare()

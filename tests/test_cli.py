@@ -34,7 +34,8 @@ def test_cfg_job_prints_the_composed_config():
     (["batch_size=0"], "batch_size=0 is out of range; allowed: [1, 2147483647]"),
     (["pipeline=queue", "pipeline.min_fraction_of_examples_in_queue=2"],
      "pipeline.min_fraction_of_examples_in_queue=2.0 is out of range; allowed: (0.0, 1.0]"),
-    (["pipeline=fax"], "pipeline=fax is not an option of pipeline; choose one of: feed_dict, preloaded, queue, tf_data"),
+    (["pipeline=fax"],
+     "pipeline=fax is not an option of pipeline; choose one of: feed_dict, preloaded, queue, tf_data"),
     (["batch_size=lots"], "batch_size"),
     (["pipeline.depth=3"], "pipeline.depth is not a known key; the keys here are: prefetch"),
     (["+foo=1"], "foo is not a known key; the keys here are: mode, batch_size"),
@@ -55,7 +56,8 @@ def test_cfg_job_prints_the_composed_config():
     (["sweep_objective=nope.x"], "sweep_objective=nope.x is not a number a run reports; choose one of: "
                                  "final_precision.train"),
     (["dataset.data_dir="], "dataset.data_dir is empty; give it a value"),
-    (["dataset=shapes", "mode=convert"], "mode=convert writes TFRecords that the queue and tf_data pipelines read; dataset=shapes"),
+    (["dataset=shapes", "mode=convert"],
+     "mode=convert writes TFRecords that the queue and tf_data pipelines read; dataset=shapes"),
     (["model=nope"], "model=nope is not an option of model; choose one of: cifar10_cnn, mlp"),
     (["dataset.validation_size=0"], "eval_splits contains 'validation' but dataset.validation_size=0 makes none"),
     (["report.compare=[precision_tst]"], "report.compare contains 'precision_tst', which no job reports; choose "

@@ -18,17 +18,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from runner.cli.app import run
 from runner.config.hydra import schema_of
 from runner.distributed import cluster, roles
-from runner.cli.app import run
-from runner.run.build import build_parts
-from runner.engine.session import SessionTarget, session
+from runner.distributed.local_cluster import free_ports
 from runner.engine.graph import build_train_graph
 from runner.engine.hooks import FeedHook
 from runner.engine.replicas import GreedyBySize, Replicas
-from runner.distributed.local_cluster import free_ports
+from runner.engine.session import SessionTarget, session
 from runner.pipelines import PIPELINES
 from runner.pipelines.base import Batch, Shard
+from runner.run.build import build_parts
 from tests.helpers import ROOT, TINY, compose, noise, option, run_cli
 
 v1 = tf.compat.v1

@@ -4,10 +4,10 @@ import hashlib
 import numpy as np
 import pytest
 
+from runner.core.errors import DataError
 from runner.datasets.download import download
 from runner.datasets.idx_format import write_idx
 from runner.datasets.mnist import Mnist
-from runner.core.errors import DataError
 from tests.helpers import option
 
 

@@ -16,16 +16,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from runner.run import rundir
 from runner.cli.app import run
-from runner.run.data import build_dataset
 from runner.core import files as cache_files
+from runner.core.errors import ConfigError, DataError
+from runner.core.signals import Interrupted, StopSignals
 from runner.datasets.base import Records
 from runner.engine.checkpoints import latest_checkpoint
 from runner.engine.evals import EvalOp, run_eval
-from runner.core.errors import ConfigError, DataError
 from runner.pipelines.base import Batch, record_files
-from runner.core.signals import Interrupted, StopSignals
+from runner.run import rundir
+from runner.run.data import build_dataset
 from tests.helpers import ROOT, TINY, compose, run_cli
 
 QUICK = [*TINY, "max_steps=40", "log_every=20", "checkpoint_every=20", "eval_splits=[test]"]
@@ -395,8 +395,8 @@ def test_every_config_error_is_a_config_error_not_a_traceback():
 def test_a_saved_config_is_typed_again_so_eval_validates_it(trained):
     from omegaconf import OmegaConf
 
-    from runner.run.validate import validate
     from runner.config.hydra import typed
+    from runner.run.validate import validate
 
     cfg = typed(rundir.saved_config(trained))
     validate(cfg)

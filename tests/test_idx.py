@@ -5,9 +5,9 @@ import struct
 import numpy as np
 import pytest
 
+from runner.core.errors import DataError
 from runner.datasets.glyphs import generate
 from runner.datasets.idx_format import read_idx, write_idx
-from runner.core.errors import DataError
 
 
 def test_reads_big_endian_header_and_uint8_data(tmp_path):

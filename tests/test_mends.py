@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 from runner.cli.app import run
-from runner.run.data import build_dataset
-from runner.engine.hooks import Clock, NanHook
 from runner.core.errors import DataError, TrainingError
+from runner.engine.hooks import Clock, NanHook
+from runner.run.data import build_dataset
 from tests.helpers import TINY, compose, project_copy, pull, run_cli, user_env
 from tests.test_own_data import overrides_for
 

@@ -15,13 +15,13 @@ import pytest
 import tensorflow as tf
 
 from runner.cli.app import run
-from runner.run.data import build_dataset
+from runner.core.errors import ConfigError, DataError
 from runner.datasets.fixed_length import Layout
+from runner.datasets.glyphs import generate
 from runner.datasets.idx_format import write_idx
 from runner.datasets.records import write_records
-from runner.datasets.glyphs import generate
-from runner.core.errors import ConfigError, DataError
 from runner.pipelines import PIPELINES
+from runner.run.data import build_dataset
 from tests.helpers import compose, option, pull, run_cli
 
 NUM_TRAIN, NUM_TEST = 600, 120  # a short run learns from these
@@ -282,8 +282,9 @@ SLOW = pytest.mark.slow  # decoding images in the graph at every step: the contr
     ("tfrecord_raw", "preloaded"), pytest.param("tfrecord_encoded", "tf_data", marks=SLOW), ("csv", "queue"),
     ("idx", "feed_dict"), ("fixed_length", "tf_data")])
 def test_a_short_run_learns_above_chance(tmp_path, kind, pipeline):
-    summary = run(compose(*overrides_for(kind, tmp_path), f"pipeline={pipeline}", "model=mlp", "max_steps=300", "batch_size=40",
-                          "optimizer=adam", "optimizer.lr=0.001", "log_every=100", "checkpoint_every=300"),
+    summary = run(compose(*overrides_for(kind, tmp_path), f"pipeline={pipeline}", "model=mlp", "max_steps=300",
+                          "batch_size=40", "optimizer=adam", "optimizer.lr=0.001", "log_every=100",
+                          "checkpoint_every=300"),
                   str(tmp_path / "run"))
     chance = 1 / (3 if kind == "csv" else 10)
     assert summary["final_precision"]["test"] > 2 * chance, summary["final_precision"]
@@ -333,11 +334,12 @@ BAD = {
     "image_folder-class": ("image_folder", lambda r: _moved(_first(r, "test/*/*.png"), r / "test" / "eleven"),
                            r" is not a class of"),
     "tfrecord-missing": ("tfrecord_raw", lambda r: _removed(r / "test.tfrecords"), r"Failed to find file"),
-    "tfrecord-empty": ("tfrecord_raw", lambda r: _emptied(r / "test.tfrecords"), r": the test split's files hold no records"),
+    "tfrecord-empty": ("tfrecord_raw", lambda r: _emptied(r / "test.tfrecords"),
+                       r": the test split's files hold no records"),
     "tfrecord-truncated": ("tfrecord_raw", lambda r: _truncated(r / "train.tfrecords"), r": record \d+: truncated"),
     "tfrecord-undecodable": ("tfrecord_encoded", lambda r: (_rewrite_example(
-        r / "test-0.tfrecord", 7, **{"image/encoded": b"not an image", "image/class/label": 3}), r / "test-0.tfrecord")[1],
-        r": record 7: cannot be decoded"),
+        r / "test-0.tfrecord", 7, **{"image/encoded": b"not an image", "image/class/label": 3}),
+        r / "test-0.tfrecord")[1], r": record 7: cannot be decoded"),
     "tfrecord-label": ("tfrecord_raw", lambda r: (_rewrite_example(
         r / "test.tfrecords", 5, image_raw=bytes(28 * 28 * 3), label=12), r / "test.tfrecords")[1],
         r": record 5: label 12 is outside 0..9"),
@@ -356,7 +358,8 @@ BAD = {
     "idx-label": ("idx", lambda r: _idx_label(r / "labels-test.idx.gz", 4, 10), r": entry 4: label 10 is outside 0..9"),
     "fixed_length-missing": ("fixed_length", lambda r: _removed(r / "test.bin"), r"Failed to find file"),
     "fixed_length-empty": ("fixed_length", lambda r: _emptied(r / "train_1.bin"), r"0 bytes is not a whole number"),
-    "fixed_length-truncated": ("fixed_length", lambda r: _truncated(r / "test.bin", 0.3), r"bytes is not a whole number"),
+    "fixed_length-truncated": ("fixed_length", lambda r: _truncated(r / "test.bin", 0.3),
+                               r"bytes is not a whole number"),
     "fixed_length-label": ("fixed_length", lambda r: _fixed_label(r / "test.bin", 6, 10),
                            r": record 6: label 10 is outside 0..9"),
 }
@@ -467,16 +470,16 @@ def test_convert_writes_the_records_the_pipelines_read(tmp_path, kind):
 
 @pytest.mark.parametrize("kind", ["csv", "tfrecord_raw", "fixed_length"])
 def test_convert_refuses_the_formats_read_as_they_are(tmp_path, kind):
-    from runner.run.validate import validate
     from runner.core.errors import ConfigError
+    from runner.run.validate import validate
 
     with pytest.raises(ConfigError, match=r"mode=convert writes TFRecords that the queue and tf_data pipelines read"):
         validate(compose(*overrides_for(kind, tmp_path, 20, 20), "mode=convert"))
 
 
 def test_a_csv_dataset_refuses_a_model_that_needs_images(tmp_path):
-    from runner.run.validate import validate
     from runner.core.errors import ConfigError
+    from runner.run.validate import validate
 
     with pytest.raises(ConfigError, match=r"model=cifar10_cnn takes images but dataset=csv gives feature vectors of 4 "
                                           r"values; use model=mlp"):
@@ -569,4 +572,4 @@ def test_a_csv_with_class_names_as_labels_numbers_them_in_sorted_order(tmp_path)
         assert (labels == want).all(), pipeline
     with pytest.raises(ConfigError, match=r"holds 3 class names \(setosa, versicolor, virginica\): set "
                                           r"dataset.num_classes=3"):
-        build_dataset(compose(*overrides, "dataset.num_classes=4")).class_names
+        _ = build_dataset(compose(*overrides, "dataset.num_classes=4")).class_names

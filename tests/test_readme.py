@@ -1,9 +1,11 @@
-"""The README's Quick start and Sweeps commands as tests: each `python -m runner ...` line of their code blocks, read
-from README.md as written, runs in an empty working directory with only what a user adds to keep it short
-(`max_steps`, `eval_splits=[test]` and small data sizes), and does what the README says: a run dir with a summary,
+"""The README's Quick start and the Sweeps page's commands as tests: each `python -m runner ...` line of their code
+blocks, read from README.md and docs/sweeps.md as written, runs in an empty working directory with only what a user
+adds to keep it short (`max_steps`, `eval_splits=[test]` and small data sizes), and does what the README says: a run
+dir with a summary,
 one sweep dir with a report of every job, an evaluation of the latest run, the composed config, the help.
 
-When the README changes, these tests follow it. The fast tier keeps the commands in FAST (the plain run, the
+When the README or the docs change, these tests follow them. The fast tier keeps the commands in FAST (the plain
+run, the
 sweep with the rerun that skips its finished jobs, mode=eval, --cfg job, --help); the rest are in the slow tier.
 """
 from __future__ import annotations
@@ -19,7 +21,7 @@ import yaml
 
 from tests.helpers import AS_USER, ROOT, compose, noise, one_complete_sweep, run_cli
 
-README = (ROOT / "README.md").read_text()
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]  # the README and every docs page
 SIZES = {"digits": ["dataset.num_train=1200", "dataset.num_test=300", "dataset.validation_size=200"],
          "shapes": ["dataset.num_train=500", "dataset.num_test=130"]}
 SHORT = ["max_steps=10", "eval_splits=[test]"]
@@ -32,9 +34,17 @@ FAST = ("python -m runner", "python -m runner -m batch_size=50,100", "python -m 
 
 
 def _section(title: str) -> str:
-    start = README.index(f"\n## {title}\n")
-    end = README.find("\n## ", start + 1)
-    return README[start:end if end > 0 else None]
+    """A section of the README or of a docs page, by its title: a page's whole text (``# title``) or a ``## title``
+    section up to the next one."""
+    for page in PAGES:
+        text = "\n" + page.read_text()
+        if text.startswith(f"\n# {title}\n"):
+            return text
+        start = text.find(f"\n## {title}\n")
+        if start >= 0:
+            end = text.find("\n## ", start + 1)
+            return text[start:end if end > 0 else None]
+    raise AssertionError(f"no section or page titled {title!r} in README.md or docs/")
 
 
 def commands(*titles: str) -> list[str]:
@@ -161,3 +171,54 @@ def test_a_readme_command_as_typed(command, tmp_path):
     rerun = run_cli(*_short(args), cwd=tmp_path, timeout=900)  # the same command finds the same dir
     assert one_complete_sweep(tmp_path, expected_jobs(args), rerun) == sweep
     assert rerun.stdout.count("finished in an earlier run of this sweep: skipped") == expected_jobs(args)
+
+
+def _every_command() -> list[tuple[str, str, str]]:
+    """(page, command, the error it shows or "") for every `python -m runner` line of every code block of the README
+    and the docs pages."""
+    found = []
+    for page in PAGES:
+        for block in re.findall(r"```\w*\n(.*?)```", page.read_text(), re.S):
+            lines = block.replace("\\\n", " ").splitlines()
+            for line, after in zip(lines, [*lines[1:], ""]):
+                line = line.split(" #", 1)[0].strip().removeprefix("$ ")
+                if line == "python -m runner" or line.startswith("python -m runner "):
+                    found.append((page.name, line, after[len("error: "):] if after.startswith("error: ") else ""))
+    return found
+
+
+def _first_job(args: list[str]) -> list[str]:
+    """The overrides of a command's run, or of its sweep's first job; Hydra's own settings (hydra/..., hydra.*) and
+    the flags left out; DIR stands for a folder the reader picks."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from runner.cli.app import home_expanded
+
+    parse = OverridesParser.create().parse_override
+    out = []
+    for arg in home_expanded(args):
+        if arg.startswith("-") or arg.lstrip("+~").startswith("hydra") or "=" not in arg:
+            continue
+        override = parse(arg)
+        if override.is_sweep_override():
+            arg = f"{arg.split('=', 1)[0]}={next(override.sweep_string_iterator())}"
+        out.append(arg.replace("=DIR", "=/tmp/a-folder"))
+    return out
+
+
+@pytest.mark.parametrize("page,command,error", _every_command(), ids=lambda v: v if "python" in v else None)
+def test_every_command_of_the_readme_and_the_docs_composes(page, command, error):
+    """Each command a page shows is a config Hydra composes on the schemas and the checks pass, or it fails with the
+    error the page shows (a key renamed or an option removed fails here, on the page that still shows it)."""
+    from runner.config.checks import check_config
+    from runner.core.errors import ConfigError
+
+    args = _first_job(shlex.split(command)[3:])
+    if any(a.startswith("experiment=") and not (ROOT / "experiments" / f"{a[11:]}.yaml").exists() for a in args):
+        pytest.skip("an experiment the page's previous command writes (mode=tune)")
+    if error:
+        with pytest.raises(ConfigError) as raised:
+            check_config(compose(*args))
+        assert str(raised.value) == error
+        return
+    check_config(compose(*args))

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from runner.datasets.records import parse_examples, write_records
 from runner.core.errors import DataError
+from runner.datasets.records import parse_examples, write_records
 
 
 def test_round_trip(tmp_path):

@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests import slurm
-from tests.helpers import (AS_USER, TINY, noise, one_complete_sweep, run_cli, steps_saved, submitit_logs,
-                            sweep_dirs)
+from tests.helpers import AS_USER, TINY, noise, one_complete_sweep, run_cli, steps_saved, submitit_logs, sweep_dirs
 
 pytestmark = [pytest.mark.slow, pytest.mark.engines,
               pytest.mark.skipif(slurm.unavailable() is not None, reason=str(slurm.unavailable()))]

@@ -133,6 +133,8 @@ def test_each_mode_is_one_module_with_one_entry_function():
     from runner.modes import MODES as TABLE
 
     assert sorted(TABLE) == sorted(MODES)
+    modules = {f"runner.modes.{p.stem}" for p in (PACKAGE / "modes").glob("*.py") if p.stem != "__init__"}
+    assert {entry.__module__ for entry in TABLE.values()} == modules  # every module of modes/ is a mode
     for mode, entry in TABLE.items():
         assert entry.__name__ == "run" and entry.__module__.startswith("runner.modes."), (mode, entry)
 
@@ -182,11 +184,10 @@ def _defined(path: Path) -> dict[str, set[str]]:
     names: dict[str, set[str]] = {}
     for node in ast.parse(path.read_text(), str(path)).body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            names[node.name] = {getattr(n, "name", None) or getattr(getattr(n, "target", None), "id", None)
-                                for n in getattr(node, "body", []) if isinstance(n, ast.ClassDef)} | {
-                                   n.name for n in ast.walk(node) if isinstance(n, (ast.FunctionDef, ast.ClassDef))} | {
-                                   t.id for n in ast.walk(node) for t in getattr(n, "targets", [getattr(n, "target", None)])
-                                   if isinstance(t, ast.Name)}
+            inner = ast.walk(node)
+            names[node.name] = {n.name for n in inner if isinstance(n, (ast.FunctionDef, ast.ClassDef))} | {
+                t.id for n in ast.walk(node) if isinstance(n, (ast.Assign, ast.AnnAssign))
+                for t in getattr(n, "targets", [getattr(n, "target", None)]) if isinstance(t, ast.Name)}
         elif isinstance(node, (ast.Assign, ast.AnnAssign)):
             for target in getattr(node, "targets", [getattr(node, "target", None)]):
                 names.update({t.id: set() for t in ast.walk(target) if isinstance(t, ast.Name)})

@@ -12,8 +12,17 @@ from pathlib import Path
 import pytest
 
 from runner.engine.checkpoints import latest_checkpoint
-from tests.helpers import (AS_USER, ROOT, TINY, one_complete_sweep, run_cli, steps_saved, stop_when, submitit_logs,
-                            sweep_dirs)
+from tests.helpers import (
+    AS_USER,
+    ROOT,
+    TINY,
+    one_complete_sweep,
+    run_cli,
+    steps_saved,
+    stop_when,
+    submitit_logs,
+    sweep_dirs,
+)
 
 QUICK = [*TINY, "max_steps=20", "log_every=10", "checkpoint_every=20", "eval_splits=[test]"]
 
@@ -28,7 +37,8 @@ def test_a_failed_job_is_reported_and_the_others_still_run(tmp_path):
     assert rows[1]["error"].startswith("TrainingError: loss is") and rows[1]["overrides"].endswith("optimizer.lr=1e+30")
     assert float(rows[0]["precision_test"]) > 0 and float(rows[2]["examples_per_sec"]) > 0
     report = (tmp_path / "report.md").read_text()
-    assert "3 jobs, 2 completed, 1 failed, 0 interrupted, 0 incomplete." in report and "![plot_optimizer.lr.png]" in report
+    assert "3 jobs, 2 completed, 1 failed, 0 interrupted, 0 incomplete." in report
+    assert "![plot_optimizer.lr.png]" in report
     assert (tmp_path / "plot_optimizer.lr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     hparams = [len(list(d.glob("events.out.tfevents.*.hparams"))) for d in (tmp_path, *(tmp_path / j for j in "012"))]
     assert hparams == [1, 1, 1, 1]  # the sweep's and each job's HParams (read back in tests/test_tensorboard.py)
@@ -101,7 +111,8 @@ def test_a_signal_stops_the_whole_sweep_and_a_rerun_continues_it(tmp_path):
              f"hydra.sweep.dir={tmp_path}"]
     stopped = _interrupt_sweep(["-m", *sweep, "max_steps=1000000"], signal.SIGTERM)
     assert stopped.returncode == 128 + signal.SIGTERM, stopped.stdout[-3000:]
-    assert "stopped: SIGTERM; 3 job(s) interrupted (0, 1, 2). Rerun the same command to continue them." in stopped.stdout
+    said = "stopped: SIGTERM; 3 job(s) interrupted (0, 1, 2). Rerun the same command to continue them."
+    assert said in stopped.stdout
     rows = list(csv.DictReader((tmp_path / "report.csv").open()))
     assert [(r["job"], r["status"]) for r in rows] == [("0", "interrupted"), ("1", "interrupted"), ("2", "interrupted")]
     assert rows[0]["error"].startswith("SIGTERM at step") and rows[1]["error"] == "not started: the sweep was stopped"

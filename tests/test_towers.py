@@ -7,9 +7,9 @@ import tensorflow as tf
 from omegaconf import OmegaConf
 
 from runner.cli.app import run
-from runner.engine.model import shared_model
 from runner.core.errors import ConfigError
 from runner.engine.hardware import place
+from runner.engine.model import shared_model
 from runner.models import MODELS
 from runner.pipelines import PIPELINES
 from runner.pipelines.base import Batch
@@ -133,10 +133,10 @@ def test_two_towers_of_batch_b_update_like_one_device_with_batch_2b(model_name, 
 @pytest.mark.parametrize("pipeline", PIPELINES.names())
 def test_towers_share_one_input_pipeline_and_take_disjoint_slices(tiny_digits, pipeline, caplog):
     """One reader set and shuffle queue (or stream, or feed) for all towers; each tower gets its own batch."""
-    from runner.run.build import build_parts
+    from runner.engine.graph import build_train_graph
     from runner.engine.session import session
     from runner.pipelines.base import merged_feed
-    from runner.engine.graph import build_train_graph
+    from runner.run.build import build_parts
 
     caplog.set_level("INFO", logger="runner")
     cfg = compose(*TINY, f"pipeline={pipeline}", "hardware=cpu2", "pipeline.num_threads=2"
@@ -189,8 +189,8 @@ def test_gpu2_runs_here_on_the_cpu(tmp_path):
 
 def test_towers_build_under_the_tutorials_name_scopes_with_shared_variables_on_the_cpu(tiny_digits):
     """cifar10_multi_gpu_train: tower_i name scopes, one set of variables (on the CPU) that every tower reads."""
-    from runner.run.build import build_parts
     from runner.engine.graph import build_train_graph
+    from runner.run.build import build_parts
 
     parts = build_parts(compose(*TINY, "hardware=cpu2", "pipeline=tf_data"), tiny_digits)
     tg = build_train_graph(parts, 50, 0, None)
@@ -212,10 +212,10 @@ def test_towers_build_under_the_tutorials_name_scopes_with_shared_variables_on_t
 def test_a_model_that_makes_its_own_variables_is_refused_when_its_eval_is_built(tiny_digits):
     """A model whose variables are not made by tf.compat.v1.get_variable (as Keras layers make theirs) would be
     evaluated with a second, untrained copy: refused naming the rule, not evaluated at chance."""
-    from runner.run.build import build_parts
+    from runner.core.errors import RunnerError
     from runner.engine.evals import build_evals
     from runner.engine.graph import build_train_graph
-    from runner.core.errors import RunnerError
+    from runner.run.build import build_parts
 
     parts = build_parts(compose(*TINY), tiny_digits)
 

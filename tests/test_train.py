@@ -156,7 +156,6 @@ def test_evaluation_uses_the_moving_averages_and_eval_moving_average_false_the_r
     import tensorflow as tf
 
     from runner.engine.checkpoints import latest_checkpoint
-
     from runner.run.runs import eval_run
 
     args = [*TINY, "moving_average_decay=0.99", "max_steps=60", "checkpoint_every=60", "log_every=60",

@@ -203,8 +203,8 @@ def test_tf_datas_speed_knobs_are_searched_and_its_order_knobs_only_where_allowe
 
 
 def test_tune_knobs_searches_only_the_knobs_named_and_refuses_one_outside_the_space():
-    from runner.core.errors import ConfigError
     from runner.config.checks import search_space
+    from runner.core.errors import ConfigError
     from tests.helpers import compose
 
     space = search_space(compose("pipeline=tf_data", "tune.knobs=[num_parallel_calls,pipeline.cache,"

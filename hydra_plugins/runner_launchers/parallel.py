@@ -13,12 +13,14 @@ import os
 import pickle
 import signal
 import sys
+from collections.abc import Sequence
 from multiprocessing.connection import wait
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
+
 from hydra_plugins.hydra_joblib_launcher._core import execute_job
 from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
 

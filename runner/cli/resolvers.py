@@ -16,7 +16,7 @@ from runner.run import rundir
 from runner.sweeps import sweep
 
 
-@functools.lru_cache(maxsize=None)  # resolved again later in the same run: the same answer
+@functools.cache  # resolved again later in the same run: the same answer
 def hydra_subdir(mode: str, output_dir: str, hardware: str = "cpu", ps: int = 1, resolver: str = "auto"
                  ) -> str | None:
     """Where Hydra writes this job's config: ``.hydra`` for a new training run; a numbered folder under

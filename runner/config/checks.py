@@ -8,6 +8,7 @@ import dataclasses
 import math
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ SUMMARY_NUMBERS = ("examples_per_sec", "wall_time_sec", "steps", "steps_this_run
 _ABSENT = object()
 
 
-def _check_field(path: str, value: Any, meta: dict) -> None:
+def _check_field(path: str, value: Any, meta: Mapping[str, Any]) -> None:
     if value is None:
         return
     if "choices" in meta and value not in meta["choices"]:
@@ -49,7 +50,7 @@ def _walk(node: DictConfig, prefix: str, schema: Any) -> None:
     """Checks every key of ``node`` against its dataclass ``schema``: known, set, and in range."""
     fields = {f.name: f for f in dataclasses.fields(schema)}
     for key in node.keys():
-        path = f"{prefix}{key}"
+        path = f"{prefix}{key!s}"
         if key not in fields:
             known = ", ".join(f for f in fields if f != "name")
             raise ConfigError(f"{path} is not a known key; the keys here are: {known}")
@@ -66,7 +67,7 @@ def _walk(node: DictConfig, prefix: str, schema: Any) -> None:
             _check_field(path, node[key], fields[key].metadata)
 
 
-def _check_list(path: str, values: ListConfig, meta: dict) -> None:
+def _check_list(path: str, values: ListConfig, meta: Mapping[str, Any]) -> None:
     """A list of ``length`` values (when the schema says how many), each in the field's range."""
     if "length" in meta and len(values) != meta["length"]:
         raise ConfigError(f"{path}={list(values)} must hold {meta['length']} values")

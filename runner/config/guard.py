@@ -27,14 +27,14 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from runner.config.hydra import CONF_DIR, register_schemas
 from runner.config.schema import GROUPS
-from runner.core.files import shown
 from runner.core.errors import ConfigError
+from runner.core.files import shown
 
 ALLOW = "RUNNER_ALLOW_TARGETS"
 EXPERIMENTS = Path(CONF_DIR).parent / "experiments"
@@ -126,7 +126,7 @@ class Guard:
             self.check_config(run)
             sweeps = [o for o in parsed if o.is_sweep_override()] if self._multirun(run) else []
             for override in sweeps + self._sweeper_params(run):
-                self._check_sweep(override, [o.input_line for o in parsed if not o.is_sweep_override()])
+                self._check_sweep(override, [str(o.input_line) for o in parsed if not o.is_sweep_override()])
         finally:
             GlobalHydra.instance().clear()  # Hydra's app starts its own
 
@@ -199,7 +199,7 @@ class Guard:
         cfg = run.cfg
         _check_choices_of(cfg)
         reference = self._reference(cfg)
-        now = OmegaConf.to_container(cfg, resolve=False)
+        now = cast(dict, OmegaConf.to_container(cfg, resolve=False))
         for path, value in _targets(now):
             if _at(reference, path) != value:
                 self.refuse(run, path, f"names code to import ({value}); a config names runner's parts, never code")
@@ -247,7 +247,7 @@ class Guard:
             shipped = self.hydra.compose_config(None, [f"{k}={v}" for k, v in choices], run_mode=RunMode.RUN)
             own = OmegaConf.load(Path(CONF_DIR) / "config.yaml")
             with_own = OmegaConf.merge(OmegaConf.to_container(shipped, resolve=False), {"hydra": own.hydra})
-            self._references[choices] = OmegaConf.to_container(with_own, resolve=False)
+            self._references[choices] = cast(dict, OmegaConf.to_container(with_own, resolve=False))
         return self._references[choices]
 
     def refuse(self, run: Composed, path: tuple, reason: str) -> None:
@@ -287,7 +287,7 @@ class Guard:
             # The file as the user knows it: experiments/NAME.yaml, not the conf/experiment link to that folder.
             source = (str((Path(where) / f"{default.config_path}.yaml").resolve()) if loaded.path.startswith("file://")
                       else where)
-            yield shown(source), default.package or "", OmegaConf.to_container(loaded.config, resolve=False)
+            yield shown(source), default.package or "", cast(dict, OmegaConf.to_container(loaded.config, resolve=False))
 
 
 @functools.cache
@@ -296,7 +296,7 @@ def _hydra_class() -> type:
     from hydra._internal.hydra import Hydra
 
     class Composing(Hydra):
-        def compose_config(self, config_name, overrides, run_mode, keep: bool = False, **kwargs):
+        def compose_config(self, config_name, overrides, run_mode, keep: bool = False, **kwargs):  # type: ignore[override]
             key = (config_name, tuple(overrides), run_mode)
             kept = self.__dict__.setdefault("kept", {})
             if key in kept and not keep:

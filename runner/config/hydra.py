@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
@@ -47,7 +47,7 @@ def compose_group(group: str, option: str) -> DictConfig:
 def schema_of(group: str, option: str) -> Any:
     """The schema an option's YAML starts from (its ``/schema/GROUP/NAME@_here_`` default)."""
     path = Path(CONF_DIR) / group / f"{option}.yaml"
-    entries = OmegaConf.load(path).get("defaults", []) if path.exists() else []
+    entries = cast(DictConfig, OmegaConf.load(path)).get("defaults", []) if path.exists() else []
     for entry in entries:
         if isinstance(entry, str) and entry.startswith(f"/schema/{group}/"):
             return SCHEMAS[group][entry[len(f"/schema/{group}/"):].split("@")[0]]
@@ -58,8 +58,8 @@ def typed(cfg: DictConfig) -> DictConfig:
     """A config read from a file (a run's saved config), typed by the schemas again, so it is validated and merged
     like a composed one."""
     try:
-        out = OmegaConf.merge(OmegaConf.structured(RunnerConfig),
-                              {k: v for k, v in cfg.items() if k not in GROUPS})
+        out = cast(DictConfig, OmegaConf.merge(OmegaConf.structured(RunnerConfig),
+                                               {k: v for k, v in cfg.items() if k not in GROUPS}))
         with open_dict(out):
             for group in GROUPS:
                 out[group] = OmegaConf.merge(OmegaConf.structured(schema_of(group, cfg[group].name)), cfg[group])
@@ -70,9 +70,15 @@ def typed(cfg: DictConfig) -> DictConfig:
 
 def params(node: DictConfig) -> dict:
     """A group's values as plain keyword arguments of its part, without its registry name."""
-    values = OmegaConf.to_container(node, resolve=True)
+    values = cast(dict, OmegaConf.to_container(node, resolve=True))
     values.pop("name")
     return values
+
+
+def override_key(override: str) -> str:
+    """The key an override sets, without Hydra's +, ++ or ~ (a group's name when it chooses an option):
+    ``+dataset.root=/d`` -> ``dataset.root``. Every reader of typed overrides asks this one function."""
+    return override.split("=", 1)[0].lstrip("+~")
 
 
 def task_overrides() -> list[str]:

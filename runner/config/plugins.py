@@ -5,6 +5,7 @@ alone, and :func:`all_installed` every one again (for a config that chooses a la
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Any
 
 
 def core_only() -> None:
@@ -22,7 +23,7 @@ def core_only() -> None:
             for plugin in scanned:
                 self._register(plugin)
 
-    registry = object.__new__(CorePlugins)
+    registry: Any = object.__new__(CorePlugins)
     registry.__init__()
     Singleton._instances[Plugins] = registry
 

@@ -13,8 +13,17 @@ from typing import Any, ClassVar, Optional
 
 from omegaconf import MISSING
 
-from runner.config.datasets import (Cifar10Config, CsvConfig, DigitsConfig, FixedLengthConfig, IdxConfig,
-                                    ImageFolderConfig, MnistConfig, ShapesConfig, TfRecordConfig)
+from runner.config.datasets import (
+    Cifar10Config,
+    CsvConfig,
+    DigitsConfig,
+    FixedLengthConfig,
+    IdxConfig,
+    ImageFolderConfig,
+    MnistConfig,
+    ShapesConfig,
+    TfRecordConfig,
+)
 from runner.config.fields import bounded, one_of
 
 INT_MAX = 2**31 - 1  # the largest int a bounded field takes: TensorFlow and numpy take these as int32 or as seeds
@@ -260,7 +269,7 @@ class RunnerConfig:
     hardware: Any = MISSING
 
 
-SCHEMAS = {
+SCHEMAS: dict[str, dict[str, type]] = {
     "dataset": {"digits": DigitsConfig, "mnist": MnistConfig, "shapes": ShapesConfig, "cifar10": Cifar10Config,
                 "image_folder": ImageFolderConfig, "tfrecord": TfRecordConfig, "csv": CsvConfig, "idx": IdxConfig,
                 "fixed_length": FixedLengthConfig},

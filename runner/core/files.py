@@ -13,8 +13,8 @@ import os
 import shutil
 import tempfile
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from runner.core.errors import DataError
 

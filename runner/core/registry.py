@@ -5,7 +5,8 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import types
-from typing import Callable, Generic, Iterable, TypeVar
+from collections.abc import Callable, Iterable
+from typing import Generic, TypeVar
 
 from runner.core.errors import ConfigError
 
@@ -30,7 +31,7 @@ class Registry(Generic[T]):
                 raise ValueError(f"{self.kind} '{name}' is registered twice")
             self._items[name] = obj
             if isinstance(obj, (type, types.FunctionType)):  # a part's class or function carries its name
-                obj.name = name
+                setattr(obj, "name", name)  # noqa: B010 (a class or a function alike)
             return obj
 
         return add

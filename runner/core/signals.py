@@ -19,8 +19,7 @@ import socket
 import sys
 import threading
 import time
-from typing import Callable
-
+from collections.abc import Callable
 
 log = logging.getLogger("runner")
 SIGNALS = (signal.SIGINT, signal.SIGTERM)

@@ -5,8 +5,8 @@ loads the report's modules, few compute anything)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from runner.datasets import cifar_preprocess
 from runner.core.errors import ConfigError
-
+from runner.datasets import cifar_preprocess
 
 
 def output_shape(augment: str, raw_shape: tuple[int, ...], images: bool) -> tuple[int, ...]:

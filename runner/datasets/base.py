@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from runner.datasets import augment as augments
-from runner.core.files import Manifest, folder_lock
 from runner.core.errors import ConfigError, DataError
+from runner.core.files import Manifest, folder_lock
+from runner.datasets import augment as augments
 
 log = logging.getLogger("runner")
 Arrays = tuple[np.ndarray, np.ndarray]  # examples [N, *raw_shape] (uint8 or float32), int32 labels [N]

@@ -6,10 +6,10 @@ import logging
 import tarfile
 from pathlib import Path
 
+from runner.core.errors import DataError
 from runner.datasets import DATASETS
 from runner.datasets.cifar_format import FOLDER, CifarBinary
 from runner.datasets.download import download, md5sum
-from runner.core.errors import DataError
 
 log = logging.getLogger("runner")
 ARCHIVE = "cifar-10-binary.tar.gz"

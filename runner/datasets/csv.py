@@ -14,10 +14,10 @@ import csv as pycsv
 from functools import cached_property
 from pathlib import Path
 
+from runner.core.errors import ConfigError, DataError
 from runner.datasets import DATASETS
 from runner.datasets.base import Records, match
 from runner.datasets.decoded import Decoded
-from runner.core.errors import ConfigError, DataError
 
 
 @DATASETS.register("csv")

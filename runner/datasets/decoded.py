@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from runner.config.schema import SPLITS
-from runner.datasets.base import Arrays, Damage, Dataset, Records, check_labels
-from runner.core.files import Manifest, atomic_path, folder_lock, full_disk
 from runner.core.errors import ConfigError, DataError, op_error_text
+from runner.core.files import Manifest, atomic_path, folder_lock, full_disk
+from runner.datasets.base import Arrays, Damage, Dataset, Records, check_labels
 
 log = logging.getLogger("runner")
 DECODE_BATCH = 256

@@ -4,8 +4,8 @@ from __future__ import annotations
 from runner.datasets import DATASETS
 from runner.datasets.base import Generated, generated_dir
 from runner.datasets.glyphs import generate
-from runner.datasets.idx_format import write_idx
 from runner.datasets.idx_digits import IdxDigits
+from runner.datasets.idx_format import write_idx
 
 
 @DATASETS.register("digits")

@@ -8,8 +8,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from runner.core.files import atomic_path
 from runner.core.errors import DataError
+from runner.core.files import atomic_path
 
 log = logging.getLogger("runner")
 _CHUNK = 1 << 20

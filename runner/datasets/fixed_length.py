@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from runner.core.errors import ConfigError, DataError
+from runner.core.files import atomic_path
 from runner.datasets import DATASETS
 from runner.datasets.base import FileDataset, Records, check_labels, match
-from runner.core.files import atomic_path
-from runner.core.errors import ConfigError, DataError
 
 
 @dataclass(frozen=True)

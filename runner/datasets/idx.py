@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from runner.config.schema import SPLITS
+from runner.core.errors import DataError
 from runner.datasets import DATASETS
 from runner.datasets.base import Damage, FileDataset, Records, check_labels
 from runner.datasets.download import md5sum
 from runner.datasets.idx_format import read_header, read_idx
 from runner.datasets.records import ensure_records, find_corrupt, parse_examples, source_stamp, write_records
-from runner.core.errors import DataError
 
 KEYS = ("train_images", "train_labels", "test_images", "test_labels")
 

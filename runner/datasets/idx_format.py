@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from runner.core.files import atomic_path
 from runner.core.errors import DataError
+from runner.core.files import atomic_path
 
 # type code in the third magic byte -> numpy dtype (IDX stores multi-byte types big-endian)
 _DTYPES = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),

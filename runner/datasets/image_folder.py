@@ -1,6 +1,7 @@
 """A folder of images with one subfolder per class: ``root/train/<class>/*.{jpg,jpeg,png}`` and ``root/test/<class>/``
 (``root/validation/<class>/`` too, if present; otherwise ``validation_size`` training images, picked at random with
-a fixed seed, form the validation split). Training images are read in a fixed random order. Class names, sorted, become label ids.
+a fixed seed, form the validation split). Training images are read in a fixed random order. Class names, sorted,
+become label ids.
 
 Images are decoded and fitted to ``image_size`` x ``channels`` (:mod:`runner.datasets.images`). The queue and
 tf_data pipelines decode in the graph, from the image files (``read_from=files``) or from TFRecords of the encoded
@@ -14,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
+from runner.core.errors import ConfigError, DataError
+from runner.core.files import atomic_path
 from runner.datasets import DATASETS
 from runner.datasets.base import Damage, Records
 from runner.datasets.decoded import Decoded
-from runner.core.files import atomic_path
 from runner.datasets.images import decode_images, parse_encoded
 from runner.datasets.records import ensure_records, find_corrupt
-from runner.core.errors import ConfigError, DataError
 
 EXTENSIONS = (".jpg", ".jpeg", ".png")
 IMAGE_KEY, LABEL_KEY = "image/encoded", "image/class/label"

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from runner.core.errors import DataError
 from runner.datasets import DATASETS
 from runner.datasets.download import download, md5sum
 from runner.datasets.idx_digits import IdxDigits
-from runner.core.errors import DataError
 
 MD5 = {
     "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",

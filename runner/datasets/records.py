@@ -6,14 +6,14 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from runner.config.schema import SPLITS
-from runner.core.files import Manifest, atomic_path, folder_lock, full_disk
 from runner.core.errors import DataError
+from runner.core.files import Manifest, atomic_path, folder_lock, full_disk
 
 log = logging.getLogger("runner")
 

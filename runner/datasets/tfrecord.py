@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from runner.core.errors import ConfigError, DataError, op_error_text
 from runner.datasets import DATASETS
 from runner.datasets.base import Records, match
 from runner.datasets.decoded import Decoded
 from runner.datasets.images import decode_images, parse_encoded
 from runner.datasets.records import parse_examples
-from runner.core.errors import ConfigError, DataError, op_error_text
 
 
 @DATASETS.register("tfrecord")

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 
-from runner.distributed.roles import ROLES, resolver_name
 from runner.core.errors import ConfigError
 from runner.core.signals import StopSignals
+from runner.distributed.roles import ROLES, resolver_name
 
 log = logging.getLogger("runner")
 

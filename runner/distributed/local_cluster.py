@@ -27,14 +27,14 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from runner.run import rundir
-from runner.config.hydra import task_overrides
-from runner.core.system import cores
-from runner.run.data import prepared_dataset
-from runner.distributed.netns import Network
-from runner.distributed.roles import LAUNCHED_ENV
+from runner.config.hydra import override_key, task_overrides
 from runner.core.errors import RunnerError
 from runner.core.signals import Interrupted, StopSignals, signal_name
+from runner.core.system import cores
+from runner.distributed.netns import Network
+from runner.distributed.roles import LAUNCHED_ENV
+from runner.run import rundir
+from runner.run.data import prepared_dataset
 
 log = logging.getLogger("runner")
 STOP_GRACE_SECS = 40  # after a signal, how long the tasks get to checkpoint and exit before they are killed
@@ -86,7 +86,7 @@ def _in_child(network: Network) -> None:
 def task_command(cfg: DictConfig, run_dir: str, overrides: list[str], threads: int) -> list[str]:
     """The command every task runs: the launcher's overrides, with hardware=cluster and the launcher's hardware
     settings, the same run dir, and no config or log file of its own (the launcher keeps them)."""
-    own = [o for o in overrides if not o.lstrip("+~").split("=", 1)[0].split(".")[0] in ("hardware", "run_dir")
+    own = [o for o in overrides if override_key(o).split(".")[0] not in ("hardware", "run_dir")
            and not o.startswith("hydra")]
     hardware = cfg.hardware
     settings = [f"hardware.{key}={str(hardware[key]).lower() if isinstance(hardware[key], bool) else hardware[key]}"

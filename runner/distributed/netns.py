@@ -42,7 +42,7 @@ except OSError as err:
     sys.exit(1)
 print("ready", flush=True)
 sys.stdin.read()
-""" % {"net": CLONE_NEWNET, "user": CLONE_NEWUSER}
+""" % {"net": CLONE_NEWNET, "user": CLONE_NEWUSER}  # noqa: UP031 (Python code with braces)
 
 
 class Network:

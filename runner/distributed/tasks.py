@@ -13,12 +13,12 @@ import os
 
 from omegaconf import DictConfig
 
-from runner.run import rundir
 from runner.config.checks import group_schema
-from runner.run.data import prepared_dataset
-from runner.distributed.roles import LAUNCHED_ENV, role_from_env, writes_run_dir
 from runner.core.errors import ConfigError
 from runner.core.tfload import load_tensorflow
+from runner.distributed.roles import LAUNCHED_ENV, role_from_env, writes_run_dir
+from runner.run import rundir
+from runner.run.data import prepared_dataset
 
 
 def run_task(cfg: DictConfig, run_dir: str) -> dict | None:
@@ -50,8 +50,8 @@ def _console_only() -> None:
 
 
 def _serve(cfg: DictConfig) -> None:
-    from runner.run.build import placement  # TensorFlow, loaded quietly by the caller
     from runner.distributed import cluster
+    from runner.run.build import placement  # TensorFlow, loaded quietly by the caller
 
     hardware = cfg.hardware
     resolved = cluster.resolve(hardware.resolver, hardware.ps, hardware.port_base, hardware.device_type)
@@ -61,10 +61,10 @@ def _serve(cfg: DictConfig) -> None:
 def _work(cfg: DictConfig, run_dir: str, dataset, role: str, index: int, changed: dict | None) -> dict | None:
     """A worker: its server started on the placement its parts use, the cluster waited for, training, then a word
     to every ps that it is done."""
-    from runner.run.build import placement  # TensorFlow, loaded by prepared_dataset
     from runner.distributed import cluster
     from runner.engine.replicas import Replicas
     from runner.engine.session import SessionTarget
+    from runner.run.build import placement  # TensorFlow, loaded by prepared_dataset
     from runner.run.runs import train_run
 
     hardware = cfg.hardware

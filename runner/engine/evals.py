@@ -3,15 +3,15 @@ lines."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import tensorflow as tf
 
-from runner.engine.model import Parts
 from runner.core.errors import RunnerError
-from runner.pipelines.base import Batch, num_batches
 from runner.core.signals import StopSignals
+from runner.engine.model import Parts
+from runner.pipelines.base import Batch, num_batches
 
 v1 = tf.compat.v1
 log = logging.getLogger("runner")

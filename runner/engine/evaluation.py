@@ -12,11 +12,11 @@ from pathlib import Path
 import tensorflow as tf
 
 from runner.core.files import write_json
+from runner.core.signals import Interrupted, StopSignals, signal_name
 from runner.engine.checkpoints import latest_checkpoint, make_saver
 from runner.engine.evals import build_evals, run_eval
 from runner.engine.model import Parts
 from runner.engine.session import session
-from runner.core.signals import Interrupted, StopSignals, signal_name
 from runner.ops.summaries import EVAL_DIR, file_writer, write_scalars
 
 v1 = tf.compat.v1

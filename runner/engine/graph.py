@@ -6,14 +6,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import tensorflow as tf
 
 from runner.engine.model import Parts
-from runner.pipelines.base import Batch, with_input_advance
 from runner.ops.summaries import add_loss_summaries, add_training_summaries
+from runner.pipelines.base import Batch, with_input_advance
 
 v1 = tf.compat.v1
 

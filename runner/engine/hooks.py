@@ -11,15 +11,15 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import tensorflow as tf
 
 from runner.core.errors import TrainingError
-from runner.pipelines.base import Batch, merged_feed
 from runner.ops.summaries import TrainingSummaries, write_scalars
+from runner.pipelines.base import Batch, merged_feed
 
 v1 = tf.compat.v1
 log = logging.getLogger("runner")

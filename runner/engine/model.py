@@ -1,14 +1,16 @@
 """The parts of a run as the engine takes them, and the model wrapped so that every call shares its variables."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
 
 import numpy as np
 import tensorflow as tf
 
+from runner.datasets.base import Dataset
 from runner.engine.replicas import Replicas
 from runner.ops.precision import in_precision
+from runner.pipelines.base import Pipeline
 
 v1 = tf.compat.v1
 
@@ -17,8 +19,8 @@ v1 = tf.compat.v1
 class Parts:
     """The built parts of a run, what the engine runs; runner.run.build makes them from the config."""
 
-    dataset: Any
-    pipeline: Any
+    dataset: Dataset
+    pipeline: Pipeline
     model: Callable[..., tf.Tensor]  # (images, training) -> logits, variables shared between calls
     trainer: Callable
     names: dict[str, str]  # the registry names of the parts: dataset, pipeline, model, trainer

@@ -3,8 +3,8 @@ Profile tab and as a Chrome trace, and hardware.xla's report of what XLA compile
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import tensorflow as tf
 

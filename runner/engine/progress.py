@@ -1,5 +1,6 @@
-"""Progress: a tqdm bar with loss and examples/sec on a terminal, the tutorials' lines otherwise: fully_connected_feed's
-``Step N: loss = X (S sec; E examples/sec)`` or cifar10_train's ``DATE: step N, loss = X (E examples/sec; S sec/batch)``.
+"""Progress: a tqdm bar with loss and examples/sec on a terminal, the tutorials' lines otherwise:
+fully_connected_feed's ``Step N: loss = X (S sec; E examples/sec)`` or cifar10_train's
+``DATE: step N, loss = X (E examples/sec; S sec/batch)``.
 """
 from __future__ import annotations
 

@@ -6,17 +6,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import tensorflow as tf
 
 from runner.core.closing import close_soon
-from runner.engine.checkpoints import checkpoint_dir, checkpoints, latest_checkpoint
 from runner.core.errors import ConfigError, DataError, RunnerError, op_error_text
-from runner.pipelines.base import Batch, check_unchanged
 from runner.core.signals import StopSignals
+from runner.engine.checkpoints import checkpoint_dir, checkpoints, latest_checkpoint
+from runner.pipelines.base import Batch, check_unchanged
 
 v1 = tf.compat.v1
 log = logging.getLogger("runner")

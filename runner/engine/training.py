@@ -3,25 +3,36 @@ clean stops on SIGINT/SIGTERM. Writes checkpoints/, TensorBoard events, metrics.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any
 
 import tensorflow as tf
 
 from runner.config.schema import RunnerConfig
 from runner.core.files import write_json
+from runner.core.signals import Interrupted, StopSignals, signal_name
 from runner.engine.checkpoints import checkpoint_dir, latest_checkpoint, make_saver, save
 from runner.engine.evals import build_evals, run_eval
 from runner.engine.graph import TrainGraph, build_train_graph
-from runner.engine.hooks import (CheckpointEvalHook, Clock, ClockHook, FeedHook, Metrics, NanHook, ProgressHook,
-                                 SummaryHook)
+from runner.engine.hooks import (
+    CheckpointEvalHook,
+    Clock,
+    ClockHook,
+    FeedHook,
+    Metrics,
+    NanHook,
+    ProgressHook,
+    SummaryHook,
+)
 from runner.engine.model import Parts, count_parameters, moving_average_getter
 from runner.engine.profile import TraceHook, XlaReportHook
-from runner.engine.session import IN_PROCESS, SessionTarget, session
 from runner.engine.progress import Progress
-from runner.core.signals import Interrupted, StopSignals, signal_name
+from runner.engine.session import IN_PROCESS, SessionTarget, session
 from runner.ops.summaries import EVAL_DIR, TrainingSummaries, file_writer, write_scalars
 
 v1 = tf.compat.v1
@@ -36,77 +47,100 @@ def _finished(sess, train_graph: TrainGraph, max_steps: int) -> bool:
         return False
 
 
+@dataclass
+class _Built:
+    """The graph of a run and what writes from it: evals, summaries, saver, event writers (chief only)."""
+
+    train_graph: TrainGraph
+    evals: dict
+    summaries: TrainingSummaries
+    saver: v1.train.Saver
+    num_params: int
+    writer: Any
+    eval_writer: Any
+
+
+def _build(parts: Parts, run: RunnerConfig, run_dir: Path, chief: bool, sharded: bool) -> _Built:
+    train_graph = build_train_graph(parts, run.batch_size, run.seed, run.moving_average_decay)
+    with train_graph.scope():
+        getter = moving_average_getter(train_graph.ema) if train_graph.ema and run.eval_moving_average else None
+        evals = build_evals(parts, run.eval_splits, run.batch_size, getter) if chief else {}
+        return _Built(train_graph, evals, TrainingSummaries.of(train_graph.graph),
+                      make_saver(max_to_keep=run.keep_checkpoints, sharded=sharded), count_parameters(),
+                      file_writer(run_dir, train_graph.graph) if chief else None,
+                      file_writer(run_dir / EVAL_DIR) if evals else None)
+
+
+def _evaluate(built: _Built, metrics: Metrics, final: dict, stop: StopSignals, sess, step: int) -> None:
+    """Every eval split at ``step``: its precision into ``final``, metrics.jsonl and the eval events."""
+    for split, op in built.evals.items():
+        result = run_eval(sess, op, stop)
+        final[split] = result["precision"]
+        metrics.write(step, **result)
+        write_scalars(built.eval_writer, step, **{f"precision/{split}": result["precision"]})
+    built.writer.flush()
+    if built.eval_writer is not None:
+        built.eval_writer.flush()
+
+
+def _hooks(built: _Built, parts: Parts, run: RunnerConfig, run_dir: Path, chief: bool, clock: Clock,
+           metrics: Metrics, progress: Progress, evaluate: Callable, stop: StopSignals) -> list:
+    """The loop's hooks, one concern each, in the order they run: the clock and the feeds first; the chief's
+    summaries, checkpoints and evals; the profiler and XLA's report where asked."""
+    graph = built.train_graph
+    hooks = [ClockHook(clock, graph.global_step, graph.step_after), FeedHook(graph.batches),
+             NanHook(graph.loss, clock, checkpoint_dir(run_dir)),
+             ProgressHook(progress, graph.loss, graph.learning_rate, clock, metrics, run.log_every, run.max_steps,
+                          graph.examples_per_step),
+             v1.train.StopAtStepHook(last_step=run.max_steps)]
+    if chief:
+        hooks += [SummaryHook(built.summaries, built.writer, clock, run.summary_every, run.max_steps),
+                  CheckpointEvalHook(lambda sess, step: save(built.saver, sess, run_dir, step), evaluate, clock,
+                                     run.checkpoint_every, run.max_steps, lambda: stop.signum is not None,
+                                     resumed=bool(latest_checkpoint(run_dir)))]
+    trace = TraceHook(run_dir, *run.profile, clock, log.info) if run.profile and chief else None
+    if trace:
+        hooks.append(trace)
+    if parts.xla:
+        hooks.append(XlaReportHook(graph.graph, log.info, clock, trace.active if trace else lambda step: False))
+    return hooks
+
+
+def _loop(sess, graph: TrainGraph, clock: Clock, max_steps: int, stop: StopSignals, chief: bool) -> None:
+    try:
+        while clock.step < max_steps and not sess.should_stop():
+            sess.run(graph.train_op)
+    except (tf.errors.OutOfRangeError, tf.errors.CancelledError):
+        # A stop closed the input queues, or (sync replicas) the chief ended and closed the token queue this
+        # worker waited on. Anything else is an input error: the session says which.
+        if stop.signum is None and not (graph.sync and not chief and _finished(sess, graph, max_steps)):
+            raise
+
+
 def train(parts: Parts, run: RunnerConfig, run_dir: str | Path, config: dict, task: SessionTarget = IN_PROCESS,
           extra_hooks: Sequence = ()) -> dict | None:
     """Trains to ``run.max_steps`` in a MonitoredSession whose hooks do the rest; ``run`` holds the run's settings
     (batch size, steps, how often to log, summarize, checkpoint and evaluate). On a cluster every worker runs this;
     only the chief writes (checkpoints, summaries, metrics, summary.json) and evaluates."""
-    run_dir = Path(run_dir)
-    train_graph = build_train_graph(parts, run.batch_size, run.seed, run.moving_average_decay)
-    chief = task.is_chief
-    with train_graph.scope():
-        getter = moving_average_getter(train_graph.ema) if train_graph.ema and run.eval_moving_average else None
-        evals = build_evals(parts, run.eval_splits, run.batch_size, getter) if chief else {}
-        summaries = TrainingSummaries.of(train_graph.graph)
-        saver = make_saver(max_to_keep=run.keep_checkpoints, sharded=bool(task.target))
-        num_params = count_parameters()
-        writer = file_writer(run_dir, train_graph.graph) if chief else None
-        eval_writer = file_writer(run_dir / EVAL_DIR) if evals else None
-
-    metrics = Metrics(run_dir, writer)
-    final: dict = {}
-    started = time.time()
-    clock = Clock()
-
-    def evaluate(sess, step: int) -> None:
-        for split, op in evals.items():
-            result = run_eval(sess, op, stop)
-            final[split] = result["precision"]
-            metrics.write(step, **result)
-            write_scalars(eval_writer, step, **{f"precision/{split}": result["precision"]})
-        writer.flush()
-        if eval_writer is not None:
-            eval_writer.flush()
-
+    run_dir, chief = Path(run_dir), task.is_chief
+    built = _build(parts, run, run_dir, chief, sharded=bool(task.target))
+    metrics, clock, final, started = Metrics(run_dir, built.writer), Clock(), {}, time.time()
     with contextlib.ExitStack() as stack:
-        for w in (writer, eval_writer):
+        for w in (built.writer, built.eval_writer):
             if w is not None:
                 stack.callback(w.close)
         stop = stack.enter_context(StopSignals())
         progress = stack.enter_context(Progress(run.progress, run.max_steps, run.log_style))
-        hooks = [ClockHook(clock, train_graph.global_step, train_graph.step_after), FeedHook(train_graph.batches),
-                 NanHook(train_graph.loss, clock, checkpoint_dir(run_dir)),
-                 ProgressHook(progress, train_graph.loss, train_graph.learning_rate, clock, metrics, run.log_every,
-                              run.max_steps, train_graph.examples_per_step),
-                 v1.train.StopAtStepHook(last_step=run.max_steps)]
-        if chief:
-            hooks += [SummaryHook(summaries, writer, clock, run.summary_every, run.max_steps),
-                      CheckpointEvalHook(lambda sess, step: save(saver, sess, run_dir, step), evaluate, clock,
-                                         run.checkpoint_every, run.max_steps, lambda: stop.signum is not None,
-                                         resumed=bool(latest_checkpoint(run_dir)))]
-        trace = TraceHook(run_dir, *run.profile, clock, log.info) if run.profile and chief else None
-        if trace:
-            hooks.append(trace)
-        if parts.xla:
-            profiled = trace.active if trace else lambda step: False
-            hooks.append(XlaReportHook(train_graph.graph, log.info, clock, profiled))
-        hooks += list(extra_hooks)
-        hooks += train_graph.hooks(chief)  # last: at the end, the other workers are released after the last checkpoint
-        all_batches = train_graph.batches + [e.batch for e in evals.values()]
-        sess, ckpt = stack.enter_context(session(train_graph.graph, parts.session_config, all_batches, saver, run_dir,
-                                                 stop=stop, hooks=hooks, task=task))
+        evaluate = functools.partial(_evaluate, built, metrics, final, stop)
+        hooks = [*_hooks(built, parts, run, run_dir, chief, clock, metrics, progress, evaluate, stop), *extra_hooks,
+                 *built.train_graph.hooks(chief)]  # last: the other workers are released after the last checkpoint
+        batches = built.train_graph.batches + [e.batch for e in built.evals.values()]
+        sess, ckpt = stack.enter_context(session(built.train_graph.graph, parts.session_config, batches, built.saver,
+                                                 run_dir, stop=stop, hooks=hooks, task=task))
         if ckpt:
             log.info("Resuming from %s at step %d", ckpt, clock.step)
         progress.start(clock.step)
-        try:
-            while clock.step < run.max_steps and not sess.should_stop():
-                sess.run(train_graph.train_op)
-        except (tf.errors.OutOfRangeError, tf.errors.CancelledError):
-            # A stop closed the input queues, or (sync replicas) the chief ended and closed the token queue this
-            # worker waited on. Anything else is an input error: the session says which.
-            if stop.signum is None and not (train_graph.sync and not chief
-                                            and _finished(sess, train_graph, run.max_steps)):
-                raise
+        _loop(sess, built.train_graph, clock, run.max_steps, stop, chief)
     if stop.signum is not None:
         stop.acknowledge()
         where = f"checkpoint saved in {checkpoint_dir(run_dir)}; " if chief else ""
@@ -114,19 +148,25 @@ def train(parts: Parts, run: RunnerConfig, run_dir: str | Path, config: dict, ta
                           f"to resume", stop.signum)
     if not chief:
         return None
+    summary = _summary(built, parts, clock, final, time.time() - started, config)
+    write_json(run_dir / "summary.json", summary)
+    log.info("Results in %s (summary.json, metrics.jsonl, checkpoints/, TensorBoard events)", run_dir)
+    return summary
+
+
+def _summary(built: _Built, parts: Parts, clock: Clock, final: dict, wall_time: float, config: dict) -> dict:
+    """summary.json: the final precisions, the steps, the training rate, and what ran."""
     train_time, trained_steps = clock.run_secs, clock.step - clock.first_step
-    summary = {
+    per_step = built.train_graph.examples_per_step
+    return {
         "final_precision": final,
         "steps": clock.step,
         "steps_this_run": trained_steps,
-        "examples_per_sec": trained_steps * train_graph.examples_per_step / train_time if train_time else None,
-        "examples_per_step": train_graph.examples_per_step,
-        "wall_time_sec": time.time() - started,
-        "trainable_parameters": num_params,
+        "examples_per_sec": trained_steps * per_step / train_time if train_time else None,
+        "examples_per_step": per_step,
+        "wall_time_sec": wall_time,
+        "trainable_parameters": built.num_params,
         **parts.names,
         "devices": parts.devices,
         "config": config,
     }
-    write_json(run_dir / "summary.json", summary)
-    log.info("Results in %s (summary.json, metrics.jsonl, checkpoints/, TensorBoard events)", run_dir)
-    return summary

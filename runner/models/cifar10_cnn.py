@@ -30,7 +30,7 @@ def _summarize(x: tf.Tensor, name: str, training: bool) -> tf.Tensor:
 
 
 def _lrn(x: tf.Tensor, name: str) -> tf.Tensor:
-    return lrn(x, depth_radius=4, bias=1.0, alpha=0.001 / 9.0, beta=0.75, name=name)  # in float32 (runner/models/lrn.py)
+    return lrn(x, depth_radius=4, bias=1.0, alpha=0.001 / 9.0, beta=0.75, name=name)  # in float32: models/lrn.py
 
 
 def _max_pool(x: tf.Tensor, name: str) -> tf.Tensor:

@@ -14,8 +14,8 @@ from runner.run.data import prepared_dataset
 def run(cfg: DictConfig, run_dir: str) -> dict:
     """bench.json's figures: the bound and every pipeline in every precision."""
     dataset = prepared_dataset(cfg)
-    from runner.run.build import build_parts, describe, settings  # TensorFlow, once the data files are ready
     from runner.perf.bench import bench
+    from runner.run.build import build_parts, describe, settings  # TensorFlow, once the data files are ready
     from runner.run.runs import naming_damaged_records
 
     names = bench_pipelines(cfg)

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from runner.run import rundir
 from runner.config.checks import group_schema
-from runner.run.data import prepared_dataset
 from runner.distributed import local_cluster
 from runner.distributed.tasks import run_task
+from runner.run import rundir
+from runner.run.data import prepared_dataset
 
 
 def run(cfg: DictConfig, run_dir: str) -> dict | None:

@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 import tensorflow as tf
 

@@ -75,7 +75,7 @@ class TrainingSummaries:
         self.merged, self.histograms, self.tags = merged, histograms, tags
 
     @classmethod
-    def of(cls, graph: tf.Graph) -> "TrainingSummaries | None":
+    def of(cls, graph: tf.Graph) -> TrainingSummaries | None:
         with graph.as_default():
             merged = v1.summary.merge_all()
         histograms = graph.get_collection(HISTOGRAMS)

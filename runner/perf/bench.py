@@ -8,20 +8,20 @@ import json
 import logging
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import tensorflow as tf
 
 from runner.config.schema import RunnerConfig
 from runner.core.files import write_json, write_text
-from runner.perf.measure import window_figures, bound_runner, measure_pipeline, timed
-from runner.engine.model import Parts
-from runner.core.system import cores
-from runner.perf.stages import attribution, limit_line, stage_rates, stage_table
-from runner.engine.training import train
 from runner.core.signals import Interrupted, signal_name
 from runner.core.stats import compare, hint, plus_minus, summarize, verdict
+from runner.core.system import cores
+from runner.engine.model import Parts
+from runner.engine.training import train
+from runner.perf.measure import bound_runner, measure_pipeline, timed, window_figures
+from runner.perf.stages import attribution, limit_line, stage_rates, stage_table
 
 v1 = tf.compat.v1
 log = logging.getLogger("runner")
@@ -45,10 +45,10 @@ class _PairedBound(v1.train.SessionRunHook):
 
 def training_run(parts: Parts, run: RunnerConfig, run_dir: str, name: str, config: dict, measured: dict,
                  bound: Callable[[], None]) -> dict:
-    """Trains with the real loop (runner.engine.training.train, in ``run_dir/training_<pipeline>``) for as many steps as the
-    bench's windows (the warm-up rounded up to whole windows), a window of the bound after each of its progress
-    windows. Its examples/sec is the median of its windows after the warm-up; its ratio to the bench is the median
-    of its windows over their paired bound windows, over the pipeline's ratio to the bound."""
+    """Trains with the real loop (runner.engine.training.train, in ``run_dir/training_<pipeline>``) for as many
+    steps as the bench's windows (the warm-up rounded up to whole windows), a window of the bound after each of its
+    progress windows. Its examples/sec is the median of its windows after the warm-up; its ratio to the bench is the
+    median of its windows over their paired bound windows, over the pipeline's ratio to the bound."""
     per_window = run.bench.steps_per_window
     warmup = -(-run.bench.warmup_steps // per_window) * per_window  # progress lines fall on windows' ends
     steps = warmup + run.bench.windows * per_window
@@ -224,7 +224,8 @@ def _above_bound(name: str, p: dict) -> str | None:
         return None
     said = (f"warning: {name} trained at {ratio:.3f} x the model-only bound, above it beyond its noise: the machine's "
             f"load changed between its windows and the bound's, so these figures do not measure the input; rerun on "
-            f"a quieter machine" + ("" if "ratio_to_bound_interval" in p else ", or with bench.repeats=5 for intervals"))
+            f"a quieter machine"
+            + ("" if "ratio_to_bound_interval" in p else ", or with bench.repeats=5 for intervals"))
     log.warning(said)
     return said
 

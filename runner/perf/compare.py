@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 
 from runner.core.files import write_json, write_text
-from runner.core.system import cpu_flags, cpu_model
 from runner.core.stats import summarize
+from runner.core.system import cpu_flags, cpu_model
 
 PAIRINGS = ("fp32", "bf16", "run/bench")
 RUNNER = [sys.executable, "-m", "runner", "dataset=shapes", "pipeline=tf_data", "eval_splits=[]"]
@@ -96,15 +96,16 @@ def compare(rounds: int, steps: int, pairings: list[str]) -> dict:
                     ratio, bench_rate = run_and_bench(work, steps)
                     samples[pairing].append((ratio * bench_rate, bench_rate))
                 else:
-                    sides = [lambda: runner_rate(work, steps, pairing), lambda: keras_rate(data_dir, steps, pairing)]
+                    sides = [lambda p=pairing: runner_rate(work, steps, p),
+                             lambda p=pairing: keras_rate(data_dir, steps, p)]
                     order = sides if r % 2 == 0 else sides[::-1]
                     first, second = order[0](), order[1]()
                     samples[pairing].append((first, second) if r % 2 == 0 else (second, first))
                 a, b = samples[pairing][-1]
                 print(f"round {r + 1}/{rounds} {pairing}: {a:,.1f} vs {b:,.1f} examples/sec = {a / b:.3f}",
                       flush=True)
-    out = {"cpu": cpu_model(), "cpu_flags": sorted((cpu_flags() or set()) & set(SPEED_FLAGS)), "rounds": rounds, "steps": steps,
-           "wall_time_sec": time.time() - started, "pairings": {}}
+    out = {"cpu": cpu_model(), "cpu_flags": sorted((cpu_flags() or set()) & set(SPEED_FLAGS)), "rounds": rounds,
+           "steps": steps, "wall_time_sec": time.time() - started, "pairings": {}}
     for pairing, pairs in samples.items():
         ratio = summarize([a / b for a, b in pairs])
         out["pairings"][pairing] = {"ratio": ratio.mean, "interval": [ratio.low, ratio.high],

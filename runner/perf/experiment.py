@@ -13,7 +13,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from runner.config.checks import TUNE_HEADER, search_space, tune_experiments, tune_pipelines
-from runner.config.hydra import task_overrides, with_pipeline
+from runner.config.hydra import override_key, task_overrides, with_pipeline
 from runner.config.schema import BENCH_ARMS
 from runner.core.errors import ConfigError, RunnerError
 from runner.core.files import write_json, write_text
@@ -41,7 +41,7 @@ def within_memory(space: dict[str, tuple], dataset, batch_size: int, free: int) 
 def _kept(override: str, keys: list[str]) -> bool:
     """A typed override the tuned command keeps: not the mode's own settings, not a group the experiment chooses,
     not a knob it sets."""
-    key = override.lstrip("+~").split("=", 1)[0]
+    key = override_key(override)
     return not (key in ("mode", "run_dir", "experiment", "dataset", "model", "pipeline") or key in keys
                 or key.split(".")[0] in ("bench", "tune"))
 

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import statistics
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import tensorflow as tf

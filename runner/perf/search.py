@@ -23,16 +23,16 @@ from __future__ import annotations
 import itertools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 from runner.config.schema import RunnerConfig
-from runner.core.stats import compare, summarize
-from runner.perf.measure import window_figures, bound_runner, measure_pipeline
-from runner.engine.model import Parts
-from runner.core.system import cores
-from runner.perf.stages import attribution, stage_rates
 from runner.core.errors import RunnerError
+from runner.core.stats import compare, summarize
+from runner.core.system import cores
+from runner.engine.model import Parts
+from runner.perf.measure import bound_runner, measure_pipeline, window_figures
+from runner.perf.stages import attribution, stage_rates
 
 log = logging.getLogger("runner")
 MARGIN = 0.03  # a step must gain this share to be kept: less is within the paired windows' noise

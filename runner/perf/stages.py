@@ -13,7 +13,7 @@ from __future__ import annotations
 import statistics
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import tensorflow as tf
 

@@ -8,16 +8,18 @@ a few cross an epoch's boundary). Eval batches (``training=False``) come in orde
 """
 from __future__ import annotations
 
+import itertools
 import os
 import weakref
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 import numpy as np
 import tensorflow as tf
 
-from runner.datasets.base import Records
 from runner.core.errors import DataChanged, DataError
+from runner.datasets.base import Dataset, Records
 
 
 @dataclass
@@ -64,6 +66,33 @@ class Shard:
 
     def applies(self, split: str, training: bool) -> bool:
         return self.count > 1 and training and split == "train"
+
+
+class Pipeline(ABC):
+    """How batches reach the train op: each pipeline registers in PIPELINES and keeps the epoch contract above.
+
+    ``build`` makes one split's batches in the default graph (each build, a tower's or a split's, has its own
+    stream: :meth:`next_seed`); ``stage`` builds a prefix of the pipeline for the bench's stage attribution, one of
+    ``STAGES`` (in order) or ``FINAL_STAGE`` (the whole)."""
+
+    STAGES: tuple[str, ...] = ()
+    FINAL_STAGE: str = ""
+
+    def __init__(self, dataset: Dataset, seed: int, shard: Shard = Shard()):
+        self.dataset, self.seed, self.shard = dataset, seed, shard
+        self._builds = itertools.count()
+
+    def next_seed(self) -> int:
+        """The seed of the next build's stream: the run's seed, then one more per build."""
+        return self.seed + next(self._builds)
+
+    @abstractmethod
+    def build(self, split: str, batch_size: int, training: bool) -> Batch:
+        """Training batches (``training``) or an eval pass's, of ``split``."""
+
+    @abstractmethod
+    def stage(self, name: str, split: str, batch_size: int) -> Stage:
+        """The prefix ``name`` of the pipeline on ``split``, timed on its own by the bench."""
 
 
 # graph -> {path: (size, mtime_ns) when the graph was built}: the files its pipelines read

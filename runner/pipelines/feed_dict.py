@@ -5,24 +5,20 @@ release the GIL); without it each step waits for its batch to be made, as the tu
 """
 from __future__ import annotations
 
-import itertools
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import tensorflow as tf
 
 from runner.pipelines import PIPELINES
-from runner.pipelines.base import Batch, EpochOrder, Shard, Stage, watch
+from runner.pipelines.base import Batch, EpochOrder, Pipeline, Shard, Stage, watch
 
 
 @PIPELINES.register("feed_dict")
-class FeedDict:
+class FeedDict(Pipeline):
     def __init__(self, dataset, seed: int, prefetch: bool, shard: Shard = Shard()):
-        self.dataset = dataset
-        self.seed = seed
+        super().__init__(dataset, seed, shard)
         self.prefetch = prefetch
-        self.shard = shard
-        self._builds = itertools.count()  # each build (tower, split) gets its own stream
 
     STAGES = ("gather", "preprocess")  # the prefixes the bench times, in Python on one thread
     FINAL_STAGE = "feed"  # the whole: fed to the placeholders
@@ -47,7 +43,7 @@ class FeedDict:
         watch(self.dataset.source_files(split))  # read before the run: it stops if they change under it
         if self.shard.applies(split, training):  # this worker's examples: every count-th from its index
             images, labels = images[self.shard.index::self.shard.count], labels[self.shard.index::self.shard.count]
-        seed = self.seed + next(self._builds)
+        seed = self.next_seed()
         order = EpochOrder(len(labels), training, seed)
         rng = np.random.default_rng([seed, 1])
         shape = self.dataset.output_shape

@@ -4,14 +4,12 @@ initialized from a placeholder, so it stays out of the GraphDef) or in a constan
 index permutation kept in variables."""
 from __future__ import annotations
 
-import itertools
-
 import tensorflow as tf
 
 from runner.core.errors import ConfigError
-from runner.pipelines import PIPELINES
 from runner.core.system import available_memory
-from runner.pipelines.base import Batch, Shard, Stage, watch
+from runner.pipelines import PIPELINES
+from runner.pipelines.base import Batch, Pipeline, Shard, Stage, watch
 
 v1 = tf.compat.v1
 GRAPH_DEF_LIMIT = 2**31 - 2**26  # bytes a GraphDef can hold (2 GB), less room for the rest of the graph
@@ -43,14 +41,11 @@ def _next_indices(n: int, batch_size: int, training: bool, seed: int) -> tf.Tens
 
 
 @PIPELINES.register("preloaded")
-class Preloaded:
+class Preloaded(Pipeline):
     def __init__(self, dataset, seed: int, prefetch: bool, storage: str, shard: Shard = Shard()):
-        self.dataset = dataset
-        self.seed = seed
+        super().__init__(dataset, seed, shard)
         self.prefetch = prefetch
         self.storage = storage
-        self.shard = shard
-        self._builds = itertools.count()  # each build (tower, split) gets its own stream
         self._data: dict[str, tuple] = {}  # split (or its shard) -> (images var, labels var, init fn, size)
         self._loaded: dict[str, object] = {}  # the same keys -> the session its data was last loaded in
 
@@ -111,7 +106,7 @@ class Preloaded:
         watch(self.dataset.source_files(split))  # read before the run: it stops if they change under it
         images_var, labels_var, load, n = self._variables(split, self.shard.applies(split, training))
         with v1.variable_scope(None, default_name=f"preloaded_{split}_{'train' if training else 'eval'}"):
-            idx = _next_indices(n, batch_size, training, self.seed + next(self._builds))
+            idx = _next_indices(n, batch_size, training, self.next_seed())
             images = self.dataset.preprocess(tf.gather(images_var, idx), training)
             labels = tf.gather(labels_var, idx)
             if training and self.prefetch:

@@ -11,14 +11,13 @@ Eval reads the split in file order with one thread into a FIFO queue and dequeue
 """
 from __future__ import annotations
 
-import itertools
 import logging
 
 import tensorflow as tf
 
-from runner.pipelines import PIPELINES
 from runner.datasets.base import Records
-from runner.pipelines.base import Batch, Shard, Stage, record_files
+from runner.pipelines import PIPELINES
+from runner.pipelines.base import Batch, Pipeline, Shard, Stage, record_files
 
 v1 = tf.compat.v1
 log = logging.getLogger("runner")
@@ -34,13 +33,10 @@ def _reader(source: Records):
 
 
 @PIPELINES.register("queue")
-class Queue:
+class Queue(Pipeline):
     def __init__(self, dataset, seed: int, num_threads: int, min_fraction_of_examples_in_queue: float,
                  records_per_read: int, shard: Shard = Shard()):
-        self.dataset = dataset
-        self.shard = shard
-        self.seed = seed
-        self._builds = itertools.count()  # each build (tower, split) gets its own stream
+        super().__init__(dataset, seed, shard)
         self.num_threads = num_threads
         self.min_fraction = min_fraction_of_examples_in_queue
         self.records_per_read = records_per_read
@@ -85,7 +81,7 @@ class Queue:
         n = self.dataset.num_examples(split)
         if self.shard.applies(split, training):
             n //= self.shard.count  # about this worker's part of an epoch
-        seed = self.seed + next(self._builds)
+        seed = self.next_seed()
         with tf.name_scope(f"queue_{split}"):
             if not training:
                 images, labels = self._eval_batches(split, n, batch_size)

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from runner.core.files import Manifest, folder_lock
 from runner.core.errors import DataError, op_error_text
+from runner.core.files import Manifest, folder_lock
 from runner.pipelines.base import record_files, watch
 
 log = logging.getLogger("runner")

@@ -9,29 +9,24 @@ initialized once the session exists.
 """
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import tensorflow as tf
 
 from runner.core.errors import ConfigError
-from runner.pipelines import PIPELINES
 from runner.core.system import available_memory
-from runner.pipelines.base import Batch, Shard, Stage, record_files
+from runner.pipelines import PIPELINES
+from runner.pipelines.base import Batch, Pipeline, Shard, Stage, record_files
 from runner.pipelines.saved import DECODE_CHUNK, saved
 
 AUTOTUNE = tf.data.AUTOTUNE
 
 
 @PIPELINES.register("tf_data")
-class TfData:
+class TfData(Pipeline):
     def __init__(self, dataset, seed: int, shuffle_buffer: int, num_parallel_reads: int, num_parallel_calls: int,
                  prefetch: int, cache: str, private_threadpool_size: int, max_intra_op_parallelism: int,
                  deterministic: bool, autotune: dict, shard: Shard = Shard()):
-        self.dataset = dataset
-        self.shard = shard
-        self.seed = seed
-        self._builds = itertools.count()  # each build (tower, split) gets its own stream
+        super().__init__(dataset, seed, shard)
         self.shuffle_buffer = shuffle_buffer
         self.num_parallel_reads = num_parallel_reads  # -1 is AUTOTUNE as it is
         self.num_parallel_calls = AUTOTUNE if num_parallel_calls == -1 else num_parallel_calls
@@ -75,7 +70,7 @@ class TfData:
 
     def _ordered(self, ds: tf.data.Dataset, batch_size: int, training: bool) -> tf.data.Dataset:
         if training:  # shuffle before repeat: every epoch is a permutation of the split
-            seed = self.seed + next(self._builds)
+            seed = self.next_seed()
             ds = ds.shuffle(self.shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
             return ds.batch(batch_size, drop_remainder=True)
         return ds.batch(batch_size).repeat()  # batch before repeat: each pass ends with its own short batch

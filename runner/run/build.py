@@ -12,13 +12,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from runner.config.hydra import params
 from runner.config.schema import RunnerConfig
-from runner.datasets.base import Dataset
 from runner.core.system import cores, cores_given
+from runner.datasets.base import Dataset
 from runner.engine.hardware import Placement, place
 from runner.engine.model import Parts, shared_model
-from runner.ops.precision import check_hardware, scaled
 from runner.engine.replicas import Replicas
 from runner.models import MODELS
+from runner.ops.precision import check_hardware, scaled
 from runner.optim import OPTIMIZERS, SCHEDULES
 from runner.pipelines import PIPELINES
 from runner.pipelines.base import Shard

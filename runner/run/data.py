@@ -6,10 +6,10 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from runner.config.hydra import params
-from runner.datasets import DATASETS
-from runner.datasets.base import Dataset
 from runner.core.errors import ConfigError, DataError
 from runner.core.tfload import load_tensorflow
+from runner.datasets import DATASETS
+from runner.datasets.base import Dataset
 
 
 def build_dataset(cfg: DictConfig) -> Dataset:

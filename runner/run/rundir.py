@@ -13,16 +13,16 @@ import fcntl
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from runner.run import provenance
-from runner.config.hydra import task_overrides, typed
+from runner.config.hydra import override_key, task_overrides, typed
 from runner.config.schema import GROUPS
-from runner.core.files import write_json
 from runner.core.errors import ConfigError, RunDirInUse
+from runner.core.files import write_json
+from runner.run import provenance
 
 SAVED_CONFIG = Path(".hydra") / "config.yaml"
 # Keys (and groups) a resumed run may change: they say how long, how often, where and how visibly to train.
@@ -108,8 +108,9 @@ def eval_config(run_dir: str | Path, cfg: DictConfig, overrides: list[str]) -> D
     saved = typed(saved_config(run_dir))
     # Naming the run's own dataset (or model, ...) again only lets its keys be given (dataset=image_folder
     # dataset.root=NEW): it changes nothing by itself.
-    renamed = {_key(o) for o in overrides if _key(o) in GROUPS and o.split("=", 1)[-1] == saved[_key(o)].name}
-    given = [_key(o) for o in overrides if _key(o) not in renamed]
+    keys = {o: override_key(o) for o in overrides}
+    renamed = {k for o, k in keys.items() if k in GROUPS and o.split("=", 1)[-1] == saved[k].name}
+    given = [k for k in keys.values() if k not in renamed]
     refused = {k: v for k, v in changes(saved, cfg).items()
                if any(_within(k, (g,)) or _within(g, (k,)) for g in given) and not _within(k, ("mode", "run_dir"))
                and not _within(k, EVAL_CHOICES)}
@@ -128,11 +129,6 @@ def eval_config(run_dir: str | Path, cfg: DictConfig, overrides: list[str]) -> D
             if runs_option and OmegaConf.select(cfg, key, default=None) is not None:
                 OmegaConf.update(saved, key, OmegaConf.select(cfg, key), merge=False)
     return saved
-
-
-def _key(override: str) -> str:
-    """The key an override sets (a group's name when it chooses an option)."""
-    return override.split("=", 1)[0].lstrip("+~")
 
 
 def record(run_dir: str | Path, **entry) -> None:

@@ -3,21 +3,21 @@ read error turned into one line naming the damaged file and what to do."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from omegaconf import DictConfig, OmegaConf
 
-from runner.run import rundir
-from runner.run.build import build_parts, describe, settings
-from runner.config.hydra import task_overrides
+from runner.config.hydra import override_key, task_overrides
+from runner.core.errors import ConfigError, DataChanged, DataError, RunnerError, TrainingError
 from runner.datasets.base import Dataset
 from runner.engine.evaluation import evaluate
 from runner.engine.hardware import Placement
 from runner.engine.replicas import Replicas
 from runner.engine.session import IN_PROCESS, SessionTarget
 from runner.engine.training import train
-from runner.core.errors import ConfigError, DataChanged, DataError, RunnerError, TrainingError
+from runner.run import rundir
+from runner.run.build import build_parts, describe, settings
 
 
 @contextlib.contextmanager
@@ -33,7 +33,7 @@ def naming_damaged_records(dataset: Dataset) -> Iterator[None]:
             raise
         if not damage.cache:
             raise DataError(f"{damage.where}: {damage.problem}; fix or remove it") from None
-        dataset_args = " ".join(o for o in task_overrides() if o.lstrip("+~").startswith("dataset"))
+        dataset_args = " ".join(o for o in task_overrides() if override_key(o).startswith("dataset"))
         raise DataError(f"{damage.where}: {damage.problem}. Rebuild the records with: python -m runner mode=convert "
                         f"{dataset_args}".rstrip() + f" (or delete {Path(damage.where).parent})") from None
 

@@ -11,8 +11,8 @@ from omegaconf import DictConfig
 from runner.config.checks import check_config, group_schema, measured_pipelines
 from runner.config.datasets import OwnDatasetConfig
 from runner.config.schema import SCHEMAS
-from runner.run.data import build_dataset
 from runner.core.errors import ConfigError, DataError
+from runner.run.data import build_dataset
 
 
 def validate(cfg: DictConfig) -> None:

@@ -8,17 +8,23 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from runner.config.hydra import override_key
 from runner.config.schema import SPLITS
-from runner.core.stats import (ALPHA, CONFIDENCE, Comparison, Summary, compare, decimals, hint, plus_minus,
-                          summarize, verdict)
+from runner.core.stats import (
+    ALPHA,
+    CONFIDENCE,
+    Comparison,
+    Summary,
+    compare,
+    decimals,
+    hint,
+    plus_minus,
+    summarize,
+    verdict,
+)
 
 NOT_STATS = ("steps",)  # numbers that say how long a job ran, not how well
 STATUSES = ("completed", "failed", "interrupted", "incomplete")
-
-
-def bare(key: str) -> str:
-    """An override's key without Hydra's +/++/~ prefix."""
-    return key.lstrip("+~")
 
 
 @dataclass
@@ -52,10 +58,10 @@ def _number(value) -> bool:
 def group(rows: list[dict], replicate_over: list[str]) -> list[Group]:
     """Rows (with ``params`` and ``replicate``) grouped by their overrides less the replicate keys, in the order
     each group's first job appears; labels name the overrides that differ between groups."""
-    skip = {bare(k) for k in replicate_over}
+    skip = {override_key(k) for k in replicate_over}
     groups: dict[tuple, Group] = {}
     for row in rows:
-        key = tuple(sorted((k, v) for k, v in row["params"].items() if bare(k) not in skip))
+        key = tuple(sorted((k, v) for k, v in row["params"].items() if override_key(k) not in skip))
         groups.setdefault(key, Group(key)).rows.append(row)
     found = list(groups.values())
     keys = sorted({k for g in found for k, _ in g.key})

@@ -11,13 +11,13 @@ import logging
 import sys
 import time
 import types
+from collections.abc import Callable
 from pathlib import Path
-
-from typing import Callable
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from runner.sweeps.groups import Group, bare
+from runner.config.hydra import override_key
+from runner.sweeps.groups import Group
 
 log = logging.getLogger("runner")
 SUFFIX = ".hparams"  # the event files written here end so; a rewrite removes the old ones
@@ -32,7 +32,8 @@ def parse(overrides: list[str]) -> dict[str, Value]:
     for override, text in zip(OverridesParser.create().parse_overrides(overrides), overrides):
         if not override.is_delete():
             value = override.value()
-            params[override.key_or_group] = value if isinstance(value, (bool, int, float, str)) else text.split("=", 1)[1]
+            plain = isinstance(value, (bool, int, float, str))
+            params[override.key_or_group] = value if plain else text.split("=", 1)[1]
     return params
 
 
@@ -67,10 +68,10 @@ def write(sweep_dir: Path, rows: list[dict], columns: list[str], groups: list[Gr
     params: dict[str, list[Value]] = {}
     now = time.time()
     label = {id(r): g.label for g in groups for r in g.rows}
-    skip = {bare(k) for k in replicate_over}
+    skip = {override_key(k) for k in replicate_over}
     for row in rows:
         overrides = row["override_list"]  # as the report read them
-        hparams = {k: v for k, v in parse(overrides).items() if bare(k) not in skip}
+        hparams = {k: v for k, v in parse(overrides).items() if override_key(k) not in skip}
         for key, value in hparams.items():
             params.setdefault(key, [])
             if value not in params[key]:

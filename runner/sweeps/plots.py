@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from runner.sweeps.groups import Group, bare
+from runner.config.hydra import override_key
+from runner.sweeps.groups import Group
 
 
 def plot(groups: list[Group], param: str, metric: str, path: Path, log_scale: bool | None = None) -> None:
@@ -38,7 +39,7 @@ def figure(groups: list[Group], param: str, metric: str, log_scale: bool | None 
     log_x = labels is None and (log_scale if log_scale is not None else _doubling(xs))
     series: dict[str, list[tuple[float, Group]]] = {}
     for x, g in zip(xs, shown):
-        rest = " ".join(f"{k}={v}" for k, v in g.key if bare(k) != bare(param) and _varies(groups, k))
+        rest = " ".join(f"{k}={v}" for k, v in g.key if override_key(k) != override_key(param) and _varies(groups, k))
         series.setdefault(rest, []).append((x, g))
     fig, ax = plt.subplots(figsize=(6, 4))
     dots: list[tuple[float, float, str]] = []

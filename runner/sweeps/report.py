@@ -25,10 +25,11 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
-from runner.core import tfload
 from runner.config.checks import check_report
-from runner.core.files import write_json, write_text
+from runner.config.hydra import override_key
+from runner.core import tfload
 from runner.core.errors import ConfigError, describe_os_error
+from runner.core.files import write_json, write_text
 from runner.sweeps import groups as grouping
 from runner.sweeps import hparams, plots, sweep
 
@@ -128,7 +129,7 @@ def collect(sweep_dir: str | Path, replicate_over: tuple[str, ...] = ("seed",), 
         except (OSError, UnicodeDecodeError, yaml.YAMLError):
             overrides = []
         params = dict(o.split("=", 1) for o in overrides if "=" in o)
-        by_key = {grouping.bare(k): v for k, v in params.items()}
+        by_key = {override_key(k): v for k, v in params.items()}
         config = OmegaConf.create(_saved_config(job) if any(k not in by_key for k in replicate_over) else {})
         name = str(job.relative_to(sweep_dir))
         row = {"job": f"{label}/{name}" if label else name, "overrides": " ".join(overrides), "params": params,
@@ -214,7 +215,7 @@ def _searched_on_log_scale(sweep_dirs: list[Path]) -> set[str]:
                     "hydra", {}).get("sweeper", {}).get("params") or {}
             except (OSError, yaml.YAMLError, AttributeError):
                 continue
-            return {grouping.bare(k) for k, v in params.items() if "log" in str(v).split("(", 2)[1:2]
+            return {override_key(k) for k, v in params.items() if "log" in str(v).split("(", 2)[1:2]
                     or str(v).replace(" ", "").startswith("tag(log")}
     return set()
 
@@ -224,7 +225,7 @@ def swept_parameters(rows: list[dict], replicate_over: tuple[str, ...] = ()) -> 
     nothing)."""
     keys = sorted({k for r in rows for k in r["params"]})
     return [k for k in keys if len({r["params"].get(k) for r in rows}) > 1
-            and grouping.bare(k) not in {grouping.bare(o) for o in replicate_over}]
+            and override_key(k) not in {override_key(o) for o in replicate_over}]
 
 
 def _labels(sweep_dirs: list[Path]) -> list[str]:
@@ -265,7 +266,7 @@ def write(sweep_dirs: str | Path | list, out: str | Path | None = None, settings
     logs = _searched_on_log_scale(dirs)
     for param in swept_parameters(rows, settings.replicate_over) if compared else []:
         path = out / f"plot_{param.replace('/', '_')}.png"
-        plots.plot(found, param, compared[0], path, log_scale=True if grouping.bare(param) in logs else None)
+        plots.plot(found, param, compared[0], path, log_scale=True if override_key(param) in logs else None)
         plotted.append(path.name)
     counts = {status: sum(r["status"] == status for r in rows)
               for status in ("completed", "failed", "interrupted", "unreadable")}
@@ -397,7 +398,7 @@ def _check_settings(sweep_dirs: list[Path], settings: Settings, replicate: bool,
                                   f"{', '.join(sorted(reported)) or 'nothing yet'}")
     if replicate:
         for key in settings.replicate_over:
-            if not any(grouping.bare(k) == key for r in rows for k in r["params"]) and not any(
+            if not any(override_key(k) == key for r in rows for k in r["params"]) and not any(
                     OmegaConf.select(OmegaConf.create(_saved_config(r["path"])), key,
                                      throw_on_resolution_failure=False) is not None for r in rows):
                 raise ConfigError(f"--replicate-over {key}: no job sets it (not in their overrides or saved "

@@ -16,8 +16,8 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from runner.core.errors import ConfigError
 from runner.core.signals import SIGNALS, raise_interrupted, raise_on_signals

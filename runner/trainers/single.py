@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from runner.trainers.losses import total_loss
 from runner.trainers import TRAINERS
 from runner.trainers.base import pin_variables
+from runner.trainers.losses import total_loss
 
 v1 = tf.compat.v1
 

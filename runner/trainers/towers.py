@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from runner.trainers.losses import total_loss
 from runner.ops.summaries import LOSS_TERMS
 from runner.trainers import TRAINERS
 from runner.trainers.base import pin_variables
+from runner.trainers.losses import total_loss
 
 v1 = tf.compat.v1
 
