@@ -160,8 +160,11 @@ def test_composing_any_mode_loads_no_tensorflow():
         assert hydra.returncode == 0, hydra.stderr[-2000:]
         imported = {line.split("|")[-1].strip() for line in hydra.stderr.splitlines() if "|" in line}
         assert "runner.cli.app" in imported and "tensorflow" not in imported
-        # Nor numpy, nor a launcher's or sweeper's plug-in module: Hydra's own plug-ins alone (runner.config.plugins)
-        assert not {m for m in imported if m.split(".")[0] in ("numpy", "joblib", "ray", "optuna", "hydra_plugins")}
+        # Nor numpy, nor a launcher's or sweeper's plug-in module: Hydra's own plug-ins alone (runner.config.plugins),
+        # and runner's experiments:// config source
+        own = {"hydra_plugins", "hydra_plugins.runner_experiments"}
+        assert not {m for m in imported - own
+                    if m.split(".")[0] in ("numpy", "joblib", "ray", "optuna", "hydra_plugins")}
 
 
 def test_showing_a_config_that_chooses_a_plug_in_launcher_loads_it(tmp_path):

@@ -11,7 +11,7 @@ from pathlib import Path
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from runner.config.hydra import CONF_DIR
+from runner.config.hydra import CONF_DIR, experiments_folder
 from runner.config.schema import SCHEMAS, RunnerConfig
 from runner.core.files import shown
 
@@ -39,9 +39,13 @@ Top-level keys (conf/config.yaml):
 def help_text() -> str:
     """The app's help, read straight from conf/ (Hydra's own --help composes every group and takes seconds)."""
     conf = Path(CONF_DIR)
-    groups = "".join(
-        f"  {d.name:<11} {', '.join(sorted(p.stem for p in d.glob('*.yaml')))}\n"
-        for d in sorted(conf.iterdir()) if d.is_dir() and d.name not in ("preset", "hydra"))  # presets: by datasets
+    def options(folder: Path) -> set[str]:
+        found = {p.stem for p in folder.glob("*.yaml")}
+        return found | {p.stem for p in experiments_folder().glob("*.yaml")} if folder.name == "experiment" else found
+
+    # presets are chosen by the datasets
+    shown_groups = [d for d in sorted(conf.iterdir()) if d.is_dir() and d.name not in ("preset", "hydra")]
+    groups = "".join(f"  {d.name:<11} {', '.join(sorted(options(d)))}\n" for d in shown_groups)
     lines = (conf / "config.yaml").read_text().splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("mode:"))
     end = next(i for i, line in enumerate(lines) if line.startswith("hydra:"))
@@ -114,8 +118,14 @@ def _in_a_file(text: str) -> str | None:
     if not where or not key:
         return None
     group, _, option = where.group(1).rpartition("/")
-    folder = "experiments" if group == "experiment" else f"conf/{group}"
-    file = f"{folder}/{option}.yaml" + _line_of(Path(CONF_DIR) / group / f"{option}.yaml", key.group(1))
+    path = Path(CONF_DIR) / group / f"{option}.yaml"
+    file = f"conf/{group}/{option}.yaml"
+    if group == "experiment":  # runner's own, else the user's experiments folder
+        file = f"experiments/{option}.yaml"
+        if not path.exists():
+            path = experiments_folder() / f"{option}.yaml"
+            file = shown(path)
+    file += _line_of(path, key.group(1))
     said = [line.strip() for line in text.splitlines()[1:] if line.strip()][0]
     owner = re.search(r"object_type=(\w+)", text)
     schema = next((c for c in _schemas() if owner and c.__name__ == owner.group(1)), None)

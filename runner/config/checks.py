@@ -14,9 +14,10 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from runner.config.hydra import CONF_DIR, with_pipeline
+from runner.config.hydra import CONF_DIR, experiments_folder, with_pipeline
 from runner.config.schema import BENCH_ARMS, GROUPS, INT_MAX, PRECISIONS, SCHEMAS, SPLITS, TRAINERS, RunnerConfig
 from runner.core.errors import ConfigError
+from runner.core.files import shown
 
 SUMMARY_NUMBERS = ("examples_per_sec", "wall_time_sec", "steps", "steps_this_run")  # summary.json's numbers
 _ABSENT = object()
@@ -160,11 +161,19 @@ def check_tune_name(cfg: DictConfig) -> None:
         raise ConfigError(f"tune.name={name[:60]!r}{'...' if len(name) > 60 else ''} names the experiment file to "
                           f"write, experiments/NAME.yaml: give a name without a path, of letters, digits, _ . - "
                           f"and at most 100 characters, e.g. tune.name=tuned_mine")
-    if cfg.mode != "tune" or cfg.tune.overwrite:
+    if cfg.mode != "tune":
+        return
+    for path in tune_experiments(cfg):
+        own = Path(CONF_DIR) / "experiment" / path.name
+        if own.exists() and own.resolve() != path.resolve():  # it would shadow the file tune writes
+            raise ConfigError(f"tune.name={cfg.tune.name}: experiments/{path.name} exists and mode=tune did not "
+                              f"write it: it is one of runner's own experiments, which experiment={path.stem} keeps "
+                              f"choosing; choose another tune.name")
+    if cfg.tune.overwrite:
         return
     for path in tune_experiments(cfg):
         if path.exists() and not written_by_tune(path):
-            raise ConfigError(f"tune.name={cfg.tune.name}: experiments/{path.name} exists and mode=tune did not write "
+            raise ConfigError(f"tune.name={cfg.tune.name}: {shown(path)} exists and mode=tune did not write "
                               f"it; choose another tune.name, or set tune.overwrite=true to replace it")
 
 
@@ -194,10 +203,11 @@ def check_tune_knobs(cfg: DictConfig) -> None:
 
 
 def tune_experiments(cfg: DictConfig) -> list[Path]:
-    """The experiment files mode=tune writes: experiments/NAME.yaml, or NAME_<pipeline>.yaml for each of several."""
+    """The experiment files mode=tune writes into the user's experiments folder: experiments/NAME.yaml, or
+    NAME_<pipeline>.yaml for each of several."""
     name = cfg.tune.name or f"tuned_{cfg.dataset.name}_{cfg.model.name}"
     names = tune_pipelines(cfg)
-    folder = (Path(CONF_DIR) / "experiment").resolve()
+    folder = experiments_folder()
     return [folder / f"{name}{f'_{p}' if len(names) > 1 else ''}.yaml" for p in names]
 
 

@@ -8,7 +8,8 @@ allow-list:
   sweeper configs shipped with runner and its plug-ins, each equal to the shipped value;
 - under ``hydra`` only ``run.dir``, ``sweep.dir``, ``sweep.subdir``, ``job.chdir``, ``verbose``, ``mode``, the
   sweeper's ``params``, the typed fields of the chosen launcher and sweeper (shell lines such as submitit's
-  ``setup`` from the command line only), ``searchpath`` entries ``pkg://`` and the experiments folder, and
+  ``setup`` from the command line only), ``searchpath`` entries ``pkg://`` and ``experiments://`` (a folder of
+  experiment files), and
   ``job.env_set``/``job.env_copy`` of TensorFlow's and the devices' variables: not ``hydra.job_logging`` or
   ``hydra.hydra_logging`` (logging's dictConfig imports any class and opens any file), nor anything else;
 - no group option named by a path, no ``--config-dir``/``--config-path``/``--config-name``, and never
@@ -31,13 +32,12 @@ from typing import Any, cast
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from runner.config.hydra import CONF_DIR, register_schemas
+from runner.config.hydra import CONF_DIR, EXPERIMENTS_SCHEME, register_schemas
 from runner.config.schema import GROUPS
 from runner.core.errors import ConfigError
 from runner.core.files import shown
 
 ALLOW = "RUNNER_ALLOW_TARGETS"
-EXPERIMENTS = Path(CONF_DIR).parent / "experiments"
 # Keys under hydra. a config may change (a key and everything under it).
 HYDRA_KEYS = ("run.dir", "sweep.dir", "sweep.subdir", "job.chdir", "verbose", "mode", "sweeper.params")
 # Filled in by Hydra as it composes, from the command line: not settings.
@@ -223,8 +223,8 @@ class Guard:
         if key.startswith("searchpath"):
             for entry in value if isinstance(value, list) else [value]:
                 if not _trusted_searchpath(str(entry)):
-                    self.refuse(run, path, f"adds {entry} to the config search path; only pkg://... and the "
-                                           f"experiments folder ({EXPERIMENTS})")
+                    self.refuse(run, path, f"adds {entry} to the config search path; only pkg://... and "
+                                           f"{EXPERIMENTS_SCHEME}FOLDER (a folder of experiment files)")
             return
         if _under(key, IMPORTS):
             self.refuse(run, path, "names a function to import and call")
@@ -399,8 +399,5 @@ def _check_choices_of(cfg: DictConfig) -> None:
 
 
 def _trusted_searchpath(entry: str) -> bool:
-    if entry.startswith("pkg://"):
-        return True
-    if not entry.startswith("file://"):
-        return False
-    return Path(entry[len("file://"):]).resolve() == EXPERIMENTS.resolve()
+    """A package's configs, or a folder whose files can only be experiments (checked like runner's own)."""
+    return entry.startswith(("pkg://", EXPERIMENTS_SCHEME))

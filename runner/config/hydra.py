@@ -15,7 +15,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from runner.config.schema import BENCH_ARMS, GROUPS, SCHEMAS, RunnerConfig
 from runner.core.errors import ConfigError
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent.parent / "conf")
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")  # runner/conf: package data
+EXPERIMENTS_SCHEME = "experiments://"  # hydra_plugins.runner_experiments: a folder of experiment files
 
 
 @functools.cache  # once per process
@@ -79,6 +80,18 @@ def override_key(override: str) -> str:
     """The key an override sets, without Hydra's +, ++ or ~ (a group's name when it chooses an option):
     ``+dataset.root=/d`` -> ``dataset.root``. Every reader of typed overrides asks this one function."""
     return override.split("=", 1)[0].lstrip("+~")
+
+
+def experiments_folder(searchpath: list[str] | None = None) -> Path:
+    """The user's experiments folder: the ``experiments://`` entry of Hydra's search path (``searchpath``, else the
+    running app's), relative to the folder the command runs in; ``experiments/`` there by default. mode=tune
+    writes its winners here."""
+    if searchpath is None:
+        searchpath = list(HydraConfig.get().searchpath) if HydraConfig.initialized() else []
+    for entry in searchpath:
+        if str(entry).startswith(EXPERIMENTS_SCHEME):
+            return Path(str(entry)[len(EXPERIMENTS_SCHEME):] or "experiments").absolute()
+    return Path("experiments").absolute()
 
 
 def task_overrides() -> list[str]:

@@ -10,10 +10,13 @@ from typing import Any
 
 def core_only() -> None:
     """Hydra's plug-in registry, holding Hydra's own plug-ins only (its config sources, basic launcher and
-    sweeper), in place of the scan of every installed one that its first use would make."""
+    sweeper) and runner's experiments config source, in place of the scan of every installed one that its first
+    use would make."""
     import hydra._internal.core_plugins as core
     from hydra.core.plugins import Plugins
     from hydra.core.singleton import Singleton
+
+    from hydra_plugins.runner_experiments import ExperimentsConfigSource
 
     class CorePlugins(Plugins):
         def _initialize(self) -> None:
@@ -22,6 +25,7 @@ def core_only() -> None:
             scanned, self.stats = self._scan_all_plugins(modules=[core])
             for plugin in scanned:
                 self._register(plugin)
+            self._register(ExperimentsConfigSource)  # and runner's experiments:// (conf/config.yaml)
 
     registry: Any = object.__new__(CorePlugins)
     registry.__init__()

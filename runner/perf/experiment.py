@@ -80,9 +80,10 @@ def tune(cfg: DictConfig, dataset: Dataset, run_dir: str) -> dict:
     """Searches each of ``tune.pipelines``, each in its share of the budget left, and writes each winner."""
     names, paths = tune_pipelines(cfg), tune_experiments(cfg)
     folder = paths[0].parent
-    if not os.access(folder, os.W_OK):  # said before the search spends its budget
-        raise ConfigError(f"mode=tune writes its winner to {folder}, which is not writable; run it from a "
-                          f"writable copy of the project")
+    made = next(p for p in (folder, *folder.parents) if p.exists())  # experiments/ is made when the winner is written
+    if not made.is_dir() or not os.access(made, os.W_OK):  # said before the search spends its budget
+        raise ConfigError(f"mode=tune writes its winner to {folder}, which is not writable; run it from a folder "
+                          f"you can write to, or name another with 'hydra.searchpath=[experiments:///DIR]'")
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     out, started, unwritten = {}, time.monotonic(), []
     for i, name in enumerate(names):
@@ -126,6 +127,7 @@ def tune(cfg: DictConfig, dataset: Dataset, run_dir: str) -> dict:
         out[name] = {**result.as_dict(), "experiment": str(path), "kept": str(kept), "command": command,
                      "table": text}
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             write_text(path, experiment)
         except OSError as err:
             unwritten.append(f"cannot write {path}: {err.strerror}; the winner is kept in {kept} (copy it to "
