@@ -14,8 +14,19 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from runner.config.fields import POOL
 from runner.config.hydra import CONF_DIR, experiments_folder, with_pipeline
-from runner.config.schema import BENCH_ARMS, GROUPS, INT_MAX, PRECISIONS, SCHEMAS, SPLITS, TRAINERS, RunnerConfig
+from runner.config.schema import (
+    BENCH_ARMS,
+    GROUPS,
+    INT_MAX,
+    PRECISIONS,
+    SCHEMAS,
+    SPLITS,
+    TRAINERS,
+    RunnerConfig,
+    keys_tagged,
+)
 from runner.core.errors import ConfigError
 from runner.core.files import shown
 
@@ -183,7 +194,7 @@ def search_space(cfg: DictConfig, thread_values: tuple[int, ...]) -> dict[str, t
     knobs = {**schema.knobs, **(schema.order_knobs if cfg.tune.allow_order else {})}
     space = {f"pipeline.{k}": tuple(v) for k, v in knobs.items()}
     if cfg.tune.threads:
-        space.update({"hardware.intra_op_threads": thread_values, "hardware.inter_op_threads": thread_values})
+        space.update({key: thread_values for key in keys_tagged(POOL)})
     if cfg.tune.knobs is None:
         return space
     chosen = {k if k in space else f"pipeline.{k}" for k in cfg.tune.knobs}

@@ -6,7 +6,7 @@ from typing import Optional
 
 from omegaconf import MISSING
 
-from runner.config.fields import bounded, one_of, sizes
+from runner.config.fields import EVAL, RESUME, bounded, one_of, setting, sizes
 
 
 # ---------------------------------------------------------------------------------------------- dataset
@@ -19,7 +19,7 @@ class DatasetConfig:
 
 @dataclass
 class StoredDatasetConfig(DatasetConfig):
-    data_dir: str = MISSING  # where the files live (or are downloaded/generated to)
+    data_dir: str = setting(RESUME, EVAL)  # where the files live (or are downloaded/generated to)
 
 
 @dataclass
@@ -38,14 +38,14 @@ class ShapesConfig(StoredDatasetConfig):
 
 @dataclass
 class Cifar10Config(StoredDatasetConfig):
-    download: bool = MISSING  # fetch cifar-10-binary.tar.gz when neither the batches nor the archive are there
-    url: str = MISSING
+    download: bool = setting(RESUME, EVAL)  # fetch cifar-10-binary.tar.gz when neither batches nor archive are there
+    url: str = setting(RESUME)
 
 
 @dataclass
 class MnistConfig(StoredDatasetConfig):
-    download: bool = MISSING  # fetch missing files from the mirrors
-    mirrors: list[str] = MISSING  # base URLs, tried in order
+    download: bool = setting(RESUME, EVAL)  # fetch missing files from the mirrors
+    mirrors: list[str] = setting(RESUME)  # base URLs, tried in order
     verify_md5: bool = MISSING  # false: read other MNIST-format files in data_dir (Fashion-MNIST, a re-split)
 
 
@@ -53,12 +53,12 @@ class MnistConfig(StoredDatasetConfig):
 class OwnDatasetConfig(DatasetConfig):
     """A user's own files, described in YAML."""
 
-    root: str = MISSING  # the folder of the files; file names and globs are relative to it
+    root: str = setting(RESUME, EVAL)  # the folder of the files; file names and globs are relative to it
 
 
 @dataclass
 class DecodedDatasetConfig(OwnDatasetConfig):
-    cache_dir: str = MISSING  # where the decoded arrays (and converted TFRecords) are cached
+    cache_dir: str = setting(RESUME, EVAL)  # where the decoded arrays (and converted TFRecords) are cached
 
 
 @dataclass
@@ -66,7 +66,7 @@ class ImageFolderConfig(DecodedDatasetConfig):
     image_size: list[int] = sizes(2)  # [height, width] every image is fitted to
     channels: int = one_of(1, 3, 4)  # 1 grey, 3 RGB, 4 RGBA (PNGs; converted as needed)
     fit: str = one_of("resize", "center_crop")
-    read_from: str = one_of("files", "tfrecords")  # what queue and tf_data read: the images, or TFRecords of them
+    read_from: str = one_of("files", "tfrecords", tags=(RESUME, EVAL))  # what queue and tf_data read: images, TFRecords
 
 
 @dataclass

@@ -8,7 +8,9 @@ schema as ``ClassVar``s (``MlpConfig.channels``, ``QueueConfig.reads_files``), s
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
+import functools
+from dataclasses import dataclass
 from typing import Any, ClassVar, Optional
 
 from omegaconf import MISSING
@@ -24,7 +26,7 @@ from runner.config.datasets import (
     ShapesConfig,
     TfRecordConfig,
 )
-from runner.config.fields import bounded, one_of
+from runner.config.fields import EVAL, POOL, RESUME, TASK, bounded, one_of, setting, tags_of
 
 INT_MAX = 2**31 - 1  # the largest int a bounded field takes: TensorFlow and numpy take these as int32 or as seeds
 PRECISIONS = ("fp32", "bf16", "fp16")  # hardware.precision (runner.ops.precision)
@@ -166,13 +168,13 @@ class HardwareConfig:
     # hand or by SLURM; launcher: this process starts the cluster's tasks on this machine and owns the run dir
     processes: ClassVar[str] = "one"
     name: str = MISSING
-    device_type: str = one_of("cpu", "gpu", "auto")  # auto: one GPU if TensorFlow sees one, else the CPU
-    num_devices: int = bounded(1, 64)  # towers: one model replica per device
-    variable_device: str = one_of("cpu", "gpu", default="cpu")  # where variables live
-    intra_op_threads: int = bounded(0, 4096, default=0)  # 0 = TensorFlow picks
-    inter_op_threads: int = bounded(0, 4096, default=0)
-    soft_placement: bool = True  # ops without a kernel on the tower's device run where they can
-    strict: bool = False  # fail instead of warning when fewer devices exist than asked
+    device_type: str = one_of("cpu", "gpu", "auto", tags=(TASK,))  # auto: one GPU if TensorFlow sees one, else the CPU
+    num_devices: int = bounded(1, 64, tags=(TASK,))  # towers: one model replica per device
+    variable_device: str = one_of("cpu", "gpu", default="cpu", tags=(TASK,))  # where variables live
+    intra_op_threads: int = bounded(0, 4096, default=0, tags=(POOL,))  # 0 = TensorFlow picks
+    inter_op_threads: int = bounded(0, 4096, default=0, tags=(POOL,))
+    soft_placement: bool = setting(TASK, default=True)  # ops without a kernel on the tower's device run where they can
+    strict: bool = setting(TASK, default=False)  # fail instead of warning when fewer devices exist than asked
     precision: str = one_of(*PRECISIONS, default="fp32")  # the model's compute type; variables float32
     xla: bool = False  # XLA auto-clustering (JIT) of the graph; ops XLA cannot compile run as usual
 
@@ -183,11 +185,11 @@ class ClusterConfig(HardwareConfig):
 
     processes: ClassVar[str] = "task"
 
-    sync: bool = True  # SyncReplicasOptimizer: one gradient per worker per step; false: asynchronous updates
-    ps: int = bounded(1, 64, default=1)  # under SLURM: how many of the job step's tasks are ps (the first ones)
+    sync: bool = setting(TASK, default=True)  # SyncReplicasOptimizer: one gradient per worker per step; false: async
+    ps: int = bounded(1, 64, default=1, tags=(TASK,))  # under SLURM: how many of the job step's tasks are ps (first)
     resolver: str = one_of("auto", "tf_config", "slurm", default="auto")  # auto: TF_CONFIG if set, else SLURM
     port_base: int = bounded(1024, 65535, default=8888)  # SLURM: the first task's port on each node
-    wait_secs: int = bounded(1, default=600)  # how long a worker waits for the chief to initialize
+    wait_secs: int = bounded(1, default=600, tags=(TASK,))  # how long a worker waits for the chief to initialize
 
 
 @dataclass
@@ -237,36 +239,39 @@ class ReportConfig:
 # ---------------------------------------------------------------------------------------------- top level
 @dataclass
 class RunnerConfig:
-    mode: str = one_of(*MODES)
-    batch_size: int = bounded(1)  # per tower
-    max_steps: int = bounded(1)
+    """The run's config. Tagged keys (runner.config.fields): RESUME ones a resumed run may change, EVAL ones mode=eval
+    takes from its command line; a tagged group or section (hardware, bench) counts whole."""
+
+    mode: str = one_of(*MODES, tags=(RESUME,))
+    batch_size: int = bounded(1, tags=(EVAL,))  # per tower
+    max_steps: int = bounded(1, tags=(RESUME,))
     seed: int = bounded(0)
-    run_dir: str = MISSING  # where checkpoints, events and summaries go (Hydra's run dir)
-    trainer: str = MISSING  # one of TRAINERS, or auto: towers with several devices, else single
-    log_every: int = bounded(1)  # steps between progress lines
-    summary_every: int = bounded(1)  # steps between TensorBoard summaries
-    checkpoint_every: int = bounded(1)  # steps between checkpoints (each followed by an eval)
-    keep_checkpoints: int = bounded(1)
-    eval_splits: list[str] = MISSING  # of SPLITS
+    run_dir: str = setting(RESUME)  # where checkpoints, events and summaries go (Hydra's run dir)
+    trainer: str = setting(RESUME)  # one of TRAINERS, or auto: towers with several devices, else single
+    log_every: int = bounded(1, tags=(RESUME,))  # steps between progress lines
+    summary_every: int = bounded(1, tags=(RESUME,))  # steps between TensorBoard summaries
+    checkpoint_every: int = bounded(1, tags=(RESUME,))  # steps between checkpoints (each followed by an eval)
+    keep_checkpoints: int = bounded(1, tags=(RESUME,))
+    eval_splits: list[str] = setting(RESUME, EVAL)  # of SPLITS
     moving_average_decay: Optional[float] = bounded(0.0, 1.0, lo_open=True)  # None: no averages
-    eval_moving_average: bool = MISSING  # evaluate with the averaged variables when they exist
-    eval_once: bool = MISSING  # mode=eval: one pass, or re-evaluate new checkpoints every eval_interval_secs
-    eval_interval_secs: float = bounded(0.0, lo_open=True)
-    bench: BenchConfig = field(default_factory=BenchConfig)
-    tune: TuneConfig = field(default_factory=TuneConfig)
-    report: ReportConfig = field(default_factory=ReportConfig)
-    sweep_objective: Optional[str] = MISSING  # e.g. final_precision.test: a run returns that number (Optuna)
-    progress: str = one_of("auto", "bar", "lines")  # auto: a progress bar on a terminal, lines otherwise
+    eval_moving_average: bool = setting(RESUME, EVAL)  # evaluate with the averaged variables when they exist
+    eval_once: bool = setting(RESUME, EVAL)  # mode=eval: one pass, or re-evaluate new checkpoints every interval
+    eval_interval_secs: float = bounded(0.0, lo_open=True, tags=(RESUME, EVAL))
+    bench: BenchConfig = setting(RESUME, default_factory=BenchConfig)
+    tune: TuneConfig = setting(RESUME, default_factory=TuneConfig)
+    report: ReportConfig = setting(RESUME, default_factory=ReportConfig)
+    sweep_objective: Optional[str] = setting(RESUME)  # e.g. final_precision.test: a run returns that number
+    progress: str = one_of("auto", "bar", "lines", tags=(RESUME, EVAL))  # auto: a bar on a terminal, else lines
     log_style: str = one_of("mnist", "cifar10")  # the progress line of fully_connected_feed or of cifar10_train
     profile: Optional[list[int]] = MISSING  # [first, last]: trace those steps (TensorBoard profiler, timelines)
-    verbose: bool = MISSING  # show TensorFlow's C++ logs and deprecation warnings
-    force_resume: bool = MISSING  # continue a run dir's training even if the config changed in ways that matter
-    dataset: Any = MISSING
+    verbose: bool = setting(RESUME, EVAL)  # show TensorFlow's C++ logs and deprecation warnings
+    force_resume: bool = setting(RESUME)  # continue a run dir's training even if the config changed in ways that matter
+    dataset: Any = MISSING  # its keys tagged in runner.config.datasets
     model: Any = MISSING
-    pipeline: Any = MISSING
+    pipeline: Any = setting(EVAL)
     optimizer: Any = MISSING
     schedule: Any = MISSING
-    hardware: Any = MISSING
+    hardware: Any = setting(RESUME, EVAL)
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
@@ -282,3 +287,16 @@ SCHEMAS: dict[str, dict[str, type]] = {
 }
 """Schemas by group, stored as ``schema/<group>/<name>``; several options may share one (``base``). The keys of
 ``dataset``, ``model`` and ``pipeline`` are the names their parts register (a test holds them together)."""
+
+
+@functools.cache
+def keys_tagged(tag: str) -> tuple[str, ...]:
+    """The config's keys whose field carries ``tag`` (runner.config.fields): RunnerConfig's own (a section or group
+    whole), then each group option's (``dataset.root``), in the schemas' order."""
+    found = [f.name for f in dataclasses.fields(RunnerConfig) if tag in tags_of(f)]
+    for group in GROUPS:
+        if group in found:
+            continue
+        for schema in SCHEMAS[group].values():
+            found += [f"{group}.{f.name}" for f in dataclasses.fields(schema) if tag in tags_of(f)]
+    return tuple(dict.fromkeys(found))

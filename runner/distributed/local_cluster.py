@@ -27,7 +27,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from runner.config.fields import TASK
 from runner.config.hydra import override_key, task_overrides
+from runner.config.schema import keys_tagged
 from runner.core.errors import RunnerError
 from runner.core.signals import Interrupted, StopSignals, signal_name
 from runner.core.system import cores
@@ -40,8 +42,6 @@ log = logging.getLogger("runner")
 STOP_GRACE_SECS = 40  # after a signal, how long the tasks get to checkpoint and exit before they are killed
 FAIL_GRACE_SECS = 5  # after a failure, how long the other tasks get before they are killed
 DONE_GRACE_SECS = 60  # after the workers end, how long the ps tasks and the evaluator get to end
-# Keys of the hardware group a task takes from the launcher's (the rest are local_cluster's own).
-TASK_KEYS = ("device_type", "num_devices", "variable_device", "soft_placement", "strict", "sync", "ps", "wait_secs")
 
 
 @dataclass
@@ -89,8 +89,9 @@ def task_command(cfg: DictConfig, run_dir: str, overrides: list[str], threads: i
     own = [o for o in overrides if override_key(o).split(".")[0] not in ("hardware", "run_dir")
            and not o.startswith("hydra")]
     hardware = cfg.hardware
+    task_keys = [key.split(".", 1)[1] for key in keys_tagged(TASK)]  # the rest are local_cluster's own
     settings = [f"hardware.{key}={str(hardware[key]).lower() if isinstance(hardware[key], bool) else hardware[key]}"
-                for key in TASK_KEYS]
+                for key in task_keys]
     intra = hardware.intra_op_threads or threads
     inter = hardware.inter_op_threads or threads
     return [sys.executable, "-m", "runner", *own, "hardware=cluster", *settings, "hardware.resolver=tf_config",

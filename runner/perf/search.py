@@ -26,7 +26,8 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from runner.config.schema import RunnerConfig
+from runner.config.fields import POOL
+from runner.config.schema import RunnerConfig, keys_tagged
 from runner.core.errors import RunnerError
 from runner.core.stats import compare, summarize
 from runner.core.system import cores
@@ -38,7 +39,6 @@ log = logging.getLogger("runner")
 MARGIN = 0.03  # a step must gain this share to be kept: less is within the paired windows' noise
 CONFIRM_WITHIN = 0.10  # trials within this share of the best's ratio are confirmed with it
 CONFIRM_MOST = 5  # candidates confirmed at most: the best, the start and the closest others
-THREAD_KEYS = ("hardware.intra_op_threads", "hardware.inter_op_threads")
 
 
 @dataclass
@@ -105,8 +105,8 @@ def thread_values() -> tuple[int, ...]:
 
 def ordered(space: dict[str, tuple], limit: str) -> list[str]:
     """The knobs in the order the attribution suggests: the input's own first when it limits, else the pools."""
-    pools = [k for k in space if k in THREAD_KEYS]
-    own = [k for k in space if k not in THREAD_KEYS]
+    pools = [k for k in space if k in keys_tagged(POOL)]
+    own = [k for k in space if k not in keys_tagged(POOL)]
     return own + pools if limit == "input" else pools + own
 
 

@@ -3,7 +3,7 @@
 A run dir is self-contained: checkpoints are found by name inside it, so it resumes and evaluates after mv, cp or
 rsync. Its first training run's config stays in ``.hydra/config.yaml``; a rerun that resumes it writes its own
 config to ``.hydra/resumes/N/`` and a line to ``history.jsonl``. A rerun may change only what does not alter the
-model, its variables or the data's meaning (:data:`SAFE_ON_RESUME`); anything else is refused, naming the keys,
+model, its variables or the data's meaning (the schema's keys tagged RESUME); anything else is refused, naming the keys,
 unless ``force_resume=true``.
 """
 from __future__ import annotations
@@ -18,24 +18,14 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from runner.config.fields import EVAL, RESUME
 from runner.config.hydra import override_key, task_overrides, typed
-from runner.config.schema import GROUPS
+from runner.config.schema import GROUPS, keys_tagged
 from runner.core.errors import ConfigError, RunDirInUse
 from runner.core.files import write_json
 from runner.run import provenance
 
 SAVED_CONFIG = Path(".hydra") / "config.yaml"
-# Keys (and groups) a resumed run may change: they say how long, how often, where and how visibly to train.
-SAFE_ON_RESUME = ("mode", "run_dir", "max_steps", "log_every", "summary_every", "checkpoint_every",
-                  "keep_checkpoints", "eval_splits", "eval_moving_average", "eval_once", "eval_interval_secs",
-                  "hardware", "trainer", "progress", "verbose", "bench", "tune", "report", "sweep_objective",
-                  "force_resume",
-                  "dataset.data_dir", "dataset.download", "dataset.url", "dataset.mirrors", "dataset.root",
-                  "dataset.cache_dir", "dataset.read_from")
-# What mode=eval may take from the command line instead of the run's saved config.
-EVAL_CHOICES = ("hardware", "pipeline", "batch_size", "eval_splits", "eval_moving_average", "eval_once",
-                "eval_interval_secs", "progress", "verbose", "dataset.data_dir", "dataset.download", "dataset.root",
-                "dataset.cache_dir", "dataset.read_from")
 
 
 def has_checkpoints(run_dir: str | Path) -> bool:
@@ -81,7 +71,7 @@ def unsafe_changes(run_dir: str | Path, cfg: DictConfig) -> dict[str, list]:
 
 
 def _unsafe(changed: dict[str, list]) -> dict[str, list]:
-    return {k: v for k, v in changed.items() if not _within(k, SAFE_ON_RESUME)}
+    return {k: v for k, v in changed.items() if not _within(k, keys_tagged(RESUME))}
 
 
 def check_resume(run_dir: str | Path, cfg: DictConfig) -> dict[str, list]:
@@ -101,7 +91,7 @@ def check_resume(run_dir: str | Path, cfg: DictConfig) -> dict[str, list]:
 
 def eval_config(run_dir: str | Path, cfg: DictConfig, overrides: list[str]) -> DictConfig:
     """mode=eval: the run's saved config, typed by the schemas again, with this command line's choices among
-    :data:`EVAL_CHOICES` taken from ``cfg`` (composed by Hydra from that command line: ``pipeline=tf_data`` brings
+    the keys tagged EVAL taken from ``cfg`` (composed by Hydra from that command line: ``pipeline=tf_data`` brings
     the option's YAML). Other keys given on the command line that differ from the run's are refused, naming them.
     A key the saved config lacks (a run of an older runner) is taken from ``cfg`` where its group's option is the
     run's."""
@@ -113,12 +103,12 @@ def eval_config(run_dir: str | Path, cfg: DictConfig, overrides: list[str]) -> D
     given = [k for k in keys.values() if k not in renamed]
     refused = {k: v for k, v in changes(saved, cfg).items()
                if any(_within(k, (g,)) or _within(g, (k,)) for g in given) and not _within(k, ("mode", "run_dir"))
-               and not _within(k, EVAL_CHOICES)}
+               and not _within(k, keys_tagged(EVAL))}
     if refused:
         listed = ", ".join(f"{k}={v[1]!r} (the run has {v[0]!r})" for k, v in refused.items())
         raise ConfigError(f"mode=eval evaluates the run with its own config; it can't take {listed}. It may "
-                          f"change: {', '.join(EVAL_CHOICES)}")
-    chosen = [key for key in given if _within(key, EVAL_CHOICES)]
+                          f"change: {', '.join(keys_tagged(EVAL))}")
+    chosen = [key for key in given if _within(key, keys_tagged(EVAL))]
     with open_dict(saved):
         saved.mode, saved.run_dir = "eval", str(run_dir)
         for key in chosen:
