@@ -19,12 +19,23 @@ import pytest
 import yaml
 from scipy import stats as scipy_stats
 
-from runner.core import stats
+from runner.core import results, stats
 from runner.sweeps import report
 from tests.helpers import ROOT
 
 
 # ---------------------------------------------------------------------------------------------- the statistics
+def test_each_metric_has_one_column_and_one_direction():
+    # sweep_objective=wall_time_sec is the report's train_time_sec column, and a time is better low
+    assert results.column_of("wall_time_sec") == "train_time_sec"
+    assert results.column_of("final_precision.validation") == "precision_validation"
+    assert not results.higher_is_better("train_time_sec") and not results.higher_is_better("first_batch_sec")
+    assert results.higher_is_better("precision_test") and results.higher_is_better("tf_data_ratio_to_bound")
+    assert results.higher_is_better("examples_per_sec")
+    columns = [m.column for m in results.metrics(["train", "test"], ["queue"])]
+    assert len(columns) == len(set(columns))
+
+
 def test_a_groups_mean_sd_and_interval_are_students_t():
     s = stats.summarize([1, 2, 3, 4, 5])
     # By hand: sd = sqrt(2.5); t(0.975, 4) = 2.7764; half width = 2.7764 * sqrt(2.5) / sqrt(5) = 1.9632

@@ -12,6 +12,7 @@ import pytest
 
 from runner.cli.app import run
 from runner.core.errors import ConfigError, TrainingError
+from runner.core.results import SUMMARY, TrainSummary, columns
 from runner.pipelines import PIPELINES
 from tests.helpers import ROOT, TINY, compose, run_cli
 
@@ -25,7 +26,12 @@ def test_short_run_beats_chance_and_fills_the_run_dir(tmp_path, tiny_digits, pip
     assert summary["final_precision"]["test"] > 0.5, summary["final_precision"]  # chance is 0.1
     assert summary["trainable_parameters"] == 784 * 128 + 128 + 128 * 32 + 32 + 32 * 10 + 10
     assert summary["examples_per_sec"] > 0 and summary["config"]["pipeline"]["name"] == pipeline
-    assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 300
+    written = json.loads((tmp_path / "summary.json").read_text())
+    assert written["steps"] == 300
+    assert set(TrainSummary.__annotations__) <= set(written)  # every key runner.core.results names is written
+    assert columns(written, SUMMARY) == {  # the sweep report's columns of this run
+        **{f"precision_{split}": value for split, value in written["final_precision"].items()},
+        "examples_per_sec": written["examples_per_sec"], "train_time_sec": written["wall_time_sec"], "steps": 300}
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     evals = [m for m in lines if "split" in m]
     assert [(m["step"], m["split"], m["num_examples"]) for m in evals] == [

@@ -29,8 +29,8 @@ from runner.config.schema import (
 )
 from runner.core.errors import ConfigError
 from runner.core.files import shown
+from runner.core.results import compared, objectives
 
-SUMMARY_NUMBERS = ("examples_per_sec", "wall_time_sec", "steps", "steps_this_run")  # summary.json's numbers
 _ABSENT = object()
 
 
@@ -148,12 +148,11 @@ def check_report(cfg: DictConfig) -> None:
     """sweep_objective and report.compare name numbers a job reports (checked once for a whole sweep too)."""
     objective = cfg.sweep_objective
     if objective is not None:
-        allowed = [f"final_precision.{split}" for split in cfg.eval_splits] + list(SUMMARY_NUMBERS)
+        allowed = objectives(cfg.eval_splits)
         if objective not in allowed:
             raise ConfigError(f"sweep_objective={objective} is not a number a run reports; choose one of: "
                               f"{', '.join(allowed)}")
-    reported = ([f"precision_{split}" for split in SPLITS] + ["examples_per_sec", "train_time_sec", "bench_time_sec"]
-                + ["bound_examples_per_sec"] + [f"{name}_ratio_to_bound" for name in known("pipeline")])
+    reported = compared(SPLITS, known("pipeline"))
     for metric in cfg.report.compare or []:
         if metric not in reported:
             raise ConfigError(f"report.compare contains {metric!r}, which no job reports; choose from: "

@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from runner.config.schema import RunnerConfig
 from runner.core.files import write_json
+from runner.core.results import TrainSummary
 from runner.core.signals import Interrupted, StopSignals, signal_name
 from runner.engine.checkpoints import checkpoint_dir, latest_checkpoint, make_saver, save
 from runner.engine.evals import build_evals, run_eval
@@ -154,11 +155,11 @@ def train(parts: Parts, run: RunnerConfig, run_dir: str | Path, config: dict, ta
     return summary
 
 
-def _summary(built: _Built, parts: Parts, clock: Clock, final: dict, wall_time: float, config: dict) -> dict:
+def _summary(built: _Built, parts: Parts, clock: Clock, final: dict, wall_time: float, config: dict) -> TrainSummary:
     """summary.json: the final precisions, the steps, the training rate, and what ran."""
     train_time, trained_steps = clock.run_secs, clock.step - clock.first_step
     per_step = built.train_graph.examples_per_step
-    return {
+    return {  # type: ignore[typeddict-unknown-key]  # the parts' names beside the table's keys
         "final_precision": final,
         "steps": clock.step,
         "steps_this_run": trained_steps,

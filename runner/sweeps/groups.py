@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from runner.config.hydra import override_key
 from runner.config.schema import SPLITS
+from runner.core.results import column_of, higher_is_better
 from runner.core.stats import (
     ALPHA,
     CONFIDENCE,
@@ -72,16 +73,9 @@ def group(rows: list[dict], replicate_over: list[str]) -> list[Group]:
     return found
 
 
-def lower_is_better(metric: str) -> bool:
-    """Times (train_time_sec, first_batch_sec) are better low; precisions, rates and ratios high."""
-    return metric.endswith("_sec") and not metric.endswith("per_sec")
-
-
 def objective_metric(objective: str | None) -> str | None:
     """sweep_objective (a path in summary.json) as the report's column: final_precision.test -> precision_test."""
-    if not objective:
-        return None
-    return objective.replace("final_precision.", "precision_").replace(".", "_")
+    return column_of(objective) if objective else None
 
 
 def compared_metrics(rows: list[dict], compare_on: list[str] | None, objective: str | None) -> list[str]:
@@ -127,7 +121,7 @@ def best_group(groups: list[Group], metric: str) -> Group | None:
     scored = [g for g in groups if g.done(metric)]
     if not scored:
         return None
-    sign = -1 if lower_is_better(metric) else 1
+    sign = 1 if higher_is_better(metric) else -1
     return max(scored, key=lambda g: sign * g.summary(metric).mean)
 
 
@@ -172,7 +166,7 @@ def markdown(groups: list[Group], metrics: list[str], compared: list[str], repli
         if not found:
             continue
         best = found[0].best
-        direction = "lowest" if lower_is_better(metric) else "highest"
+        direction = "highest" if higher_is_better(metric) else "lowest"
         lines += ["", f"### {metric}: each group against the best ({best.label}, {direction} mean)", "",
                   f"Differences with their {CONFIDENCE:.0%} interval: a paired t-test over the {over} values both "
                   f"groups ran (when they share at least half of them), else Welch's t-test; distinguishable at "

@@ -30,6 +30,7 @@ from runner.config.hydra import override_key
 from runner.core import tfload
 from runner.core.errors import ConfigError, describe_os_error
 from runner.core.files import write_json, write_text
+from runner.core.results import BENCH, SUMMARY, columns
 from runner.sweeps import groups as grouping
 from runner.sweeps import hparams, plots, sweep
 
@@ -146,18 +147,13 @@ def collect(sweep_dir: str | Path, replicate_over: tuple[str, ...] = ("seed",), 
                 precision = s.get("final_precision") or {}
                 if not isinstance(precision, dict) or not all(isinstance(v, (int, float)) for v in precision.values()):
                     raise Unreadable("summary.json: final_precision is not a mapping of splits to numbers")
-                row.update(status="completed", steps=s["steps"], examples_per_sec=s["examples_per_sec"],
-                           train_time_sec=s["wall_time_sec"])
-                row.update({f"precision_{k}": v for k, v in precision.items()})
+                row.update(status="completed", **columns(s, SUMMARY))
             elif bench.exists() or bench.is_symlink():
                 b = _read_result(bench, {"bound_examples_per_sec": (int, float)})
                 pipelines = b.get("pipelines")
                 if not isinstance(pipelines, dict):
                     raise Unreadable("bench.json: pipelines is not a mapping")
-                row.update(status="interrupted" if "interrupted" in b else "completed",
-                           bound_examples_per_sec=b["bound_examples_per_sec"], bench_time_sec=b.get("wall_time_sec"))
-                for name, p in pipelines.items():
-                    row[f"{name}_ratio_to_bound"] = p.get("ratio_to_bound") if isinstance(p, dict) else None
+                row.update(status="interrupted" if "interrupted" in b else "completed", **columns(b, BENCH))
         except Unreadable as err:
             row.update(status="unreadable", error=f"{err}; rerun the sweep to run this job again")
         if error.is_file():
