@@ -8,7 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from runner.config.hydra import compose_config, params
+from omegaconf import OmegaConf
+
+from runner.config.hydra import compose_config
 
 ROOT = Path(__file__).resolve().parent.parent
 if not Path("/dev/nvidia0").exists():  # no GPU here: TensorFlow need not probe CUDA in every test process (~1 s each)
@@ -21,9 +23,10 @@ def compose(*overrides: str):
     return compose_config(list(overrides))
 
 
-def option(group: str, name: str, **overrides) -> dict:
-    """A group option's values as its part's keyword arguments: from its YAML (where they live), updated."""
-    return {**params(compose(f"{group}={name}")[group]), **overrides}
+def option(group: str, name: str, **overrides):
+    """A group option as its part is made from it: its schema instance, with the values of its YAML (where they
+    live) and ``overrides`` (checked against the schema as a config is)."""
+    return OmegaConf.to_object(OmegaConf.merge(compose(f"{group}={name}")[group], overrides))
 
 
 def user_env(env: dict | None = None, unset: tuple[str, ...] = ()) -> dict:
@@ -116,7 +119,7 @@ def pull(dataset, name: str, split: str, batch_size: int, training: bool, steps:
 
     graph = tf.Graph()
     with graph.as_default():
-        pipeline = PIPELINES.get(name)(dataset, seed=3, **option("pipeline", name, **params))
+        pipeline = PIPELINES.get(name)(option("pipeline", name, **params), dataset, seed=3)
         batch = pipeline.build(split, batch_size, training)
     out = []
     with session(graph, None, [batch]) as (sess, _):

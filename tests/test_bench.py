@@ -49,6 +49,7 @@ def test_the_benchs_autotune_arm_is_tf_data_as_tf_data_runs_it():
     """The arm beside runner's tf_data settings: every -1 AUTOTUNE (reads, map, prefetch), tf.data's autotuner with
     its defaults and tf.data's own threading; what the pipeline builds from it, its options read back."""
     import tensorflow as tf
+    from omegaconf import OmegaConf
 
     from runner.config.hydra import with_pipeline
     from runner.pipelines import PIPELINES
@@ -60,7 +61,7 @@ def test_the_benchs_autotune_arm_is_tf_data_as_tf_data_runs_it():
     assert arm.name == "tf_data" and arm.shuffle_buffer == 500  # the chosen pipeline's order settings
     assert (arm.num_parallel_reads, arm.num_parallel_calls, arm.prefetch, arm.max_intra_op_parallelism) == (-1, -1,
                                                                                                             -1, 0)
-    pipeline = PIPELINES.get("tf_data")(build_dataset(cfg), seed=0, **{k: v for k, v in arm.items() if k != "name"})
+    pipeline = PIPELINES.get("tf_data")(OmegaConf.to_object(arm), build_dataset(cfg), seed=0)
     with tf.Graph().as_default():
         options = pipeline._batches("train", 50, True)[0].options()
     assert options.autotune.enabled and options.threading.max_intra_op_parallelism is None

@@ -25,7 +25,7 @@ v1 = tf.compat.v1
 
 @pytest.fixture(scope="module")
 def tiny_shapes(tmp_path_factory):
-    dataset = Shapes(**option("dataset", "shapes", data_dir=str(tmp_path_factory.mktemp("shapes")), num_train=500,
+    dataset = Shapes(option("dataset", "shapes", data_dir=str(tmp_path_factory.mktemp("shapes")), num_train=500,
                                   num_test=130))
     dataset.prepare()
     return dataset
@@ -77,7 +77,7 @@ def test_downloads_verifies_and_extracts_the_archive(server, tmp_path):  # noqa:
     url, www = server
     archive, contents = _archive(tmp_path)
     (www / "cifar-10-binary.tar.gz").write_bytes(archive)
-    dataset = Cifar10(**option("dataset", "cifar10", data_dir=str(tmp_path / "data"),
+    dataset = Cifar10(option("dataset", "cifar10", data_dir=str(tmp_path / "data"),
                                url=url + "cifar-10-binary.tar.gz"), md5=hashlib.md5(archive).hexdigest())
     assert dataset.num_examples("train") == 20 and dataset.num_examples("test") == 4
     np.testing.assert_array_equal(dataset.arrays("test")[0], contents["test_batch.bin"][0])
@@ -86,7 +86,7 @@ def test_downloads_verifies_and_extracts_the_archive(server, tmp_path):  # noqa:
 def test_a_corrupted_archive_is_rejected(server, tmp_path):  # noqa: F811
     url, www = server
     (www / "cifar-10-binary.tar.gz").write_bytes(b"not the archive")
-    dataset = Cifar10(**option("dataset", "cifar10", data_dir=str(tmp_path / "data"),
+    dataset = Cifar10(option("dataset", "cifar10", data_dir=str(tmp_path / "data"),
                                url=url + "cifar-10-binary.tar.gz"))
     with pytest.raises(DataError, match="md5 mismatch"):
         dataset.prepare()
@@ -97,14 +97,14 @@ def test_an_archive_already_there_is_extracted_without_network(tmp_path):
     archive, _ = _archive(tmp_path)
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "cifar-10-binary.tar.gz").write_bytes(archive)
-    dataset = Cifar10(**option("dataset", "cifar10", data_dir=str(tmp_path / "data"), download=False),
+    dataset = Cifar10(option("dataset", "cifar10", data_dir=str(tmp_path / "data"), download=False),
                       md5=hashlib.md5(archive).hexdigest())
     assert dataset.num_examples("train") == 20
 
 
 def test_missing_files_without_download(tmp_path):
     with pytest.raises(DataError, match=r"Failed to find file: .*data_batch_1\.bin.*dataset\.download=true"):
-        Cifar10(**option("dataset", "cifar10", data_dir=str(tmp_path), download=False)).prepare()
+        Cifar10(option("dataset", "cifar10", data_dir=str(tmp_path), download=False)).prepare()
 
 
 def test_shapes_are_deterministic_balanced_and_not_linearly_separable():
@@ -178,7 +178,8 @@ def _build_cnn(training: bool, weight_decay=0.004):
     graph = tf.Graph()
     with graph.as_default():
         images = v1.placeholder(tf.float32, [None, 24, 24, 3])
-        logits = MODELS.get("cifar10_cnn")(images, num_classes=10, training=training, weight_decay=weight_decay)
+        logits = MODELS.get("cifar10_cnn")(images, option("model", "cifar10_cnn", weight_decay=weight_decay),
+                                           num_classes=10, training=training)
     return graph, logits
 
 
@@ -230,7 +231,7 @@ def test_exponential_decay_schedule_is_the_tutorials():
     step = tf.Variable(0, dtype=tf.int64)
     steps_per_epoch = 50000 / 128
     decay = option("schedule", "exponential_decay")  # conf/schedule/exponential_decay.yaml: the tutorial's values
-    lr = lambda: float(SCHEDULES.get("exponential_decay")(0.1, step, steps_per_epoch, **decay)())  # noqa: E731
+    lr = lambda: float(SCHEDULES.get("exponential_decay")(decay, 0.1, step, steps_per_epoch)())  # noqa: E731
     assert lr() == pytest.approx(0.1)
     step.assign(int(350 * steps_per_epoch) - 1)
     assert lr() == pytest.approx(0.1)
@@ -243,7 +244,7 @@ def test_exponential_decay_schedule_is_the_tutorials():
 def test_every_pipeline_gives_24x24_standardized_batches_and_exact_eval(tiny_shapes, name):
     graph = tf.Graph()
     with graph.as_default():
-        pipeline = PIPELINES.get(name)(tiny_shapes, seed=1, **option("pipeline", name))
+        pipeline = PIPELINES.get(name)(option("pipeline", name), tiny_shapes, seed=1)
         train = pipeline.build("train", 32, training=True)
         test = pipeline.build("test", 64, training=False)
     with session(graph, None, [train, test]) as (sess, _):
@@ -257,11 +258,11 @@ def test_every_pipeline_gives_24x24_standardized_batches_and_exact_eval(tiny_sha
 
 @pytest.mark.parametrize("name,damage", [("queue", "delete"), ("tf_data", "delete"), ("tf_data", "truncate")])
 def test_a_file_damaged_under_a_running_pipeline_ends_the_run_with_that_error(tmp_path, name, damage):
-    dataset = Shapes(**option("dataset", "shapes", data_dir=str(tmp_path), num_train=500, num_test=100))
+    dataset = Shapes(option("dataset", "shapes", data_dir=str(tmp_path), num_train=500, num_test=100))
     dataset.prepare()
     graph = tf.Graph()
     with graph.as_default():
-        batch = PIPELINES.get(name)(dataset, seed=1, **option("pipeline", name)).build("train", 16, training=True)
+        batch = PIPELINES.get(name)(option("pipeline", name), dataset, seed=1).build("train", 16, training=True)
     path = dataset.records("train").files[2]
     if damage == "delete":  # after the dataset was checked
         os.remove(path)

@@ -45,7 +45,7 @@ def test_a_tf_data_session_closes_at_once():
     dataset.prepare()
     graph = tf.Graph()
     with graph.as_default():
-        batch = PIPELINES.get("tf_data")(dataset, seed=0, **option("pipeline", "tf_data")).build("test", 32, False)
+        batch = PIPELINES.get("tf_data")(option("pipeline", "tf_data"), dataset, seed=0).build("test", 32, False)
     context = session(graph, None, [batch])
     sess, _ = context.__enter__()
     started = time.time()
@@ -87,10 +87,10 @@ def test_the_queue_holds_the_tutorials_min_after_dequeue_and_capacity(monkeypatc
     dataset.prepare()
     monkeypatch.setattr(dataset, "num_examples", lambda split: 50_000)  # CIFAR-10's training split
     with tf.Graph().as_default() as graph:
-        PIPELINES.get("queue")(dataset, seed=0, **option("pipeline", "queue")).build("train", 128, training=True)
+        PIPELINES.get("queue")(option("pipeline", "queue"), dataset, seed=0).build("train", 128, training=True)
     (queue,) = [op for op in graph.get_operations() if op.type == "RandomShuffleQueueV2"]
     assert (queue.get_attr("min_after_dequeue"), queue.get_attr("capacity")) == (20_000, 20_000 + 3 * 128)
-    assert option("pipeline", "queue")["num_threads"] == 16
+    assert option("pipeline", "queue").num_threads == 16
 
 
 def test_the_cifar_presets_take_the_tutorials_queue_input_and_explicit_choices_win():

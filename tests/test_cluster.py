@@ -157,7 +157,7 @@ def test_every_pipeline_gives_two_workers_disjoint_shards_that_cover_the_split(t
     for index in range(2):
         graph = tf.Graph()
         with graph.as_default():
-            p = PIPELINES.get(pipeline)(tiny_digits, seed=0, shard=Shard(index, 2), **option("pipeline", pipeline))
+            p = PIPELINES.get(pipeline)(option("pipeline", pipeline), tiny_digits, seed=0, shard=Shard(index, 2))
             batch = p.build("train", 100, training=True)
         got = set()
         with session(graph, None, [batch], hooks=[FeedHook([batch])]) as (sess, _):

@@ -59,7 +59,7 @@ def _mnist_files(folder, n_train=30, n_test=10):
 def test_mnist_downloads_missing_files_and_splits_validation(server, tmp_path):
     url, www = server
     sums, arrays = _mnist_files(www)
-    dataset = Mnist(**option("dataset", "mnist", data_dir=str(tmp_path / "mnist"), validation_size=5, mirrors=[url]),
+    dataset = Mnist(option("dataset", "mnist", data_dir=str(tmp_path / "mnist"), validation_size=5, mirrors=[url]),
                     md5=sums)
     images, labels = dataset.arrays("validation")
     np.testing.assert_array_equal(images[..., 0], arrays["train-images-idx3-ubyte.gz"][:5])
@@ -68,7 +68,7 @@ def test_mnist_downloads_missing_files_and_splits_validation(server, tmp_path):
 
 
 def test_mnist_without_download_says_where_it_looked(tmp_path):
-    dataset = Mnist(**option("dataset", "mnist", data_dir=str(tmp_path / "empty"), download=False,
+    dataset = Mnist(option("dataset", "mnist", data_dir=str(tmp_path / "empty"), download=False,
                            mirrors=["http://127.0.0.1:9/"]))
     with pytest.raises(DataError, match=r"(?s)missing in .*empty.*dataset\.download=true"):
         dataset.prepare()
@@ -78,15 +78,15 @@ def test_mnist_rejects_a_local_file_with_the_wrong_md5(tmp_path):
     sums, _ = _mnist_files(tmp_path)
     sums["t10k-labels-idx1-ubyte.gz"] = "0" * 32
     with pytest.raises(DataError, match=r"t10k-labels.*md5"):
-        Mnist(**option("dataset", "mnist", data_dir=str(tmp_path)), md5=sums).prepare()
+        Mnist(option("dataset", "mnist", data_dir=str(tmp_path)), md5=sums).prepare()
 
 
 def test_other_mnist_format_files_need_verify_md5_false(tmp_path):
     """Fashion-MNIST or a re-split uses MNIST's names and format but not its md5s: the error names the setting."""
     _, arrays = _mnist_files(tmp_path)
     with pytest.raises(DataError, match=r"does not match the published .*set dataset\.verify_md5=false"):
-        Mnist(**option("dataset", "mnist", data_dir=str(tmp_path))).prepare()
-    dataset = Mnist(**option("dataset", "mnist", data_dir=str(tmp_path), validation_size=5, verify_md5=False))
+        Mnist(option("dataset", "mnist", data_dir=str(tmp_path))).prepare()
+    dataset = Mnist(option("dataset", "mnist", data_dir=str(tmp_path), validation_size=5, verify_md5=False))
     images, labels = dataset.arrays("test")
     np.testing.assert_array_equal(images[..., 0], arrays["t10k-images-idx3-ubyte.gz"])
     assert dataset.num_examples("train") == 25
@@ -97,4 +97,4 @@ def test_mismatched_image_and_label_counts(tmp_path):
     write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.zeros(3, np.uint8))
     sums["t10k-labels-idx1-ubyte.gz"] = md5((tmp_path / "t10k-labels-idx1-ubyte.gz").read_bytes())
     with pytest.raises(DataError, match="3 labels for 10 images"):
-        Mnist(**option("dataset", "mnist", data_dir=str(tmp_path)), md5=sums).prepare()
+        Mnist(option("dataset", "mnist", data_dir=str(tmp_path)), md5=sums).prepare()

@@ -203,8 +203,8 @@ def test_tf_data_workers_read_disjoint_shards_that_cover_the_split_with_each_kno
     for index in range(2):
         graph = tf.Graph()
         with graph.as_default():
-            pipeline = PIPELINES.get("tf_data")(dataset, seed=3, shard=Shard(index, 2),
-                                                **option("pipeline", "tf_data", **params))
+            pipeline = PIPELINES.get("tf_data")(option("pipeline", "tf_data", **params), dataset, seed=3,
+                                                shard=Shard(index, 2))
             batch = pipeline.build("train", 10, True)
         with tf.compat.v1.Session(graph=graph) as sess:
             batch.on_session(sess)

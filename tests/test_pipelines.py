@@ -78,19 +78,19 @@ def test_preloaded_as_a_constant_is_in_the_graph_def_and_refused_past_its_limit(
 
     graph = tf.Graph()
     with graph.as_default():
-        PIPELINES.get("preloaded")(tiny_digits, seed=0, **option("pipeline", "preloaded", storage="constant")
+        PIPELINES.get("preloaded")(option("pipeline", "preloaded", storage="constant"), tiny_digits, seed=0
                                    ).build("train", 10, True)
     assert graph.as_graph_def().ByteSize() > 784_000  # the pixels are in the graph
     monkeypatch.setattr(preloaded, "GRAPH_DEF_LIMIT", 100_000)
     with tf.Graph().as_default(), pytest.raises(ConfigError, match=r"holds at most 2 GB.*pipeline.storage=variable"):
-        PIPELINES.get("preloaded")(tiny_digits, seed=0, **option("pipeline", "preloaded", storage="constant")
+        PIPELINES.get("preloaded")(option("pipeline", "preloaded", storage="constant"), tiny_digits, seed=0
                                    ).build("train", 10, True)
 
 
 def test_preloaded_data_stays_out_of_the_graph_def(tiny_digits):
     graph = tf.Graph()
     with graph.as_default():
-        PIPELINES.get("preloaded")(tiny_digits, seed=0, **option("pipeline", "preloaded")).build("train", 10, True)
+        PIPELINES.get("preloaded")(option("pipeline", "preloaded"), tiny_digits, seed=0).build("train", 10, True)
     assert graph.as_graph_def().ByteSize() < 100_000  # the 784 KB of pixels are fed, not embedded
     saved = graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES)
     assert not [v.name for v in saved if "preloaded" in v.name]  # data is not written into checkpoints
@@ -105,7 +105,7 @@ def test_preloaded_refuses_a_split_larger_than_the_memory_available(tiny_digits,
     monkeypatch.setattr(preloaded, "available_memory", lambda: 2 * size - 1)
     with tf.Graph().as_default(), pytest.raises(ConfigError, match=r"pipeline=preloaded holds the train split in "
                                                                    r"memory: 0\.00 GB.*Use pipeline=tf_data"):
-        PIPELINES.get("preloaded")(tiny_digits, seed=0, **option("pipeline", "preloaded")).build("train", 32, True)
+        PIPELINES.get("preloaded")(option("pipeline", "preloaded"), tiny_digits, seed=0).build("train", 32, True)
 
 
 @pytest.mark.parametrize("params", [{"cache": "memory"}, {"cache": "disk"},
@@ -139,9 +139,7 @@ def test_a_cache_that_does_not_fit_in_memory_is_refused(tiny_digits, monkeypatch
 def test_tf_data_runs_tf_datas_autotuner_with_the_configured_options(tiny_digits, autotune, algorithm):
     """AUTOTUNE (-1, the default) is tf.data's autotuner, on: the options of the dataset the pipeline builds, read
     back; with its algorithm and budgets as configured."""
-    settings = option("pipeline", "tf_data")
-    settings["autotune"] = {**settings["autotune"], **autotune}
-    pipeline = PIPELINES.get("tf_data")(tiny_digits, seed=0, **settings)
+    pipeline = PIPELINES.get("tf_data")(option("pipeline", "tf_data", autotune=autotune), tiny_digits, seed=0)
     assert pipeline.num_parallel_calls == tf.data.AUTOTUNE and pipeline.prefetch == tf.data.AUTOTUNE
     with tf.Graph().as_default():
         ds, _ = pipeline._batches("train", 50, True)

@@ -8,7 +8,7 @@ import tensorflow as tf
 from runner.cli.app import run
 from runner.models import MODELS
 from runner.ops.precision import in_precision, scaled
-from tests.helpers import TINY, compose
+from tests.helpers import TINY, compose, option
 
 v1 = tf.compat.v1
 FAST = [*TINY, "optimizer.lr=0.1", "log_every=100", "checkpoint_every=300", "eval_splits=[test]"]
@@ -51,8 +51,8 @@ def _mlp_step_graph(precision: str):
         step = v1.train.get_or_create_global_step()
         images = v1.placeholder(tf.float32, [None, 28, 28, 1])
         labels = v1.placeholder(tf.int32, [None])
-        logits = in_precision(MODELS.get("mlp"), precision)(images, num_classes=10, training=True, hidden1=16,
-                                                            hidden2=8)
+        logits = in_precision(MODELS.get("mlp"), precision)(images, option("model", "mlp", hidden1=16, hidden2=8),
+                                                            num_classes=10, training=True)
         loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
         optimizer = scaled(v1.train.GradientDescentOptimizer(0.1), precision)
         train_op = optimizer.minimize(loss, global_step=step)
@@ -86,8 +86,8 @@ def test_the_cnn_computes_in_bf16_with_lrn_in_float32():
     graph = tf.Graph()
     with graph.as_default():
         x = tf.zeros([2, 24, 24, 3])
-        logits = in_precision(MODELS.get("cifar10_cnn"), "bf16")(x, num_classes=10, training=True,
-                                                                  weight_decay=0.004)
+        logits = in_precision(MODELS.get("cifar10_cnn"), "bf16")(x, option("model", "cifar10_cnn", weight_decay=0.004),
+                                                                  num_classes=10, training=True)
         ops = [op for op in graph.get_operations() if op.outputs]
     in_lrn = [op for op in ops if op.name.startswith(("norm1/", "norm2/"))]
     assert logits.dtype == tf.float32

@@ -52,8 +52,8 @@ def test_training_events_hold_the_tutorials_scalars_histograms_and_images(cifar_
     with tf.Graph().as_default():  # every trainable variable and its gradient, as cifar10.train
         from runner.models import MODELS
 
-        MODELS.get("cifar10_cnn")(tf.zeros([1, 24, 24, 3]), num_classes=10, training=False,
-                                  **option("model", "cifar10_cnn"))
+        MODELS.get("cifar10_cnn")(tf.zeros([1, 24, 24, 3]), option("model", "cifar10_cnn"), num_classes=10,
+                                  training=False)
         variables = [v.op.name for v in tf.compat.v1.trainable_variables()]
     assert len(variables) == 10
     histograms = set(tags["histograms"])

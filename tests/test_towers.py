@@ -22,8 +22,7 @@ NO_GPU = not tf.config.list_physical_devices("GPU")
 
 def _place(name: str, **overrides):
     """runner.engine.hardware.place with an option's values (precision is the model's, not the placement's)."""
-    params = option("hardware", name, **overrides)
-    params.pop("precision")
+    params = {k: v for k, v in vars(option("hardware", name, **overrides)).items() if k not in ("name", "precision")}
     return place(name, **params)
 
 
@@ -66,7 +65,7 @@ def test_missing_gpus_warn_once_and_use_the_cpu(caplog):
 
 def test_each_trainer_runs_the_models_update_ops_once_a_step():
     """UPDATE_OPS (batch norm's moving statistics) run with every step, once: tower 0's on towers."""
-    def counting_model(images, *, num_classes, training):
+    def counting_model(images, config, *, num_classes, training):
         counter = v1.get_variable("counter", [], initializer=v1.zeros_initializer(), trainable=False)
         if training:
             v1.add_to_collection(v1.GraphKeys.UPDATE_OPS, counter.assign_add(1.0))
@@ -76,7 +75,7 @@ def test_each_trainer_runs_the_models_update_ops_once_a_step():
     for trainer, towers in (("single", 1), ("towers", 2)):
         graph = tf.Graph()
         with graph.as_default():
-            model = shared_model(counting_model, 10, {}, "fp32")
+            model = shared_model(counting_model, 10, None, "fp32")
             batches = [Batch(tf.zeros([4, 2, 2, 1]), tf.zeros([4], tf.int32), 4) for _ in range(towers)]
             _, _, train_op = TRAINERS.get(trainer)(model, batches, v1.train.GradientDescentOptimizer(0.1),
                                                 v1.train.get_or_create_global_step(),
@@ -96,7 +95,7 @@ def _one_step(trainer: str, model_name: str, params: dict, x, y, towers: int, in
     with graph.as_default():
         v1.set_random_seed(0)
         step = v1.train.get_or_create_global_step()
-        model = shared_model(MODELS.get(model_name), 10, params, "fp32")
+        model = shared_model(MODELS.get(model_name), 10, option("model", model_name, **params), "fp32")
         batches = [Batch(tf.constant(xi), tf.constant(yi), len(yi))
                    for xi, yi in zip(np.split(x, towers), np.split(y, towers))]
         _, _, train_op = TRAINERS.get(trainer)(model, batches, v1.train.GradientDescentOptimizer(0.1), step,
@@ -219,11 +218,11 @@ def test_a_model_that_makes_its_own_variables_is_refused_when_its_eval_is_built(
 
     parts = build_parts(compose(*TINY), tiny_digits)
 
-    def own_variables(images, num_classes, training, **_):
+    def own_variables(images, config, num_classes, training):
         weights = tf.Variable(tf.zeros([int(np.prod(images.shape[1:])), num_classes]), name="dense_kernel")
         return tf.matmul(tf.reshape(images, [-1, weights.shape[0]]), weights)
 
-    parts.model = shared_model(own_variables, 10, {}, "fp32")
+    parts.model = shared_model(own_variables, 10, None, "fp32")
     tg = build_train_graph(parts, 50, 0, None)
     refused = r"made new variables when built again for evaluation \(eval_test/dense_kernel.*tf.compat.v1.get_variable"
     with tg.graph.as_default(), pytest.raises(RunnerError, match=refused):

@@ -69,13 +69,6 @@ def typed(cfg: DictConfig) -> DictConfig:
     return out
 
 
-def params(node: DictConfig) -> dict:
-    """A group's values as plain keyword arguments of its part, without its registry name."""
-    values = cast(dict, OmegaConf.to_container(node, resolve=True))
-    values.pop("name")
-    return values
-
-
 def override_key(override: str) -> str:
     """The key an override sets, without Hydra's +, ++ or ~ (a group's name when it chooses an option):
     ``+dataset.root=/d`` -> ``dataset.root``. Every reader of typed overrides asks this one function."""

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from runner.config.datasets import DatasetConfig
 from runner.core.errors import ConfigError, DataError
 from runner.core.files import Manifest, folder_lock
 from runner.datasets import augment as augments
@@ -81,9 +82,11 @@ class Dataset(abc.ABC):
     augment: str = "none"
     needs_tensorflow = False  # prepare() reads the files with TensorFlow ops
 
-    def __init__(self, validation_size: int, augment: str):
-        self.validation_size = validation_size
-        self.augment = augment
+    def __init__(self, config: DatasetConfig):
+        """``config``: the dataset's schema instance (runner.config.datasets), its values from the option's YAML."""
+        self.config = config
+        self.validation_size = config.validation_size
+        self.augment = config.augment
 
     # -------------------------------------------------------------- what the examples are
     @property
@@ -200,8 +203,8 @@ class FileDataset(Dataset):
     """A dataset whose files live in ``data_dir``: subclasses name them (:meth:`paths`), obtain missing ones
     (:meth:`fetch`) and read them (:meth:`read`), all at once into memory."""
 
-    def __init__(self, data_dir: str, validation_size: int, augment: str):
-        super().__init__(validation_size, augment)
+    def __init__(self, config: DatasetConfig, data_dir: str):
+        super().__init__(config)
         self.data_dir = Path(data_dir).expanduser()
         self._arrays: dict[str, Arrays] | None = None
 

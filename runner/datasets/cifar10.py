@@ -6,6 +6,7 @@ import logging
 import tarfile
 from pathlib import Path
 
+from runner.config.datasets import Cifar10Config
 from runner.core.errors import DataError
 from runner.datasets import DATASETS
 from runner.datasets.cifar_format import FOLDER, CifarBinary
@@ -18,10 +19,10 @@ MD5 = "c32a1d4ab5d03f1284b67883e8d87530"
 
 @DATASETS.register("cifar10")
 class Cifar10(CifarBinary):
-    def __init__(self, data_dir: str, validation_size: int, augment: str, download: bool, url: str, md5: str = MD5):
-        super().__init__(data_dir, validation_size, augment)
-        self.download = download
-        self.url = url
+    def __init__(self, config: Cifar10Config, md5: str = MD5):
+        super().__init__(config, config.data_dir)
+        self.download = config.download
+        self.url = config.url
         self.md5 = md5  # tests serve their own archive
 
     def fetch(self, missing: list[Path]) -> None:

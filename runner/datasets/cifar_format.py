@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from runner.config.datasets import DatasetConfig
 from runner.datasets.fixed_length import FixedLengthFiles, Layout
 
 HEIGHT, WIDTH, DEPTH = 32, 32, 3
@@ -36,8 +37,8 @@ class CifarBinary(FixedLengthFiles):
     num_classes = 10
     class_names = list(CLASSES)
 
-    def __init__(self, data_dir: str, validation_size: int, augment: str):
-        super().__init__(data_dir, validation_size, augment)
+    def __init__(self, config: DatasetConfig, data_dir: str):
+        super().__init__(config, data_dir)
         self.train_files, self.test_files = TRAIN_FILES, TEST_FILES
 
     @property

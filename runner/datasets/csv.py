@@ -14,6 +14,7 @@ import csv as pycsv
 from functools import cached_property
 from pathlib import Path
 
+from runner.config.datasets import CsvConfig
 from runner.core.errors import ConfigError, DataError
 from runner.datasets import DATASETS
 from runner.datasets.base import Records, match
@@ -27,17 +28,16 @@ class Csv(Decoded):
     images = False
     files_hold_validation = False
 
-    def __init__(self, root: str, train_files: list[str], test_files: list[str], header: bool,
-                 label_column: str, feature_columns: list[str] | None, column_defaults: dict[str, float],
-                 field_delim: str, num_classes: int, cache_dir: str, validation_size: int, augment: str):
-        super().__init__(root, cache_dir, validation_size, augment)
-        self.patterns = {"train": list(train_files), "test": list(test_files)}
-        self.header = header
-        self.label_column = str(label_column)
-        self.feature_columns = None if feature_columns is None else [str(c) for c in feature_columns]
-        self.column_defaults = {str(k): float(v) for k, v in (column_defaults or {}).items()}
-        self.field_delim = field_delim
-        self._num_classes = num_classes
+    def __init__(self, config: CsvConfig):
+        super().__init__(config)
+        self.patterns = {"train": list(config.train_files), "test": list(config.test_files)}
+        self.header = config.header
+        self.label_column = str(config.label_column)
+        columns = config.feature_columns
+        self.feature_columns = None if columns is None else [str(c) for c in columns]
+        self.column_defaults = {str(k): float(v) for k, v in (config.column_defaults or {}).items()}
+        self.field_delim = config.field_delim
+        self._num_classes = config.num_classes
 
     @property
     def num_classes(self) -> int:

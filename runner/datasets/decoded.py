@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from runner.config.datasets import DecodedDatasetConfig
 from runner.config.schema import SPLITS
 from runner.core.errors import ConfigError, DataError, op_error_text
 from runner.core.files import Manifest, atomic_path, folder_lock, full_disk
@@ -30,10 +31,10 @@ DECODE_BATCH = 256
 class Decoded(Dataset):
     needs_tensorflow = True
 
-    def __init__(self, root: str, cache_dir: str, validation_size: int, augment: str):
-        super().__init__(validation_size, augment)
-        self.root = Path(root).expanduser()
-        self._cache_root = Path(cache_dir).expanduser()
+    def __init__(self, config: DecodedDatasetConfig):
+        super().__init__(config)
+        self.root = Path(config.root).expanduser()
+        self._cache_root = Path(config.cache_dir).expanduser()
         self._arrays: dict[str, Arrays] | None = None
 
     @property

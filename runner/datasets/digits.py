@@ -1,6 +1,7 @@
 """The embedded offline dataset: MNIST-format digits generated deterministically on first use (see glyphs.py)."""
 from __future__ import annotations
 
+from runner.config.datasets import DigitsConfig
 from runner.datasets import DATASETS
 from runner.datasets.base import Generated, generated_dir
 from runner.datasets.glyphs import generate
@@ -10,10 +11,10 @@ from runner.datasets.idx_format import write_idx
 
 @DATASETS.register("digits")
 class Digits(Generated, IdxDigits):
-    def __init__(self, data_dir: str, validation_size: int, augment: str, num_train: int, num_test: int,
-                 generator_seed: int):
-        self.spec = {"num_train": num_train, "num_test": num_test, "generator_seed": generator_seed}
-        super().__init__(generated_dir(data_dir, self.spec), validation_size, augment)
+    def __init__(self, config: DigitsConfig):
+        self.spec = {"num_train": config.num_train, "num_test": config.num_test,
+                     "generator_seed": config.generator_seed}
+        super().__init__(config, generated_dir(config.data_dir, self.spec))
 
     def generate(self) -> None:
         files = self.files()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from runner.config.datasets import FixedLengthConfig
 from runner.core.errors import ConfigError, DataError
 from runner.core.files import atomic_path
 from runner.datasets import DATASETS
@@ -132,18 +133,17 @@ class FixedLength(FixedLengthFiles):
     """Any files of fixed-length image records, described in YAML."""
 
 
-    def __init__(self, root: str, train_files: list[str], test_files: list[str], image_shape: list[int],
-                 order: str, header_bytes: int, label_bytes: int, label_index: int, num_classes: int,
-                 validation_size: int, augment: str):
-        super().__init__(root, validation_size, augment)
+    def __init__(self, config: FixedLengthConfig):
+        super().__init__(config, config.root)
+        image_shape, label_index, label_bytes = config.image_shape, config.label_index, config.label_bytes
         if not 0 <= label_index < label_bytes:
             raise ConfigError(f"dataset.label_index={label_index} must pick one of the {label_bytes} label bytes "
                               f"(0..{label_bytes - 1})")
         if len(image_shape) != 3:
             raise ConfigError(f"dataset.image_shape={list(image_shape)} must be [height, width, channels]")
-        self.layout = Layout(tuple(image_shape), label_bytes, label_index, order, header_bytes)
-        self.train_files, self.test_files = list(train_files), list(test_files)
-        self._num_classes = num_classes
+        self.layout = Layout(tuple(image_shape), label_bytes, label_index, config.order, config.header_bytes)
+        self.train_files, self.test_files = list(config.train_files), list(config.test_files)
+        self._num_classes = config.num_classes
 
     @property
     def num_classes(self) -> int:

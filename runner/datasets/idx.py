@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from runner.config.datasets import IdxConfig
 from runner.config.schema import SPLITS
 from runner.core.errors import DataError
 from runner.datasets import DATASETS
@@ -107,12 +108,11 @@ class Idx(IdxFiles):
     """Any folder of IDX files, described in YAML."""
 
 
-    def __init__(self, root: str, train_images: str, train_labels: str, test_images: str, test_labels: str,
-                 md5: dict[str, str] | None, num_classes: int, validation_size: int, augment: str):
-        super().__init__(root, validation_size, augment)
-        self.names = dict(zip(KEYS, (train_images, train_labels, test_images, test_labels)))
-        self.md5 = dict(md5 or {})  # file name -> md5; files not listed are not checked
-        self._num_classes = num_classes
+    def __init__(self, config: IdxConfig):
+        super().__init__(config, config.root)
+        self.names = {key: getattr(config, key) for key in KEYS}
+        self.md5 = dict(config.md5 or {})  # file name -> md5; files not listed are not checked
+        self._num_classes = config.num_classes
 
     @property
     def num_classes(self) -> int:

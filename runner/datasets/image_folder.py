@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from runner.config.datasets import ImageFolderConfig
 from runner.core.errors import ConfigError, DataError
 from runner.core.files import atomic_path
 from runner.datasets import DATASETS
@@ -35,15 +36,14 @@ ORDER_SEED = 0
 class ImageFolder(Decoded):
     kind = "JPEG/PNG"
 
-    def __init__(self, root: str, image_size: list[int], channels: int, fit: str, read_from: str, cache_dir: str,
-                 validation_size: int, augment: str):
-        super().__init__(root, cache_dir, validation_size, augment)
-        if len(image_size) != 2:
-            raise ConfigError(f"dataset.image_size={list(image_size)} must be [height, width]")
-        self.height, self.width = image_size
-        self.channels = channels
-        self.fit = fit
-        self.read_from = read_from
+    def __init__(self, config: ImageFolderConfig):
+        super().__init__(config)
+        if len(config.image_size) != 2:
+            raise ConfigError(f"dataset.image_size={list(config.image_size)} must be [height, width]")
+        self.height, self.width = config.image_size
+        self.channels = config.channels
+        self.fit = config.fit
+        self.read_from = config.read_from
 
     @property
     def raw_shape(self) -> tuple[int, int, int]:

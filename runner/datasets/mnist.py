@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from runner.config.datasets import MnistConfig
 from runner.core.errors import DataError
 from runner.datasets import DATASETS
 from runner.datasets.download import download, md5sum
@@ -18,12 +19,11 @@ MD5 = {
 
 @DATASETS.register("mnist")
 class Mnist(IdxDigits):
-    def __init__(self, data_dir: str, validation_size: int, augment: str, download: bool, mirrors: list[str],
-                 verify_md5: bool, md5: dict[str, str] | None = None):
-        super().__init__(data_dir, validation_size, augment)
-        self.download = download
-        self.verify_md5 = verify_md5  # files found in data_dir; downloads from the mirrors are always verified
-        self.mirrors = list(mirrors or [])
+    def __init__(self, config: MnistConfig, md5: dict[str, str] | None = None):
+        super().__init__(config, config.data_dir)
+        self.download = config.download
+        self.verify_md5 = config.verify_md5  # files found in data_dir; downloads from the mirrors are always verified
+        self.mirrors = list(config.mirrors or [])
         self.md5 = md5 or MD5  # tests serve their own files
 
     def fetch(self, missing: list[Path]) -> None:

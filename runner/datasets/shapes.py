@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from runner.config.datasets import ShapesConfig
 from runner.datasets import DATASETS
 from runner.datasets.base import Generated, generated_dir
 from runner.datasets.cifar_format import HEIGHT, TEST_FILES, TRAIN_FILES, WIDTH, CifarBinary, write_records
@@ -85,10 +86,10 @@ def generate(num: int, seed: int, chunk: int = 10000) -> tuple[np.ndarray, np.nd
 class Shapes(Generated, CifarBinary):
     class_names = list(CLASSES)
 
-    def __init__(self, data_dir: str, validation_size: int, augment: str, num_train: int, num_test: int,
-                 generator_seed: int):
-        self.spec = {"num_train": num_train, "num_test": num_test, "generator_seed": generator_seed}
-        super().__init__(generated_dir(data_dir, self.spec), validation_size, augment)
+    def __init__(self, config: ShapesConfig):
+        self.spec = {"num_train": config.num_train, "num_test": config.num_test,
+                     "generator_seed": config.generator_seed}
+        super().__init__(config, generated_dir(config.data_dir, self.spec))
 
     def generate(self) -> None:
         self.batches_dir.mkdir(parents=True, exist_ok=True)

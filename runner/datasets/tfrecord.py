@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from runner.config.datasets import TfRecordConfig
 from runner.core.errors import ConfigError, DataError, op_error_text
 from runner.datasets import DATASETS
 from runner.datasets.base import Records, match
@@ -20,21 +21,20 @@ class TfRecord(Decoded):
     kind = "TFRecord"
     files_hold_validation = False
 
-    def __init__(self, root: str, train_files: list[str], test_files: list[str], image_key: str, label_key: str,
-                 image_format: str, image_shape: list[int], image_dtype: str, fit: str, compression: str,
-                 num_classes: int, cache_dir: str, validation_size: int, augment: str):
-        super().__init__(root, cache_dir, validation_size, augment)
+    def __init__(self, config: TfRecordConfig):
+        super().__init__(config)
+        image_format, image_shape = config.image_format, config.image_shape
         if image_format == "encoded" and len(image_shape) != 3:
             raise ConfigError(f"dataset.image_shape={list(image_shape)}: encoded images are decoded to [height, "
                               f"width, channels]")
-        self.patterns = {"train": list(train_files), "test": list(test_files)}
-        self.image_key, self.label_key = image_key, label_key
+        self.patterns = {"train": list(config.train_files), "test": list(config.test_files)}
+        self.image_key, self.label_key = config.image_key, config.label_key
         self.image_format = image_format
         self.image_shape = tuple(image_shape)
-        self.image_dtype = "uint8" if image_format == "encoded" else image_dtype
-        self.fit = fit
-        self.compression = "" if compression == "none" else compression
-        self._num_classes = num_classes
+        self.image_dtype = "uint8" if image_format == "encoded" else config.image_dtype
+        self.fit = config.fit
+        self.compression = "" if config.compression == "none" else config.compression
+        self._num_classes = config.num_classes
 
     @property
     def num_classes(self) -> int:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -34,7 +35,7 @@ class Parts:
     xla: bool = False  # hardware.xla: the session auto-clusters for XLA
 
 
-def shared_model(fn: Callable, num_classes: int, params: dict, precision: str) -> Callable[..., tf.Tensor]:
+def shared_model(fn: Callable, num_classes: int, config: Any, precision: str) -> Callable[..., tf.Tensor]:
     """Wraps a registered model so every call (towers, eval) shares one set of variables and computes in
     ``precision`` (runner.ops.precision). ``getter`` (a variable_scope custom getter) lets evaluation read other values,
     such as moving averages."""
@@ -42,7 +43,7 @@ def shared_model(fn: Callable, num_classes: int, params: dict, precision: str) -
 
     def model(images: tf.Tensor, training: bool, getter: Callable | None = None) -> tf.Tensor:
         with v1.variable_scope(v1.get_variable_scope(), reuse=v1.AUTO_REUSE, custom_getter=getter):
-            return fn(images, num_classes=num_classes, training=training, **params)
+            return fn(images, config, num_classes=num_classes, training=training)
 
     return model
 

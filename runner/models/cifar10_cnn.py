@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from runner.config.schema import Cifar10CnnConfig
 from runner.models import MODELS
 from runner.models.lrn import lrn
 from runner.ops.summaries import histogram, scalar
@@ -38,7 +39,9 @@ def _max_pool(x: tf.Tensor, name: str) -> tf.Tensor:
 
 
 @MODELS.register("cifar10_cnn")
-def cifar10_cnn(images: tf.Tensor, *, num_classes: int, training: bool, weight_decay: float) -> tf.Tensor:
+def cifar10_cnn(images: tf.Tensor, config: Cifar10CnnConfig, *, num_classes: int, training: bool) -> tf.Tensor:
+    weight_decay = config.weight_decay
+
     def layer(name: str, make) -> tf.Tensor:
         with v1.variable_scope(name):
             return _summarize(tf.identity(make(), name=name), name, training)

@@ -5,6 +5,7 @@ import math
 
 import tensorflow as tf
 
+from runner.config.schema import MlpConfig
 from runner.models import MODELS
 
 v1 = tf.compat.v1
@@ -21,8 +22,8 @@ def _dense(x: tf.Tensor, name: str, units: int, relu: bool) -> tf.Tensor:
 
 
 @MODELS.register("mlp")
-def mlp(images: tf.Tensor, *, num_classes: int, training: bool, hidden1: int, hidden2: int) -> tf.Tensor:
+def mlp(images: tf.Tensor, config: MlpConfig, *, num_classes: int, training: bool) -> tf.Tensor:
     x = tf.reshape(images, [-1, math.prod(images.shape[1:])])
-    x = _dense(x, "hidden1", hidden1, relu=True)
-    x = _dense(x, "hidden2", hidden2, relu=True)
+    x = _dense(x, "hidden1", config.hidden1, relu=True)
+    x = _dense(x, "hidden2", config.hidden2, relu=True)
     return _dense(x, "softmax_linear", num_classes, relu=False)

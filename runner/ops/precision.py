@@ -42,9 +42,9 @@ def in_precision(fn: Callable[..., tf.Tensor], precision: str) -> Callable[..., 
     if dtype == tf.float32:
         return fn
 
-    def model(images: tf.Tensor, **kwargs) -> tf.Tensor:
+    def model(images: tf.Tensor, *args, **kwargs) -> tf.Tensor:
         with v1.variable_scope(v1.get_variable_scope(), custom_getter=cast_getter(dtype)):
-            logits = fn(tf.cast(images, dtype), **kwargs)
+            logits = fn(tf.cast(images, dtype), *args, **kwargs)
         return tf.cast(logits, tf.float32)
 
     return model

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
+from runner.config.schema import PipelineConfig
 from runner.core.errors import DataChanged, DataError
 from runner.datasets.base import Dataset, Records
 
@@ -78,8 +79,9 @@ class Pipeline(ABC):
     STAGES: tuple[str, ...] = ()
     FINAL_STAGE: str = ""
 
-    def __init__(self, dataset: Dataset, seed: int, shard: Shard = Shard()):
-        self.dataset, self.seed, self.shard = dataset, seed, shard
+    def __init__(self, config: PipelineConfig, dataset: Dataset, seed: int, shard: Shard = Shard()):
+        """``config``: the pipeline's schema instance (runner.config.schema), its values from the option's YAML."""
+        self.config, self.dataset, self.seed, self.shard = config, dataset, seed, shard
         self._builds = itertools.count()
 
     def next_seed(self) -> int:

@@ -10,15 +10,17 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import tensorflow as tf
 
+from runner.config.schema import FeedDictConfig
+from runner.datasets.base import Dataset
 from runner.pipelines import PIPELINES
 from runner.pipelines.base import Batch, EpochOrder, Pipeline, Shard, Stage, watch
 
 
 @PIPELINES.register("feed_dict")
 class FeedDict(Pipeline):
-    def __init__(self, dataset, seed: int, prefetch: bool, shard: Shard = Shard()):
-        super().__init__(dataset, seed, shard)
-        self.prefetch = prefetch
+    def __init__(self, config: FeedDictConfig, dataset: Dataset, seed: int, shard: Shard = Shard()):
+        super().__init__(config, dataset, seed, shard)
+        self.prefetch = config.prefetch
 
     STAGES = ("gather", "preprocess")  # the prefixes the bench times, in Python on one thread
     FINAL_STAGE = "feed"  # the whole: fed to the placeholders

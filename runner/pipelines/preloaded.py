@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from runner.config.schema import PreloadedConfig
 from runner.core.errors import ConfigError
 from runner.core.system import available_memory
+from runner.datasets.base import Dataset
 from runner.pipelines import PIPELINES
 from runner.pipelines.base import Batch, Pipeline, Shard, Stage, watch
 
@@ -42,10 +44,10 @@ def _next_indices(n: int, batch_size: int, training: bool, seed: int) -> tf.Tens
 
 @PIPELINES.register("preloaded")
 class Preloaded(Pipeline):
-    def __init__(self, dataset, seed: int, prefetch: bool, storage: str, shard: Shard = Shard()):
-        super().__init__(dataset, seed, shard)
-        self.prefetch = prefetch
-        self.storage = storage
+    def __init__(self, config: PreloadedConfig, dataset: Dataset, seed: int, shard: Shard = Shard()):
+        super().__init__(config, dataset, seed, shard)
+        self.prefetch = config.prefetch
+        self.storage = config.storage
         self._data: dict[str, tuple] = {}  # split (or its shard) -> (images var, labels var, init fn, size)
         self._loaded: dict[str, object] = {}  # the same keys -> the session its data was last loaded in
 

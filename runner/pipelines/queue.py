@@ -15,7 +15,8 @@ import logging
 
 import tensorflow as tf
 
-from runner.datasets.base import Records
+from runner.config.schema import QueueConfig
+from runner.datasets.base import Dataset, Records
 from runner.pipelines import PIPELINES
 from runner.pipelines.base import Batch, Pipeline, Shard, Stage, record_files
 
@@ -34,12 +35,11 @@ def _reader(source: Records):
 
 @PIPELINES.register("queue")
 class Queue(Pipeline):
-    def __init__(self, dataset, seed: int, num_threads: int, min_fraction_of_examples_in_queue: float,
-                 records_per_read: int, shard: Shard = Shard()):
-        super().__init__(dataset, seed, shard)
-        self.num_threads = num_threads
-        self.min_fraction = min_fraction_of_examples_in_queue
-        self.records_per_read = records_per_read
+    def __init__(self, config: QueueConfig, dataset: Dataset, seed: int, shard: Shard = Shard()):
+        super().__init__(config, dataset, seed, shard)
+        self.num_threads = config.num_threads
+        self.min_fraction = config.min_fraction_of_examples_in_queue
+        self.records_per_read = config.records_per_read
 
     STAGES = ("read", "decode", "preprocess")  # the prefixes the bench times, each on num_threads threads
     FINAL_STAGE = "batch"  # the whole: shuffle_batch

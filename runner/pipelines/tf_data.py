@@ -12,8 +12,10 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from runner.config.schema import TfDataConfig
 from runner.core.errors import ConfigError
 from runner.core.system import available_memory
+from runner.datasets.base import Dataset
 from runner.pipelines import PIPELINES
 from runner.pipelines.base import Batch, Pipeline, Shard, Stage, record_files
 from runner.pipelines.saved import DECODE_CHUNK, saved
@@ -23,19 +25,17 @@ AUTOTUNE = tf.data.AUTOTUNE
 
 @PIPELINES.register("tf_data")
 class TfData(Pipeline):
-    def __init__(self, dataset, seed: int, shuffle_buffer: int, num_parallel_reads: int, num_parallel_calls: int,
-                 prefetch: int, cache: str, private_threadpool_size: int, max_intra_op_parallelism: int,
-                 deterministic: bool, autotune: dict, shard: Shard = Shard()):
-        super().__init__(dataset, seed, shard)
-        self.shuffle_buffer = shuffle_buffer
-        self.num_parallel_reads = num_parallel_reads  # -1 is AUTOTUNE as it is
-        self.num_parallel_calls = AUTOTUNE if num_parallel_calls == -1 else num_parallel_calls
-        self.prefetch = AUTOTUNE if prefetch == -1 else prefetch
-        self.cache = cache
-        self.threads = {"private_threadpool_size": private_threadpool_size,
-                        "max_intra_op_parallelism": max_intra_op_parallelism}
-        self.deterministic = deterministic
-        self.autotune = autotune  # algorithm, cpu_budget, ram_budget (pipeline.autotune)
+    def __init__(self, config: TfDataConfig, dataset: Dataset, seed: int, shard: Shard = Shard()):
+        super().__init__(config, dataset, seed, shard)
+        self.shuffle_buffer = config.shuffle_buffer
+        self.num_parallel_reads = config.num_parallel_reads  # -1 is AUTOTUNE as it is
+        self.num_parallel_calls = AUTOTUNE if config.num_parallel_calls == -1 else config.num_parallel_calls
+        self.prefetch = AUTOTUNE if config.prefetch == -1 else config.prefetch
+        self.cache = config.cache
+        self.threads = {"private_threadpool_size": config.private_threadpool_size,
+                        "max_intra_op_parallelism": config.max_intra_op_parallelism}
+        self.deterministic = config.deterministic
+        self.autotune = config.autotune  # algorithm, cpu_budget, ram_budget (pipeline.autotune)
 
     STAGES = ("read", "decode", "preprocess")  # the prefixes the bench times; the whole adds prefetch
     FINAL_STAGE = "batch"
@@ -90,9 +90,9 @@ class TfData(Pipeline):
         # pipeline. (Its thread can make a session's close wait up to a minute: runner.core.closing.)
         options.autotune.enabled = True
         options.autotune.autotune_algorithm = getattr(tf.data.experimental.AutotuneAlgorithm,
-                                                      self.autotune["algorithm"].upper())
-        options.autotune.cpu_budget = self.autotune["cpu_budget"]
-        options.autotune.ram_budget = self.autotune["ram_budget"]
+                                                      self.autotune.algorithm.upper())
+        options.autotune.cpu_budget = self.autotune.cpu_budget
+        options.autotune.ram_budget = self.autotune.ram_budget
         return ds.with_options(options)
 
     def _batches(self, split: str, batch_size: int, training: bool, upto: str = "preprocess"):

@@ -2,6 +2,7 @@
 devices) on a prepared dataset, and the run's settings as the schema's dataclass."""
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 import os
@@ -10,7 +11,6 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from runner.config.hydra import params
 from runner.config.schema import RunnerConfig
 from runner.core.system import cores, cores_given
 from runner.datasets.base import Dataset
@@ -69,11 +69,9 @@ def build_parts(cfg: DictConfig, dataset: Dataset, replicas: Replicas | None = N
                 placed: Placement | None = None) -> Parts:
     """The parts of a run on a prepared dataset (runner.run.data.prepared_dataset); with ``replicas`` those of a
     cluster worker, reading its shard of the training split (on ``placed``, the placement its server runs)."""
-    model_fn = MODELS.get(cfg.model.name)
-    optimizer = params(cfg.optimizer)
-    base_lr = optimizer.pop("lr")
-    schedule_fn, schedule = SCHEDULES.get(cfg.schedule.name), params(cfg.schedule)
-    optimizer_fn = OPTIMIZERS.get(cfg.optimizer.name)
+    run = settings(cfg)  # each group as its schema instance: a part is made from its own
+    model_fn = MODELS.get(run.model.name)
+    schedule_fn, optimizer_fn = SCHEDULES.get(run.schedule.name), OPTIMIZERS.get(run.optimizer.name)
     placed = placed or placement(cfg, replicas)
     check_hardware(cfg.hardware.precision, placed.devices)
     trainer = cfg.trainer  # validate() refused trainer=single on several devices
@@ -86,13 +84,13 @@ def build_parts(cfg: DictConfig, dataset: Dataset, replicas: Replicas | None = N
         shard = Shard(replicas.task_index, replicas.num_workers)
     return Parts(
         dataset=dataset,
-        pipeline=PIPELINES.get(cfg.pipeline.name)(dataset, seed=cfg.seed, shard=shard, **params(cfg.pipeline)),
-        model=shared_model(model_fn, dataset.num_classes, params(cfg.model), cfg.hardware.precision),
+        pipeline=PIPELINES.get(run.pipeline.name)(run.pipeline, dataset, seed=run.seed, shard=shard),
+        model=shared_model(model_fn, dataset.num_classes, run.model, run.hardware.precision),
         trainer=TRAINERS.get(trainer),
         names={"pipeline": cfg.pipeline.name, "dataset": cfg.dataset.name, "model": cfg.model.name,
                "trainer": trainer},
-        make_lr=lambda step, steps_per_epoch: schedule_fn(base_lr, step, steps_per_epoch, **schedule),
-        make_optimizer=lambda lr: scaled(optimizer_fn(lr, **optimizer), cfg.hardware.precision),
+        make_lr=lambda step, steps_per_epoch: schedule_fn(run.schedule, run.optimizer.lr, step, steps_per_epoch),
+        make_optimizer=lambda lr: scaled(optimizer_fn(run.optimizer, lr), run.hardware.precision),
         devices=towers,
         variable_device=placed.variable_device,
         session_config=placed.session_config,
@@ -104,7 +102,8 @@ def build_parts(cfg: DictConfig, dataset: Dataset, replicas: Replicas | None = N
 
 def describe(cfg: DictConfig, parts: Parts, run_dir: str) -> None:
     """The run's "Building:" line: what it is made of and where it writes."""
-    model = ", ".join(f"{k}={v}" for k, v in params(cfg.model).items())
+    model = ", ".join(f"{f.name}={getattr(cfg.model, f.name)}" for f in dataclasses.fields(settings(cfg).model)
+                      if f.name != "name")
     log.info("Building: dataset=%s pipeline=%s model=%s(%s) batch_size=%d devices=%s trainer=%s run_dir=%s",
              cfg.dataset.name, cfg.pipeline.name, cfg.model.name, model, cfg.batch_size,
              ",".join(parts.devices), parts.names["trainer"], run_dir)

@@ -3,9 +3,8 @@ read and checked against the config, then TensorFlow loaded. What can fail here 
 where the dataset needs none to read its files, so those errors come at once."""
 from __future__ import annotations
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from runner.config.hydra import params
 from runner.core.errors import ConfigError, DataError
 from runner.core.tfload import load_tensorflow
 from runner.datasets import DATASETS
@@ -13,8 +12,8 @@ from runner.datasets.base import Dataset
 
 
 def build_dataset(cfg: DictConfig) -> Dataset:
-    """The dataset the config names; making it reads no data."""
-    return DATASETS.get(cfg.dataset.name)(**params(cfg.dataset))
+    """The dataset the config names, made from its schema instance; making it reads no data."""
+    return DATASETS.get(cfg.dataset.name)(OmegaConf.to_object(cfg.dataset))
 
 
 def prepared_dataset(cfg: DictConfig) -> Dataset:
