@@ -2,6 +2,7 @@
 config read from a file (a run's saved one) by the schemas again."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 from pathlib import Path
 from typing import Any, cast
@@ -67,6 +68,17 @@ def typed(cfg: DictConfig) -> DictConfig:
     except (ValueError, KeyError, AttributeError) as err:  # OmegaConf's errors derive from these
         raise ConfigError(f"a saved config does not fit this version of runner: {str(err).splitlines()[0]}") from None
     return out
+
+
+def settings(cfg: DictConfig) -> RunnerConfig:
+    """The validated config as its schema's dataclass, each group an instance of its option's schema: the one place
+    the config changes form. Parts are made from their group's instance; the engine reads the rest."""
+    return cast(RunnerConfig, OmegaConf.to_object(cfg))
+
+
+def recorded(run: RunnerConfig) -> dict:
+    """The config as the run's JSON files record it (summary.json, bench.json, provenance.json)."""
+    return dataclasses.asdict(run)
 
 
 def override_key(override: str) -> str:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from runner.config.checks import bench_pipelines
-from runner.config.hydra import with_pipeline
+from runner.config.hydra import recorded, settings, with_pipeline
 from runner.run.data import prepared_dataset
 
 
@@ -15,7 +15,7 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
     """bench.json's figures: the bound and every pipeline in every precision."""
     dataset = prepared_dataset(cfg)
     from runner.perf.bench import bench
-    from runner.run.build import build_parts, describe, settings  # TensorFlow, once the data files are ready
+    from runner.run.build import build_parts, describe  # TensorFlow, once the data files are ready
     from runner.run.runs import naming_damaged_records
 
     names = bench_pipelines(cfg)
@@ -28,4 +28,5 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
     describe(cfg, make_parts(names[0], precisions[0]), run_dir)
 
     with naming_damaged_records(dataset):
-        return bench(make_parts, names, precisions, settings(cfg), run_dir, OmegaConf.to_container(cfg, resolve=True))
+        run = settings(cfg)
+        return bench(make_parts, names, precisions, run, run_dir, recorded(run))

@@ -13,7 +13,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from runner.config.checks import TUNE_HEADER, search_space, tune_experiments, tune_pipelines
-from runner.config.hydra import override_key, task_overrides, with_pipeline
+from runner.config.hydra import override_key, settings, task_overrides, with_pipeline
 from runner.config.schema import BENCH_ARMS
 from runner.core.errors import ConfigError, RunnerError
 from runner.core.files import write_json, write_text
@@ -21,7 +21,7 @@ from runner.core.signals import Interrupted, signal_name
 from runner.core.system import available_memory, cores, cpu_model
 from runner.datasets.base import Dataset
 from runner.perf.search import Result, confirmation, gain, search, table, thread_values
-from runner.run.build import build_parts, describe, settings
+from runner.run.build import build_parts, describe
 from runner.run.runs import naming_damaged_records
 
 log = logging.getLogger("runner")

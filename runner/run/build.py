@@ -11,7 +11,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from runner.config.schema import RunnerConfig
+from runner.config.hydra import settings
 from runner.core.system import cores, cores_given
 from runner.datasets.base import Dataset
 from runner.engine.hardware import Placement, place
@@ -25,11 +25,6 @@ from runner.pipelines.base import Shard
 from runner.trainers import TRAINERS
 
 log = logging.getLogger("runner")
-
-
-def settings(cfg: DictConfig) -> RunnerConfig:
-    """The run's settings: the composed config as an instance of its schema's dataclass."""
-    return OmegaConf.to_object(cfg)
 
 
 def parallel_jobs() -> int:

@@ -6,9 +6,9 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from runner.config.hydra import override_key, task_overrides
+from runner.config.hydra import override_key, recorded, settings, task_overrides
 from runner.core.errors import ConfigError, DataChanged, DataError, RunnerError, TrainingError
 from runner.datasets.base import Dataset
 from runner.engine.evaluation import evaluate
@@ -17,7 +17,7 @@ from runner.engine.replicas import Replicas
 from runner.engine.session import IN_PROCESS, SessionTarget
 from runner.engine.training import train
 from runner.run import rundir
-from runner.run.build import build_parts, describe, settings
+from runner.run.build import build_parts, describe
 
 
 @contextlib.contextmanager
@@ -48,7 +48,8 @@ def train_run(cfg: DictConfig, run_dir: str, dataset: Dataset, changed: dict | N
     if changed is not None:
         rundir.record_start(run_dir, cfg, dataset.class_names, changed, parts.devices)
     with naming_damaged_records(dataset):
-        return train(parts, settings(cfg), run_dir, OmegaConf.to_container(cfg, resolve=True), target)
+        run = settings(cfg)
+        return train(parts, run, run_dir, recorded(run), target)
 
 
 def eval_run(cfg: DictConfig, run_dir: str, dataset: Dataset, once: bool, until_step: int | None = None
