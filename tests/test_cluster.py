@@ -26,9 +26,10 @@ from runner.engine.graph import build_train_graph
 from runner.engine.hooks import FeedHook
 from runner.engine.replicas import GreedyBySize, Replicas
 from runner.engine.session import SessionTarget, session
+from runner.engine.topology import Topology
 from runner.pipelines import PIPELINES
 from runner.pipelines.base import Batch, Shard
-from runner.run.build import build_parts
+from runner.run.build import build_parts, placement
 from tests.helpers import ROOT, TINY, compose, noise, option, run_cli
 
 v1 = tf.compat.v1
@@ -106,7 +107,7 @@ def test_one_sync_step_of_two_workers_with_batch_b_equals_one_process_with_batch
     def worker(i: int):
         try:
             replicas = Replicas(spec, i, sync=True)
-            parts = build_parts(cfg, tiny_digits, replicas)
+            parts = build_parts(cfg, tiny_digits, Topology(placement(cfg, replicas=replicas), replicas))
             tg = build_train_graph(parts, 32, 0, None, _constant(x[32 * i:32 * (i + 1)], y[32 * i:32 * (i + 1)]))
             with tg.graph.as_default():
                 variables = v1.trainable_variables()

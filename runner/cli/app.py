@@ -1,5 +1,5 @@
 """The command line: Hydra composes the config, it is validated once (before a single run's dir is made, or in a
-sweep's job), then the mode runs: ``MODES[cfg.mode](cfg, run_dir)``. Errors become one line and exit 2.
+sweep's job), then the mode runs: ``MODES[cfg.mode](cfg, run_dir, invocation)``. Errors become one line and exit 2.
 
 TensorFlow is imported only once a run starts, so ``--help`` and ``--cfg job`` answer instantly.
 """
@@ -27,6 +27,7 @@ from runner.core.closing import still_closing
 from runner.core.errors import ConfigError, RunnerError, as_runner_error, describe_os_error
 from runner.core.signals import Interrupted, raise_on_signals
 from runner.run import rundir
+from runner.run.invocation import Invocation
 from runner.sweeps import sweep
 from runner.sweeps.job import job
 
@@ -52,13 +53,28 @@ def checked(cfg: DictConfig, run_dir: str, overrides: list[str]) -> DictConfig:
 def run(cfg: DictConfig, run_dir: str, overrides: list[str] | None = None) -> dict | float | None:
     """Runs a composed config in run_dir as the command line does, in this process: validated, then its mode. With
     ``sweep_objective`` a training run returns that number of its summary."""
-    return _run_mode(checked(cfg, run_dir, task_overrides() if overrides is None else overrides), run_dir)
+    called = invocation(overrides)
+    return _run_mode(checked(cfg, run_dir, list(called.overrides)), run_dir, called)
 
 
-def _run_mode(cfg: DictConfig, run_dir: str) -> dict | float | None:
+def invocation(overrides: list[str] | None = None) -> Invocation:
+    """What the command says beyond the config, read from Hydra here and passed down: its overrides (``overrides``
+    when a caller gives them), and how many jobs of its sweep run at once on this machine, the launcher's
+    ``n_jobs`` (joblib's convention: -1 all cores, -2 all but one, ...) when it runs jobs side by side here."""
+    overrides = task_overrides() if overrides is None else overrides
+    jobs = 1
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        n_jobs = HydraConfig.get().launcher.get("n_jobs")  # None: one at a time, or each on its own machine
+        if n_jobs is not None:
+            cores = os.cpu_count() or 1
+            jobs = max(1, cores + 1 + n_jobs if n_jobs < 0 else n_jobs)
+    return Invocation(tuple(overrides), jobs)
+
+
+def _run_mode(cfg: DictConfig, run_dir: str, called: Invocation) -> dict | float | None:
     from runner.modes import MODES
 
-    result = MODES[cfg.mode](cfg, run_dir)
+    result = MODES[cfg.mode](cfg, run_dir, called)
     if cfg.mode == "train" and cfg.sweep_objective and result is not None:
         return sweep.objective(result, cfg.sweep_objective)
     return result
@@ -90,7 +106,7 @@ def _task(cfg: DictConfig) -> dict | float | None:
     if hydra_cfg.mode == RunMode.MULTIRUN:
         return job(cfg, Path(hydra_cfg.sweep.dir), Path(hydra_cfg.runtime.output_dir), run)
     try:
-        return _run_mode(ValidateBeforeRun.checked, hydra_cfg.runtime.output_dir)
+        return _run_mode(ValidateBeforeRun.checked, hydra_cfg.runtime.output_dir, invocation())
     except Interrupted as err:
         log.error("stopped: %s", err)
         sys.exit(err.exit_code)

@@ -28,7 +28,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from runner.config.fields import TASK
-from runner.config.hydra import override_key, task_overrides
+from runner.config.hydra import override_key
 from runner.config.schema import keys_tagged
 from runner.core.errors import RunnerError
 from runner.core.signals import Interrupted, StopSignals, signal_name
@@ -36,7 +36,8 @@ from runner.core.system import cores
 from runner.distributed.netns import Network
 from runner.distributed.roles import LAUNCHED_ENV
 from runner.run import rundir
-from runner.run.data import prepared_dataset
+from runner.run.invocation import Invocation
+from runner.run.setup import training_setup
 
 log = logging.getLogger("runner")
 STOP_GRACE_SECS = 40  # after a signal, how long the tasks get to checkpoint and exit before they are killed
@@ -99,16 +100,15 @@ def task_command(cfg: DictConfig, run_dir: str, overrides: list[str], threads: i
             "progress=lines"]
 
 
-def run(cfg: DictConfig, run_dir: str) -> dict | None:
+def run(cfg: DictConfig, run_dir: str, invocation: Invocation) -> dict | None:
     """Trains on a local cluster: this process owns the run dir (its lock, resume check, history) and prepares the
     data once, so the tasks find it ready and a data error comes once."""
-    with rundir.lock(run_dir):
-        changed = rundir.check_resume(run_dir, cfg)
-        dataset = prepared_dataset(cfg)
+    with training_setup(cfg, run_dir) as (dataset, changed):
         hardware = cfg.hardware
         rundir.record_start(run_dir, cfg, dataset.class_names, changed,
-                            devices=[f"local_cluster: {hardware.workers} worker(s), {hardware.ps} ps"])
-        return launch(cfg, run_dir, task_overrides())
+                            devices=[f"local_cluster: {hardware.workers} worker(s), {hardware.ps} ps"],
+                            overrides=invocation.overrides)
+        return launch(cfg, run_dir, list(invocation.overrides))
 
 
 def launch(cfg: DictConfig, run_dir: str, overrides: list[str]) -> dict | None:

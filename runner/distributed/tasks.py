@@ -7,7 +7,6 @@ runner.core.tfload): the cluster's servers and the run are imported after that.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 
@@ -17,11 +16,12 @@ from runner.config.checks import group_schema
 from runner.core.errors import ConfigError
 from runner.core.tfload import load_tensorflow
 from runner.distributed.roles import LAUNCHED_ENV, role_from_env, writes_run_dir
-from runner.run import rundir
 from runner.run.data import prepared_dataset
+from runner.run.invocation import Invocation
+from runner.run.setup import training_setup
 
 
-def run_task(cfg: DictConfig, run_dir: str) -> dict | None:
+def run_task(cfg: DictConfig, run_dir: str, invocation: Invocation) -> dict | None:
     """This process's task of the cluster; a worker returns what training returns (the chief its summary)."""
     hardware = cfg.hardware
     role, index = role_from_env(hardware.ps, hardware.resolver)
@@ -34,11 +34,10 @@ def run_task(cfg: DictConfig, run_dir: str) -> dict | None:
         dataset = prepared_dataset(cfg)
         from runner.run.runs import eval_run  # TensorFlow, loaded by prepared_dataset
 
-        return eval_run(cfg, run_dir, dataset, once=False, until_step=cfg.max_steps)
+        return eval_run(cfg, run_dir, dataset, once=False, until_step=cfg.max_steps, invocation=invocation)
     owner = writes_run_dir(group_schema(cfg, "hardware").processes, hardware.ps, hardware.resolver)
-    with rundir.lock(run_dir) if owner else contextlib.nullcontext():
-        changed = rundir.check_resume(run_dir, cfg) if owner else None
-        return _work(cfg, run_dir, prepared_dataset(cfg), role, index, changed)
+    with training_setup(cfg, run_dir, owner) as (dataset, changed):
+        return _work(cfg, run_dir, dataset, role, index, changed, invocation)
 
 
 def _console_only() -> None:
@@ -58,12 +57,14 @@ def _serve(cfg: DictConfig) -> None:
     cluster.serve(resolved, cluster.server(resolved, placement(cfg).session_config))
 
 
-def _work(cfg: DictConfig, run_dir: str, dataset, role: str, index: int, changed: dict | None) -> dict | None:
+def _work(cfg: DictConfig, run_dir: str, dataset, role: str, index: int, changed: dict | None,
+          invocation: Invocation) -> dict | None:
     """A worker: its server started on the placement its parts use, the cluster waited for, training, then a word
     to every ps that it is done."""
     from runner.distributed import cluster
     from runner.engine.replicas import Replicas
     from runner.engine.session import SessionTarget
+    from runner.engine.topology import Topology
     from runner.run.build import placement  # TensorFlow, loaded by prepared_dataset
     from runner.run.runs import train_run
 
@@ -73,10 +74,10 @@ def _work(cfg: DictConfig, run_dir: str, dataset, role: str, index: int, changed
         raise ConfigError(f"the cluster resolver says this task is {resolved.role} {resolved.index}, the "
                           f"environment {role} {index}; check TF_CONFIG or hardware.ps")
     replicas = Replicas(resolved.cluster, index, hardware.sync)
-    placed = placement(cfg, replicas)
+    placed = placement(cfg, invocation.parallel_jobs, replicas)
     server = cluster.server(resolved, placed.session_config)
     cluster.wait_for_cluster(resolved, hardware.wait_secs)
     target = SessionTarget(server.target, is_chief=replicas.is_chief, wait_secs=hardware.wait_secs)
-    out = train_run(cfg, run_dir, dataset, changed, replicas, target, placed)
+    out = train_run(cfg, run_dir, dataset, changed, invocation, Topology(placed, replicas, target))
     cluster.tell_ps_done(resolved, server.target)
     return out

@@ -6,21 +6,19 @@ from omegaconf import DictConfig
 from runner.config.checks import group_schema
 from runner.distributed import local_cluster
 from runner.distributed.tasks import run_task
-from runner.run import rundir
-from runner.run.data import prepared_dataset
+from runner.run.invocation import ALONE, Invocation
+from runner.run.setup import training_setup
 
 
-def run(cfg: DictConfig, run_dir: str) -> dict | None:
+def run(cfg: DictConfig, run_dir: str, invocation: Invocation = ALONE) -> dict | None:
     """Trains to max_steps in run_dir, resuming its last checkpoint; the summary (None in a task that is not the
     chief)."""
     processes = group_schema(cfg, "hardware").processes
     if processes == "launcher":
-        return local_cluster.run(cfg, run_dir)
+        return local_cluster.run(cfg, run_dir, invocation)
     if processes == "task":
-        return run_task(cfg, run_dir)
-    with rundir.lock(run_dir):
-        changed = rundir.check_resume(run_dir, cfg)
-        dataset = prepared_dataset(cfg)
+        return run_task(cfg, run_dir, invocation)
+    with training_setup(cfg, run_dir) as (dataset, changed):
         from runner.run.runs import train_run  # TensorFlow, once the checks that need none have passed
 
-        return train_run(cfg, run_dir, dataset, changed)
+        return train_run(cfg, run_dir, dataset, changed, invocation)

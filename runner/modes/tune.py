@@ -11,10 +11,11 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from runner.run.data import prepared_dataset
+from runner.run.invocation import ALONE, Invocation
 
 
-def run(cfg: DictConfig, run_dir: str) -> dict:
+def run(cfg: DictConfig, run_dir: str, invocation: Invocation = ALONE) -> dict:
     dataset = prepared_dataset(cfg)
     from runner.perf.experiment import tune  # TensorFlow, once the data files are ready
 
-    return tune(cfg, dataset, run_dir)
+    return tune(cfg, dataset, run_dir, invocation)

@@ -13,15 +13,17 @@ import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from runner.config.checks import TUNE_HEADER, search_space, tune_experiments, tune_pipelines
-from runner.config.hydra import override_key, settings, task_overrides, with_pipeline
+from runner.config.hydra import override_key, settings, with_pipeline
 from runner.config.schema import BENCH_ARMS
 from runner.core.errors import ConfigError, RunnerError
 from runner.core.files import write_json, write_text
 from runner.core.signals import Interrupted, signal_name
 from runner.core.system import available_memory, cores, cpu_model
 from runner.datasets.base import Dataset
+from runner.engine.topology import Topology
 from runner.perf.search import Result, confirmation, gain, search, table, thread_values
-from runner.run.build import build_parts, describe
+from runner.run.build import build_parts, describe, placement
+from runner.run.invocation import ALONE, Invocation
 from runner.run.runs import naming_damaged_records
 
 log = logging.getLogger("runner")
@@ -46,16 +48,17 @@ def _kept(override: str, keys: list[str]) -> bool:
                 or key.split(".")[0] in ("bench", "tune"))
 
 
-def experiment_text(experiment: str, cfg: DictConfig, result, keys: list[str], num_cores: int) -> tuple[str, str]:
+def experiment_text(experiment: str, cfg: DictConfig, result, keys: list[str], num_cores: int,
+                    overrides: tuple[str, ...]) -> tuple[str, str]:
     """The winner as ``experiment``: the groups chosen and the knobs' values; the file's text and the command
-    that uses it."""
+    that uses it (with the command line's ``overrides`` it keeps)."""
     best, start = result.best, result.start
     groups = {"dataset": cfg.dataset.name, "model": cfg.model.name, "pipeline": cfg.pipeline.name}
     values: dict = {}
     for key in keys:
         group, name = key.split(".", 1)
         values.setdefault(group, {})[name] = best.settings[key]
-    typed = [o for o in task_overrides() if _kept(o, keys)]
+    typed = [o for o in overrides if _kept(o, keys)]
     command = " ".join(["python -m runner", f"experiment={experiment}", *typed])
     header = [
         "# @package _global_",
@@ -76,7 +79,7 @@ def experiment_text(experiment: str, cfg: DictConfig, result, keys: list[str], n
     return "\n".join(header) + yaml.safe_dump(values, sort_keys=False), command
 
 
-def tune(cfg: DictConfig, dataset: Dataset, run_dir: str) -> dict:
+def tune(cfg: DictConfig, dataset: Dataset, run_dir: str, invocation: Invocation = ALONE) -> dict:
     """Searches each of ``tune.pipelines``, each in its share of the budget left, and writes each winner."""
     names, paths = tune_pipelines(cfg), tune_experiments(cfg)
     folder = paths[0].parent
@@ -97,7 +100,7 @@ def tune(cfg: DictConfig, dataset: Dataset, run_dir: str) -> dict:
             with open_dict(trial):
                 for key, value in values.items():
                     OmegaConf.update(trial, key, value)
-            parts = build_parts(trial, dataset)
+            parts = build_parts(trial, dataset, Topology(placement(trial, invocation.parallel_jobs)))
             parts.session_config.use_per_session_threads = True  # each trial's pools as it sets them
             return parts
 
@@ -108,7 +111,7 @@ def tune(cfg: DictConfig, dataset: Dataset, run_dir: str) -> dict:
         result = Result()
         reference = _reference(base, start)
         try:
-            with naming_damaged_records(dataset):
+            with naming_damaged_records(dataset, invocation.overrides):
                 search(make_parts, settings(cfg), space, start, budget, grid=cfg.tune.search == "grid",
                        result=result, confirm_rounds=cfg.tune.confirm_rounds, reference=reference)
         except Interrupted as err:
@@ -121,7 +124,7 @@ def tune(cfg: DictConfig, dataset: Dataset, run_dir: str) -> dict:
         for line in text.splitlines():
             log.info(line)
         path = paths[i]
-        experiment, command = experiment_text(path.stem, base, result, keys, cores())
+        experiment, command = experiment_text(path.stem, base, result, keys, cores(), invocation.overrides)
         kept = Path(run_dir) / path.name  # first in the run dir: a failed write below loses no search
         write_text(kept, experiment)
         out[name] = {**result.as_dict(), "experiment": str(path), "kept": str(kept), "command": command,

@@ -19,7 +19,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from runner.config.fields import EVAL, RESUME
-from runner.config.hydra import override_key, recorded, settings, task_overrides, typed
+from runner.config.hydra import override_key, recorded, settings, typed
 from runner.config.schema import GROUPS, keys_tagged
 from runner.core.errors import ConfigError, RunDirInUse
 from runner.core.files import write_json
@@ -161,15 +161,15 @@ def lock(run_dir: str | Path) -> Iterator[None]:
         handle.close()
 
 
-def record_start(run_dir: str | Path, cfg: DictConfig, class_names: list[str], changed: dict, devices: list[str]
-                 ) -> None:
+def record_start(run_dir: str | Path, cfg: DictConfig, class_names: list[str], changed: dict, devices: list[str],
+                 overrides: tuple[str, ...]) -> None:
     """A training run's start in its run dir: a new run's provenance and labels (labels.json: label id -> class
     name; a rerun's stay), and a line in history.jsonl."""
     resuming = has_checkpoints(run_dir)
     if not resuming:
         Path(run_dir).mkdir(parents=True, exist_ok=True)
         write_json(Path(run_dir) / "labels.json", dict(enumerate(class_names)))
-        provenance.write(run_dir, config=recorded(settings(cfg)), overrides=task_overrides(),
+        provenance.write(run_dir, config=recorded(settings(cfg)), overrides=list(overrides),
                          devices=devices, seed=cfg.seed)
-    record(run_dir, event="resume" if resuming else "start", overrides=task_overrides(), changed=changed,
+    record(run_dir, event="resume" if resuming else "start", overrides=list(overrides), changed=changed,
            forced=bool(cfg.force_resume and changed))
