@@ -51,7 +51,7 @@ test-engines: install     ## sweeps on real engines: a one-node SLURM on 127.0.0
 test-full: install        ## everything, slow tests included
 	$(PY) -m pytest -n 2 --dist loadgroup -q
 
-lint: install             ## ruff (E, F, I, B, UP) on everything, mypy on config/ and core/
+lint: install             ## ruff (E, F, I, B, UP) on everything, mypy on config/, core/ and engine/
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 

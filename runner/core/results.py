@@ -13,7 +13,7 @@ BENCH = "bench.json"  # mode=bench's result (runner.perf.bench)
 
 
 class TrainSummary(TypedDict):
-    """summary.json of a training run (the metrics' paths above are its keys), beside the parts' names."""
+    """summary.json of a training run (the metrics' paths below are its keys)."""
 
     final_precision: dict[str, float]  # precision@1 by split, of the last eval
     steps: int  # the global step reached
@@ -22,6 +22,10 @@ class TrainSummary(TypedDict):
     examples_per_step: int
     wall_time_sec: float
     trainable_parameters: int
+    pipeline: str  # the parts' registry names
+    dataset: str
+    model: str
+    trainer: str
     devices: list[str]
     config: dict
 

@@ -6,11 +6,9 @@ import re
 from pathlib import Path
 
 import tensorflow as tf
+import tensorflow.compat.v1 as v1
 
 from runner.core.errors import RunnerError, op_error_text
-
-v1 = tf.compat.v1
-
 
 CHECKPOINT_NAME = "model.ckpt"
 

@@ -7,13 +7,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import tensorflow as tf
+import tensorflow.compat.v1 as v1
 
 from runner.core.errors import RunnerError
 from runner.core.signals import StopSignals
 from runner.engine.model import Parts
 from runner.pipelines.base import Batch, num_batches
 
-v1 = tf.compat.v1
 log = logging.getLogger("runner")
 
 SPLIT_TITLES = {"train": "Training Data Eval:", "validation": "Validation Data Eval:", "test": "Test Data Eval:"}

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import tensorflow as tf
+import tensorflow.compat.v1 as v1
 
 from runner.core.files import write_json
 from runner.core.signals import Interrupted, StopSignals, signal_name
@@ -19,7 +20,6 @@ from runner.engine.model import Parts
 from runner.engine.session import session
 from runner.ops.summaries import EVAL_DIR, file_writer, write_scalars
 
-v1 = tf.compat.v1
 log = logging.getLogger("runner")
 
 

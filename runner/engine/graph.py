@@ -10,12 +10,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import tensorflow as tf
+import tensorflow.compat.v1 as v1
 
 from runner.engine.model import Parts
 from runner.ops.summaries import add_loss_summaries, add_training_summaries
 from runner.pipelines.base import Batch, with_input_advance
-
-v1 = tf.compat.v1
 
 
 @dataclass
@@ -100,12 +99,12 @@ def build_train_graph(parts: Parts, batch_size: int, seed: int, moving_average_d
         loss = tf.identity(loss, name="loss")  # one name whatever the trainer, so checkpoints stay portable
         add_training_summaries(grads, lr, batches[0].images)
         # Sync replicas: the chief alone updates the averages, once per global step (after its step's update).
-        averaging = not (sync and not replicas.is_chief)
+        averaging = not (sync and replicas is not None and not replicas.is_chief)
         train_op, ema = _with_averages(train_op, loss, global_step, moving_average_decay, averaging)
         train_op = with_input_advance(train_op, batches)
         with tf.control_dependencies([train_op]):
             step_after = tf.identity(global_step.read_value(), name="step_after")
-        if sync:
+        if sync and replicas is not None:
             release = sync.get_init_tokens_op(replicas.num_workers)
     return TrainGraph(graph, global_step, batches, examples_per_step, lr, loss, train_op, ema, step_after, device_fn,
                       sync, release)

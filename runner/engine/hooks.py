@@ -14,16 +14,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeAlias
 
 import tensorflow as tf
+import tensorflow.compat.v1 as v1
 
 from runner.core.errors import TrainingError
 from runner.ops.summaries import TrainingSummaries, write_scalars
 from runner.pipelines.base import Batch, merged_feed
 
-v1 = tf.compat.v1
 log = logging.getLogger("runner")
-Hook = v1.train.SessionRunHook
+Hook: TypeAlias = v1.train.SessionRunHook
 Args = v1.train.SessionRunArgs
 
 

@@ -7,13 +7,12 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
+import tensorflow.compat.v1 as v1
 
 from runner.datasets.base import Dataset
 from runner.engine.replicas import Replicas
 from runner.ops.precision import in_precision
 from runner.pipelines.base import Pipeline
-
-v1 = tf.compat.v1
 
 
 @dataclass

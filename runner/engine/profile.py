@@ -5,14 +5,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeAlias
 
 import tensorflow as tf
+import tensorflow.compat.v1 as v1
 
 from runner.engine.hooks import Clock
 
-v1 = tf.compat.v1
 log = logging.getLogger("runner")
-Hook = v1.train.SessionRunHook
+Hook: TypeAlias = v1.train.SessionRunHook
 Args = v1.train.SessionRunArgs
 
 

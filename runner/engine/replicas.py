@@ -3,6 +3,7 @@ every other op on the worker and its towers (between-graph replication)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -13,7 +14,7 @@ class Replicas:
     """This worker's place in the cluster: variables, global step and moving averages on the ps tasks (spread by
     size), every other op on this worker and its towers."""
 
-    cluster: object  # tf.train.ClusterSpec
+    cluster: Any  # tf.train.ClusterSpec
     task_index: int
     sync: bool
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import tensorflow as tf
+import tensorflow.compat.v1 as v1
 
 from runner.core.closing import close_soon
 from runner.core.errors import ConfigError, DataError, RunnerError, op_error_text
@@ -18,7 +19,6 @@ from runner.core.signals import StopSignals
 from runner.engine.checkpoints import checkpoint_dir, checkpoints, latest_checkpoint
 from runner.pipelines.base import Batch, check_unchanged
 
-v1 = tf.compat.v1
 log = logging.getLogger("runner")
 
 
@@ -46,9 +46,9 @@ def session(graph: tf.Graph, config: v1.ConfigProto | None, batches: list[Batch]
     stops the Coordinator at once, which closes the input queues, so a step waiting for input returns; a data file
     changing under the run stops it too (:class:`WatchFiles`). TensorFlow errors become one-line errors naming the
     input or the checkpoint."""
-    ckpt = latest_checkpoint(run_dir) if saver is not None and task.is_chief else None
+    ckpt = latest_checkpoint(run_dir) if saver is not None and run_dir is not None and task.is_chief else None
     if must_restore and not ckpt:
-        raise RunnerError(f"no checkpoint in {checkpoint_dir(run_dir)}; train first "
+        raise RunnerError(f"no checkpoint in {checkpoint_dir(run_dir or '.')}; train first "
                           f"(python -m runner run_dir={run_dir}) or point run_dir at a trained run")
     start = StartPipelines(batches)
     hooks = [start, WatchFiles(graph), *hooks] + ([SignalHook(stop)] if stop else [])
@@ -59,7 +59,7 @@ def session(graph: tf.Graph, config: v1.ConfigProto | None, batches: list[Batch]
         else:
             creator = _WorkerSessionCreator(scaffold, task.target, config, task.wait_secs)
         creator = _QuickClose(creator)
-        if ckpt:
+        if ckpt and saver is not None and run_dir is not None:
             saver.recover_last_checkpoints([str(p) for p in checkpoints(run_dir)])
         # Errors are said inside the session (MonitoredSession would take an OutOfRangeError for the end of the
         # input) and around it (closing it re-raises a failed input thread's error).

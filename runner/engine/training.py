@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import tensorflow as tf
+import tensorflow.compat.v1 as v1
 
 from runner.config.schema import RunnerConfig
 from runner.core.files import write_json
@@ -36,7 +37,6 @@ from runner.engine.progress import Progress
 from runner.engine.session import IN_PROCESS, SessionTarget, session
 from runner.ops.summaries import EVAL_DIR, TrainingSummaries, file_writer, write_scalars
 
-v1 = tf.compat.v1
 log = logging.getLogger("runner")
 
 
@@ -54,7 +54,7 @@ class _Built:
 
     train_graph: TrainGraph
     evals: dict
-    summaries: TrainingSummaries
+    summaries: TrainingSummaries | None  # None: the graph has none
     saver: v1.train.Saver
     num_params: int
     writer: Any
@@ -99,7 +99,7 @@ def _hooks(built: _Built, parts: Parts, run: RunnerConfig, run_dir: Path, chief:
                   CheckpointEvalHook(lambda sess, step: save(built.saver, sess, run_dir, step), evaluate, clock,
                                      run.checkpoint_every, run.max_steps, lambda: stop.signum is not None,
                                      resumed=bool(latest_checkpoint(run_dir)))]
-    trace = TraceHook(run_dir, *run.profile, clock, log.info) if run.profile and chief else None
+    trace = TraceHook(run_dir, run.profile[0], run.profile[-1], clock, log.info) if run.profile and chief else None
     if trace:
         hooks.append(trace)
     if parts.xla:
@@ -119,13 +119,14 @@ def _loop(sess, graph: TrainGraph, clock: Clock, max_steps: int, stop: StopSigna
 
 
 def train(parts: Parts, run: RunnerConfig, run_dir: str | Path, config: dict, task: SessionTarget = IN_PROCESS,
-          extra_hooks: Sequence = ()) -> dict | None:
+          extra_hooks: Sequence = ()) -> TrainSummary | None:
     """Trains to ``run.max_steps`` in a MonitoredSession whose hooks do the rest; ``run`` holds the run's settings
     (batch size, steps, how often to log, summarize, checkpoint and evaluate). On a cluster every worker runs this;
     only the chief writes (checkpoints, summaries, metrics, summary.json) and evaluates."""
     run_dir, chief = Path(run_dir), task.is_chief
     built = _build(parts, run, run_dir, chief, sharded=bool(task.target))
-    metrics, clock, final, started = Metrics(run_dir, built.writer), Clock(), {}, time.time()
+    metrics, clock, started = Metrics(run_dir, built.writer), Clock(), time.time()
+    final: dict[str, float] = {}
     with contextlib.ExitStack() as stack:
         for w in (built.writer, built.eval_writer):
             if w is not None:
@@ -159,7 +160,8 @@ def _summary(built: _Built, parts: Parts, clock: Clock, final: dict, wall_time: 
     """summary.json: the final precisions, the steps, the training rate, and what ran."""
     train_time, trained_steps = clock.run_secs, clock.step - clock.first_step
     per_step = built.train_graph.examples_per_step
-    return {  # type: ignore[typeddict-unknown-key]  # the parts' names beside the table's keys
+    names = parts.names
+    return {
         "final_precision": final,
         "steps": clock.step,
         "steps_this_run": trained_steps,
@@ -167,7 +169,8 @@ def _summary(built: _Built, parts: Parts, clock: Clock, final: dict, wall_time: 
         "examples_per_step": per_step,
         "wall_time_sec": wall_time,
         "trainable_parameters": built.num_params,
-        **parts.names,
+        "pipeline": names["pipeline"], "dataset": names["dataset"], "model": names["model"],
+        "trainer": names["trainer"],
         "devices": parts.devices,
         "config": config,
     }
