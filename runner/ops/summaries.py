@@ -47,7 +47,9 @@ def histogram(tag: str, values: tf.Tensor) -> tf.Tensor:
     above = _N + 2 + tf.clip_by_value(tf.floor(steps) + 1, 0, _N)
     below = tf.clip_by_value(_N + 1 - tf.math.ceil(steps), 1, _N + 1)
     bucket = tf.where(finite, tf.cast(tf.where(x < 0, below, above), tf.int32), len(LIMITS))  # the last: dropped
-    counts = tf.math.bincount(bucket, minlength=len(LIMITS) + 1, maxlength=len(LIMITS) + 1)[:-1]
+    # bincount's own op with its size given (tf.math.bincount sizes it from the data, which XLA cannot compile)
+    counts = tf.raw_ops.DenseBincount(input=bucket, size=len(LIMITS) + 1, weights=tf.zeros([0], tf.int32),
+                                      binary_output=False)[:-1]
     x64, top = tf.cast(x, tf.float64), float(LIMITS[-1])
     stats = tf.stack([tf.reduce_min(tf.where(finite, x64, top)), tf.reduce_max(tf.where(finite, x64, -top)),
                       tf.reduce_sum(tf.cast(finite, tf.float64)), tf.reduce_sum(x64), tf.reduce_sum(tf.square(x64))])
