@@ -162,7 +162,7 @@ def test_the_same_sweep_command_finds_the_same_sweep_dir():
 def test_a_signal_stops_a_parallel_sweep_with_checkpoints(tmp_path):
     sweep = ["-m", "hydra/launcher=parallel", *TINY, "log_every=10", "checkpoint_every=100000", "eval_splits=[test]",
              "optimizer.lr=0.05,0.1,0.2,0.3", f"hydra.sweep.dir={tmp_path}", "max_steps=1000000"]
-    stopped = _interrupt_sweep(sweep, signal.SIGINT)
+    stopped = _interrupt_sweep(sweep, signal.SIGINT, wait_for="~] Step 20: ")  # its jobs' lines are "[job N] ..."
     assert stopped.returncode == 128 + signal.SIGINT, stopped.stdout[-3000:]
     assert "Traceback" not in stopped.stdout
     rows = list(csv.DictReader((tmp_path / "report.csv").open()))
