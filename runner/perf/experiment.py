@@ -82,66 +82,83 @@ def experiment_text(experiment: str, cfg: DictConfig, result, keys: list[str], n
 def tune(cfg: DictConfig, dataset: Dataset, run_dir: str, invocation: Invocation = ALONE) -> dict:
     """Searches each of ``tune.pipelines``, each in its share of the budget left, and writes each winner."""
     names, paths = tune_pipelines(cfg), tune_experiments(cfg)
-    folder = paths[0].parent
-    made = next(p for p in (folder, *folder.parents) if p.exists())  # experiments/ is made when the winner is written
-    if not made.is_dir() or not os.access(made, os.W_OK):  # said before the search spends its budget
-        raise ConfigError(f"mode=tune writes its winner to {folder}, which is not writable; run it from a folder "
-                          f"you can write to, or name another with 'hydra.searchpath=[experiments:///DIR]'")
+    _check_writable(paths[0].parent)
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     out, started, unwritten = {}, time.monotonic(), []
-    for i, name in enumerate(names):
-        base = with_pipeline(cfg, name, cfg.hardware.precision)
-        space = within_memory(search_space(base, thread_values()), dataset, cfg.batch_size, available_memory())
-        keys = list(space)
-        start = {key: OmegaConf.select(base, key) for key in keys}
-
-        def make_parts(values: dict, base=base):
-            trial = base.copy()
-            with open_dict(trial):
-                for key, value in values.items():
-                    OmegaConf.update(trial, key, value)
-            parts = build_parts(trial, dataset, Topology(placement(trial, invocation.parallel_jobs)))
-            parts.session_config.use_per_session_threads = True  # each trial's pools as it sets them
-            return parts
-
-        if i == 0:
-            describe(cfg, make_parts(start), run_dir)
+    for i, (name, path) in enumerate(zip(names, paths)):
         budget = (cfg.tune.budget_secs - (time.monotonic() - started)) / (len(names) - i)
-        log.info("Tuning pipeline %s: %s (budget %.0f s)", name, ", ".join(keys), budget)
-        result = Result()
-        reference = _reference(base, start)
-        try:
-            with naming_damaged_records(dataset, invocation.overrides):
-                search(make_parts, settings(cfg), space, start, budget, grid=cfg.tune.search == "grid",
-                       result=result, confirm_rounds=cfg.tune.confirm_rounds, reference=reference)
-        except Interrupted as err:
-            out[name] = {**result.as_dict(), "interrupted": True}
-            _write_results(run_dir, out)
-            raise Interrupted(f"{signal_name(err.signum)} during the search of pipeline {name}: the "
-                              f"{len(result.trials)} trial(s) measured are in {Path(run_dir) / 'tune.json'}; rerun "
-                              f"the same command to search again", err.signum) from None
-        text = table(result, keys)
-        for line in text.splitlines():
-            log.info(line)
-        path = paths[i]
-        experiment, command = experiment_text(path.stem, base, result, keys, cores(), invocation.overrides)
-        kept = Path(run_dir) / path.name  # first in the run dir: a failed write below loses no search
-        write_text(kept, experiment)
-        out[name] = {**result.as_dict(), "experiment": str(path), "kept": str(kept), "command": command,
-                     "table": text}
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_text(path, experiment)
-        except OSError as err:
-            unwritten.append(f"cannot write {path}: {err.strerror}; the winner is kept in {kept} (copy it to "
-                             f"{path.parent} to use it)")
-            continue
-        log.info("Wrote %s: %s", path, command)
+        result, keys, base = _search_pipeline(cfg, name, dataset, run_dir, invocation, budget, out, first=i == 0)
+        out[name], problem = _write_winner(result, keys, base, path, run_dir, invocation)
+        unwritten += [problem] if problem else []
     _write_results(run_dir, out)
     log.info("Results in %s (tune.json, tune.txt)", run_dir)
     if unwritten:
         raise RunnerError("; ".join(unwritten))
     return out
+
+
+def _check_writable(folder: Path) -> None:
+    """The experiments folder can be written (or made); said before the search spends its budget."""
+    made = next(p for p in (folder, *folder.parents) if p.exists())  # experiments/ is made when the winner is written
+    if not made.is_dir() or not os.access(made, os.W_OK):
+        raise ConfigError(f"mode=tune writes its winner to {folder}, which is not writable; run it from a folder "
+                          f"you can write to, or name another with 'hydra.searchpath=[experiments:///DIR]'")
+
+
+def _search_pipeline(cfg: DictConfig, name: str, dataset: Dataset, run_dir: str, invocation: Invocation,
+                     budget: float, out: dict, first: bool) -> tuple[Result, list[str], DictConfig]:
+    """One pipeline's search within ``budget`` seconds: its result, the keys searched and the pipeline's config. A
+    signal writes the trials so far (``out`` and this one's) to tune.json and stops the whole tune."""
+    base = with_pipeline(cfg, name, cfg.hardware.precision)
+    space = within_memory(search_space(base, thread_values()), dataset, cfg.batch_size, available_memory())
+    keys = list(space)
+    start = {key: OmegaConf.select(base, key) for key in keys}
+
+    def make_parts(values: dict):
+        trial = base.copy()
+        with open_dict(trial):
+            for key, value in values.items():
+                OmegaConf.update(trial, key, value)
+        parts = build_parts(trial, dataset, Topology(placement(trial, invocation.parallel_jobs)))
+        parts.session_config.use_per_session_threads = True  # each trial's pools as it sets them
+        return parts
+
+    if first:  # the run's Building: line, once
+        describe(cfg, make_parts(start), run_dir)
+    log.info("Tuning pipeline %s: %s (budget %.0f s)", name, ", ".join(keys), budget)
+    result = Result()
+    try:
+        with naming_damaged_records(dataset, invocation.overrides):
+            search(make_parts, settings(cfg), space, start, budget, grid=cfg.tune.search == "grid", result=result,
+                   confirm_rounds=cfg.tune.confirm_rounds, reference=_reference(base, start))
+    except Interrupted as err:
+        out[name] = {**result.as_dict(), "interrupted": True}
+        _write_results(run_dir, out)
+        raise Interrupted(f"{signal_name(err.signum)} during the search of pipeline {name}: the "
+                          f"{len(result.trials)} trial(s) measured are in {Path(run_dir) / 'tune.json'}; rerun "
+                          f"the same command to search again", err.signum) from None
+    return result, keys, base
+
+
+def _write_winner(result: Result, keys: list[str], base: DictConfig, path: Path, run_dir: str,
+                  invocation: Invocation) -> tuple[dict, str | None]:
+    """The search's table said, its winner written into the run dir and then to ``path``: tune.json's entry, and
+    what could not be written (None when all was)."""
+    text = table(result, keys)
+    for line in text.splitlines():
+        log.info(line)
+    experiment, command = experiment_text(path.stem, base, result, keys, cores(), invocation.overrides)
+    kept = Path(run_dir) / path.name  # first in the run dir: a failed write below loses no search
+    write_text(kept, experiment)
+    entry = {**result.as_dict(), "experiment": str(path), "kept": str(kept), "command": command, "table": text}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text(path, experiment)
+    except OSError as err:
+        return entry, (f"cannot write {path}: {err.strerror}; the winner is kept in {kept} (copy it to "
+                       f"{path.parent} to use it)")
+    log.info("Wrote %s: %s", path, command)
+    return entry, None
 
 
 def _reference(base: DictConfig, start: dict) -> dict | None:
