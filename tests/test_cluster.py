@@ -19,7 +19,7 @@ import pytest
 import tensorflow as tf
 
 from runner.cli.app import run
-from runner.config.hydra import schema_of
+from runner.config.hydra import schema_of, settings
 from runner.distributed import cluster, roles
 from runner.distributed.local_cluster import free_ports
 from runner.engine.graph import build_train_graph
@@ -107,7 +107,8 @@ def test_one_sync_step_of_two_workers_with_batch_b_equals_one_process_with_batch
     def worker(i: int):
         try:
             replicas = Replicas(spec, i, sync=True)
-            parts = build_parts(cfg, tiny_digits, Topology(placement(cfg, replicas=replicas), replicas))
+            run = settings(cfg)
+            parts = build_parts(run, tiny_digits, Topology(placement(run.hardware, replicas=replicas), replicas))
             tg = build_train_graph(parts, 32, 0, None, _constant(x[32 * i:32 * (i + 1)], y[32 * i:32 * (i + 1)]))
             with tg.graph.as_default():
                 variables = v1.trainable_variables()
@@ -128,7 +129,7 @@ def test_one_sync_step_of_two_workers_with_batch_b_equals_one_process_with_batch
         t.join(timeout=120)
     assert not errors, errors
 
-    parts = build_parts(compose(*TINY, "optimizer.lr=0.1"), tiny_digits)
+    parts = build_parts(settings(compose(*TINY, "optimizer.lr=0.1")), tiny_digits)
     tg = build_train_graph(parts, 64, 0, None, _constant(x, y))
     with tg.graph.as_default():
         variables = v1.trainable_variables()

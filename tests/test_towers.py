@@ -132,6 +132,7 @@ def test_two_towers_of_batch_b_update_like_one_device_with_batch_2b(model_name, 
 @pytest.mark.parametrize("pipeline", PIPELINES.names())
 def test_towers_share_one_input_pipeline_and_take_disjoint_slices(tiny_digits, pipeline, caplog):
     """One reader set and shuffle queue (or stream, or feed) for all towers; each tower gets its own batch."""
+    from runner.config.hydra import settings
     from runner.engine.graph import build_train_graph
     from runner.engine.session import session
     from runner.pipelines.base import merged_feed
@@ -140,7 +141,7 @@ def test_towers_share_one_input_pipeline_and_take_disjoint_slices(tiny_digits, p
     caplog.set_level("INFO", logger="runner")
     cfg = compose(*TINY, f"pipeline={pipeline}", "hardware=cpu2", "pipeline.num_threads=2"
                   if pipeline == "queue" else "seed=0")
-    parts = build_parts(cfg, tiny_digits)
+    parts = build_parts(settings(cfg), tiny_digits)
     tg = build_train_graph(parts, 50, 0, None)
     assert len(tg.batches) == 2 and tg.examples_per_step == 100
     shuffle_queues = [op for op in tg.graph.get_operations() if op.type == "RandomShuffleQueueV2"]
@@ -188,10 +189,11 @@ def test_gpu2_runs_here_on_the_cpu(tmp_path):
 
 def test_towers_build_under_the_tutorials_name_scopes_with_shared_variables_on_the_cpu(tiny_digits):
     """cifar10_multi_gpu_train: tower_i name scopes, one set of variables (on the CPU) that every tower reads."""
+    from runner.config.hydra import settings
     from runner.engine.graph import build_train_graph
     from runner.run.build import build_parts
 
-    parts = build_parts(compose(*TINY, "hardware=cpu2", "pipeline=tf_data"), tiny_digits)
+    parts = build_parts(settings(compose(*TINY, "hardware=cpu2", "pipeline=tf_data")), tiny_digits)
     tg = build_train_graph(parts, 50, 0, None)
     ops = tg.graph.get_operations()
 
@@ -211,12 +213,13 @@ def test_towers_build_under_the_tutorials_name_scopes_with_shared_variables_on_t
 def test_a_model_that_makes_its_own_variables_is_refused_when_its_eval_is_built(tiny_digits):
     """A model whose variables are not made by tf.compat.v1.get_variable (as Keras layers make theirs) would be
     evaluated with a second, untrained copy: refused naming the rule, not evaluated at chance."""
+    from runner.config.hydra import settings
     from runner.core.errors import RunnerError
     from runner.engine.evals import build_evals
     from runner.engine.graph import build_train_graph
     from runner.run.build import build_parts
 
-    parts = build_parts(compose(*TINY), tiny_digits)
+    parts = build_parts(settings(compose(*TINY)), tiny_digits)
 
     def own_variables(images, config, num_classes, training):
         weights = tf.Variable(tf.zeros([int(np.prod(images.shape[1:])), num_classes]), name="dense_kernel")
@@ -227,7 +230,7 @@ def test_a_model_that_makes_its_own_variables_is_refused_when_its_eval_is_built(
     refused = r"made new variables when built again for evaluation \(eval_test/dense_kernel.*tf.compat.v1.get_variable"
     with tg.graph.as_default(), pytest.raises(RunnerError, match=refused):
         build_evals(parts, ["test"], 50)
-    plain = build_parts(compose(*TINY), tiny_digits)  # the project's own models share theirs
+    plain = build_parts(settings(compose(*TINY)), tiny_digits)  # the project's own models share theirs
     tg = build_train_graph(plain, 50, 0, None)
     with tg.graph.as_default():
         assert set(build_evals(plain, ["train", "test"], 50)) == {"train", "test"}

@@ -13,6 +13,7 @@ import os
 from omegaconf import DictConfig
 
 from runner.config.checks import group_schema
+from runner.config.hydra import settings
 from runner.core.errors import ConfigError
 from runner.core.tfload import load_tensorflow
 from runner.distributed.roles import LAUNCHED_ENV, role_from_env, writes_run_dir
@@ -54,7 +55,7 @@ def _serve(cfg: DictConfig) -> None:
 
     hardware = cfg.hardware
     resolved = cluster.resolve(hardware.resolver, hardware.ps, hardware.port_base, hardware.device_type)
-    cluster.serve(resolved, cluster.server(resolved, placement(cfg).session_config))
+    cluster.serve(resolved, cluster.server(resolved, placement(settings(cfg).hardware).session_config))
 
 
 def _work(cfg: DictConfig, run_dir: str, dataset, role: str, index: int, changed: dict | None,
@@ -74,7 +75,7 @@ def _work(cfg: DictConfig, run_dir: str, dataset, role: str, index: int, changed
         raise ConfigError(f"the cluster resolver says this task is {resolved.role} {resolved.index}, the "
                           f"environment {role} {index}; check TF_CONFIG or hardware.ps")
     replicas = Replicas(resolved.cluster, index, hardware.sync)
-    placed = placement(cfg, invocation.parallel_jobs, replicas)
+    placed = placement(settings(cfg).hardware, invocation.parallel_jobs, replicas)
     server = cluster.server(resolved, placed.session_config)
     cluster.wait_for_cluster(resolved, hardware.wait_secs)
     target = SessionTarget(server.target, is_chief=replicas.is_chief, wait_secs=hardware.wait_secs)

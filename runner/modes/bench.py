@@ -25,10 +25,10 @@ def run(cfg: DictConfig, run_dir: str, invocation: Invocation = ALONE) -> dict:
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     def make_parts(name: str, precision: str):
         """New parts each time: a pipeline holds the tensors of the graph it was built in (preloaded's data)."""
-        return build_parts(with_pipeline(cfg, name, precision), dataset,
-                           Topology(placement(cfg, invocation.parallel_jobs)))
+        run = settings(with_pipeline(cfg, name, precision))
+        return build_parts(run, dataset, Topology(placement(run.hardware, invocation.parallel_jobs)))
 
-    describe(cfg, make_parts(names[0], precisions[0]), run_dir)
+    describe(settings(cfg), make_parts(names[0], precisions[0]), run_dir)
 
     with naming_damaged_records(dataset, invocation.overrides):
         run = settings(cfg)

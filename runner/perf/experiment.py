@@ -119,12 +119,13 @@ def _search_pipeline(cfg: DictConfig, name: str, dataset: Dataset, run_dir: str,
         with open_dict(trial):
             for key, value in values.items():
                 OmegaConf.update(trial, key, value)
-        parts = build_parts(trial, dataset, Topology(placement(trial, invocation.parallel_jobs)))
+        run = settings(trial)
+        parts = build_parts(run, dataset, Topology(placement(run.hardware, invocation.parallel_jobs)))
         parts.session_config.use_per_session_threads = True  # each trial's pools as it sets them
         return parts
 
     if first:  # the run's Building: line, once
-        describe(cfg, make_parts(start), run_dir)
+        describe(settings(cfg), make_parts(start), run_dir)
     log.info("Tuning pipeline %s: %s (budget %.0f s)", name, ", ".join(keys), budget)
     result = Result()
     try:

@@ -6,9 +6,7 @@ import dataclasses
 import inspect
 import logging
 
-from omegaconf import DictConfig, OmegaConf
-
-from runner.config.hydra import settings
+from runner.config.schema import HardwareConfig, RunnerConfig
 from runner.core.system import cores, cores_given
 from runner.datasets.base import Dataset
 from runner.engine.hardware import Placement, place
@@ -24,37 +22,36 @@ from runner.trainers import TRAINERS
 log = logging.getLogger("runner")
 
 
-def placement(cfg: DictConfig, parallel_jobs: int = 1, replicas: Replicas | None = None) -> Placement:
+def placement(hardware: HardwareConfig, parallel_jobs: int = 1, replicas: Replicas | None = None) -> Placement:
     """The devices and session config of the hardware group (runner.engine.hardware.place), with TensorFlow's
     thread pools divided among ``parallel_jobs`` sweep jobs, or sized to the CPUs given, unless set; a cluster
     worker's (``replicas``) sees only the ps tasks and itself."""
-    hardware = OmegaConf.to_container(cfg.hardware, resolve=True)
-    accepted = inspect.signature(place).parameters
-    hardware = {k: v for k, v in hardware.items() if k in accepted}  # a cluster's own keys are not place's
+    accepted = inspect.signature(place).parameters  # a cluster's own keys are not place's
+    values = {f.name: getattr(hardware, f.name) for f in dataclasses.fields(hardware) if f.name in accepted}
     jobs, given = parallel_jobs, cores_given()
     if jobs > 1 or given:
         share = max(1, cores() // jobs)
         for key in ("intra_op_threads", "inter_op_threads"):
-            hardware[key] = hardware[key] or share
+            values[key] = values[key] or share
         said = f"{jobs} parallel jobs" if jobs > 1 else f"{given} CPU(s) given to this process"
-        log.info("%s: TensorFlow thread pools of %d (intra) and %d (inter)%s", said, hardware["intra_op_threads"],
-                 hardware["inter_op_threads"], " per job" if jobs > 1 else "")
-    placed = place(**hardware)
+        log.info("%s: TensorFlow thread pools of %d (intra) and %d (inter)%s", said, values["intra_op_threads"],
+                 values["inter_op_threads"], " per job" if jobs > 1 else "")
+    placed = place(**values)
     if replicas is not None:
         placed.session_config.device_filters.extend(["/job:ps", replicas.worker_device])
     return placed
 
 
-def build_parts(cfg: DictConfig, dataset: Dataset, topology: Topology | None = None) -> Parts:
-    """The parts of a run on a prepared dataset (runner.run.data.prepared_dataset), where ``topology`` says (this
-    process alone by default; a cluster worker's reads its shard of the training split)."""
-    run = settings(cfg)  # each group as its schema instance: a part is made from its own
+def build_parts(run: RunnerConfig, dataset: Dataset, topology: Topology | None = None) -> Parts:
+    """The parts of a run (runner.config.hydra.settings: each group its schema's instance, a part made from its own)
+    on a prepared dataset (runner.run.data.prepared_dataset), where ``topology`` says (this process alone by
+    default; a cluster worker's reads its shard of the training split)."""
     model_fn = MODELS.get(run.model.name)
     schedule_fn, optimizer_fn = SCHEDULES.get(run.schedule.name), OPTIMIZERS.get(run.optimizer.name)
-    topology = topology or Topology(placement(cfg))
+    topology = topology or Topology(placement(run.hardware))
     placed = topology.placement
-    check_hardware(cfg.hardware.precision, placed.devices)
-    trainer = cfg.trainer  # validate() refused trainer=single on several devices
+    check_hardware(run.hardware.precision, placed.devices)
+    trainer = run.trainer  # validate() refused trainer=single on several devices
     if trainer == "auto":
         trainer = "towers" if len(placed.devices) > 1 else "single"
     return Parts(
@@ -62,7 +59,7 @@ def build_parts(cfg: DictConfig, dataset: Dataset, topology: Topology | None = N
         pipeline=PIPELINES.get(run.pipeline.name)(run.pipeline, dataset, seed=run.seed, shard=topology.shard),
         model=shared_model(model_fn, dataset.num_classes, run.model, run.hardware.precision),
         trainer=TRAINERS.get(trainer),
-        names={"pipeline": cfg.pipeline.name, "dataset": cfg.dataset.name, "model": cfg.model.name,
+        names={"pipeline": run.pipeline.name, "dataset": run.dataset.name, "model": run.model.name,
                "trainer": trainer},
         make_lr=lambda step, steps_per_epoch: schedule_fn(run.schedule, run.optimizer.lr, step, steps_per_epoch),
         make_optimizer=lambda lr: scaled(optimizer_fn(run.optimizer, lr), run.hardware.precision),
@@ -70,15 +67,15 @@ def build_parts(cfg: DictConfig, dataset: Dataset, topology: Topology | None = N
         variable_device=placed.variable_device,
         session_config=placed.session_config,
         input_device=topology.input_device,
-        xla=cfg.hardware.xla,
+        xla=run.hardware.xla,
         replicas=topology.replicas,
     )
 
 
-def describe(cfg: DictConfig, parts: Parts, run_dir: str) -> None:
+def describe(run: RunnerConfig, parts: Parts, run_dir: str) -> None:
     """The run's "Building:" line: what it is made of and where it writes."""
-    model = ", ".join(f"{f.name}={getattr(cfg.model, f.name)}" for f in dataclasses.fields(settings(cfg).model)
-                      if f.name != "name")
+    fields = [f.name for f in dataclasses.fields(run.model) if f.name != "name"]
+    model = ", ".join(f"{name}={getattr(run.model, name)}" for name in fields)
     log.info("Building: dataset=%s pipeline=%s model=%s(%s) batch_size=%d devices=%s trainer=%s run_dir=%s",
-             cfg.dataset.name, cfg.pipeline.name, cfg.model.name, model, cfg.batch_size,
+             run.dataset.name, run.pipeline.name, run.model.name, model, run.batch_size,
              ",".join(parts.devices), parts.names["trainer"], run_dir)

@@ -42,22 +42,23 @@ def train_run(cfg: DictConfig, run_dir: str, dataset: Dataset, changed: dict | N
               invocation: Invocation = ALONE, topology: Topology | None = None) -> dict | None:
     """Trains cfg on the prepared dataset in run_dir; ``changed`` (from runner.run.setup) is None in a cluster task
     that does not own the run dir, which records nothing. A cluster worker gives its ``topology``."""
-    topology = topology or Topology(placement(cfg, invocation.parallel_jobs))
-    parts = build_parts(cfg, dataset, topology)
-    describe(cfg, parts, run_dir)
+    run = settings(cfg)
+    topology = topology or Topology(placement(run.hardware, invocation.parallel_jobs))
+    parts = build_parts(run, dataset, topology)
+    describe(run, parts, run_dir)
     if changed is not None:
         rundir.record_start(run_dir, cfg, dataset.class_names, changed, parts.devices, invocation.overrides)
     with naming_damaged_records(dataset, invocation.overrides):
-        run = settings(cfg)
         return train(parts, run, run_dir, recorded(run), topology.target)
 
 
 def eval_run(cfg: DictConfig, run_dir: str, dataset: Dataset, once: bool, until_step: int | None = None,
              invocation: Invocation = ALONE) -> dict | None:
     """Evaluates run_dir's latest checkpoint (``once``) or each new one, on the prepared dataset."""
-    parts = build_parts(cfg, dataset, Topology(placement(cfg, invocation.parallel_jobs)))
-    describe(cfg, parts, run_dir)
-    decay = cfg.get("moving_average_decay") if cfg.eval_moving_average else None
+    run = settings(cfg)
+    parts = build_parts(run, dataset, Topology(placement(run.hardware, invocation.parallel_jobs)))
+    describe(run, parts, run_dir)
+    decay = run.moving_average_decay if run.eval_moving_average else None
     with naming_damaged_records(dataset, invocation.overrides):
-        return evaluate(parts, run_dir, cfg.batch_size, list(cfg.eval_splits), moving_average_decay=decay,
-                        once=once, interval_secs=cfg.eval_interval_secs, until_step=until_step)
+        return evaluate(parts, run_dir, run.batch_size, list(run.eval_splits), moving_average_decay=decay,
+                        once=once, interval_secs=run.eval_interval_secs, until_step=until_step)
