@@ -111,15 +111,45 @@ def test_the_bench_compares_precisions_with_paired_bounds(tmp_path, tiny_digits)
     assert out["bound_examples_per_sec"] == written["precisions"]["fp32"]["bound_examples_per_sec"]
 
 
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_the_cnn_computes_the_loss_and_gradients_of_fp32_in_each_precision(precision):
+    """From the same float32 variables and batch, the loss agrees with fp32's to rounding, and every variable's
+    gradient points the way fp32's does (cosine above 0.98; measured: bf16 0.988 for conv1's weights, the lowest,
+    fp16 0.998). How well a run then learns is seed noise at this scale: over 5 seeds, 200 steps of the CNN on
+    shapes reached 0.53-0.62 in fp32 and 0.36-0.59 in bf16, and Keras's own mixed_bfloat16 varies as much."""
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((32, 24, 24, 3)).astype(np.float32), rng.integers(0, 10, 32).astype(np.int32)
+
+    def step(precision: str):
+        graph = tf.Graph()
+        with graph.as_default():
+            v1.set_random_seed(0)
+            logits = in_precision(MODELS.get("cifar10_cnn"), precision)(
+                tf.constant(x), option("model", "cifar10_cnn"), num_classes=10, training=True)
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
+            loss += tf.add_n(v1.get_collection(v1.GraphKeys.REGULARIZATION_LOSSES))
+            variables = v1.trainable_variables()
+            grads = tf.gradients(loss, variables)
+            with v1.Session(graph=graph) as sess:
+                sess.run(v1.global_variables_initializer())
+                return sess.run(loss), {v.op.name: g.ravel() for v, g in zip(variables, sess.run(grads))}
+
+    loss32, grads32 = step("fp32")
+    loss, grads = step(precision)
+    assert loss == pytest.approx(loss32, rel=1e-3)
+    assert grads.keys() == grads32.keys() and len(grads) == 10
+    for name, g in grads.items():
+        cosine = g @ grads32[name] / (np.linalg.norm(g) * np.linalg.norm(grads32[name]))
+        assert cosine > 0.98, (name, cosine)
+
+
 @pytest.mark.slow  # bfloat16 is emulated on CPUs without its instructions (10x slower than fp32 on this one)
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
-def test_the_cnn_learns_in_each_precision_like_fp32(tmp_path, precision):
+def test_the_cnn_learns_in_each_precision(tmp_path, precision):
     args = ["dataset=shapes", "dataset.num_train=2000", "dataset.num_test=500", "batch_size=32", "max_steps=200",
-            "log_every=100", "checkpoint_every=200", "pipeline=preloaded"]
-    fp32 = run(compose(*args), str(tmp_path / "fp32"))
-    other = run(compose(*args, f"hardware.precision={precision}"), str(tmp_path / precision))
-    assert other["final_precision"]["test"] > 0.2  # chance is 0.1
-    assert abs(other["final_precision"]["test"] - fp32["final_precision"]["test"]) < 0.1
+            "log_every=100", "checkpoint_every=200", "pipeline=preloaded", f"hardware.precision={precision}"]
+    other = run(compose(*args), str(tmp_path / precision))
+    assert other["final_precision"]["test"] > 0.25  # chance is 0.1; 5 seeds of bf16 reached 0.36-0.59
 
 
 @pytest.mark.slow  # a command-line run: XLA's CPU flag is read when TensorFlow loads
