@@ -3,6 +3,7 @@ clean stops on SIGINT/SIGTERM. Writes checkpoints/, TensorBoard events, metrics.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import time
@@ -14,7 +15,6 @@ from typing import Any
 import tensorflow as tf
 import tensorflow.compat.v1 as v1
 
-from runner.config.schema import RunnerConfig
 from runner.core.files import write_json
 from runner.core.results import TrainSummary
 from runner.core.signals import Interrupted, StopSignals, signal_name
@@ -48,6 +48,31 @@ def _finished(sess, train_graph: TrainGraph, max_steps: int) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class TrainSettings:
+    """What the training loop reads of a run's config: the batch, the steps and how often to log, summarize,
+    checkpoint and evaluate (the config's keys of the same names)."""
+
+    batch_size: int  # per tower
+    seed: int
+    max_steps: int
+    log_every: int
+    summary_every: int
+    checkpoint_every: int
+    keep_checkpoints: int
+    eval_splits: list[str]
+    moving_average_decay: float | None
+    eval_moving_average: bool
+    profile: list[int] | None
+    progress: str
+    log_style: str
+
+    @classmethod
+    def of(cls, config: Any) -> TrainSettings:
+        """The settings of a run's config (runner.config.schema.RunnerConfig)."""
+        return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(cls)})
+
+
 @dataclass
 class _Built:
     """The graph of a run and what writes from it: evals, summaries, saver, event writers (chief only)."""
@@ -61,7 +86,7 @@ class _Built:
     eval_writer: Any
 
 
-def _build(parts: Parts, run: RunnerConfig, run_dir: Path, chief: bool, sharded: bool) -> _Built:
+def _build(parts: Parts, run: TrainSettings, run_dir: Path, chief: bool, sharded: bool) -> _Built:
     train_graph = build_train_graph(parts, run.batch_size, run.seed, run.moving_average_decay)
     with train_graph.scope():
         getter = moving_average_getter(train_graph.ema) if train_graph.ema and run.eval_moving_average else None
@@ -84,7 +109,7 @@ def _evaluate(built: _Built, metrics: Metrics, final: dict, stop: StopSignals, s
         built.eval_writer.flush()
 
 
-def _hooks(built: _Built, parts: Parts, run: RunnerConfig, run_dir: Path, chief: bool, clock: Clock,
+def _hooks(built: _Built, parts: Parts, run: TrainSettings, run_dir: Path, chief: bool, clock: Clock,
            metrics: Metrics, progress: Progress, evaluate: Callable, stop: StopSignals) -> list:
     """The loop's hooks, one concern each, in the order they run: the clock and the feeds first; the chief's
     summaries, checkpoints and evals; the profiler and XLA's report where asked."""
@@ -118,7 +143,7 @@ def _loop(sess, graph: TrainGraph, clock: Clock, max_steps: int, stop: StopSigna
             raise
 
 
-def train(parts: Parts, run: RunnerConfig, run_dir: str | Path, config: dict, task: SessionTarget = IN_PROCESS,
+def train(parts: Parts, run: TrainSettings, run_dir: str | Path, config: dict, task: SessionTarget = IN_PROCESS,
           extra_hooks: Sequence = ()) -> TrainSummary | None:
     """Trains to ``run.max_steps`` in a MonitoredSession whose hooks do the rest; ``run`` holds the run's settings
     (batch size, steps, how often to log, summarize, checkpoint and evaluate). On a cluster every worker runs this;

@@ -19,7 +19,7 @@ from runner.core.signals import Interrupted, signal_name
 from runner.core.stats import compare, hint, plus_minus, summarize, verdict
 from runner.core.system import cores
 from runner.engine.model import Parts
-from runner.engine.training import train
+from runner.engine.training import TrainSettings, train
 from runner.perf.measure import bound_runner, measure_pipeline, timed, window_figures
 from runner.perf.stages import attribution, limit_line, stage_rates, stage_table
 
@@ -55,8 +55,8 @@ def training_run(parts: Parts, run: RunnerConfig, run_dir: str, name: str, confi
     out = Path(run_dir) / f"training_{name}"
     paired = _PairedBound(bound, per_window, warmup, run.batch_size * len(parts.devices))
     # The loop's lines fall on the bench's windows; it checkpoints once, at its end, and evaluates nothing.
-    loop = dataclasses.replace(run, max_steps=steps, log_every=per_window, checkpoint_every=steps, keep_checkpoints=1,
-                               eval_splits=[], progress="lines", profile=None)
+    loop = dataclasses.replace(TrainSettings.of(run), max_steps=steps, log_every=per_window, checkpoint_every=steps,
+                               keep_checkpoints=1, eval_splits=[], progress="lines", profile=None)
     train(parts, loop, out, config, extra_hooks=[paired])
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     windows = [m["examples_per_sec"] for m in lines if "examples_per_sec" in m and m["step"] > warmup]

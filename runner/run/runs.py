@@ -13,7 +13,7 @@ from runner.core.errors import ConfigError, DataChanged, DataError, RunnerError,
 from runner.datasets.base import Dataset
 from runner.engine.evaluation import evaluate
 from runner.engine.topology import Topology
-from runner.engine.training import train
+from runner.engine.training import TrainSettings, train
 from runner.run import rundir
 from runner.run.build import build_parts, describe, placement
 from runner.run.invocation import ALONE, Invocation
@@ -49,7 +49,7 @@ def train_run(cfg: DictConfig, run_dir: str, dataset: Dataset, changed: dict | N
     if changed is not None:
         rundir.record_start(run_dir, cfg, dataset.class_names, changed, parts.devices, invocation.overrides)
     with naming_damaged_records(dataset, invocation.overrides):
-        return train(parts, run, run_dir, recorded(run), topology.target)
+        return train(parts, TrainSettings.of(run), run_dir, recorded(run), topology.target)
 
 
 def eval_run(cfg: DictConfig, run_dir: str, dataset: Dataset, once: bool, until_step: int | None = None,
