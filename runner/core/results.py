@@ -30,6 +30,25 @@ class TrainSummary(TypedDict):
     config: dict
 
 
+class BenchResult(TypedDict, total=False):
+    """bench.json of mode=bench (runner.perf.bench): the first precision's figures at the top level."""
+
+    bound_examples_per_sec: float  # the model alone: the train op on a constant batch
+    bound_cpu_us_per_example: float
+    bound_window_examples_per_sec: list[float]
+    pipelines: dict[str, dict]  # by pipeline (and arm): ratio_to_bound, its windows, stages, attribution, ...
+    devices: list[str]
+    repeats: int
+    comparisons: list[dict]  # with bench.repeats > 1: each pair of pipelines, paired t-test by round
+    precision: str
+    precisions: dict[str, dict]  # with several bench.precisions: each one's figures
+    precision_bounds: dict[str, dict]  # each precision's bound against the first's, window by window
+    wall_time_sec: float
+    settings: dict
+    config: dict
+    interrupted: str  # the signal that stopped it; what finished is kept
+
+
 @dataclass(frozen=True)
 class Metric:
     column: str  # the report's column (report.compare names it)

@@ -10,11 +10,13 @@ import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import tensorflow as tf
 
 from runner.config.schema import RunnerConfig
 from runner.core.files import write_json, write_text
+from runner.core.results import BenchResult
 from runner.core.signals import Interrupted, signal_name
 from runner.core.stats import compare, hint, plus_minus, summarize, verdict
 from runner.core.system import cores
@@ -97,7 +99,7 @@ def _table(bound: dict, pipelines: dict[str, dict]) -> str:
 
 
 def bench(make_parts: Callable[[str, str], Parts], names: list[str], precisions: list[str], run: RunnerConfig,
-          run_dir: str, config: dict) -> dict:
+          run_dir: str, config: dict) -> BenchResult:
     """Measures the bound, then each pipeline in ``names``, in each of ``precisions`` (``make_parts(pipeline,
     precision)``); with several precisions, also each bound against the first's, window by window. Prints a table
     and writes bench.json (the first precision's figures at its top level, every precision's under "precisions")."""
@@ -120,7 +122,7 @@ def bench(make_parts: Callable[[str, str], Parts], names: list[str], precisions:
         if stopped is not None:
             break
     table = "\n".join(tables)
-    out = {**by_precision[precisions[0]], "precision": precisions[0]}
+    out = cast(BenchResult, {**by_precision[precisions[0]], "precision": precisions[0]})
     if len(precisions) > 1 and stopped is None:
         out["precisions"] = by_precision
         out["precision_bounds"] = _paired_bounds(make_parts, names[0], precisions, run)
@@ -129,7 +131,7 @@ def bench(make_parts: Callable[[str, str], Parts], names: list[str], precisions:
                                    for p, r in out["precision_bounds"].items())
     for line in table.splitlines():
         log.info(line)
-    out.update(wall_time_sec=time.time() - started, settings=_settings(run), config=config)
+    out["wall_time_sec"], out["settings"], out["config"] = time.time() - started, _settings(run), config
     if stopped is not None:
         out["interrupted"] = signal_name(stopped.signum)
     write_json(Path(run_dir) / "bench.json", out)
