@@ -141,7 +141,27 @@ def check_config(cfg: DictConfig) -> None:
     if group_schema(cfg, "hardware").processes != "one" and cfg.mode in ("bench", "tune"):
         raise ConfigError(f"mode={cfg.mode} measures one process; hardware={cfg.hardware.name} is for training "
                           f"(use hardware=cpu or a towers option)")
+    check_service(cfg)
     check_report(cfg)
+
+
+def check_service(cfg: DictConfig) -> None:
+    """pipeline.service is for training runs, and a cluster's tasks share a dispatcher they are given."""
+    service = cfg.pipeline.get("service")
+    if service is None:
+        return
+    if cfg.mode in ("bench", "tune"):
+        raise ConfigError(f"pipeline.service={service}: mode={cfg.mode} measures the input in this process; run it "
+                          f"with pipeline.service=null")
+    processes = group_schema(cfg, "hardware").processes
+    if processes == "launcher":
+        raise ConfigError(f"pipeline.service={service} with hardware={cfg.hardware.name}: the local cluster's tasks "
+                          f"run in a network of their own, which reaches no dispatcher; use hardware=cluster tasks "
+                          f"with pipeline.service=grpc://HOST:P, or towers (hardware=cpu2) with pipeline.service=local")
+    if service == "local" and processes == "task":
+        raise ConfigError(f"pipeline.service=local with hardware={cfg.hardware.name}: each task would start a "
+                          f"service of its own; start one dispatcher (python -m runner.service dispatcher --port P) "
+                          f"and give every task pipeline.service=grpc://HOST:P")
 
 
 def check_report(cfg: DictConfig) -> None:

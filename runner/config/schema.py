@@ -118,6 +118,11 @@ class TfDataConfig(PipelineConfig):
     max_intra_op_parallelism: int = bounded(0, 1024)  # threads one input op may use; 0 = as many as the pool has
     deterministic: bool = MISSING  # true: the order the pipeline defines; false: training batches as they are ready
     autotune: AutotuneConfig = MISSING
+    # tf.data service (runner.distributed.data_service): null, local, or grpc://HOST:PORT of a running dispatcher
+    service: Optional[str] = MISSING
+    service_workers: int = bounded(1, 64)  # service=local: worker processes started for the run on 127.0.0.1
+    processing_mode: str = one_of("distributed_epoch", "parallel_epochs")
+    job_name: Optional[str] = MISSING  # null: one per run dir (every tower and cluster worker of the run shares it)
 
 
 # mode=bench's arms beside the pipelines: a name and the pipeline it measures with which settings. "autotune" is

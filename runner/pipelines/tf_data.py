@@ -36,6 +36,9 @@ class TfData(Pipeline):
                         "max_intra_op_parallelism": config.max_intra_op_parallelism}
         self.deterministic = config.deterministic
         self.autotune = config.autotune  # algorithm, cpu_budget, ram_budget (pipeline.autotune)
+        # A dispatcher's grpc:// address (runner.distributed.data_service resolves local): the training batches
+        # are made by its workers, one job (job_name) shared by every consumer of the run.
+        self.service = config.service
 
     STAGES = ("read", "decode", "preprocess")  # the prefixes the bench times; the whole adds prefetch
     FINAL_STAGE = "batch"
@@ -43,7 +46,7 @@ class TfData(Pipeline):
     def _sharded(self, ds: tf.data.Dataset, split: str, training: bool) -> tuple[tf.data.Dataset, int]:
         """This worker's shard of a split's records or examples (every count-th from its index), and its size."""
         n = self.dataset.num_examples(split)
-        if self.shard.applies(split, training):
+        if self.shard.applies(split, training) and not (training and self.service):  # the service shares it out
             ds = ds.shard(self.shard.count, self.shard.index)
             n = len(range(self.shard.index, n, self.shard.count))
         return ds, n
@@ -118,6 +121,12 @@ class TfData(Pipeline):
 
     def build(self, split: str, batch_size: int, training: bool) -> Batch:
         ds, n = self._batches(split, batch_size, training)
+        if training and self.service:
+            if not self.service.startswith("grpc://"):
+                raise ConfigError(f"pipeline.service={self.service}: the run resolves it to a dispatcher's "
+                                  f"grpc://HOST:PORT (runner.distributed.data_service.input_service)")
+            ds = ds.apply(tf.data.experimental.service.distribute(
+                processing_mode=self.config.processing_mode, service=self.service, job_name=self.config.job_name))
         iterator = tf.compat.v1.data.make_initializable_iterator(ds, shared_name=None)
         images, labels = iterator.get_next(name=f"{split}_batch")
         return Batch(images, labels, n, on_session=lambda sess: sess.run(iterator.initializer))

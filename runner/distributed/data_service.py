@@ -1,0 +1,230 @@
+"""tf.data service for a run's training batches (``pipeline.service`` of the tf_data pipeline): a dispatcher and
+worker processes run the input pipeline and stream batches to the trainers.
+
+- ``local``: this process starts a dispatcher and ``pipeline.service_workers`` worker processes on 127.0.0.1 for
+  the run, and stops them when it ends (a worker also ends with its parent, even on SIGKILL). While the run goes, a
+  worker that ends is said in one line; when none is left, the run stops as on SIGTERM (a checkpoint, then exit).
+- ``grpc://HOST:PORT``: a dispatcher already running (``python -m runner.service dispatcher --port PORT``), with
+  workers of its own (``python -m runner.service worker --dispatcher HOST:PORT``); one that does not answer within
+  :data:`CONNECT_SECS` is named.
+
+Every tower and every cluster worker of a run reads from one service job (``pipeline.job_name``, by default one
+per run dir), each getting its share. Evaluations stay in the trainer's process, with their exact example counts.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import hashlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from omegaconf import DictConfig, open_dict
+
+from runner.core.errors import ConfigError, RunnerError
+
+log = logging.getLogger("runner")
+SCHEME = "grpc://"
+CONNECT_SECS = 15.0  # how long a dispatcher is waited for before it is named as unreachable
+STOP_SECS = 10.0  # how long a local worker gets to end before it is killed
+
+
+def uses_service(cfg: DictConfig) -> bool:
+    return cfg.pipeline.name == "tf_data" and cfg.pipeline.get("service") is not None
+
+
+def job_name(run_dir: str) -> str:
+    """The run's service job: one per run dir, so every consumer of the run (towers, cluster workers) shares it."""
+    return "runner-" + hashlib.sha1(str(Path(run_dir).absolute()).encode()).hexdigest()[:12]
+
+
+def host_port(service: str) -> tuple[str, int]:
+    """``grpc://HOST:PORT`` as (HOST, PORT); a ConfigError naming the value otherwise."""
+    rest = service[len(SCHEME):] if service.startswith(SCHEME) else ""
+    host, _, port = rest.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"pipeline.service={service}: give null, local, or a dispatcher's address as "
+                          f"grpc://HOST:PORT (python -m runner.service dispatcher --port PORT starts one)")
+    return host, int(port)
+
+
+def check_reachable(service: str, wait_secs: float = CONNECT_SECS) -> None:
+    """Waits up to ``wait_secs`` for the dispatcher to accept a connection; names it when it does not."""
+    host, port = host_port(service)
+    deadline = time.monotonic() + wait_secs
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=min(2.0, wait_secs)):
+                return
+        except OSError as err:
+            if time.monotonic() >= deadline:
+                raise RunnerError(f"pipeline.service={service}: no tf.data service dispatcher answers at "
+                                  f"{host}:{port} ({err.strerror or err}; waited {wait_secs:.0f} s); start one with "
+                                  f"python -m runner.service dispatcher --port {port}, or use pipeline.service=local"
+                                  ) from None
+            time.sleep(0.5)
+
+
+@contextlib.contextmanager
+def input_service(cfg: DictConfig, run_dir: str) -> Iterator[DictConfig]:
+    """``cfg`` with its service resolved to a dispatcher's address and a job name, for as long as the run goes (a
+    local service is started here and stopped at the end); ``cfg`` itself when the pipeline uses none."""
+    if not uses_service(cfg):
+        yield cfg
+        return
+    pipeline = cfg.pipeline
+    name = pipeline.job_name or job_name(run_dir)
+    if pipeline.service != "local":
+        check_reachable(pipeline.service)
+        yield _resolved(cfg, pipeline.service, name)
+        return
+    with local_service(pipeline.service_workers) as address:
+        yield _resolved(cfg, address, name)
+
+
+def _resolved(cfg: DictConfig, address: str, name: str) -> DictConfig:
+    log.info("Input: the training batches (read, decode, preprocess, batch) are made by the tf.data service at %s, "
+             "job %s (%s); evaluations in this process", address, name, cfg.pipeline.processing_mode)
+    out = cfg.copy()
+    with open_dict(out):
+        out.pipeline.service, out.pipeline.job_name = address, name
+    return out
+
+
+@contextlib.contextmanager
+def local_service(workers: int) -> Iterator[str]:
+    """A dispatcher in this process and ``workers`` worker processes on 127.0.0.1; its address."""
+    import tensorflow as tf  # loaded by the run before its data service starts
+
+    service = tf.data.experimental.service
+    dispatcher = service.DispatchServer(service.DispatcherConfig(port=0))
+    address = f"127.0.0.1:{dispatcher.target.rsplit(':', 1)[1]}"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")}  # as the run's
+    children = [subprocess.Popen([sys.executable, "-m", "runner.service", "worker", "--dispatcher", address],
+                                 stdin=subprocess.DEVNULL, env=env, preexec_fn=_end_with_parent)
+                for _ in range(workers)]
+    log.info("pipeline.service=local: a tf.data service dispatcher at %s and %d worker process(es) (pids %s)",
+             address, workers, ", ".join(str(c.pid) for c in children))
+    watch = _Watch(children)
+    try:
+        yield SCHEME + address
+    finally:
+        watch.stop()
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+        deadline = time.monotonic() + STOP_SECS
+        for child in children:
+            try:
+                child.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        dispatcher._stop()
+
+
+class _Watch:
+    """Says when a local worker ends while the run goes; when none is left, stops the run as SIGTERM does (its
+    checkpoint written), since the trainer would otherwise wait for batches that never come."""
+
+    def __init__(self, children: list[subprocess.Popen]):
+        self.children, self.done = children, threading.Event()
+        self.thread = threading.Thread(target=self._run, name="data-service-watch", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        said: set[int] = set()
+        while not self.done.wait(0.5):
+            for child in self.children:
+                if child.pid not in said and child.poll() is not None:
+                    said.add(child.pid)
+                    left = sum(c.poll() is None for c in self.children)
+                    log.error("tf.data service worker %d ended (exit status %s); %d worker(s) left%s", child.pid,
+                              child.returncode, left, "" if left else ": stopping the run with a checkpoint")
+                    if not left:
+                        os.kill(os.getpid(), signal.SIGTERM)
+                        return
+
+    def stop(self) -> None:
+        self.done.set()
+        self.thread.join()
+
+
+def _end_with_parent() -> None:
+    """In a worker's process: SIGTERM when the process that started it dies, even by SIGKILL (prctl
+    PR_SET_PDEATHSIG)."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+
+
+# ------------------------------------------------------------------------------------ python -m runner.service
+def main(argv: list[str] | None = None) -> None:
+    """``python -m runner.service dispatcher --port P [--work-dir DIR]`` or
+    ``python -m runner.service worker --dispatcher HOST:P [--port P]``: a role of a tf.data service, until stopped."""
+    parser = argparse.ArgumentParser(prog="python -m runner.service", description=main.__doc__)
+    roles = parser.add_subparsers(dest="role", required=True)
+    dispatcher = roles.add_parser("dispatcher", help="the service's dispatcher")
+    dispatcher.add_argument("--port", type=int, required=True)
+    dispatcher.add_argument("--work-dir", help="where it keeps its state: it survives its own restart")
+    worker = roles.add_parser("worker", help="a worker that runs input pipelines for the dispatcher")
+    worker.add_argument("--dispatcher", required=True, help="HOST:PORT of the dispatcher")
+    worker.add_argument("--port", type=int, default=0, help="its own port (0: any free one)")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    stop = threading.Event()  # the servers run in threads of their own; this one waits for SIGTERM or Ctrl-C
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        server = _dispatcher(args.port, args.work_dir) if args.role == "dispatcher" else \
+            _worker(args.dispatcher, args.port)
+    except RunnerError as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    while not stop.wait(1.0):
+        pass
+    server._stop()
+
+
+def _port_free(port: int) -> None:
+    with socket.socket() as s:
+        try:
+            s.bind(("", port))
+        except OSError as err:
+            raise RunnerError(f"port {port} is in use ({err.strerror}); choose another with --port") from None
+
+
+def _dispatcher(port: int, work_dir: str | None):
+    import tensorflow as tf
+
+    _port_free(port)
+    service = tf.data.experimental.service
+    config = service.DispatcherConfig(port=port, work_dir=work_dir, fault_tolerant_mode=work_dir is not None)
+    server = service.DispatchServer(config)
+    log.info("tf.data service dispatcher at %s%s", server.target,
+             f" (state in {work_dir}: it survives a restart)" if work_dir else "")
+    return server
+
+
+def _worker(dispatcher: str, port: int):
+    import tensorflow as tf
+
+    if port:
+        _port_free(port)
+    check_reachable(SCHEME + dispatcher)
+    service = tf.data.experimental.service
+    host = dispatcher.rpartition(":")[0]
+    own = "127.0.0.1" if host in ("127.0.0.1", "localhost") else socket.getfqdn()
+    server = service.WorkerServer(service.WorkerConfig(dispatcher_address=dispatcher, port=port,
+                                                       worker_address=f"{own}:%port%"))
+    log.info("tf.data service worker for the dispatcher at %s (pid %d)", dispatcher, os.getpid())
+    return server

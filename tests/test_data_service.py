@@ -1,0 +1,164 @@
+"""pipeline.service: the training batches made by tf.data service workers, real dispatcher and worker processes on
+127.0.0.1 (runner.distributed.data_service)."""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runner.core.errors import RunnerError
+from runner.distributed.data_service import check_reachable
+from runner.distributed.local_cluster import free_ports
+from tests.helpers import TINY, option, run_cli, user_env
+
+RUN = ["pipeline=tf_data", *TINY, "optimizer.lr=0.1", "log_every=100", "eval_splits=[test]"]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}").exists() and "(Z)" not in Path(f"/proc/{pid}/stat").read_text()
+
+
+def _worker_pids(out: str) -> list[int]:
+    found = re.search(r"worker process\(es\) \(pids ([\d, ]+)\)", out)
+    assert found, out[-2000:]
+    return [int(p) for p in found.group(1).split(", ")]
+
+
+def test_a_run_with_a_local_service_trains_and_leaves_no_process(tmp_path):
+    """As the docs show it, in an empty folder."""
+    proc = run_cli(*RUN, "pipeline.service=local", "pipeline.service_workers=2", "max_steps=300",
+                   "checkpoint_every=300", cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert re.search(r"a tf.data service dispatcher at 127\.0\.0\.1:\d+ and 2 worker process", proc.stdout)
+    said = "Input: the training batches (read, decode, preprocess, batch) are made by the tf.data service at grpc://"
+    assert said in proc.stdout
+    precision = float(re.search(r"Test Data Eval:\n.*Precision @ 1: ([\d.]+)", proc.stdout).group(1))
+    assert precision > 0.5  # chance is 0.1
+    assert "Num examples: 300 " in proc.stdout  # the eval in this process, every test example once
+    pids = _worker_pids(proc.stdout)
+    assert not any(_alive(p) for p in pids)
+
+
+def test_distributed_epoch_gives_each_example_once_an_epoch(tiny_digits):
+    import tensorflow as tf
+
+    from runner.distributed.data_service import local_service
+    from runner.pipelines import PIPELINES
+
+    def first_epoch(service: str | None) -> list[str]:
+        config = option("pipeline", "tf_data", service=service, job_name="epoch", shuffle_buffer=500)
+        graph = tf.Graph()
+        with graph.as_default():
+            batch = PIPELINES.get("tf_data")(config, tiny_digits, seed=0).build("train", 50, training=True)
+            with tf.compat.v1.Session(graph=graph) as sess:
+                batch.on_session(sess)
+                n = tiny_digits.num_examples("train")
+                images = np.concatenate([sess.run(batch.images) for _ in range(n // 50)])
+        return [hashlib.sha1(image.tobytes()).hexdigest() for image in images]
+
+    with local_service(1) as address:
+        served = first_epoch(address)
+    alone = first_epoch(None)
+    assert len(served) == len(set(served)) == tiny_digits.num_examples("train")  # each example once
+    assert set(served) == set(alone)  # the same examples as in this process, in another order
+
+
+def test_a_dispatcher_that_does_not_answer_is_named_within_the_wait():
+    (port,) = free_ports(1)
+    started = time.monotonic()
+    with pytest.raises(RunnerError, match=rf"no tf.data service dispatcher answers at 127\.0\.0\.1:{port} .*"
+                                          rf"python -m runner.service dispatcher --port {port}"):
+        check_reachable(f"grpc://127.0.0.1:{port}", wait_secs=1.0)
+    assert time.monotonic() - started < 5
+
+
+def test_a_service_address_that_is_not_grpc_host_port_is_refused(tmp_path):
+    proc = run_cli(*RUN, "pipeline.service=127.0.0.1:5000", "max_steps=10", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "pipeline.service=127.0.0.1:5000: give null, local, or a dispatcher's address as grpc://HOST:PORT" in \
+        proc.stdout
+
+
+@pytest.mark.parametrize("args,said", [
+    (["mode=bench", "pipeline.service=local"], "mode=bench measures the input in this process"),
+    (["hardware=local_cluster", "pipeline.service=local"], "the local cluster's tasks run in a network of their own"),
+])
+def test_a_service_where_it_cannot_serve_is_refused(tmp_path, args, said):
+    proc = run_cli(*RUN, *args, cwd=tmp_path)
+    assert proc.returncode == 2 and said in proc.stdout, proc.stdout[-2000:]
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_a_dispatcher_on_a_port_in_use_is_named():
+    with socket.socket() as held:
+        held.bind(("", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        proc = subprocess.run([sys.executable, "-m", "runner.service", "dispatcher", "--port", str(port)],
+                              capture_output=True, text=True, timeout=120, env=user_env())
+    assert proc.returncode == 2
+    assert f"error: port {port} is in use" in proc.stderr
+
+
+@pytest.mark.slow  # three processes as a user starts them on other machines, then a run
+def test_a_run_reads_from_a_dispatcher_and_worker_started_by_hand(tmp_path):
+    """The docs' commands as typed: a dispatcher, a worker, then a run given the dispatcher's address."""
+    (port,) = free_ports(1)
+    service = [sys.executable, "-m", "runner.service"]
+    roles = [subprocess.Popen([*service, "dispatcher", "--port", str(port)], env=user_env()),
+             subprocess.Popen([*service, "worker", "--dispatcher", f"127.0.0.1:{port}"], env=user_env())]
+    try:
+        proc = run_cli(*RUN, f"pipeline.service=grpc://127.0.0.1:{port}", "max_steps=200", "checkpoint_every=200",
+                       cwd=tmp_path, timeout=300)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        assert f"made by the tf.data service at grpc://127.0.0.1:{port}, job runner-" in proc.stdout
+        assert all(role.poll() is None for role in roles)  # a service of its own: the run leaves it running
+    finally:
+        for role in roles:
+            role.send_signal(signal.SIGTERM)
+        for role in roles:
+            assert role.wait(timeout=60) == 0
+
+
+@pytest.mark.slow  # a run stopped by its service's last worker ending
+def test_the_last_local_worker_killed_stops_the_run_with_a_checkpoint(tmp_path):
+    args = [*RUN, "pipeline.service=local", "max_steps=1000000", "checkpoint_every=100000"]
+    holder: dict = {}
+
+    def kill_the_worker(line: str) -> bool:
+        if "worker process(es) (pids" in line:
+            holder["pids"] = _worker_pids(line)
+        if line.startswith("Step 200: ") and "pids" in holder:
+            os.kill(holder["pids"][0], signal.SIGKILL)
+            return True
+        return False
+
+    proc = subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=user_env())
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if kill_the_worker(line):
+            break
+    lines.append(proc.stdout.read())
+    out = "".join(lines)
+    assert proc.wait(timeout=120) == 128 + signal.SIGTERM, out[-3000:]
+    assert re.search(r"tf.data service worker \d+ ended \(exit status -9\); 0 worker\(s\) left: stopping the run "
+                     r"with a checkpoint", out)
+    # The step waiting for a batch that no worker will make cannot finish: the run ends at once, keeping its last
+    # checkpoint, as it does when no safe point comes after a signal.
+    assert "stopped: SIGTERM, no safe point within 30 s: exiting at once (the last checkpoint is kept)" in out
+    assert not any(_alive(p) for p in holder["pids"])
