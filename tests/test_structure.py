@@ -103,7 +103,7 @@ def test_runner_has_no_import_cycles():
 # (the models, trainers, optimizers and pipelines) import none of each other.
 LAYERS = [{"cli"}, {"modes"}, {"sweeps"}, {"distributed"}, {"perf"}, {"run"}, {"engine"},
           {"models", "trainers", "optim", "pipelines"}, {"ops"}, {"datasets"}, {"config"}, {"core"}]
-ENTRY_POINTS = {"__init__", "__main__", "viewer", "report", "service"}  # python -m runner, runner.X
+ENTRY_POINTS = {"__init__", "__main__", "viewer", "report", "service"}  # python -m runner and its commands
 
 
 def _layer(module: str) -> str:
