@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import signal
@@ -18,7 +19,7 @@ import pytest
 from runner.core.errors import RunnerError
 from runner.distributed.data_service import check_reachable
 from runner.distributed.local_cluster import free_ports
-from tests.helpers import TINY, option, run_cli, user_env
+from tests.helpers import TINY, option, run_cli, stop_when, user_env
 
 RUN = ["pipeline=tf_data", *TINY, "optimizer.lr=0.1", "log_every=100", "eval_splits=[test]"]
 
@@ -50,6 +51,41 @@ def test_a_run_with_a_local_service_trains_and_leaves_no_process(tmp_path):
     assert "Num examples: 300 " in proc.stdout  # the eval in this process, every test example once
     pids = _worker_pids(proc.stdout)
     assert not any(_alive(p) for p in pids)
+
+
+def test_towers_share_one_service_job(tmp_path):
+    """Two towers, each a consumer of the run's one job: each step takes a batch of the job for each tower."""
+    proc = run_cli(*RUN, "hardware=cpu2", "pipeline.service=local", "max_steps=200", "checkpoint_every=200",
+                   cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "trainer=towers" in proc.stdout and re.search(r"job runner-[0-9a-f]{12} \(distributed_epoch\)", proc.stdout)
+    precision = float(re.search(r"Test Data Eval:\n.*Precision @ 1: ([\d.]+)", proc.stdout).group(1))
+    assert precision > 0.5
+    assert not any(_alive(p) for p in _worker_pids(proc.stdout))
+
+
+@pytest.mark.slow  # two runs of 1,000 steps on the default data
+def test_a_run_on_the_service_learns_as_one_in_process(tmp_path):
+    """The same run with its batches from a local service and from its own process: the same precision within
+    seed noise (the examples' order differs: the dispatcher hands out the files)."""
+    args = ["pipeline=tf_data", "max_steps=1000", "log_every=500", "checkpoint_every=1000", "eval_splits=[test]"]
+    precision = {}
+    for name, service in (("alone", []), ("served", ["pipeline.service=local"])):
+        proc = run_cli(*args, *service, f"run_dir={tmp_path / name}", cwd=tmp_path, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        precision[name] = json.loads((tmp_path / name / "summary.json").read_text())["final_precision"]["test"]
+    assert precision["alone"] > 0.7, precision  # chance is 0.1
+    assert abs(precision["served"] - precision["alone"]) < 0.02, precision
+
+
+@pytest.mark.slow  # a signal to a run whose workers are its own
+def test_a_signal_to_the_trainer_stops_its_local_workers_too(tmp_path):
+    args = [*RUN, "pipeline.service=local", "pipeline.service_workers=2", "max_steps=1000000",
+            "checkpoint_every=100000"]
+    stopped = stop_when(args, "Step 200: ", signal.SIGTERM, cwd=tmp_path)
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stdout[-3000:]
+    assert re.search(r"SIGTERM at step \d+: checkpoint saved in", stopped.stdout)
+    assert not any(_alive(p) for p in _worker_pids(stopped.stdout))
 
 
 def test_distributed_epoch_gives_each_example_once_an_epoch(tiny_digits):
