@@ -169,6 +169,41 @@ def test_a_run_reads_from_a_dispatcher_and_worker_started_by_hand(tmp_path):
             assert role.wait(timeout=60) == 0
 
 
+@pytest.mark.slow  # a dispatcher killed and started again while a run reads from it
+def test_a_dispatcher_with_a_work_dir_restarted_mid_run_lets_the_run_go_on(tmp_path):
+    (port,) = free_ports(1)
+    service = [sys.executable, "-m", "runner.service"]
+    dispatcher = [*service, "dispatcher", "--port", str(port), "--work-dir", str(tmp_path / "state")]
+    roles = [subprocess.Popen(dispatcher, env=user_env()),
+             subprocess.Popen([*service, "worker", "--dispatcher", f"127.0.0.1:{port}"], env=user_env())]
+    run = subprocess.Popen([sys.executable, "-m", "runner", *RUN, f"pipeline.service=grpc://127.0.0.1:{port}",
+                            "max_steps=100000000", "checkpoint_every=100000000"], cwd=tmp_path,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=user_env())
+    try:
+        killed_at, lines = None, []
+        for line in run.stdout:
+            lines.append(line)
+            step = re.match(r"Step (\d+): ", line)
+            if step and killed_at is None and int(step.group(1)) >= 500:
+                roles[0].kill()  # the dispatcher, at once
+                roles[0].wait()
+                killed_at = int(step.group(1))
+                roles[0] = subprocess.Popen(dispatcher, env=user_env())  # the same port, the same state
+            elif step and killed_at is not None and int(step.group(1)) >= killed_at + 1000:
+                run.send_signal(signal.SIGTERM)
+                break
+        lines.append(run.stdout.read())
+        out = "".join(lines)
+        assert run.wait(timeout=120) == 128 + signal.SIGTERM, out[-3000:]
+        assert killed_at is not None and re.search(r"SIGTERM at step \d+: checkpoint saved in", out), out[-3000:]
+    finally:
+        run.kill()
+        for role in roles:
+            role.send_signal(signal.SIGTERM)
+        for role in roles:
+            role.wait(timeout=60)
+
+
 @pytest.mark.slow  # a run stopped by its service's last worker ending
 def test_the_last_local_worker_killed_stops_the_run_with_a_checkpoint(tmp_path):
     args = [*RUN, "pipeline.service=local", "max_steps=1000000", "checkpoint_every=100000"]

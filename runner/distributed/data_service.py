@@ -196,7 +196,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _port_free(port: int) -> None:
+    """Nothing listens on ``port`` (a port a stopped server left in TIME_WAIT is free, as gRPC binds it)."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("", port))
         except OSError as err:
