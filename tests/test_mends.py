@@ -259,7 +259,8 @@ def test_a_file_truncated_under_a_running_pipeline_stops_it_naming_the_file(tmp_
     work = tmp_path / "work"
     work.mkdir()
     proc = subprocess.Popen([sys.executable, "-m", "runner", "dataset=fixed_length", f"dataset.root={tmp_path}/data",
-                             f"pipeline={pipeline}", "max_steps=1000000", "checkpoint_every=200"], cwd=work,
+                             f"pipeline={pipeline}", "max_steps=1000000", "checkpoint_every=200",
+                             "keep_checkpoints=1000"], cwd=work,  # none rotated away: preloaded trains on, from memory
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=user_env())
     try:
         said = []
