@@ -123,6 +123,7 @@ class TfDataConfig(PipelineConfig):
     service_workers: int = bounded(1, 64)  # service=local: worker processes started for the run on 127.0.0.1
     processing_mode: str = one_of("distributed_epoch", "parallel_epochs")
     job_name: Optional[str] = MISSING  # null: one per run dir (every tower and cluster worker of the run shares it)
+    service_compression: str = one_of("none", "auto")  # auto: the workers compress batches (less network, more CPU)
 
 
 # mode=bench's arms beside the pipelines: a name and the pipeline it measures with which settings. "autotune" is

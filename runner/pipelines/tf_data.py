@@ -126,7 +126,8 @@ class TfData(Pipeline):
                 raise ConfigError(f"pipeline.service={self.service}: the run resolves it to a dispatcher's "
                                   f"grpc://HOST:PORT (runner.distributed.data_service.input_service)")
             ds = ds.apply(tf.data.experimental.service.distribute(
-                processing_mode=self.config.processing_mode, service=self.service, job_name=self.config.job_name))
+                processing_mode=self.config.processing_mode, service=self.service, job_name=self.config.job_name,
+                compression="AUTO" if self.config.service_compression == "auto" else None))
         iterator = tf.compat.v1.data.make_initializable_iterator(ds, shared_name=None)
         images, labels = iterator.get_next(name=f"{split}_batch")
         return Batch(images, labels, n, on_session=lambda sess: sess.run(iterator.initializer))
