@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import hashlib
 import logging
 import os
@@ -31,6 +30,7 @@ from pathlib import Path
 from omegaconf import DictConfig, open_dict
 
 from runner.core.errors import ConfigError, RunnerError
+from runner.core.system import end_with_parent
 
 log = logging.getLogger("runner")
 SCHEME = "grpc://"
@@ -110,7 +110,7 @@ def local_service(workers: int) -> Iterator[str]:
     address = f"127.0.0.1:{dispatcher.target.rsplit(':', 1)[1]}"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")}  # as the run's
     children = [subprocess.Popen([sys.executable, "-m", "runner.service", "worker", "--dispatcher", address],
-                                 stdin=subprocess.DEVNULL, env=env, preexec_fn=_end_with_parent)
+                                 stdin=subprocess.DEVNULL, env=env, preexec_fn=end_with_parent)
                 for _ in range(workers)]
     log.info("pipeline.service=local: a tf.data service dispatcher at %s and %d worker process(es) (pids %s)",
              address, workers, ", ".join(str(c.pid) for c in children))
@@ -157,13 +157,6 @@ class _Watch:
     def stop(self) -> None:
         self.done.set()
         self.thread.join()
-
-
-def _end_with_parent() -> None:
-    """In a worker's process: SIGTERM when the process that started it dies, even by SIGKILL (prctl
-    PR_SET_PDEATHSIG)."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
 
 
 # ------------------------------------------------------------------------------------ python -m runner.service

@@ -10,7 +10,6 @@ a private network (netns.Network), so their servers are reachable by each other 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import functools
 import json
 import logging
@@ -32,7 +31,7 @@ from runner.config.hydra import override_key
 from runner.config.schema import keys_tagged
 from runner.core.errors import RunnerError
 from runner.core.signals import Interrupted, StopSignals, signal_name
-from runner.core.system import cores
+from runner.core.system import cores, end_with_parent
 from runner.distributed.netns import Network
 from runner.distributed.roles import LAUNCHED_ENV
 from runner.run import rundir
@@ -76,10 +75,8 @@ def free_ports(n: int) -> list[int]:
 
 
 def _in_child(network: Network) -> None:
-    """In a task's child process, before it runs: SIGTERM when the launcher dies, even by SIGKILL (Linux prctl
-    PR_SET_PDEATHSIG); into the cluster's private network."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+    """In a task's child process, before it runs: it ends with the launcher; into the cluster's private network."""
+    end_with_parent()
     if network.private:
         network.join()
 
