@@ -121,6 +121,23 @@ def test_a_dispatcher_that_does_not_answer_is_named_within_the_wait():
     assert time.monotonic() - started < 5
 
 
+@pytest.mark.slow  # a local cluster of two workers and a ps, and a service of two workers
+def test_a_local_cluster_shares_one_service_job_and_leaves_no_process(tmp_path):
+    proc = run_cli(*RUN, "hardware=local_cluster", "hardware.workers=2", "pipeline.service=local",
+                   "pipeline.service_workers=2", "max_steps=200", "checkpoint_every=200", cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    said = re.search(r"a tf.data service dispatcher at (127\.0\.0\.1:\d+) \(pid (\d+)\) and 2 input worker\(s\) "
+                     r"\(pids (\d+), (\d+)\)", proc.stdout)
+    assert said, proc.stdout[-3000:]
+    found = re.findall(r"\[worker (\d)\] Input: .* tf.data service at grpc://(\S+), job (\S+)", proc.stdout)
+    assert sorted(w for w, _, _ in found) == ["0", "1"]
+    assert {address for _, address, _ in found} == {said.group(1)}
+    assert len({job for _, _, job in found}) == 1  # both worker tasks read from one job
+    precision = float(re.search(r"Test Data Eval:\n.*Precision @ 1: ([\d.]+)", proc.stdout).group(1))
+    assert precision > 0.5
+    assert not any(_alive(int(pid)) for pid in said.groups()[1:])
+
+
 def test_a_service_address_that_is_not_grpc_host_port_is_refused(tmp_path):
     proc = run_cli(*RUN, "pipeline.service=127.0.0.1:5000", "max_steps=10", cwd=tmp_path)
     assert proc.returncode == 2
@@ -130,7 +147,9 @@ def test_a_service_address_that_is_not_grpc_host_port_is_refused(tmp_path):
 
 @pytest.mark.parametrize("args,said", [
     (["mode=bench", "pipeline.service=local"], "mode=bench measures the input in this process"),
-    (["hardware=local_cluster", "pipeline.service=local"], "the local cluster's tasks run in a network of their own"),
+    (["hardware=local_cluster", "pipeline.service=grpc://127.0.0.1:5050"],
+     "the local cluster's tasks run in a network of their own"),
+    (["hardware=cluster", "pipeline.service=local"], "each task would start a service of its own"),
 ])
 def test_a_service_where_it_cannot_serve_is_refused(tmp_path, args, said):
     proc = run_cli(*RUN, *args, cwd=tmp_path)

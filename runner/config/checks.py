@@ -154,10 +154,10 @@ def check_service(cfg: DictConfig) -> None:
         raise ConfigError(f"pipeline.service={service}: mode={cfg.mode} measures the input in this process; run it "
                           f"with pipeline.service=null")
     processes = group_schema(cfg, "hardware").processes
-    if processes == "launcher":
+    if processes == "launcher" and service != "local":
         raise ConfigError(f"pipeline.service={service} with hardware={cfg.hardware.name}: the local cluster's tasks "
-                          f"run in a network of their own, which reaches no dispatcher; use hardware=cluster tasks "
-                          f"with pipeline.service=grpc://HOST:P, or towers (hardware=cpu2) with pipeline.service=local")
+                          f"run in a network of their own, which reaches no other dispatcher; use "
+                          f"pipeline.service=local (the launcher starts one there), or hardware=cluster tasks")
     if service == "local" and processes == "task":
         raise ConfigError(f"pipeline.service=local with hardware={cfg.hardware.name}: each task would start a "
                           f"service of its own; start one dispatcher (python -m runner.service dispatcher --port P) "

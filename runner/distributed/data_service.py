@@ -31,11 +31,13 @@ from omegaconf import DictConfig, open_dict
 
 from runner.core.errors import ConfigError, RunnerError
 from runner.core.system import end_with_parent
+from runner.core.tfload import load_tensorflow
 
 log = logging.getLogger("runner")
 SCHEME = "grpc://"
 CONNECT_SECS = 15.0  # how long a dispatcher is waited for before it is named as unreachable
 STOP_SECS = 10.0  # how long a local worker gets to end before it is killed
+SERVING = "tf.data service dispatcher at"  # the line a dispatcher says once it serves
 
 
 def uses_service(cfg: DictConfig) -> bool:
@@ -108,7 +110,7 @@ def local_service(workers: int) -> Iterator[str]:
     service = tf.data.experimental.service
     dispatcher = service.DispatchServer(service.DispatcherConfig(port=0))
     address = f"127.0.0.1:{dispatcher.target.rsplit(':', 1)[1]}"
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")}  # as the run's
+    env = service_env()
     children = [subprocess.Popen([sys.executable, "-m", "runner.service", "worker", "--dispatcher", address],
                                  stdin=subprocess.DEVNULL, env=env, preexec_fn=end_with_parent)
                 for _ in range(workers)]
@@ -130,6 +132,11 @@ def local_service(workers: int) -> Iterator[str]:
                 child.kill()
                 child.wait()
         dispatcher._stop()
+
+
+def service_env() -> dict[str, str]:
+    """The environment of a service process a run starts: TensorFlow's start-up lines as quiet as the run's."""
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3"), "PYTHONUNBUFFERED": "1"}
 
 
 class _Watch:
@@ -199,20 +206,18 @@ def _port_free(port: int) -> None:
 
 
 def _dispatcher(port: int, work_dir: str | None):
-    import tensorflow as tf
-
+    tf = load_tensorflow(verbose=False)
     _port_free(port)
     service = tf.data.experimental.service
     config = service.DispatcherConfig(port=port, work_dir=work_dir, fault_tolerant_mode=work_dir is not None)
     server = service.DispatchServer(config)
-    log.info("tf.data service dispatcher at %s%s", server.target,
+    log.info("%s %s%s", SERVING, server.target,
              f" (state in {work_dir}: it survives a restart)" if work_dir else "")
     return server
 
 
 def _worker(dispatcher: str, port: int):
-    import tensorflow as tf
-
+    tf = load_tensorflow(verbose=False)
     if port:
         _port_free(port)
     check_reachable(SCHEME + dispatcher)

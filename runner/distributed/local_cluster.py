@@ -6,6 +6,9 @@ config, history), prints every task's lines prefixed by its role, and watches th
 others and the command exits non-zero naming it and its last error line; a signal reaches every task (the chief
 checkpoints) and nothing outlives the command. TensorFlow's thread pools are divided among the tasks. The tasks share
 a private network (netns.Network), so their servers are reachable by each other alone.
+
+With ``pipeline.service=local`` the launcher also starts a tf.data service there (a dispatcher and
+``pipeline.service_workers`` workers, watched like the tasks) and every worker task reads from its one job.
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ from runner.config.schema import keys_tagged
 from runner.core.errors import RunnerError
 from runner.core.signals import Interrupted, StopSignals, signal_name
 from runner.core.system import cores, end_with_parent
+from runner.distributed.data_service import SERVING, job_name, service_env
 from runner.distributed.netns import Network
 from runner.distributed.roles import LAUNCHED_ENV
 from runner.run import rundir
@@ -42,6 +46,7 @@ log = logging.getLogger("runner")
 STOP_GRACE_SECS = 40  # after a signal, how long the tasks get to checkpoint and exit before they are killed
 FAIL_GRACE_SECS = 5  # after a failure, how long the other tasks get before they are killed
 DONE_GRACE_SECS = 60  # after the workers end, how long the ps tasks and the evaluator get to end
+SERVICE_START_SECS = 120  # how long a tf.data service dispatcher gets to start (it loads TensorFlow)
 
 
 @dataclass
@@ -52,6 +57,7 @@ class ChildTask:
     index: int
     process: subprocess.Popen
     lines: deque = field(default_factory=lambda: deque(maxlen=50))
+    serves: bool = False  # a tf.data service process: it runs until the launcher stops it
 
     @property
     def name(self) -> str:
@@ -81,11 +87,14 @@ def _in_child(network: Network) -> None:
         network.join()
 
 
-def task_command(cfg: DictConfig, run_dir: str, overrides: list[str], threads: int) -> list[str]:
+def task_command(cfg: DictConfig, run_dir: str, overrides: list[str], threads: int,
+                 extra: list[str] = ()) -> list[str]:
     """The command every task runs: the launcher's overrides, with hardware=cluster and the launcher's hardware
-    settings, the same run dir, and no config or log file of its own (the launcher keeps them)."""
+    settings, the same run dir, and no config or log file of its own (the launcher keeps them); ``extra`` overrides
+    replace the launcher's of the same keys."""
+    replaced = {override_key(o) for o in extra}
     own = [o for o in overrides if override_key(o).split(".")[0] not in ("hardware", "run_dir")
-           and not o.startswith("hydra")]
+           and override_key(o) not in replaced and not o.startswith("hydra")]
     hardware = cfg.hardware
     task_keys = [key.split(".", 1)[1] for key in keys_tagged(TASK)]  # the rest are local_cluster's own
     settings = [f"hardware.{key}={str(hardware[key]).lower() if isinstance(hardware[key], bool) else hardware[key]}"
@@ -94,7 +103,7 @@ def task_command(cfg: DictConfig, run_dir: str, overrides: list[str], threads: i
     inter = hardware.inter_op_threads or threads
     return [sys.executable, "-m", "runner", *own, "hardware=cluster", *settings, "hardware.resolver=tf_config",
             f"hardware.intra_op_threads={intra}", f"hardware.inter_op_threads={inter}", f"run_dir={run_dir}",
-            "progress=lines"]
+            "progress=lines", *extra]
 
 
 def run(cfg: DictConfig, run_dir: str, invocation: Invocation) -> dict | None:
@@ -118,7 +127,11 @@ def launch(cfg: DictConfig, run_dir: str, overrides: list[str]) -> dict | None:
     roles += [("evaluator", 0)] if hardware.evaluator else []
     computing = hardware.workers + (1 if hardware.evaluator else 0)  # ps tasks mostly wait: they get one thread
     threads = max(1, cores() // computing)
-    command = task_command(cfg, str(Path(run_dir).absolute()), overrides, threads)
+    serving = cfg.pipeline.name == "tf_data" and cfg.pipeline.get("service") == "local"
+    dispatcher_port = free_ports(1)[0] if serving else 0
+    extra = [f"pipeline.service=grpc://127.0.0.1:{dispatcher_port}",
+             f"pipeline.job_name={cfg.pipeline.job_name or job_name(run_dir)}"] if serving else []
+    command = task_command(cfg, str(Path(run_dir).absolute()), overrides, threads, extra)
     tasks: list[ChildTask] = []
     with Network() as network, StopSignals(grace_secs=STOP_GRACE_SECS + 5) as stop, contextlib.ExitStack() as stack:
         log.info("local_cluster: %d ps, %d worker(s)%s on 127.0.0.1 %s; %d TensorFlow thread(s) per worker",
@@ -131,7 +144,10 @@ def launch(cfg: DictConfig, run_dir: str, overrides: list[str]) -> dict | None:
         stack.callback(_end_all, tasks, FAIL_GRACE_SECS)  # whatever happens, nothing outlives the command
         # A signal goes to the workers and the evaluator; the ps tasks hold the variables the chief's last checkpoint
         # reads, so they are stopped after the workers.
-        stop.on_stop(lambda: _signal_all([t for t in tasks if t.role != "ps"], stop.signum or signal.SIGTERM))
+        stop.on_stop(lambda: _signal_all([t for t in tasks if t.role != "ps" and not t.serves],
+                                         stop.signum or signal.SIGTERM))
+        if serving:
+            _start_service(tasks, network, dispatcher_port, cfg.pipeline.service_workers)
         for role, index in roles:
             env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": role, "index": index}}),
                    LAUNCHED_ENV: str(os.getpid()), "PYTHONUNBUFFERED": "1"}
@@ -140,14 +156,8 @@ def launch(cfg: DictConfig, run_dir: str, overrides: list[str]) -> dict | None:
                             c.split("=")[0] + "=1" for c in command]
             else:
                 task_cmd = command
-            process = subprocess.Popen(task_cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL, text=True, errors="replace",
-                                       start_new_session=True,  # a terminal's Ctrl-C reaches them through here
-                                       preexec_fn=functools.partial(_in_child, network))
-            task = ChildTask(role, index, process)
-            tasks.append(task)
-            threading.Thread(target=_relay, args=(task,), daemon=True, name=f"relay-{role}{index}").start()
-            log.info("[%s] started (pid %d, %s)", task.name, process.pid,
+            task = _start(tasks, network, role, index, task_cmd, env)
+            log.info("[%s] started (pid %d, %s)", task.name, task.process.pid,
                      cluster[role][index] if role in cluster else "no server")
         _watch(tasks, stop)
     if stop.signum is not None:
@@ -156,6 +166,39 @@ def launch(cfg: DictConfig, run_dir: str, overrides: list[str]) -> dict | None:
                           f"{Path(run_dir) / 'checkpoints'}; rerun with run_dir={run_dir} to resume", stop.signum)
     summary = Path(run_dir) / "summary.json"
     return json.loads(summary.read_text()) if summary.exists() else None
+
+
+def _start(tasks: list[ChildTask], network: Network, role: str, index: int, command: list[str], env: dict,
+           serves: bool = False) -> ChildTask:
+    """A task's child process in the cluster's network, its lines relayed."""
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               stdin=subprocess.DEVNULL, text=True, errors="replace",
+                               start_new_session=True,  # a terminal's Ctrl-C reaches them through here
+                               preexec_fn=functools.partial(_in_child, network))
+    task = ChildTask(role, index, process, serves=serves)
+    tasks.append(task)
+    threading.Thread(target=_relay, args=(task,), daemon=True, name=f"relay-{role}{index}").start()
+    return task
+
+
+def _start_service(tasks: list[ChildTask], network: Network, port: int, workers: int) -> None:
+    """A tf.data service in the cluster's network: its dispatcher on ``port`` (waited for), then its workers."""
+    env = service_env()
+    service = [sys.executable, "-m", "runner.service"]
+    dispatcher = _start(tasks, network, "dispatcher", 0, [*service, "dispatcher", "--port", str(port)], env, True)
+    deadline = time.monotonic() + SERVICE_START_SECS
+    while not any(SERVING in line for line in list(dispatcher.lines)):
+        if dispatcher.process.poll() is not None or time.monotonic() > deadline:
+            time.sleep(0.2)  # its last lines
+            how = "did not start within %d s" % SERVICE_START_SECS if dispatcher.process.poll() is None else \
+                f"exited with status {dispatcher.process.returncode}"
+            raise RunnerError(f"the tf.data service dispatcher {how}: {dispatcher.last_error()}")
+        time.sleep(0.1)
+    started = [_start(tasks, network, "input worker", index,
+                      [*service, "worker", "--dispatcher", f"127.0.0.1:{port}"], env, True) for index in range(workers)]
+    log.info("local_cluster: a tf.data service dispatcher at 127.0.0.1:%d (pid %d) and %d input worker(s) (pids %s) "
+             "in the tasks' network; every worker task reads from its one job", port, dispatcher.process.pid, workers,
+             ", ".join(str(t.process.pid) for t in started))
 
 
 def _relay(task: ChildTask) -> None:
@@ -172,7 +215,7 @@ def _watch(tasks: list[ChildTask], stop: StopSignals) -> None:
     workers = [t for t in tasks if t.role == "worker"]
     while True:
         if stop.signum is not None:
-            _wait([t for t in tasks if t.role != "ps"], STOP_GRACE_SECS)
+            _wait([t for t in tasks if t.role != "ps" and not t.serves], STOP_GRACE_SECS)
             return
         for t in tasks:
             code = t.process.poll()
@@ -182,8 +225,8 @@ def _watch(tasks: list[ChildTask], stop: StopSignals) -> None:
             how = f"was killed by {signal_name(-code)}" if code < 0 else f"exited with status {code}"
             raise RunnerError(f"{t.name} {how}: {t.last_error()}. Every other task was stopped; rerun the same "
                               f"command to resume from the chief's last checkpoint")
-        if all(w.process.poll() == 0 for w in workers):
-            if _wait(tasks, DONE_GRACE_SECS, check=stop):
+        if all(w.process.poll() == 0 for w in workers):  # the service's processes are stopped at the end
+            if _wait([t for t in tasks if not t.serves], DONE_GRACE_SECS, check=stop):
                 return
         time.sleep(0.1)
 

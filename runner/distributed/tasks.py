@@ -16,6 +16,7 @@ from runner.config.checks import group_schema
 from runner.config.hydra import settings
 from runner.core.errors import ConfigError
 from runner.core.tfload import load_tensorflow
+from runner.distributed.data_service import input_service
 from runner.distributed.roles import LAUNCHED_ENV, role_from_env, writes_run_dir
 from runner.run.data import prepared_dataset
 from runner.run.invocation import Invocation
@@ -37,7 +38,7 @@ def run_task(cfg: DictConfig, run_dir: str, invocation: Invocation) -> dict | No
 
         return eval_run(cfg, run_dir, dataset, once=False, until_step=cfg.max_steps, invocation=invocation)
     owner = writes_run_dir(group_schema(cfg, "hardware").processes, hardware.ps, hardware.resolver)
-    with training_setup(cfg, run_dir, owner) as (dataset, changed):
+    with training_setup(cfg, run_dir, owner) as (dataset, changed), input_service(cfg, run_dir) as cfg:
         return _work(cfg, run_dir, dataset, role, index, changed, invocation)
 
 

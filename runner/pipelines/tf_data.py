@@ -9,6 +9,8 @@ initialized once the session exists.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import tensorflow as tf
 
@@ -125,9 +127,11 @@ class TfData(Pipeline):
             if not self.service.startswith("grpc://"):
                 raise ConfigError(f"pipeline.service={self.service}: the run resolves it to a dispatcher's "
                                   f"grpc://HOST:PORT (runner.distributed.data_service.input_service)")
-            ds = ds.apply(tf.data.experimental.service.distribute(
-                processing_mode=self.config.processing_mode, service=self.service, job_name=self.config.job_name,
-                compression="AUTO" if self.config.service_compression == "auto" else None))
+            with warnings.catch_warnings():  # distribute() reads the options in graph mode, which tf.data warns of
+                warnings.filterwarnings("ignore", "To make it possible to preserve tf.data options")
+                ds = ds.apply(tf.data.experimental.service.distribute(
+                    processing_mode=self.config.processing_mode, service=self.service, job_name=self.config.job_name,
+                    compression="AUTO" if self.config.service_compression == "auto" else None))
         iterator = tf.compat.v1.data.make_initializable_iterator(ds, shared_name=None)
         images, labels = iterator.get_next(name=f"{split}_batch")
         return Batch(images, labels, n, on_session=lambda sess: sess.run(iterator.initializer))
