@@ -190,7 +190,7 @@ def _start_service(tasks: list[ChildTask], network: Network, port: int, workers:
     while not any(SERVING in line for line in list(dispatcher.lines)):
         if dispatcher.process.poll() is not None or time.monotonic() > deadline:
             time.sleep(0.2)  # its last lines
-            how = "did not start within %d s" % SERVICE_START_SECS if dispatcher.process.poll() is None else \
+            how = f"did not start within {SERVICE_START_SECS} s" if dispatcher.process.poll() is None else \
                 f"exited with status {dispatcher.process.returncode}"
             raise RunnerError(f"the tf.data service dispatcher {how}: {dispatcher.last_error()}")
         time.sleep(0.1)
