@@ -74,7 +74,7 @@ def sweep_dirs(cwd: Path) -> list[Path]:
 # Python's own traceback, TensorFlow's C++ start-up lines (absl-style "I0000 00:00:..." and the oneDNN notice):
 # what a quiet process never prints unless verbose=true.
 NOISE = ("Traceback (most recent call last)", "oneDNN custom operations are on", "cpu_feature_guard",
-         "Could not find cuda drivers")
+         "Could not find cuda drivers", "failed call to cuInit")
 
 
 def noise(text: str) -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -133,3 +134,34 @@ def test_a_request_slurm_refuses_is_one_line_and_exit_2(cluster, tmp_path):
     assert "error: the launcher could not start the sweep's jobs: sbatch: error: Memory specification can not be " \
            "satisfied; sbatch: error: Batch job submission failed" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+SERVED = """#!/bin/bash
+#SBATCH --ntasks=4
+#SBATCH --overcommit
+#SBATCH --output=slurm-%j.out
+srun {python} -m runner.service slurm pipeline=tf_data run_dir=runs/served max_steps=300 log_every=100 \\
+    eval_splits=[test] optimizer.lr=0.1 {tiny}
+"""
+
+
+def test_an_sbatch_script_runs_a_dispatcher_two_input_workers_and_the_trainer(cluster, tmp_path):
+    """The docs' sbatch script (--overcommit: 4 tasks on this node's 2 CPUs): the roles from SLURM's environment,
+    the trainer reading from the service, and every task ending with it."""
+    (tmp_path / "served.sh").write_text(SERVED.format(python=sys.executable, tiny=" ".join(TINY)))
+    started = time.monotonic()
+    job = cluster.run("sbatch", "--parsable", "served.sh", cwd=tmp_path, unset=AS_USER).stdout.strip()
+    cluster.wait_for(lambda: cluster.state(job) in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"), 600,
+                     "the job's end")
+    took = time.monotonic() - started
+    out = (tmp_path / f"slurm-{job}.out").read_text()
+    assert cluster.state(job) == "COMPLETED", out[-4000:]
+    print(f"the sbatch script with a tf.data service ran in {took:.0f} s")
+    roles = sorted(re.findall(r"SLURM task (\d): (\w+) \d at ", out))
+    assert roles == [("0", "dispatcher"), ("1", "trainer"), ("2", "worker"), ("3", "worker")], out[-3000:]
+    assert re.search(r"Input: the training batches .* made by the tf.data service at grpc://[\w.-]+:\d+, job ", out)
+    summary = json.loads((tmp_path / "runs" / "served" / "summary.json").read_text())
+    assert summary["steps"] == 300 and summary["final_precision"]["test"] > 0.5  # chance: 0.1
+    assert not noise(out), noise(out)
+    left = subprocess.run(["pgrep", "-f", "runner.service"], capture_output=True, text=True).stdout
+    assert not left.strip() and not cluster.jobs()

@@ -13,7 +13,6 @@ per run dir), each getting its share. Evaluations stay in the trainer's process,
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import logging
@@ -31,7 +30,6 @@ from omegaconf import DictConfig, open_dict
 
 from runner.core.errors import ConfigError, RunnerError
 from runner.core.system import end_with_parent
-from runner.core.tfload import load_tensorflow
 
 log = logging.getLogger("runner")
 SCHEME = "grpc://"
@@ -164,67 +162,3 @@ class _Watch:
     def stop(self) -> None:
         self.done.set()
         self.thread.join()
-
-
-# ------------------------------------------------------------------------------------ python -m runner.service
-def main(argv: list[str] | None = None) -> None:
-    """``python -m runner.service dispatcher --port P [--work-dir DIR]`` or
-    ``python -m runner.service worker --dispatcher HOST:P [--port P]``: a role of a tf.data service, until stopped."""
-    parser = argparse.ArgumentParser(prog="python -m runner.service", description=main.__doc__)
-    roles = parser.add_subparsers(dest="role", required=True)
-    dispatcher = roles.add_parser("dispatcher", help="the service's dispatcher")
-    dispatcher.add_argument("--port", type=int, required=True)
-    dispatcher.add_argument("--work-dir", help="where it keeps its state: it survives its own restart")
-    worker = roles.add_parser("worker", help="a worker that runs input pipelines for the dispatcher")
-    worker.add_argument("--dispatcher", required=True, help="HOST:PORT of the dispatcher")
-    worker.add_argument("--port", type=int, default=0, help="its own port (0: any free one)")
-    args = parser.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    stop = threading.Event()  # the servers run in threads of their own; this one waits for SIGTERM or Ctrl-C
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    try:
-        server = _dispatcher(args.port, args.work_dir) if args.role == "dispatcher" else \
-            _worker(args.dispatcher, args.port)
-    except RunnerError as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
-        sys.exit(2)
-    while not stop.wait(1.0):
-        pass
-    server._stop()
-
-
-def _port_free(port: int) -> None:
-    """Nothing listens on ``port`` (a port a stopped server left in TIME_WAIT is free, as gRPC binds it)."""
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("", port))
-        except OSError as err:
-            raise RunnerError(f"port {port} is in use ({err.strerror}); choose another with --port") from None
-
-
-def _dispatcher(port: int, work_dir: str | None):
-    tf = load_tensorflow(verbose=False)
-    _port_free(port)
-    service = tf.data.experimental.service
-    config = service.DispatcherConfig(port=port, work_dir=work_dir, fault_tolerant_mode=work_dir is not None)
-    server = service.DispatchServer(config)
-    log.info("%s %s%s", SERVING, server.target,
-             f" (state in {work_dir}: it survives a restart)" if work_dir else "")
-    return server
-
-
-def _worker(dispatcher: str, port: int):
-    tf = load_tensorflow(verbose=False)
-    if port:
-        _port_free(port)
-    check_reachable(SCHEME + dispatcher)
-    service = tf.data.experimental.service
-    host = dispatcher.rpartition(":")[0]
-    own = "127.0.0.1" if host in ("127.0.0.1", "localhost") else socket.getfqdn()
-    server = service.WorkerServer(service.WorkerConfig(dispatcher_address=dispatcher, port=port,
-                                                       worker_address=f"{own}:%port%"))
-    log.info("tf.data service worker for the dispatcher at %s (pid %d)", dispatcher, os.getpid())
-    return server
