@@ -252,3 +252,43 @@ def test_the_last_local_worker_killed_stops_the_run_with_a_checkpoint(tmp_path):
     # checkpoint, as it does when no safe point comes after a signal.
     assert "stopped: SIGTERM, no safe point within 30 s: exiting at once (the last checkpoint is kept)" in out
     assert not any(_alive(p) for p in holder["pids"])
+
+
+def test_the_bench_measures_tf_data_on_a_service_of_its_own_workers_beside_a_prediction(tmp_path):
+    """As the docs show it: the arm's row, the trainer's CPU per example, the prediction beside the measurement, and
+    the service's workers pinned to a CPU of their own while the bench keeps the others."""
+    cpus = sorted(os.sched_getaffinity(0))
+    pinned = [f"bench.service_cpus=[{cpus[0]}]"] if len(cpus) > 1 else []
+    proc = run_cli("mode=bench", "dataset=shapes", "dataset.num_train=500", "dataset.num_test=100", "batch_size=16",
+                   "pipeline=tf_data", "bench.pipelines=[tf_data]", "bench.service_workers=[1]", *pinned,
+                   "bench.warmup_steps=2", "bench.windows=2", "bench.steps_per_window=3", cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    bench = json.loads(next(tmp_path.glob("outputs/*/*/bench.json")).read_text())
+    served, in_process = bench["pipelines"]["tf_data_service1"], bench["pipelines"]["tf_data"]
+    assert served["service_workers"] == 1 and served["service_cpus"] == ([cpus[0]] if pinned else None)
+    for key in ("train_examples_per_sec", "train_cpu_us_per_example", "ratio_to_bound"):
+        assert served[key] > 0, key
+    assert served["input_wait_share"] is None or 0 <= served["input_wait_share"] <= 1
+    predicted = served["predicted"]
+    assert predicted["per_worker_examples_per_sec"] == pytest.approx(1e6 / in_process["pipeline_cpu_us_per_example"])
+    assert predicted["expected_examples_per_sec"] == min(predicted["limits"].values())
+    assert predicted["measured_examples_per_sec"] == served["train_examples_per_sec"]
+    assert re.search(r"\ntf_data_service1 +[\d.]+ ", proc.stdout)  # its row of the table
+    assert re.search(r"tf_data_service1: 1 worker\(s\).*: predicted [\d,]+ ex/s \(the (input|model|shared CPU) "
+                     r"limits; .*measured [\d,]+ .*the trainer's CPU [\d,]+ us per example", proc.stdout)
+    if pinned:
+        assert f"the service's workers run on CPU(s) {cpus[0]}, this process" in proc.stdout
+    assert not any(_alive(p) for p in _worker_pids(proc.stdout))
+
+
+@pytest.mark.parametrize("args,said", [
+    (["bench.service_workers=[0]"], "bench.service_workers=[0]: give worker counts from 1 to 64"),
+    (["bench.pipelines=[queue]", "bench.service_workers=[1]"], "add tf_data to bench.pipelines=['queue']"),
+    (["bench.service_cpus=[0]"], "bench.service_cpus pins the service's workers: give bench.service_workers too"),
+    (["bench.service_workers=[1]", "bench.service_cpus=[4096]"], "bench.service_cpus=[4096]: give some of this "
+                                                                  "process's CPUs"),
+])
+def test_a_service_arm_the_bench_cannot_measure_is_refused(tmp_path, args, said):
+    proc = run_cli("mode=bench", *args, cwd=tmp_path)
+    assert proc.returncode == 2 and said in proc.stdout, proc.stdout[-2000:]
+    assert not (tmp_path / "outputs").exists()

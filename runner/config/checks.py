@@ -133,6 +133,7 @@ def check_config(cfg: DictConfig) -> None:
         if name not in known("pipeline") and name not in BENCH_ARMS:
             raise ConfigError(f"bench.pipelines contains {name!r}; known pipelines: {', '.join(known('pipeline'))} "
                               f"(and {', '.join(BENCH_ARMS)}: tf.data's own AUTOTUNE settings)")
+    check_service_arms(cfg)
     for name in cfg.tune.pipelines or []:
         if name not in known("pipeline"):
             raise ConfigError(f"tune.pipelines contains {name!r}; known pipelines: {', '.join(known('pipeline'))}")
@@ -162,6 +163,27 @@ def check_service(cfg: DictConfig) -> None:
         raise ConfigError(f"pipeline.service=local with hardware={cfg.hardware.name}: each task would start a "
                           f"service of its own; start one dispatcher (python -m runner.service dispatcher --port P) "
                           f"and give every task pipeline.service=grpc://HOST:P")
+
+
+def check_service_arms(cfg: DictConfig) -> None:
+    """bench.service_workers measures tf_data on a local tf.data service beside tf_data in process, whose stages
+    predict it; bench.service_cpus are CPUs of this process, some of them left to the bench."""
+    workers, cpus = cfg.bench.service_workers, cfg.bench.service_cpus
+    if cpus is not None and not workers:
+        raise ConfigError("bench.service_cpus pins the service's workers: give bench.service_workers too, e.g. "
+                          "bench.service_workers=[1]")
+    if not workers:
+        return
+    if any(not isinstance(n, int) or not 1 <= n <= 64 for n in workers):
+        raise ConfigError(f"bench.service_workers={list(workers)}: give worker counts from 1 to 64, e.g. [1, 2]")
+    if "tf_data" not in bench_pipelines(cfg):
+        raise ConfigError(f"bench.service_workers compares tf_data on the service with tf_data in this process; "
+                          f"add tf_data to bench.pipelines={list(cfg.bench.pipelines)}")
+    if cpus is not None:
+        mine = sorted(os.sched_getaffinity(0))
+        if not cpus or any(c not in mine for c in cpus) or len(set(cpus)) >= len(mine):
+            raise ConfigError(f"bench.service_cpus={list(cpus)}: give some of this process's CPUs {mine} (not all: "
+                              f"the bench runs on the others), e.g. bench.service_cpus=[{mine[0]}]")
 
 
 def check_report(cfg: DictConfig) -> None:

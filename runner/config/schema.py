@@ -219,6 +219,9 @@ class BenchConfig:
     precisions: Optional[list[str]] = MISSING  # null: hardware.precision; [fp32, bf16]: each, bounds paired
     repeats: int = bounded(1, 1000)  # rounds of the whole measurement: each ratio to the bound with its interval
     stages: bool = MISSING  # also time each stage's prefix of every pipeline and say what limits it
+    # tf.data service arms: the tf_data pipeline's batches from N local worker processes, for each N listed
+    service_workers: Optional[list[int]] = MISSING
+    service_cpus: Optional[list[int]] = MISSING  # the CPUs the service's workers run on; the bench keeps the others
 
 
 # ---------------------------------------------------------------------------------------------- tune

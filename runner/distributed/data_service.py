@@ -14,6 +14,7 @@ per run dir), each getting its share. Evaluations stay in the trainer's process,
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -35,6 +36,7 @@ log = logging.getLogger("runner")
 SCHEME = "grpc://"
 CONNECT_SECS = 15.0  # how long a dispatcher is waited for before it is named as unreachable
 STOP_SECS = 10.0  # how long a local worker gets to end before it is killed
+REGISTER_SECS = 120.0  # how long local workers get to register with the dispatcher (each loads TensorFlow)
 SERVING = "tf.data service dispatcher at"  # the line a dispatcher says once it serves
 
 
@@ -101,8 +103,9 @@ def _resolved(cfg: DictConfig, address: str, name: str) -> DictConfig:
 
 
 @contextlib.contextmanager
-def local_service(workers: int) -> Iterator[str]:
-    """A dispatcher in this process and ``workers`` worker processes on 127.0.0.1; its address."""
+def local_service(workers: int, cpus: list[int] | None = None) -> Iterator[str]:
+    """A dispatcher in this process and ``workers`` worker processes on 127.0.0.1 (on ``cpus`` alone, if given);
+    its address."""
     import tensorflow as tf  # loaded by the run before its data service starts
 
     service = tf.data.experimental.service
@@ -110,12 +113,13 @@ def local_service(workers: int) -> Iterator[str]:
     address = f"127.0.0.1:{dispatcher.target.rsplit(':', 1)[1]}"
     env = service_env()
     children = [subprocess.Popen([sys.executable, "-m", "runner.service", "worker", "--dispatcher", address],
-                                 stdin=subprocess.DEVNULL, env=env, preexec_fn=end_with_parent)
+                                 stdin=subprocess.DEVNULL, env=env, preexec_fn=functools.partial(_in_child, cpus))
                 for _ in range(workers)]
     log.info("pipeline.service=local: a tf.data service dispatcher at %s and %d worker process(es) (pids %s)",
              address, workers, ", ".join(str(c.pid) for c in children))
     watch = _Watch(children)
     try:
+        _registered(dispatcher, children)
         yield SCHEME + address
     finally:
         watch.stop()
@@ -132,9 +136,31 @@ def local_service(workers: int) -> Iterator[str]:
         dispatcher._stop()
 
 
+def _in_child(cpus: list[int] | None) -> None:
+    """In a worker's child process before it runs: it ends with the run, on its CPUs."""
+    end_with_parent()
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+
+
 def service_env() -> dict[str, str]:
     """The environment of a service process a run starts: TensorFlow's start-up lines as quiet as the run's."""
     return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3"), "PYTHONUNBUFFERED": "1"}
+
+
+def _registered(dispatcher, children: list[subprocess.Popen]) -> None:
+    """Waits until every worker has registered with the dispatcher (each loads TensorFlow first), so the run's
+    first batches do not wait for them; a worker that ended first is named."""
+    deadline = time.monotonic() + REGISTER_SECS
+    while dispatcher._num_workers() < len(children):
+        ended = [c for c in children if c.poll() is not None]
+        if ended:
+            raise RunnerError(f"tf.data service worker {ended[0].pid} ended with status {ended[0].returncode} before "
+                              f"it served; its lines are above")
+        if time.monotonic() > deadline:
+            raise RunnerError(f"{len(children) - dispatcher._num_workers()} tf.data service worker(s) did not register "
+                              f"with the dispatcher within {REGISTER_SECS:.0f} s")
+        time.sleep(0.1)
 
 
 class _Watch:

@@ -3,6 +3,7 @@
 and bench.txt."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -23,10 +24,11 @@ from runner.core.system import cores
 from runner.engine.model import Parts
 from runner.engine.training import TrainSettings, train
 from runner.perf.measure import bound_runner, measure_pipeline, timed, window_figures
-from runner.perf.stages import attribution, limit_line, stage_rates, stage_table
+from runner.perf.stages import attribution, limit_line, served_line, served_prediction, stage_rates, stage_table
 
 v1 = tf.compat.v1
 log = logging.getLogger("runner")
+Serve = Callable[[int], contextlib.AbstractContextManager[str]]  # a tf.data service of N workers: its address
 
 
 class _PairedBound(v1.train.SessionRunHook):
@@ -84,22 +86,23 @@ def _ratio(p: dict) -> str:
 
 def _table(bound: dict, pipelines: dict[str, dict]) -> str:
     w = max([6] + [len(_ratio(p)) for p in pipelines.values()])  # the ratio, with its interval over rounds
-    head = (f"{'pipeline':<10} {'pipeline ex/s':>13} {'(CPU us/ex)':>11} {'train ex/s':>10} {'ratio':>{w}} "
+    n = max([10] + [len(name) for name in pipelines])
+    head = (f"{'pipeline':<{n}} {'pipeline ex/s':>13} {'(CPU us/ex)':>11} {'train ex/s':>10} {'ratio':>{w}} "
             f"{'input wait':>10} {'CPU us/ex':>9} {'first batch s':>13}")
     lines = [head, "-" * len(head),
-             f"{'bound':<10} {'':>13} {'':>11} {bound['examples_per_sec']:>10.1f} {'1.000':>{w}} {'':>10} "
+             f"{'bound':<{n}} {'':>13} {'':>11} {bound['examples_per_sec']:>10.1f} {'1.000':>{w}} {'':>10} "
              f"{bound['cpu_us_per_example']:>9.0f} {'':>13}"]
     for name, p in pipelines.items():
         first = f"{p['first_batch_sec']:.2f}" + (f" (fill {p['queue_fill_sec']:.2f})" if "queue_fill_sec" in p
                                                   else "")
-        lines.append(f"{name:<10} {p['pipeline_examples_per_sec']:>13.1f} {p['pipeline_cpu_us_per_example']:>11.0f} "
+        lines.append(f"{name:<{n}} {p['pipeline_examples_per_sec']:>13.1f} {p['pipeline_cpu_us_per_example']:>11.0f} "
                      f"{p['train_examples_per_sec']:>10.1f} {_ratio(p):>{w}} {_share(p['input_wait_share']):>10} "
                      f"{p['train_cpu_us_per_example']:>9.0f} {first:>13}")
     return "\n".join(lines)
 
 
-def bench(make_parts: Callable[[str, str], Parts], names: list[str], precisions: list[str], run: RunnerConfig,
-          run_dir: str, config: dict) -> BenchResult:
+def bench(make_parts: Callable[..., Parts], names: list[str], precisions: list[str], run: RunnerConfig,
+          run_dir: str, config: dict, serve: Serve | None = None) -> BenchResult:
     """Measures the bound, then each pipeline in ``names``, in each of ``precisions`` (``make_parts(pipeline,
     precision)``); with several precisions, also each bound against the first's, window by window. Prints a table
     and writes bench.json (the first precision's figures at its top level, every precision's under "precisions")."""
@@ -110,7 +113,7 @@ def bench(make_parts: Callable[[str, str], Parts], names: list[str], precisions:
         if len(precisions) > 1:
             log.info("Precision %s", precision)
         try:
-            by_precision[precision] = _bench_one(make_parts, names, precision, run, run_dir, config)
+            by_precision[precision] = _bench_one(make_parts, names, precision, run, run_dir, config, serve)
         except Interrupted as err:
             if not by_precision:
                 raise
@@ -144,18 +147,24 @@ def bench(make_parts: Callable[[str, str], Parts], names: list[str], precisions:
     return out
 
 
-def _bench_one(make_parts: Callable[[str, str], Parts], names: list[str], precision: str, run: RunnerConfig,
-               run_dir: str, config: dict) -> dict:
+def _bench_one(make_parts: Callable[..., Parts], names: list[str], precision: str, run: RunnerConfig,
+               run_dir: str, config: dict, serve: Serve | None) -> dict:
     """The bound, then each pipeline against it; with ``bench.repeats`` > 1 the whole measurement in rounds, the
     pipelines' order rotating from round to round, so that each pipeline's figures are means over rounds with
     intervals and two pipelines can be compared round by round."""
     parts = make_parts(names[0], precision)
-    rounds: dict[str, list[dict]] = {name: [] for name in names}
+    arms = service_arms(run) if serve is not None else {}
+    rounds: dict[str, list[dict]] = {name: [] for name in [*names, *arms]}
     bound_windows: list = []
     training: dict[str, dict] = {}
     repeats = run.bench.repeats
     stopped: Interrupted | None = None
-    with bound_runner(parts, run) as bound_step:
+    with bound_runner(parts, run) as bound_step, contextlib.ExitStack() as services:
+        served = {arm: services.enter_context(serve(n)) for arm, n in arms.items()}
+
+        def parts_of(name: str) -> Parts:
+            return make_parts("tf_data", precision, served[name]) if name in served else make_parts(name, precision)
+
         log.info("Model-only bound: %d warm-up steps", run.bench.warmup_steps)
         for _ in range(run.bench.warmup_steps):
             bound_step()
@@ -163,12 +172,12 @@ def _bench_one(make_parts: Callable[[str, str], Parts], names: list[str], precis
             for r in range(repeats):
                 if repeats > 1:
                     log.info("Round %d of %d", r + 1, repeats)
-                for name in names[r % len(names):] + names[:r % len(names)]:
+                order = list(rounds)
+                for name in order[r % len(order):] + order[:r % len(order)]:
                     log.info("Measuring pipeline %s (%d windows of %d steps, each paired with a window of the "
                              "bound)", name, run.bench.windows, run.bench.steps_per_window)
-                    rounds[name].append(measure_pipeline(make_parts(name, precision), run, bound_step,
-                                                         bound_windows))
-                    if run.bench.training_run and r == 0:
+                    rounds[name].append(measure_pipeline(parts_of(name), run, bound_step, bound_windows))
+                    if run.bench.training_run and r == 0 and name not in arms:
                         log.info("Training run with pipeline %s: the real loop (hooks, summaries, progress lines)",
                                  name)
                         training[name] = training_run(make_parts(name, precision), run, run_dir, name, config,
@@ -179,8 +188,14 @@ def _bench_one(make_parts: Callable[[str, str], Parts], names: list[str], precis
             if finished == 0:
                 raise
             rounds = {name: v[:finished] for name, v in rounds.items()}
-    results = {name: {**_over_rounds(rounds[name]), **training.get(name, {})} for name in names}
+    results = {name: {**_over_rounds(rounds[name]), **training.get(name, {})} for name in rounds}
     bound = window_figures(bound_windows)
+    arm_lines = [SERVICE_ARM] if arms else []
+    for arm, n in arms.items():
+        p = results[arm]
+        p.update(service_workers=n, service_cpus=run.bench.service_cpus,
+                 predicted=served_prediction(results["tf_data"], p, bound, n, run.bench.service_cpus, cores()))
+        arm_lines.append(served_line(arm, p, results["tf_data"]))
     stage_lines = []
     if run.bench.stages and stopped is None:
         num_cores = cores()
@@ -208,7 +223,16 @@ def _bench_one(make_parts: Callable[[str, str], Parts], names: list[str], precis
             "pipelines": results, "devices": parts.devices, "repeats": repeats,
             **({"comparisons": [c for c, _ in compared]} if compared else {}),
             **({"interrupted": stopped} if stopped is not None else {}),
-            "table": "\n".join([table, *runs, *[line for _, line in compared], *stage_lines])}
+            "table": "\n".join([table, *runs, *arm_lines, *[line for _, line in compared], *stage_lines])}
+
+
+SERVICE_ARM = ("tf_data_serviceN: tf_data's training batches from a tf.data service of N worker processes this bench "
+               "started (a dispatcher in this process); CPU us/ex is this process's alone, the trainer's")
+
+
+def service_arms(run: RunnerConfig) -> dict[str, int]:
+    """bench.service_workers as arms: each one's name and worker count."""
+    return {f"tf_data_service{n}": n for n in run.bench.service_workers or []}
 
 
 BOUND_BUILT = ("bound: the same train op on a constant batch (a real preprocessed training batch per tower), in a "

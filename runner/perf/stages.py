@@ -114,6 +114,44 @@ def attribution(stages: list[dict], measured: dict, bound: dict, num_cores: int)
             "costliest_stage": stages[costliest]["stage"], "stage_us_per_example": costs}
 
 
+def served_prediction(in_process: dict, served: dict, bound: dict, workers: int, worker_cpus: list[int] | None,
+                      num_cores: int) -> dict:
+    """What tf_data should train at with its input on ``workers`` tf.data service workers, from what the bench
+    measured in process: a worker makes at most 1e6 / c_in examples/sec on a core of its own (c_in: the input's CPU
+    us per example in process), so the input's limit is that times the workers (times the CPUs they are pinned to,
+    if fewer). The model's limit is the bound; unpinned, the workers share this machine's cores with the trainer
+    (P / (c_in + c_m)). Transport costs are not in the model: the measured rate's shortfall shows them."""
+    c_in, c_m = in_process["pipeline_cpu_us_per_example"], bound["cpu_us_per_example"]
+    per_worker = 1e6 / c_in
+    limits = {"model": bound["examples_per_sec"],
+              "input": min(workers, len(worker_cpus) if worker_cpus else workers) * per_worker}
+    if not worker_cpus:
+        limits["shared CPU"] = num_cores * 1e6 / (c_in + c_m)
+    limit = min(limits, key=limits.get)
+    measured = served["train_examples_per_sec"]
+    return {"limit": limit, "expected_examples_per_sec": limits[limit], "per_worker_examples_per_sec": per_worker,
+            "limits": limits, "model_cpu_us_per_example": c_m, "measured_examples_per_sec": measured,
+            "shortfall": 1 - measured / limits[limit]}
+
+
+def served_line(name: str, served: dict, in_process: dict) -> str:
+    """One line: the prediction beside the measurement, and the trainer's CPU per example with and without the
+    input in its process."""
+    a, n = served["predicted"], served["service_workers"]
+    where = f" on CPU(s) {','.join(map(str, served['service_cpus']))}" if served["service_cpus"] else ""
+    return (f"{name}: {n} worker(s){where}: predicted {a['expected_examples_per_sec']:,.0f} ex/s (the {a['limit']} "
+            f"limits; a worker {a['per_worker_examples_per_sec']:,.0f} ex/s from tf_data's "
+            f"{in_process['pipeline_cpu_us_per_example']:,.0f} CPU us per example in process, the model alone "
+            f"{a['limits']['model']:,.0f}), measured {a['measured_examples_per_sec']:,.0f} ({_short(a['shortfall'])}); "
+            f"the trainer's CPU {served['train_cpu_us_per_example']:,.0f} us per example (the model alone "
+            f"{a['model_cpu_us_per_example']:,.0f}, with the input in its process "
+            f"{in_process['train_cpu_us_per_example']:,.0f}); input wait {_pct(served['input_wait_share'])}")
+
+
+def _pct(share: float | None) -> str:
+    return "n/a" if share is None else f"{share:.0%}"
+
+
 def limit_line(name: str, stages: list[dict], a: dict) -> str:
     """One line: what limits the pipeline and at what rate, the input's share of the CPU, its costliest stage,
     the three limits of the model and the measured rate against the expected one."""

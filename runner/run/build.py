@@ -3,6 +3,7 @@ devices) on a prepared dataset, and the run's settings as the schema's dataclass
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import logging
 
@@ -22,6 +23,12 @@ from runner.trainers import TRAINERS
 log = logging.getLogger("runner")
 
 
+@functools.cache
+def _say_once(line: str) -> None:
+    """A line said once per process (mode=bench and mode=tune place every pipeline they build)."""
+    log.info(line)
+
+
 def placement(hardware: HardwareConfig, parallel_jobs: int = 1, replicas: Replicas | None = None) -> Placement:
     """The devices and session config of the hardware group (runner.engine.hardware.place), with TensorFlow's
     thread pools divided among ``parallel_jobs`` sweep jobs, or sized to the CPUs given, unless set; a cluster
@@ -34,8 +41,8 @@ def placement(hardware: HardwareConfig, parallel_jobs: int = 1, replicas: Replic
         for key in ("intra_op_threads", "inter_op_threads"):
             values[key] = values[key] or share
         said = f"{jobs} parallel jobs" if jobs > 1 else f"{given} CPU(s) given to this process"
-        log.info("%s: TensorFlow thread pools of %d (intra) and %d (inter)%s", said, values["intra_op_threads"],
-                 values["inter_op_threads"], " per job" if jobs > 1 else "")
+        _say_once(f"{said}: TensorFlow thread pools of {values['intra_op_threads']} (intra) and "
+                  f"{values['inter_op_threads']} (inter){' per job' if jobs > 1 else ''}")
     placed = place(**values)
     if replicas is not None:
         placed.session_config.device_filters.extend(["/job:ps", replicas.worker_device])
