@@ -6,7 +6,8 @@ worker processes run the input pipeline and stream batches to the trainers.
   worker that ends is said in one line; when none is left, the run stops as on SIGTERM (a checkpoint, then exit).
 - ``grpc://HOST:PORT``: a dispatcher already running (``python -m runner.service dispatcher --port PORT``), with
   workers of its own (``python -m runner.service worker --dispatcher HOST:PORT``); one that does not answer within
-  :data:`CONNECT_SECS` is named.
+  :data:`CONNECT_SECS` is named, and one that stops answering for :data:`LOST_SECS` mid-run stops the run as
+  SIGTERM does (one restarted with its ``--work-dir`` within that time lets the run go on).
 
 Every tower and every cluster worker of a run reads from one service job (``pipeline.job_name``, by default one
 per run dir), each getting its share. Evaluations stay in the trainer's process, with their exact example counts.
@@ -24,7 +25,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from omegaconf import DictConfig, open_dict
@@ -36,6 +37,7 @@ log = logging.getLogger("runner")
 SCHEME = "grpc://"
 CONNECT_SECS = 15.0  # how long a dispatcher is waited for before it is named as unreachable
 STOP_SECS = 10.0  # how long a local worker gets to end before it is killed
+LOST_SECS = 60.0  # how long a dispatcher may not answer mid-run before the run stops (a restart takes seconds)
 REGISTER_SECS = 120.0  # how long local workers get to register with the dispatcher (each loads TensorFlow)
 SERVING = "tf.data service dispatcher at"  # the line a dispatcher says once it serves
 
@@ -87,7 +89,11 @@ def input_service(cfg: DictConfig, run_dir: str) -> Iterator[DictConfig]:
     name = pipeline.job_name or job_name(run_dir)
     if pipeline.service != "local":
         check_reachable(pipeline.service)
-        yield _resolved(cfg, pipeline.service, name)
+        watch = _Watch(_dispatcher_answers(pipeline.service), every=2.0)
+        try:
+            yield _resolved(cfg, pipeline.service, name)
+        finally:
+            watch.stop()
         return
     with local_service(pipeline.service_workers) as address:
         yield _resolved(cfg, address, name)
@@ -117,7 +123,7 @@ def local_service(workers: int, cpus: list[int] | None = None) -> Iterator[str]:
                 for _ in range(workers)]
     log.info("pipeline.service=local: a tf.data service dispatcher at %s and %d worker process(es) (pids %s)",
              address, workers, ", ".join(str(c.pid) for c in children))
-    watch = _Watch(children)
+    watch = _Watch(_workers_left(children), every=0.5)
     try:
         _registered(dispatcher, children)
         yield SCHEME + address
@@ -164,27 +170,61 @@ def _registered(dispatcher, children: list[subprocess.Popen]) -> None:
 
 
 class _Watch:
-    """Says when a local worker ends while the run goes; when none is left, stops the run as SIGTERM does (its
-    checkpoint written), since the trainer would otherwise wait for batches that never come."""
+    """Calls ``check`` every ``every`` seconds while the run goes; when it names a reason the run cannot go on (the
+    trainer would wait for batches that never come), says it and stops the run as SIGTERM does: a checkpoint at
+    the next step, or, if that step never ends, an exit keeping the last one."""
 
-    def __init__(self, children: list[subprocess.Popen]):
-        self.children, self.done = children, threading.Event()
+    def __init__(self, check: Callable[[], str | None], every: float):
+        self.check, self.every, self.done = check, every, threading.Event()
         self.thread = threading.Thread(target=self._run, name="data-service-watch", daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
-        said: set[int] = set()
-        while not self.done.wait(0.5):
-            for child in self.children:
-                if child.pid not in said and child.poll() is not None:
-                    said.add(child.pid)
-                    left = sum(c.poll() is None for c in self.children)
-                    log.error("tf.data service worker %d ended (exit status %s); %d worker(s) left%s", child.pid,
-                              child.returncode, left, "" if left else ": stopping the run with a checkpoint")
-                    if not left:
-                        os.kill(os.getpid(), signal.SIGTERM)
-                        return
+        while not self.done.wait(self.every):
+            reason = self.check()
+            if reason:
+                log.error("%s: stopping the run", reason)
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
 
     def stop(self) -> None:
         self.done.set()
         self.thread.join()
+
+
+def _workers_left(children: list[subprocess.Popen]) -> Callable[[], str | None]:
+    """Says each local worker that ends; the reason to stop once none is left."""
+    said: set[int] = set()
+
+    def check() -> str | None:
+        for child in children:
+            if child.pid not in said and child.poll() is not None:
+                said.add(child.pid)
+                left = sum(c.poll() is None for c in children)
+                if left:
+                    log.error("tf.data service worker %d ended (exit status %s); %d worker(s) left", child.pid,
+                              child.returncode, left)
+                else:
+                    return f"tf.data service worker {child.pid} ended (exit status {child.returncode}); no worker left"
+        return None
+    return check
+
+
+def _dispatcher_answers(service: str) -> Callable[[], str | None]:
+    """The reason to stop once the dispatcher has not answered for :data:`LOST_SECS` (one restarted with its
+    --work-dir is back within seconds, and the run goes on)."""
+    host, port = host_port(service)
+    since: list[float] = []
+
+    def check() -> str | None:
+        try:
+            socket.create_connection((host, port), timeout=2.0).close()
+            since.clear()
+            return None
+        except OSError:
+            since[:] = since or [time.monotonic()]
+            if time.monotonic() - since[0] < LOST_SECS:
+                return None
+            return (f"the tf.data service dispatcher at {host}:{port} has not answered for {LOST_SECS:.0f} s; start "
+                    f"it again (with its --work-dir it keeps its jobs) and rerun the same command to resume")
+    return check

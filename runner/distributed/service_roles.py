@@ -29,6 +29,7 @@ from runner.core.tfload import load_tensorflow
 from runner.distributed.data_service import SCHEME, SERVING, check_reachable
 
 log = logging.getLogger("runner")
+STOP_SECS = 10.0  # how long a stopping role waits for its server to stop
 SLURM_WAIT_SECS = 300.0  # under SLURM: how long a role waits for the others to start (each loads TensorFlow)
 
 
@@ -64,7 +65,18 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     while not stop.wait(1.0):
         pass
-    server._stop()
+    _stopped(server)
+
+
+def _stopped(server, code: int = 0) -> None:
+    """Stops a server and exits with ``code``; stopping can wait long on a dispatcher already gone (a worker
+    reporting its tasks), so after :data:`STOP_SECS` this process ends anyway."""
+    stopping = threading.Thread(target=server._stop, daemon=True, name="stop")
+    stopping.start()
+    stopping.join(STOP_SECS)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _until(stop: threading.Event) -> None:
@@ -152,8 +164,10 @@ def _slurm(port_base: int, wait_secs: float, overrides: list[str], stop: threadi
     server = _dispatcher(port, None) if roles.role == "dispatcher" else _worker(roles.dispatcher, port, wait_secs)
     try:
         _while_trainer_runs(roles.trainer, wait_secs, stop)
-    finally:
-        server._stop()
+    except RunnerError as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        _stopped(server, 2)
+    _stopped(server)
     return 0
 
 

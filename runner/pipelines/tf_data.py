@@ -13,6 +13,7 @@ import warnings
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.data.experimental.ops import data_service_ops  # a job name per epoch: a tensor
 
 from runner.config.schema import TfDataConfig
 from runner.core.errors import ConfigError
@@ -23,6 +24,9 @@ from runner.pipelines.base import Batch, Pipeline, Shard, Stage, record_files
 from runner.pipelines.saved import DECODE_CHUNK, saved
 
 AUTOTUNE = tf.data.AUTOTUNE
+
+
+EPOCH_REFRESH_MS = 100  # how often a consumer asks the dispatcher for its tasks: a new epoch's job waits up to this
 
 
 @PIPELINES.register("tf_data")
@@ -73,7 +77,11 @@ class TfData(Pipeline):
         ds = ds.batch(DECODE_CHUNK).map(self.dataset.decode, num_parallel_calls=self.num_parallel_calls)
         return ds.unbatch().cache(), n
 
-    def _ordered(self, ds: tf.data.Dataset, batch_size: int, training: bool) -> tf.data.Dataset:
+    def _ordered(self, ds: tf.data.Dataset, batch_size: int, training: bool, one_epoch: bool = False
+                 ) -> tf.data.Dataset:
+        if training and one_epoch:  # one epoch of a service job: a new job, so a new unseeded shuffle, each epoch
+            self.next_seed()
+            return ds.shuffle(self.shuffle_buffer, seed=None).batch(batch_size)
         if training:  # shuffle before repeat: every epoch is a permutation of the split
             seed = self.next_seed()
             ds = ds.shuffle(self.shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
@@ -100,14 +108,16 @@ class TfData(Pipeline):
         options.autotune.ram_budget = self.autotune.ram_budget
         return ds.with_options(options)
 
-    def _batches(self, split: str, batch_size: int, training: bool, upto: str = "preprocess"):
-        """The pipeline up to stage ``upto``: record batches (read), decoded batches (decode), or model inputs."""
+    def _batches(self, split: str, batch_size: int, training: bool, upto: str = "preprocess",
+                 one_epoch: bool = False):
+        """The pipeline up to stage ``upto``: record batches (read), decoded batches (decode), or model inputs;
+        ``one_epoch``: training batches of one epoch, the last one short."""
         if self.cache != "none" and upto != "read":
             ds, n = self._decoded(split, training)
-            ds = self._ordered(ds, batch_size, training)
+            ds = self._ordered(ds, batch_size, training, one_epoch)
         else:
             ds, n = self._records(split, training)
-            ds = self._ordered(ds, batch_size, training)
+            ds = self._ordered(ds, batch_size, training, one_epoch)
             if upto == "read":
                 return self._finished(ds, training), n
             ds = ds.map(self.dataset.decode, num_parallel_calls=self.num_parallel_calls) if upto == "decode" else \
@@ -118,20 +128,44 @@ class TfData(Pipeline):
             ds = ds.map(lambda x, y: self._model_inputs(x, y, training), num_parallel_calls=self.num_parallel_calls)
         return self._finished(ds, training), n
 
+    def _served(self, split: str, batch_size: int) -> tuple[tf.data.Dataset, int]:
+        """The training batches from the tf.data service. parallel_epochs: each worker runs the whole pipeline,
+        repeated. distributed_epoch: the workers share out one epoch at a time, a job per epoch (``JOB/epochN``,
+        every consumer of the run reading its share of each): the epoch's short batches, one per worker, are
+        rebatched here, so every example comes once per epoch, as in this process."""
+        if not self.service.startswith("grpc://"):
+            raise ConfigError(f"pipeline.service={self.service}: the run resolves it to a dispatcher's "
+                              f"grpc://HOST:PORT (runner.distributed.data_service.input_service)")
+        compression = "AUTO" if self.config.service_compression == "auto" else None
+        service, name, mode = self.service, self.config.job_name, self.config.processing_mode
+        with warnings.catch_warnings():  # the service reads the options in graph mode, which tf.data warns of
+            warnings.filterwarnings("ignore", "To make it possible to preserve tf.data options")
+            if mode == "parallel_epochs":
+                ds, n = self._batches(split, batch_size, True)
+                return ds.apply(tf.data.experimental.service.distribute(
+                    processing_mode=mode, service=service, job_name=name, compression=compression)), n
+            epoch, n = self._batches(split, batch_size, True, one_epoch=True)
+            dataset_id = tf.data.experimental.service.register_dataset(service, epoch, compression=compression)
+
+        def one_epoch(index):
+            job = None if name is None else tf.strings.join(  # the public from_dataset_id takes a str name alone
+                ["dataset_id=", tf.strings.as_string(dataset_id) if dataset_id.dtype != tf.string else dataset_id,
+                 tf.strings.join([name, "/epoch", tf.strings.as_string(index)])], "/")
+            return data_service_ops._from_dataset_id(processing_mode=mode, service=service, dataset_id=dataset_id,
+                                                     element_spec=epoch.element_spec, job_name=job,
+                                                     task_refresh_interval_hint_ms=EPOCH_REFRESH_MS)
+
+        epochs = tf.data.Dataset.range(np.iinfo(np.int64).max).flat_map(one_epoch)
+        return epochs.rebatch(batch_size, drop_remainder=True).prefetch(self.prefetch), n
+
     def _model_inputs(self, images, labels, training: bool):
         return self.dataset.preprocess(images, training), labels
 
     def build(self, split: str, batch_size: int, training: bool) -> Batch:
-        ds, n = self._batches(split, batch_size, training)
         if training and self.service:
-            if not self.service.startswith("grpc://"):
-                raise ConfigError(f"pipeline.service={self.service}: the run resolves it to a dispatcher's "
-                                  f"grpc://HOST:PORT (runner.distributed.data_service.input_service)")
-            with warnings.catch_warnings():  # distribute() reads the options in graph mode, which tf.data warns of
-                warnings.filterwarnings("ignore", "To make it possible to preserve tf.data options")
-                ds = ds.apply(tf.data.experimental.service.distribute(
-                    processing_mode=self.config.processing_mode, service=self.service, job_name=self.config.job_name,
-                    compression="AUTO" if self.config.service_compression == "auto" else None))
+            ds, n = self._served(split, batch_size)
+        else:
+            ds, n = self._batches(split, batch_size, training)
         iterator = tf.compat.v1.data.make_initializable_iterator(ds, shared_name=None)
         images, labels = iterator.get_next(name=f"{split}_batch")
         return Batch(images, labels, n, on_session=lambda sess: sess.run(iterator.initializer))
