@@ -29,7 +29,6 @@ from runner.core.tfload import load_tensorflow
 from runner.distributed.data_service import SCHEME, SERVING, check_reachable
 
 log = logging.getLogger("runner")
-STOP_SECS = 10.0  # how long a stopping role waits for its server to stop
 SLURM_WAIT_SECS = 300.0  # under SLURM: how long a role waits for the others to start (each loads TensorFlow)
 
 
@@ -69,11 +68,10 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _stopped(server, code: int = 0) -> None:
-    """Stops a server and exits with ``code``; stopping can wait long on a dispatcher already gone (a worker
-    reporting its tasks), so after :data:`STOP_SECS` this process ends anyway."""
-    stopping = threading.Thread(target=server._stop, daemon=True, name="stop")
-    stopping.start()
-    stopping.join(STOP_SECS)
+    """Ends this process with ``code``, its server with it. The server is not stopped first: a worker's stop waits,
+    holding Python's lock, on a dispatcher that may be gone, and tf.data service is built for its roles ending at
+    any time (a worker's tasks go to the others, a dispatcher's --work-dir holds its state)."""
+    log.info("stopped (%s)", "dispatcher" if "Dispatch" in type(server).__name__ else "worker")
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

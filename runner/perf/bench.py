@@ -236,8 +236,9 @@ def service_arms(run: RunnerConfig) -> dict[str, int]:
 
 
 BOUND_BUILT = ("bound: the same train op on a constant batch (a real preprocessed training batch per tower), in a "
-               "session of the same config (thread pools) as the pipelines'; each training window is paired with a "
-               "window of it run right before")
+               "session of the same config (thread pools) as the pipelines'; a pipeline's training windows are "
+               "bracketed by windows of it, timed before its session opens and after it closes (no thread of the "
+               "pipeline beside them)")
 ABOVE_BOUND_SLACK = 0.03  # a single round's ratio may pass 1 by this much from window-to-window noise
 
 

@@ -4,8 +4,9 @@ The bound is the same train op fed from a constant in-graph batch (one per tower
 batches pulled with no training (pipeline-only examples/s), training examples/s, the ratio to the bound, the share
 of step time spent waiting for input (from traced steps), process CPU microseconds per example, and the time to
 the first batch (for the queue, the shuffle queue's fill is reported on its own). Warm-up steps are excluded; each
-number is the median of several timed windows, and training windows alternate with windows of the bound so that a
-shared machine's drifts affect both alike.
+number is the median of several timed windows. The bound's windows for a pipeline bracket its training windows
+(right before its session opens and right after it closes), so that a shared machine's drifts affect both alike
+while no thread of the pipeline runs beside the bound.
 """
 from __future__ import annotations
 
@@ -76,14 +77,19 @@ def bound_runner(parts: Parts, run: RunnerConfig) -> Iterator[Callable[[], None]
 
 
 def measure_pipeline(parts: Parts, run: RunnerConfig, bound: Callable[[], None], bound_windows: list) -> dict:
-    """Pipeline-only and training throughput; training windows alternate with windows of the bound, and the
-    ratio to the bound is the median of the paired ratios, so drifts of a shared machine cancel out."""
+    """Pipeline-only and training throughput against the bound. The bound's windows are timed right before the
+    pipeline's session opens and right after it closes (half each): windows of it timed while the pipeline's
+    threads fill their buffers beside it would be slower than the model alone, and flatter the pipeline. The
+    training windows run back to back, the pipeline in its steady state; the ratio to the bound is their median
+    over the median of the bound's windows around them, so a shared machine's drifts cancel out."""
     train_graph = build_train_graph(parts, run.batch_size, run.seed, run.moving_average_decay)
     graph, batches, train_op = train_graph.graph, train_graph.batches, train_graph.train_op
     pulls = [b.pull() for b in batches]
     fills = [(b.fill_size, b.fill_target) for b in batches if b.fill_size is not None]
     examples_per_step = train_graph.examples_per_step
     result = {}
+    before = (run.bench.windows + 1) // 2
+    around = [timed(bound, run.bench.steps_per_window, examples_per_step) for _ in range(before)]
     start = time.perf_counter()
     with session(graph, parts.session_config, batches, hooks=[FeedHook(batches)]) as (sess, _):
         if fills:  # the queue fills before its first batch can leave; timed on its own
@@ -99,21 +105,22 @@ def measure_pipeline(parts: Parts, run: RunnerConfig, bound: Callable[[], None],
 
         for _ in range(run.bench.warmup_steps):
             train_step()
-        pairs = []
-        for _ in range(run.bench.windows):
-            paired_bound = timed(bound, run.bench.steps_per_window, examples_per_step)
-            pairs.append((timed(train_step, run.bench.steps_per_window, examples_per_step), paired_bound))
-            bound_windows.append(paired_bound)
+        trained = [timed(train_step, run.bench.steps_per_window, examples_per_step)
+                   for _ in range(run.bench.windows)]
         traced = max(3, run.bench.windows)
         result["input_wait_share"] = sess.run_step_fn(
             lambda step_context: _input_wait_share(step_context.session, train_op, batches, steps=traced))
+    around += [timed(bound, run.bench.steps_per_window, examples_per_step)
+               for _ in range(run.bench.windows - before)]
+    bound_windows.extend(around)
+    train_rate = statistics.median(t[0] for t in trained)
     result.update(pipeline_examples_per_sec=pipeline_only["examples_per_sec"],
                   pipeline_cpu_us_per_example=pipeline_only["cpu_us_per_example"],
-                  train_examples_per_sec=statistics.median(t[0] for t, _ in pairs),
-                  train_cpu_us_per_example=statistics.median(t[1] for t, _ in pairs),
-                  ratio_to_bound=statistics.median(t[0] / b[0] for t, b in pairs),
-                  train_window_examples_per_sec=[t[0] for t, _ in pairs],
-                  bound_window_examples_per_sec=[b[0] for _, b in pairs])
+                  train_examples_per_sec=train_rate,
+                  train_cpu_us_per_example=statistics.median(t[1] for t in trained),
+                  ratio_to_bound=train_rate / statistics.median(b[0] for b in around),
+                  train_window_examples_per_sec=[t[0] for t in trained],
+                  bound_window_examples_per_sec=[b[0] for b in around])
     return result
 
 

@@ -1,9 +1,9 @@
 """mode=tune's search: a pipeline's fastest settings on this machine, measured on the real train op.
 
 Each trial builds the pipeline with one knob changed from the best settings so far and measures training as the
-bench does (runner.perf.measure): its timed windows alternate with windows of one reference bound, the model on a
+bench does (runner.perf.measure): its timed windows are bracketed by windows of one reference bound, the model on a
 constant batch with the starting settings' session, so every trial is scored on the same yardstick (the ratio of
-its training rate to that bound, paired window by window) even when a trial changes TensorFlow's thread pools.
+its training rate to that bound around it) even when a trial changes TensorFlow's thread pools.
 
 The search is guided by the start's stage attribution (runner.perf.stages): when the input limits, the pipeline's
 own knobs come first (parallelism, then buffers); when the model or the shared CPU does, the thread pools. Each knob
@@ -46,7 +46,7 @@ class Trial:
     settings: dict  # every knob's value in this trial
     changed: str  # what it changed from the best so far ("start" for the first)
     examples_per_sec: float | None = None  # training, the median of its windows
-    ratio: float | None = None  # to the reference bound, the median of the paired windows
+    ratio: float | None = None  # to the reference bound: the median training window over the bound's around it
     secs: float = 0.0
     kept: bool = False
     error: str = ""
