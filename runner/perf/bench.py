@@ -31,45 +31,32 @@ log = logging.getLogger("runner")
 Serve = Callable[[int], contextlib.AbstractContextManager[str]]  # a tf.data service of N workers: its address
 
 
-class _PairedBound(v1.train.SessionRunHook):
-    """In the training run, a window of the bound after each progress window (outside the timed runs), so the run's
-    windows are paired with the bound's as the bench's are."""
-
-    def __init__(self, bound: Callable[[], None], steps_per_window: int, warmup: int, examples_per_step: int):
-        self.bound, self.steps_per_window, self.warmup = bound, steps_per_window, warmup
-        self.examples_per_step = examples_per_step
-        self.windows: list[float] = []
-        self.steps = 0
-
-    def after_run(self, run_context, run_values):
-        self.steps += 1
-        if self.steps > self.warmup and self.steps % self.steps_per_window == 0:
-            self.windows.append(timed(self.bound, self.steps_per_window, self.examples_per_step)[0])
-
-
 def training_run(parts: Parts, run: RunnerConfig, run_dir: str, name: str, config: dict, measured: dict,
                  bound: Callable[[], None]) -> dict:
     """Trains with the real loop (runner.engine.training.train, in ``run_dir/training_<pipeline>``) for as many
-    steps as the bench's windows (the warm-up rounded up to whole windows), a window of the bound after each of its
-    progress windows. Its examples/sec is the median of its windows after the warm-up; its ratio to the bench is the
-    median of its windows over their paired bound windows, over the pipeline's ratio to the bound."""
+    steps as the bench's windows (the warm-up rounded up to whole windows), bracketed by windows of the bound as the
+    bench's pipelines are (half before, half after). Its examples/sec is the median of its windows after the
+    warm-up; its ratio to the bench is that over the median bound window, over the pipeline's ratio to the bound."""
     per_window = run.bench.steps_per_window
     warmup = -(-run.bench.warmup_steps // per_window) * per_window  # progress lines fall on windows' ends
     steps = warmup + run.bench.windows * per_window
     out = Path(run_dir) / f"training_{name}"
-    paired = _PairedBound(bound, per_window, warmup, run.batch_size * len(parts.devices))
+    examples = run.batch_size * len(parts.devices)
+    before = (run.bench.windows + 1) // 2
+    around = [timed(bound, per_window, examples)[0] for _ in range(before)]
     # The loop's lines fall on the bench's windows; it checkpoints once, at its end, and evaluates nothing.
     loop = dataclasses.replace(TrainSettings.of(run), max_steps=steps, log_every=per_window, checkpoint_every=steps,
                                keep_checkpoints=1, eval_splits=[], progress="lines", profile=None)
-    train(parts, loop, out, config, extra_hooks=[paired])
+    train(parts, loop, out, config)
+    around += [timed(bound, per_window, examples)[0] for _ in range(run.bench.windows - before)]
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     windows = [m["examples_per_sec"] for m in lines if "examples_per_sec" in m and m["step"] > warmup]
-    ratio = statistics.median(w / b for w, b in zip(windows, paired.windows))
+    ratio = statistics.median(windows) / statistics.median(around)
     return {"training_run_examples_per_sec": statistics.median(windows),
             "training_run_ratio_to_bound": ratio,
             "training_run_ratio_to_bench": ratio / measured["ratio_to_bound"],
             "training_run_window_examples_per_sec": windows,
-            "training_run_bound_window_examples_per_sec": paired.windows}
+            "training_run_bound_window_examples_per_sec": around}
 
 
 def _share(value: float | None) -> str:

@@ -299,7 +299,7 @@ def _versus(a: list[float], b: list[float]) -> Versus:
 
 def gain(best: Trial, start: Trial) -> str:
     """The winner against the start, in both figures: its ratio to the bound (what ranks trials: each trial's
-    windows paired with the bound's, so a busy machine does not move it) and its raw examples/sec."""
+    windows against the bound's around them, so a busy machine does not move it) and its raw examples/sec."""
     return (f"{best.ratio / start.ratio:.2f} x the start's ratio to the bound, "
             f"{best.examples_per_sec / start.examples_per_sec:.2f} x its examples/sec")
 
