@@ -20,8 +20,8 @@ import tensorflow as tf
 
 from runner.cli.app import run
 from runner.config.hydra import schema_of, settings
+from runner.core.system import free_ports
 from runner.distributed import cluster, roles
-from runner.distributed.local_cluster import free_ports
 from runner.engine.graph import build_train_graph
 from runner.engine.hooks import FeedHook
 from runner.engine.replicas import GreedyBySize, Replicas

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from runner.core.errors import RunnerError
+from runner.core.system import free_ports
 from runner.distributed.data_service import check_reachable
-from runner.distributed.local_cluster import free_ports
 from tests.helpers import TINY, option, run_cli, stop_when, user_env
 
 RUN = ["pipeline=tf_data", *TINY, "optimizer.lr=0.1", "log_every=100", "eval_splits=[test]"]

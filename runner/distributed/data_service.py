@@ -31,7 +31,7 @@ from pathlib import Path
 from omegaconf import DictConfig, open_dict
 
 from runner.core.errors import ConfigError, RunnerError
-from runner.core.system import end_with_parent
+from runner.core.system import end_with_parent, free_ports
 
 log = logging.getLogger("runner")
 SCHEME = "grpc://"
@@ -40,6 +40,7 @@ STOP_SECS = 10.0  # how long a local worker gets to end before it is killed
 LOST_SECS = 60.0  # how long a dispatcher may not answer mid-run before the run stops (a restart takes seconds)
 REGISTER_SECS = 120.0  # how long local workers get to register with the dispatcher (each loads TensorFlow)
 SERVING = "tf.data service dispatcher at"  # the line a dispatcher says once it serves
+WORKING = "tf.data service worker for the dispatcher at"  # the line a worker says once it has registered
 
 
 def uses_service(cfg: DictConfig) -> bool:
@@ -110,36 +111,68 @@ def _resolved(cfg: DictConfig, address: str, name: str) -> DictConfig:
 
 @contextlib.contextmanager
 def local_service(workers: int, cpus: list[int] | None = None) -> Iterator[str]:
-    """A dispatcher in this process and ``workers`` worker processes on 127.0.0.1 (on ``cpus`` alone, if given);
-    its address."""
-    import tensorflow as tf  # loaded by the run before its data service starts
-
-    service = tf.data.experimental.service
-    dispatcher = service.DispatchServer(service.DispatcherConfig(port=0))
-    address = f"127.0.0.1:{dispatcher.target.rsplit(':', 1)[1]}"
-    env = service_env()
-    children = [subprocess.Popen([sys.executable, "-m", "runner.service", "worker", "--dispatcher", address],
-                                 stdin=subprocess.DEVNULL, env=env, preexec_fn=functools.partial(_in_child, cpus))
-                for _ in range(workers)]
-    log.info("pipeline.service=local: a tf.data service dispatcher at %s and %d worker process(es) (pids %s)",
-             address, workers, ", ".join(str(c.pid) for c in children))
-    watch = _Watch(_workers_left(children), every=0.5)
+    """A dispatcher and ``workers`` worker processes on 127.0.0.1 (on ``cpus`` alone, if given), started and
+    waited for until each serves; its address. All of the service's work is outside this process: a dispatcher in
+    it would hand out the epoch's files on the trainer's CPU."""
+    (port,) = free_ports(1)
+    address = f"127.0.0.1:{port}"
+    children: list[_Child] = []
     try:
-        _registered(dispatcher, children)
-        yield SCHEME + address
+        children.append(_Child("dispatcher", ["dispatcher", "--port", str(port)], SERVING, cpus))
+        children[0].wait_serving()
+        children += [_Child("worker", ["worker", "--dispatcher", address], WORKING, cpus) for _ in range(workers)]
+        for child in children[1:]:
+            child.wait_serving()
+        log.info("pipeline.service=local: a tf.data service dispatcher at %s (pid %d) and %d worker process(es) "
+                 "(pids %s)", address, children[0].process.pid, workers,
+                 ", ".join(str(c.process.pid) for c in children[1:]))
+        watch = _Watch(_workers_left([c.process for c in children[1:]], children[0].process), every=0.5)
+        try:
+            yield SCHEME + address
+        finally:
+            watch.stop()
     finally:
-        watch.stop()
         for child in children:
-            if child.poll() is None:
-                child.terminate()
+            if child.process.poll() is None:
+                child.process.terminate()
         deadline = time.monotonic() + STOP_SECS
         for child in children:
             try:
-                child.wait(max(0.1, deadline - time.monotonic()))
+                child.process.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
-        dispatcher._stop()
+                child.process.kill()
+                child.process.wait()
+
+
+class _Child:
+    """A service process the run starts: it ends with the run, on ``cpus``; its lines are the run's, and it serves
+    once it has said ``serving``."""
+
+    def __init__(self, role: str, args: list[str], serving: str, cpus: list[int] | None):
+        self.role, self.serving, self.said = role, serving, threading.Event()
+        self.process = subprocess.Popen([sys.executable, "-m", "runner.service", *args], stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
+                                        env=service_env(), preexec_fn=functools.partial(_in_child, cpus))
+        self.last, self.serves = "", False
+        threading.Thread(target=self._relay, daemon=True, name=f"relay-{role}").start()
+
+    def _relay(self) -> None:
+        for line in self.process.stdout:
+            line = line.rstrip("\n")
+            self.last = line
+            log.info("%s", line)
+            if self.serving in line:
+                self.serves = True
+                self.said.set()
+        self.said.set()  # its output ended: so did it
+
+    def wait_serving(self) -> None:
+        if not self.said.wait(REGISTER_SECS):
+            raise RunnerError(f"the tf.data service {self.role} (pid {self.process.pid}) did not start within "
+                              f"{REGISTER_SECS:.0f} s")
+        if not self.serves:
+            raise RunnerError(f"the tf.data service {self.role} (pid {self.process.pid}) ended with status "
+                              f"{self.process.wait()} before it served: {self.last}")
 
 
 def _in_child(cpus: list[int] | None) -> None:
@@ -152,21 +185,6 @@ def _in_child(cpus: list[int] | None) -> None:
 def service_env() -> dict[str, str]:
     """The environment of a service process a run starts: TensorFlow's start-up lines as quiet as the run's."""
     return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3"), "PYTHONUNBUFFERED": "1"}
-
-
-def _registered(dispatcher, children: list[subprocess.Popen]) -> None:
-    """Waits until every worker has registered with the dispatcher (each loads TensorFlow first), so the run's
-    first batches do not wait for them; a worker that ended first is named."""
-    deadline = time.monotonic() + REGISTER_SECS
-    while dispatcher._num_workers() < len(children):
-        ended = [c for c in children if c.poll() is not None]
-        if ended:
-            raise RunnerError(f"tf.data service worker {ended[0].pid} ended with status {ended[0].returncode} before "
-                              f"it served; its lines are above")
-        if time.monotonic() > deadline:
-            raise RunnerError(f"{len(children) - dispatcher._num_workers()} tf.data service worker(s) did not register "
-                              f"with the dispatcher within {REGISTER_SECS:.0f} s")
-        time.sleep(0.1)
 
 
 class _Watch:
@@ -192,11 +210,13 @@ class _Watch:
         self.thread.join()
 
 
-def _workers_left(children: list[subprocess.Popen]) -> Callable[[], str | None]:
-    """Says each local worker that ends; the reason to stop once none is left."""
+def _workers_left(children: list[subprocess.Popen], dispatcher: subprocess.Popen) -> Callable[[], str | None]:
+    """Says each local worker that ends; the reason to stop once none is left, or once the dispatcher has ended."""
     said: set[int] = set()
 
     def check() -> str | None:
+        if dispatcher.poll() is not None:
+            return f"the tf.data service dispatcher {dispatcher.pid} ended (exit status {dispatcher.returncode})"
         for child in children:
             if child.pid not in said and child.poll() is not None:
                 said.add(child.pid)

@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -34,7 +33,7 @@ from runner.config.hydra import override_key
 from runner.config.schema import keys_tagged
 from runner.core.errors import RunnerError
 from runner.core.signals import Interrupted, StopSignals, signal_name
-from runner.core.system import cores, end_with_parent
+from runner.core.system import cores, end_with_parent, free_ports
 from runner.distributed.data_service import SERVING, job_name, service_env
 from runner.distributed.netns import Network
 from runner.distributed.roles import LAUNCHED_ENV
@@ -69,15 +68,6 @@ class ChildTask:
             if line.startswith(("error:", "stopped:", "Traceback", "Error", "ERROR")) or "Error:" in line:
                 return line
         return self.lines[-1] if self.lines else "(no output)"
-
-
-def free_ports(n: int) -> list[int]:
-    """n ports that are free now on 127.0.0.1 (held open together, so they differ)."""
-    with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
 
 
 def _in_child(network: Network) -> None:

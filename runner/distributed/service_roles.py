@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from runner.core.errors import RunnerError
 from runner.core.system import end_with_parent
 from runner.core.tfload import load_tensorflow
-from runner.distributed.data_service import SCHEME, SERVING, check_reachable
+from runner.distributed.data_service import SCHEME, SERVING, WORKING, check_reachable
 
 log = logging.getLogger("runner")
 SLURM_WAIT_SECS = 300.0  # under SLURM: how long a role waits for the others to start (each loads TensorFlow)
@@ -114,7 +114,7 @@ def _worker(dispatcher: str, port: int, wait_secs: float | None = None):
     own = "127.0.0.1" if host in ("127.0.0.1", "localhost") else socket.getfqdn()
     server = service.WorkerServer(service.WorkerConfig(dispatcher_address=dispatcher, port=port,
                                                        worker_address=f"{own}:%port%"))
-    log.info("tf.data service worker for the dispatcher at %s (pid %d)", dispatcher, os.getpid())
+    log.info("%s %s (pid %d)", WORKING, dispatcher, os.getpid())
     return server
 
 

@@ -6,7 +6,8 @@ Pairings (on the CIFAR-10 tutorial's model, ``dataset=shapes``, batch 128, the t
   steady-state examples/sec of steps 11..STEPS of each;
 - ``bf16``: the same with ``hardware.precision=bf16`` against Keras's ``mixed_bfloat16`` policy;
 - ``run/bench``: a real training run (hooks, summaries, progress lines) against the bench's training figure for the
-  same pipeline, both measured by one ``mode=bench bench.training_run=true`` (each against the bound's windows around it).
+  same pipeline, both measured by one ``mode=bench bench.training_run=true`` (each against the bound's windows
+  around it).
 
 Each round runs every pairing once, the two sides' order alternating from round to round; a pairing's ratio is the
 mean of its per-round ratios, with Student's t 95% interval over the rounds. Runs go to a temporary folder; the
