@@ -213,8 +213,8 @@ def _bench_one(make_parts: Callable[..., Parts], names: list[str], precision: st
             "table": "\n".join([table, *runs, *arm_lines, *[line for _, line in compared], *stage_lines])}
 
 
-SERVICE_ARM = ("tf_data_serviceN: tf_data's training batches from a tf.data service of N worker processes this bench "
-               "started (a dispatcher in this process); CPU us/ex is this process's alone, the trainer's")
+SERVICE_ARM = ("tf_data_serviceN: tf_data's training batches from a tf.data service this bench started (a dispatcher "
+               "and N worker processes); CPU us/ex is this process's alone, the trainer's")
 
 
 def service_arms(run: RunnerConfig) -> dict[str, int]:
