@@ -32,6 +32,17 @@ def _alive(pid: int) -> bool:
     return Path(f"/proc/{pid}").exists() and "(Z)" not in Path(f"/proc/{pid}/stat").read_text()
 
 
+def _gone(pids: list[int], secs: float = 15) -> bool:
+    """Every process of ``pids`` has ended within ``secs`` (a service process ends with its run, on the signal the
+    run's end sends it)."""
+    deadline = time.monotonic() + secs
+    while any(_alive(p) for p in pids):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
 def _worker_pids(out: str) -> list[int]:
     found = re.search(r"worker process\(es\) \(pids ([\d, ]+)\)", out)
     assert found, out[-2000:]
@@ -43,14 +54,19 @@ def test_a_run_with_a_local_service_trains_and_leaves_no_process(tmp_path):
     proc = run_cli(*RUN, "pipeline.service=local", "pipeline.service_workers=2", "max_steps=300",
                    "checkpoint_every=300", cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert re.search(r"a tf.data service dispatcher at 127\.0\.0\.1:\d+ and 2 worker process", proc.stdout)
+    started = re.search(r"a tf.data service dispatcher at 127\.0\.0\.1:\d+ \(pid (\d+)\) and 2 worker process",
+                        proc.stdout)
+    assert started, proc.stdout[-3000:]
     said = "Input: the training batches (read, decode, preprocess, batch) are made by the tf.data service at grpc://"
     assert said in proc.stdout
+    assert re.search(r"Building: dataset=digits pipeline=tf_data\(training batches read, decoded, preprocessed and "
+                     r"batched by the tf.data service at grpc://127\.0\.0\.1:\d+\) model=mlp", proc.stdout)
     precision = float(re.search(r"Test Data Eval:\n.*Precision @ 1: ([\d.]+)", proc.stdout).group(1))
     assert precision > 0.5  # chance is 0.1
     assert "Num examples: 300 " in proc.stdout  # the eval in this process, every test example once
-    pids = _worker_pids(proc.stdout)
+    pids = [int(started.group(1)), *_worker_pids(proc.stdout)]
     assert not any(_alive(p) for p in pids)
+    assert proc.stdout.rstrip().splitlines()[-1].startswith("Results in ")  # the service's own last lines unsaid
 
 
 def test_towers_share_one_service_job(tmp_path):
@@ -264,6 +280,38 @@ def test_a_dispatcher_killed_for_good_stops_the_run_within_a_bounded_wait(tmp_pa
     assert list(tmp_path.glob("outputs/*/*/checkpoints/model.ckpt-*.index"))  # the checkpoints before it are kept
 
 
+@pytest.mark.slow  # one of two local workers killed mid-run
+def test_a_local_worker_killed_mid_run_stops_the_run_and_a_rerun_resumes(tmp_path):
+    """tf.data service waits for a lost worker's share of the epoch, so the run stops (documented), keeping its
+    checkpoints, and the same command resumes it with a new service."""
+    args = [*RUN, "pipeline.service=local", "pipeline.service_workers=2", "max_steps=1000000", "checkpoint_every=100",
+            "run_dir=runs/served"]
+    holder: dict = {}
+    proc = subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=user_env())
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "worker process(es) (pids" in line:
+            holder["pids"] = _worker_pids(line)
+        if line.startswith("Step 300: "):
+            os.kill(holder["pids"][0], signal.SIGKILL)
+            break
+    lines.append(proc.stdout.read())
+    out = "".join(lines)
+    assert proc.wait(timeout=120) == 128 + signal.SIGTERM, out[-3000:]
+    assert f"the tf.data service worker {holder['pids'][0]} ended (exit status -9); rerun the same command" in out
+    assert _gone(holder["pids"])
+    from tests.helpers import steps_saved
+
+    saved = steps_saved(tmp_path / "runs" / "served")
+    assert saved >= 300
+    rerun = run_cli(*[a.replace("max_steps=1000000", f"max_steps={saved + 200}") for a in args], cwd=tmp_path,
+                    timeout=300)
+    assert rerun.returncode == 0, rerun.stdout[-3000:]
+    assert f"at step {saved}" in rerun.stdout
+
+
 @pytest.mark.slow  # a run stopped by its service's last worker ending
 def test_the_last_local_worker_killed_stops_the_run_with_a_checkpoint(tmp_path):
     args = [*RUN, "pipeline.service=local", "max_steps=1000000", "checkpoint_every=100000"]
@@ -287,7 +335,8 @@ def test_the_last_local_worker_killed_stops_the_run_with_a_checkpoint(tmp_path):
     lines.append(proc.stdout.read())
     out = "".join(lines)
     assert proc.wait(timeout=120) == 128 + signal.SIGTERM, out[-3000:]
-    assert re.search(r"tf.data service worker \d+ ended \(exit status -9\); no worker left: stopping the run", out)
+    assert re.search(r"the tf.data service worker \d+ ended \(exit status -9\); rerun the same command to resume "
+                     r"with a new service: stopping the run", out)
     # The step waiting for a batch that no worker will make cannot finish: the run ends at once, keeping its last
     # checkpoint, as it does when no safe point comes after a signal.
     assert "stopped: SIGTERM, no safe point within 30 s: exiting at once (the last checkpoint is kept)" in out

@@ -2,8 +2,9 @@
 worker processes run the input pipeline and stream batches to the trainers.
 
 - ``local``: this process starts a dispatcher and ``pipeline.service_workers`` worker processes on 127.0.0.1 for
-  the run, and stops them when it ends (a worker also ends with its parent, even on SIGKILL). While the run goes, a
-  worker that ends is said in one line; when none is left, the run stops as on SIGTERM (a checkpoint, then exit).
+  the run, and stops them when it ends (a worker also ends with its parent, even on SIGKILL). One of them that ends
+  while the run goes stops the run as SIGTERM does (a checkpoint, then exit), said in one line: tf.data service
+  waits for a lost worker's share of the epoch.
 - ``grpc://HOST:PORT``: a dispatcher already running (``python -m runner.service dispatcher --port PORT``), with
   workers of its own (``python -m runner.service worker --dispatcher HOST:PORT``); one that does not answer within
   :data:`CONNECT_SECS` is named, and one that stops answering for :data:`LOST_SECS` mid-run stops the run as
@@ -126,12 +127,14 @@ def local_service(workers: int, cpus: list[int] | None = None) -> Iterator[str]:
         log.info("pipeline.service=local: a tf.data service dispatcher at %s (pid %d) and %d worker process(es) "
                  "(pids %s)", address, children[0].process.pid, workers,
                  ", ".join(str(c.process.pid) for c in children[1:]))
-        watch = _Watch(_workers_left([c.process for c in children[1:]], children[0].process), every=0.5)
+        watch = _Watch(_service_ended(children), every=0.5)
         try:
             yield SCHEME + address
         finally:
             watch.stop()
     finally:
+        for child in children:
+            child.quiet = True  # its last lines ("stopped") come after the run's
         for child in children:
             if child.process.poll() is None:
                 child.process.terminate()
@@ -153,14 +156,15 @@ class _Child:
         self.process = subprocess.Popen([sys.executable, "-m", "runner.service", *args], stdin=subprocess.DEVNULL,
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
                                         env=service_env(), preexec_fn=functools.partial(_in_child, cpus))
-        self.last, self.serves = "", False
+        self.last, self.serves, self.quiet = "", False, False
         threading.Thread(target=self._relay, daemon=True, name=f"relay-{role}").start()
 
     def _relay(self) -> None:
         for line in self.process.stdout:
             line = line.rstrip("\n")
             self.last = line
-            log.info("%s", line)
+            if not self.quiet:
+                log.info("%s", line)
             if self.serving in line:
                 self.serves = True
                 self.said.set()
@@ -210,22 +214,15 @@ class _Watch:
         self.thread.join()
 
 
-def _workers_left(children: list[subprocess.Popen], dispatcher: subprocess.Popen) -> Callable[[], str | None]:
-    """Says each local worker that ends; the reason to stop once none is left, or once the dispatcher has ended."""
-    said: set[int] = set()
-
+def _service_ended(children: list[_Child]) -> Callable[[], str | None]:
+    """The reason to stop once a process of the local service has ended: a job does not go on without one of its
+    workers (the trainer waits for that worker's share of the epoch), so the run stops, and a rerun resumes it with
+    a new service."""
     def check() -> str | None:
-        if dispatcher.poll() is not None:
-            return f"the tf.data service dispatcher {dispatcher.pid} ended (exit status {dispatcher.returncode})"
         for child in children:
-            if child.pid not in said and child.poll() is not None:
-                said.add(child.pid)
-                left = sum(c.poll() is None for c in children)
-                if left:
-                    log.error("tf.data service worker %d ended (exit status %s); %d worker(s) left", child.pid,
-                              child.returncode, left)
-                else:
-                    return f"tf.data service worker {child.pid} ended (exit status {child.returncode}); no worker left"
+            if child.process.poll() is not None:
+                return (f"the tf.data service {child.role} {child.process.pid} ended (exit status "
+                        f"{child.process.returncode}); rerun the same command to resume with a new service")
         return None
     return check
 

@@ -83,6 +83,9 @@ def describe(run: RunnerConfig, parts: Parts, run_dir: str) -> None:
     """The run's "Building:" line: what it is made of and where it writes."""
     fields = [f.name for f in dataclasses.fields(run.model) if f.name != "name"]
     model = ", ".join(f"{name}={getattr(run.model, name)}" for name in fields)
+    service = getattr(run.pipeline, "service", None)  # the tf_data pipeline's (runner.distributed.data_service)
+    pipeline = run.pipeline.name + (f"(training batches read, decoded, preprocessed and batched by the tf.data "
+                                    f"service at {service})" if service else "")
     log.info("Building: dataset=%s pipeline=%s model=%s(%s) batch_size=%d devices=%s trainer=%s run_dir=%s",
-             run.dataset.name, run.pipeline.name, run.model.name, model, run.batch_size,
+             run.dataset.name, pipeline, run.model.name, model, run.batch_size,
              ",".join(parts.devices), parts.names["trainer"], run_dir)
