@@ -69,6 +69,7 @@ def test_a_run_with_a_local_service_trains_and_leaves_no_process(tmp_path):
     assert proc.stdout.rstrip().splitlines()[-1].startswith("Results in ")  # the service's own last lines unsaid
 
 
+@pytest.mark.slow  # towers on a service: the local cluster's test shares one job too
 def test_towers_share_one_service_job(tmp_path):
     """Two towers, each a consumer of the run's one job: each step takes a batch of the job for each tower."""
     proc = run_cli(*RUN, "hardware=cpu2", "pipeline.service=local", "max_steps=200", "checkpoint_every=200",
@@ -110,7 +111,7 @@ def test_a_signal_to_the_trainer_stops_its_local_workers_too(tmp_path):
     assert not any(_alive(p) for p in _worker_pids(stopped.stdout))
 
 
-@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("workers", [pytest.param(1, marks=pytest.mark.slow), 2])  # two: where epochs could overlap
 def test_distributed_epoch_gives_each_example_once_an_epoch(tiny_digits, workers):
     import tensorflow as tf
 
@@ -343,6 +344,7 @@ def test_the_last_local_worker_killed_stops_the_run_with_a_checkpoint(tmp_path):
     assert not any(_alive(p) for p in holder["pids"])
 
 
+@pytest.mark.slow  # a bench of two arms, three service processes
 def test_the_bench_measures_tf_data_on_a_service_of_its_own_workers_beside_a_prediction(tmp_path):
     """As the docs show it: the arm's row, the trainer's CPU per example, the prediction beside the measurement, and
     the service's workers pinned to a CPU of their own while the bench keeps the others."""
