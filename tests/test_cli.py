@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from tests.helpers import ROOT, TINY, run_cli
+from tests.helpers import ROOT, TINY, compose, run_cli
 
 
 def test_cfg_job_and_help_do_not_import_tensorflow():
@@ -66,10 +66,32 @@ def test_cfg_job_prints_the_composed_config():
     (["mode=bench", "bench.repeats=0"], "bench.repeats=0 is out of range; allowed: [1, 1000]"),
 ])
 def test_bad_config_fails_fast_naming_the_key(tmp_path, args, message):
-    proc = run_cli(*args, f"run_dir={tmp_path}/run")
+    """What the command line says of each, through the functions it calls (a command per family of error below)."""
+    said = _refusal(*args, f"run_dir={tmp_path}/run")
+    assert message in said and "\n" not in said, said
+    assert not (tmp_path / "run").exists()
+
+
+def _refusal(*args: str) -> str:
+    """The error line ``python -m runner ARGS`` prints, made in this process by the functions the command calls."""
+    from runner.cli.messages import composition_error
+    from runner.core.errors import ConfigError
+    from runner.run.validate import validate
+
+    with pytest.raises(Exception) as refused:  # noqa: PT011  Hydra's and OmegaConf's errors, or runner's own
+        validate(compose(*args))
+    said = str(refused.value) if isinstance(refused.value, ConfigError) else composition_error(refused.value, [*args])
+    assert said is not None, refused.value
+    return said
+
+
+@pytest.mark.parametrize("args", [["batch_size=0"], ["pipeline=fax"], ["batch_size=lots"], ["+foo=1"],
+                                  ["model=cifar10_cnn"], ["dataset.validation_size=0"]])
+def test_a_bad_config_on_the_command_line_is_one_line_and_exit_2(tmp_path, args):
+    proc = run_cli(*args, f"run_dir={tmp_path}/run", cwd=tmp_path)
     assert proc.returncode == 2
     lines = (proc.stdout + proc.stderr).strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines  # one line
+    assert lines == [f"error: {_refusal(*args, f'run_dir={tmp_path}/run')}"]  # one line, as tested above
     assert not (tmp_path / "run").exists()  # a rejected config leaves no run dir behind
 
 

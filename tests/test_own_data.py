@@ -144,7 +144,7 @@ def _override(key: str, value) -> str:
     return f"dataset.{key}={json.dumps(value)}"
 
 
-@pytest.fixture(scope="module", params=KINDS)
+@pytest.fixture(scope="module")
 def own(request, tmp_path_factory):
     """(kind, a prepared dataset) for each format."""
     root = tmp_path_factory.mktemp(request.param)
@@ -159,14 +159,23 @@ def _keys(x, labels):
 
 TF_DATA_KNOBS = [{"num_parallel_reads": 2, "deterministic": False}, {"cache": "disk"}]
 KNOB_KINDS = ("tfrecord_encoded", "fixed_length")  # several record files: TFRecords, fixed-length records
+# make test: every format through the pipelines that read its files in the graph (tf_data, queue), the pipelines that
+# read the prepared arrays (feed_dict, preloaded) on one format each, tf_data's knobs on TFRecords; the slow tier
+# runs the whole grid.
+FAST_GRID = {("image_folder", "preloaded"), ("csv", "feed_dict"), *((kind, "tf_data") for kind in KINDS),
+             *((kind, "queue") for kind in KINDS)}
 
 
-@pytest.mark.parametrize("pipeline,params", [(name, {}) for name in PIPELINES.names()] +
-                         [("tf_data", knobs) for knobs in TF_DATA_KNOBS])
+def _grid() -> list:
+    cases = [(kind, name, {}) for kind in KINDS for name in PIPELINES.names()]
+    cases += [(kind, "tf_data", knobs) for kind in KNOB_KINDS for knobs in TF_DATA_KNOBS]
+    return [pytest.param(kind, name, params, marks=[] if (kind, name) in FAST_GRID and (
+        not params or kind == KNOB_KINDS[0]) else [pytest.mark.slow]) for kind, name, params in cases]
+
+
+@pytest.mark.parametrize("own,pipeline,params", _grid(), indirect=["own"])
 def test_every_pipeline_reads_each_format_the_same_and_keeps_the_epoch_contract(own, pipeline, params):
     kind, dataset = own
-    if params and kind not in KNOB_KINDS:
-        pytest.skip("tf_data's knobs are read through the kinds of several record files (TFRecords, fixed-length)")
     x, y = dataset.arrays("test")
     assert len(y) == CONTRACT_TEST and x.shape[1:] == dataset.raw_shape
     if kind != "csv":

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import shutil
 from math import prod
 from pathlib import Path
 
@@ -135,10 +136,25 @@ def test_the_readme_shows_the_commands_the_fast_tier_runs():
     assert len(ALL) >= 10
 
 
+FIRST_RUN = pytest.mark.xdist_group("readme-first-run")  # the plain run, and mode=eval of it: one worker
+
+
+def _marks(command: str) -> list:
+    if command not in FAST:
+        return [pytest.mark.slow]
+    return [FIRST_RUN] if command == "python -m runner" or "mode=eval" in command else []
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory) -> tuple[Path, object]:
+    """The README's first command, as typed in an empty folder (short): the folder and the finished process."""
+    cwd = tmp_path_factory.mktemp("first-run")
+    return cwd, run_cli(*_short([]), cwd=cwd, timeout=900, unset=AS_USER)
+
+
 @pytest.mark.parametrize("command", [
-    pytest.param(c, marks=[] if c in FAST else [pytest.mark.slow], id=c.replace("python -m runner", "").strip() or
-                 "(no args)") for c in ALL])
-def test_a_readme_command_as_typed(command, tmp_path):
+    pytest.param(c, marks=_marks(c), id=c.replace("python -m runner", "").strip() or "(no args)") for c in ALL])
+def test_a_readme_command_as_typed(command, tmp_path, request):
     args = _args(command)
     if any(a in DOWNLOADS for a in args):
         pytest.skip("fetches a public dataset; tests have no network (downloads: tests/test_download.py)")
@@ -148,13 +164,19 @@ def test_a_readme_command_as_typed(command, tmp_path):
         shown = {"--help": "Config groups (GROUP=OPTION):", "job": "batch_size: 100", "hydra": "launcher:"}
         assert shown[args[-1]] in proc.stdout and "Traceback" not in proc.stderr
         return
-    if "mode=eval" in args:  # of the latest run, which the README's first command makes
-        assert run_cli(*_short([]), cwd=tmp_path, timeout=300).returncode == 0
+    if "mode=eval" in args:  # of the latest run, which the README's first command makes (a copy of its folder)
+        first, made = request.getfixturevalue("first_run")
+        assert made.returncode == 0, made.stdout[-3000:] + made.stderr[-3000:]
+        shutil.copytree(first / "outputs", tmp_path / "outputs")
         latest = next(tmp_path.glob("outputs/*/*/checkpoints")).parent.relative_to(tmp_path)
         args = [f"run_dir={latest}" if a.startswith("run_dir=") else a for a in args]
         proc = run_cli(*args, "eval_splits=[test]", cwd=tmp_path, timeout=300)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         assert re.search(r"Num examples: 300  Num correct: \d+  Precision @ 1: 0\.\d{4}", proc.stdout)
+        return
+    if not args:
+        first, made = request.getfixturevalue("first_run")
+        _check_run(first, args, made)
         return
     proc = run_cli(*_short(args), cwd=tmp_path, timeout=900, unset=AS_USER)
     if "-m" not in args:

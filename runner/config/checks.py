@@ -154,6 +154,8 @@ def check_service(cfg: DictConfig) -> None:
     if cfg.mode in ("bench", "tune"):
         raise ConfigError(f"pipeline.service={service}: mode={cfg.mode} measures the input in this process; run it "
                           f"with pipeline.service=null")
+    if service != "local":
+        service_address(service)
     processes = group_schema(cfg, "hardware").processes
     if processes == "launcher" and service != "local":
         raise ConfigError(f"pipeline.service={service} with hardware={cfg.hardware.name}: the local cluster's tasks "
@@ -163,6 +165,19 @@ def check_service(cfg: DictConfig) -> None:
         raise ConfigError(f"pipeline.service=local with hardware={cfg.hardware.name}: each task would start a "
                           f"service of its own; start one dispatcher (python -m runner.service dispatcher --port P) "
                           f"and give every task pipeline.service=grpc://HOST:P")
+
+
+SERVICE_SCHEME = "grpc://"
+
+
+def service_address(service: str) -> tuple[str, int]:
+    """pipeline.service's ``grpc://HOST:PORT`` as (HOST, PORT); a ConfigError naming the value otherwise."""
+    rest = service[len(SERVICE_SCHEME):] if service.startswith(SERVICE_SCHEME) else ""
+    host, _, port = rest.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"pipeline.service={service}: give null, local, or a dispatcher's address as "
+                          f"grpc://HOST:PORT (python -m runner.service dispatcher --port PORT starts one)")
+    return host, int(port)
 
 
 def check_service_arms(cfg: DictConfig) -> None:

@@ -31,11 +31,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig, open_dict
 
-from runner.core.errors import ConfigError, RunnerError
+from runner.config.checks import SERVICE_SCHEME, service_address
+from runner.core.errors import RunnerError
 from runner.core.system import end_with_parent, free_ports
 
 log = logging.getLogger("runner")
-SCHEME = "grpc://"
 CONNECT_SECS = 15.0  # how long a dispatcher is waited for before it is named as unreachable
 STOP_SECS = 10.0  # how long a local worker gets to end before it is killed
 LOST_SECS = 60.0  # how long a dispatcher may not answer mid-run before the run stops (a restart takes seconds)
@@ -53,19 +53,9 @@ def job_name(run_dir: str) -> str:
     return "runner-" + hashlib.sha1(str(Path(run_dir).absolute()).encode()).hexdigest()[:12]
 
 
-def host_port(service: str) -> tuple[str, int]:
-    """``grpc://HOST:PORT`` as (HOST, PORT); a ConfigError naming the value otherwise."""
-    rest = service[len(SCHEME):] if service.startswith(SCHEME) else ""
-    host, _, port = rest.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"pipeline.service={service}: give null, local, or a dispatcher's address as "
-                          f"grpc://HOST:PORT (python -m runner.service dispatcher --port PORT starts one)")
-    return host, int(port)
-
-
 def check_reachable(service: str, wait_secs: float = CONNECT_SECS) -> None:
     """Waits up to ``wait_secs`` for the dispatcher to accept a connection; names it when it does not."""
-    host, port = host_port(service)
+    host, port = service_address(service)
     deadline = time.monotonic() + wait_secs
     while True:
         try:
@@ -129,7 +119,7 @@ def local_service(workers: int, cpus: list[int] | None = None) -> Iterator[str]:
                  ", ".join(str(c.process.pid) for c in children[1:]))
         watch = _Watch(_service_ended(children), every=0.5)
         try:
-            yield SCHEME + address
+            yield SERVICE_SCHEME + address
         finally:
             watch.stop()
     finally:
@@ -230,7 +220,7 @@ def _service_ended(children: list[_Child]) -> Callable[[], str | None]:
 def _dispatcher_answers(service: str) -> Callable[[], str | None]:
     """The reason to stop once the dispatcher has not answered for :data:`LOST_SECS` (one restarted with its
     --work-dir is back within seconds, and the run goes on)."""
-    host, port = host_port(service)
+    host, port = service_address(service)
     since: list[float] = []
 
     def check() -> str | None:

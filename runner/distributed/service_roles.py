@@ -23,10 +23,11 @@ import threading
 import time
 from dataclasses import dataclass
 
+from runner.config.checks import SERVICE_SCHEME
 from runner.core.errors import RunnerError
 from runner.core.system import end_with_parent
 from runner.core.tfload import load_tensorflow
-from runner.distributed.data_service import SCHEME, SERVING, WORKING, check_reachable
+from runner.distributed.data_service import SERVING, WORKING, check_reachable
 
 log = logging.getLogger("runner")
 SLURM_WAIT_SECS = 300.0  # under SLURM: how long a role waits for the others to start (each loads TensorFlow)
@@ -108,7 +109,7 @@ def _worker(dispatcher: str, port: int, wait_secs: float | None = None):
     if port:
         _port_free(port)
     tf = load_tensorflow(verbose=False)
-    check_reachable(SCHEME + dispatcher, *([wait_secs] if wait_secs else []))
+    check_reachable(SERVICE_SCHEME + dispatcher, *([wait_secs] if wait_secs else []))
     service = tf.data.experimental.service
     host = dispatcher.rpartition(":")[0]
     own = "127.0.0.1" if host in ("127.0.0.1", "localhost") else socket.getfqdn()
@@ -182,7 +183,7 @@ def _train(port: int, dispatcher: str, overrides: list[str]) -> int:
         held.listen(64)
         connections: list[socket.socket] = []
         threading.Thread(target=_accept, args=(held, connections), daemon=True, name="trainer-port").start()
-        command = [sys.executable, "-m", "runner", *overrides, f"pipeline.service={SCHEME}{dispatcher}"]
+        command = [sys.executable, "-m", "runner", *overrides, f"pipeline.service={SERVICE_SCHEME}{dispatcher}"]
         run = subprocess.Popen(command, preexec_fn=end_with_parent)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda signum, _: run.send_signal(signum))
