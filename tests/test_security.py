@@ -214,7 +214,7 @@ def test_every_experiment_of_the_project_is_accepted(name):
     ["-m", "hydra/launcher=ray"],
     ["-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=3", "hydra.sweeper.sampler.seed=1"],
     *[["-m", "hydra/sweeper=optuna", f"hydra/sweeper/sampler={s}"] for s in ("tpe", "random", "cmaes", "nsgaii",
-                                                                          "grid", "motpe")],
+                                                                          "grid")],
     ["hydra.run.dir=somewhere", "hydra.job.chdir=false", "hydra.verbose=true"],
     ["-m", "hydra.sweep.dir=sweeps/x", "hydra.sweep.subdir=j${hydra.job.num}", "batch_size=50,100"],
     ["+hydra.job.env_set.TF_CPP_MIN_LOG_LEVEL=0", "+hydra.job.env_set.CUDA_VISIBLE_DEVICES=0"],

@@ -174,7 +174,7 @@ def test_showing_a_config_that_chooses_a_plug_in_launcher_loads_it(tmp_path):
                            "hydra/sweeper=optuna"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher" in proc.stdout
-    assert "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper" in proc.stdout
+    assert "hydra_plugins.runner_sweepers.optuna.OptunaSweeper" in proc.stdout
 
 
 # ------------------------------------------------------------------------------- names in the words

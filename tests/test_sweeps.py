@@ -68,16 +68,6 @@ def test_joblib_sweep_runs_jobs_in_parallel_with_divided_threads(tmp_path):
         assert "[job " not in (tmp_path / str(job) / "runner.log").read_text()
 
 
-@pytest.mark.slow
-def test_optuna_sweep_returns_the_objective(tmp_path):
-    proc = run_cli("-m", "experiment=optuna_lr", *QUICK, "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={tmp_path}",
-                   timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    best = (tmp_path / "optimization_results.yaml").read_text()
-    assert "best_params" in best and "optimizer.lr" in best
-    assert len(list(csv.DictReader((tmp_path / "report.csv").open()))) == 2
-
-
 def test_provenance_records_what_made_the_run_and_a_progress_bar_replaces_the_tutorials_lines(tmp_path):
     """(Output that is not a terminal gets the tutorial's lines: tests/test_cli.py, tests/test_tensorboard.py.)"""
     proc = run_cli(*QUICK, "seed=3", "progress=bar", f"run_dir={tmp_path}")

@@ -11,12 +11,13 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from runner.cli.messages import composition_error, help_text, launcher_error
 from runner.cli.resolvers import register_resolvers
@@ -30,6 +31,7 @@ from runner.run import rundir
 from runner.run.invocation import Invocation
 from runner.sweeps import sweep
 from runner.sweeps.job import job
+from runner.sweeps.search import trial_reporter
 
 log = logging.getLogger("runner")
 
@@ -53,22 +55,26 @@ def checked(cfg: DictConfig, run_dir: str, overrides: list[str]) -> DictConfig:
 def run(cfg: DictConfig, run_dir: str, overrides: list[str] | None = None) -> dict | float | None:
     """Runs a composed config in run_dir as the command line does, in this process: validated, then its mode. With
     ``sweep_objective`` a training run returns that number of its summary."""
-    called = invocation(overrides)
+    called = invocation(overrides, cfg.get("sweep_objective"))
     return _run_mode(checked(cfg, run_dir, list(called.overrides)), run_dir, called)
 
 
-def invocation(overrides: list[str] | None = None) -> Invocation:
+def invocation(overrides: list[str] | None = None, objective: Any = None) -> Invocation:
     """What the command says beyond the config, read from Hydra here and passed down: its overrides (``overrides``
-    when a caller gives them), and how many jobs of its sweep run at once on this machine, the launcher's
-    ``n_jobs`` (joblib's convention: -1 all cores, -2 all but one, ...) when it runs jobs side by side here."""
+    when a caller gives them), how many jobs of its sweep run at once on this machine, the launcher's
+    ``n_jobs`` (joblib's convention: -1 all cores, -2 all but one, ...) when it runs jobs side by side here, and in
+    a search's job, its trial's report of each eval (``objective``: the sweep's)."""
     overrides = task_overrides() if overrides is None else overrides
-    jobs = 1
+    jobs, after_eval = 1, None
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-        n_jobs = HydraConfig.get().launcher.get("n_jobs")  # None: one at a time, or each on its own machine
+        hydra_cfg = HydraConfig.get()
+        n_jobs = hydra_cfg.launcher.get("n_jobs")  # None: one at a time, or each on its own machine
         if n_jobs is not None:
             cores = os.cpu_count() or 1
             jobs = max(1, cores + 1 + n_jobs if n_jobs < 0 else n_jobs)
-    return Invocation(tuple(overrides), jobs)
+        after_eval = trial_reporter(OmegaConf.to_container(hydra_cfg.sweeper, resolve=True),
+                                    Path(hydra_cfg.sweep.dir), int(hydra_cfg.job.num), objective)
+    return Invocation(tuple(overrides), jobs, after_eval)
 
 
 def _run_mode(cfg: DictConfig, run_dir: str, called: Invocation) -> dict | float | None:

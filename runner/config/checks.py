@@ -29,7 +29,7 @@ from runner.config.schema import (
 )
 from runner.core.errors import ConfigError
 from runner.core.files import shown
-from runner.core.results import compared, objectives
+from runner.core.results import compared, objective_paths, objectives
 
 _ABSENT = object()
 
@@ -204,11 +204,15 @@ def check_service_arms(cfg: DictConfig) -> None:
 def check_report(cfg: DictConfig) -> None:
     """sweep_objective and report.compare name numbers a job reports (checked once for a whole sweep too)."""
     objective = cfg.sweep_objective
-    if objective is not None:
-        allowed = objectives(cfg.eval_splits)
-        if objective not in allowed:
-            raise ConfigError(f"sweep_objective={objective} is not a number a run reports; choose one of: "
-                              f"{', '.join(allowed)}")
+    if isinstance(objective, ListConfig) and not objective or objective is not None and not isinstance(
+            objective, (str, ListConfig)):
+        raise ConfigError(f"sweep_objective={objective}: give a number a run reports (final_precision.test), or a "
+                          f"list of them for a search of several objectives")
+    allowed = objectives(cfg.eval_splits)
+    for path, given in zip(objective_paths(objective), [objective] if isinstance(objective, str) else objective or []):
+        if path not in allowed:
+            raise ConfigError(f"sweep_objective={given} is not a number a run reports; choose one of: "
+                              f"{', '.join(allowed)} (or their report columns: precision_test, ...)")
     reported = compared(SPLITS, known("pipeline"))
     for metric in cfg.report.compare or []:
         if metric not in reported:

@@ -269,7 +269,8 @@ class RunnerConfig:
     bench: BenchConfig = setting(RESUME, default_factory=BenchConfig)
     tune: TuneConfig = setting(RESUME, default_factory=TuneConfig)
     report: ReportConfig = setting(RESUME, default_factory=ReportConfig)
-    sweep_objective: Optional[str] = setting(RESUME)  # e.g. final_precision.test: a run returns that number
+    # e.g. final_precision.test (or precision_test): a run returns that number; a list for a search of several
+    sweep_objective: Any = setting(RESUME)
     progress: str = one_of("auto", "bar", "lines", tags=(RESUME, EVAL))  # auto: a bar on a terminal, else lines
     log_style: str = one_of("mnist", "cifar10")  # the progress line of fully_connected_feed or of cifar10_train
     profile: Optional[list[int]] = MISSING  # [first, last]: trace those steps (TensorBoard profiler, timelines)

@@ -80,6 +80,14 @@ def objectives(splits: Iterable[str]) -> list[str]:
     return [m.path for m in metrics(splits) if m.file == SUMMARY]
 
 
+def objective_paths(objective: Any) -> tuple[str, ...]:
+    """``sweep_objective`` (one name or a list) as summary.json paths: each given as a path (final_precision.test) or
+    as its report column (precision_test)."""
+    names = [objective] if isinstance(objective, str) else list(objective or [])
+    by_column = {m.column: m.path for m in metrics(("train", "validation", "test")) if m.file == SUMMARY}
+    return tuple(by_column.get(str(n), str(n)) for n in names)
+
+
 def compared(splits: Iterable[str], pipelines: Iterable[str]) -> list[str]:
     """The columns ``report.compare`` may name."""
     return [m.column for m in metrics(splits, pipelines) if m.compared]

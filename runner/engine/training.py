@@ -97,8 +97,10 @@ def _build(parts: Parts, run: TrainSettings, run_dir: Path, chief: bool, sharded
                       file_writer(run_dir / EVAL_DIR) if evals else None)
 
 
-def _evaluate(built: _Built, metrics: Metrics, final: dict, stop: StopSignals, sess, step: int) -> None:
-    """Every eval split at ``step``: its precision into ``final``, metrics.jsonl and the eval events."""
+def _evaluate(built: _Built, metrics: Metrics, final: dict, stop: StopSignals, after: Callable | None, sess,
+              step: int) -> None:
+    """Every eval split at ``step``: its precision into ``final``, metrics.jsonl and the eval events; then
+    ``after(step, results)`` (a search's trial, which may stop the run: its checkpoint is written)."""
     for split, op in built.evals.items():
         result = run_eval(sess, op, stop)
         final[split] = result["precision"]
@@ -107,6 +109,22 @@ def _evaluate(built: _Built, metrics: Metrics, final: dict, stop: StopSignals, s
     built.writer.flush()
     if built.eval_writer is not None:
         built.eval_writer.flush()
+    if after is not None:
+        after(step, {"final_precision": dict(final), "steps": step})
+
+
+def _before_the_end(after: Callable | None, clock: Clock, max_steps: int, per_step: int) -> Callable | None:
+    """``after`` told the evals before the last step, with the training rate so far (examples_per_sec)."""
+    if after is None:
+        return None
+
+    def told(step: int, results: dict) -> None:
+        if step < max_steps:
+            secs = clock.run_secs
+            rate = (step - clock.first_step) * per_step / secs if secs else None
+            after(step, {**results, "examples_per_sec": rate})
+
+    return told
 
 
 def _hooks(built: _Built, parts: Parts, run: TrainSettings, run_dir: Path, chief: bool, clock: Clock,
@@ -144,7 +162,8 @@ def _loop(sess, graph: TrainGraph, clock: Clock, max_steps: int, stop: StopSigna
 
 
 def train(parts: Parts, run: TrainSettings, run_dir: str | Path, config: dict, task: SessionTarget = IN_PROCESS,
-          extra_hooks: Sequence = ()) -> TrainSummary | None:
+          extra_hooks: Sequence = (), after_eval: Callable[[int, dict], None] | None = None
+          ) -> TrainSummary | None:
     """Trains to ``run.max_steps`` in a MonitoredSession whose hooks do the rest; ``run`` holds the run's settings
     (batch size, steps, how often to log, summarize, checkpoint and evaluate). On a cluster every worker runs this;
     only the chief writes (checkpoints, summaries, metrics, summary.json) and evaluates."""
@@ -158,7 +177,8 @@ def train(parts: Parts, run: TrainSettings, run_dir: str | Path, config: dict, t
                 stack.callback(w.close)
         stop = stack.enter_context(StopSignals())
         progress = stack.enter_context(Progress(run.progress, run.max_steps, run.log_style))
-        evaluate = functools.partial(_evaluate, built, metrics, final, stop)
+        evaluate = functools.partial(_evaluate, built, metrics, final, stop, _before_the_end(
+            after_eval, clock, run.max_steps, built.train_graph.examples_per_step))
         hooks = [*_hooks(built, parts, run, run_dir, chief, clock, metrics, progress, evaluate, stop), *extra_hooks,
                  *built.train_graph.hooks(chief)]  # last: the other workers are released after the last checkpoint
         batches = built.train_graph.batches + [e.batch for e in built.evals.values()]

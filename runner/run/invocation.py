@@ -2,6 +2,7 @@
 overrides as typed and how many jobs of a sweep run side by side on this machine."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -14,6 +15,8 @@ class Invocation:
 
     overrides: tuple[str, ...] = ()
     parallel_jobs: int = 1
+    # A search's trial (runner.sweeps.search): told each eval's step and results; raises Pruned to stop the run.
+    after_eval: Callable[[int, dict], None] | None = None
 
 
 ALONE = Invocation()

@@ -49,7 +49,8 @@ def train_run(cfg: DictConfig, run_dir: str, dataset: Dataset, changed: dict | N
     if changed is not None:
         rundir.record_start(run_dir, cfg, dataset.class_names, changed, parts.devices, invocation.overrides)
     with naming_damaged_records(dataset, invocation.overrides):
-        return train(parts, TrainSettings.of(run), run_dir, recorded(run), topology.target)
+        return train(parts, TrainSettings.of(run), run_dir, recorded(run), topology.target,
+                     after_eval=invocation.after_eval)
 
 
 def eval_run(cfg: DictConfig, run_dir: str, dataset: Dataset, once: bool, until_step: int | None = None,

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from runner.config.hydra import override_key
 from runner.config.schema import SPLITS
-from runner.core.results import column_of, higher_is_better
+from runner.core.results import column_of, higher_is_better, objective_paths
 from runner.core.stats import (
     ALPHA,
     CONFIDENCE,
@@ -73,12 +74,14 @@ def group(rows: list[dict], replicate_over: list[str]) -> list[Group]:
     return found
 
 
-def objective_metric(objective: str | None) -> str | None:
-    """sweep_objective (a path in summary.json) as the report's column: final_precision.test -> precision_test."""
-    return column_of(objective) if objective else None
+def objective_metric(objective: Any) -> str | None:
+    """sweep_objective (its first path in summary.json) as the report's column: final_precision.test ->
+    precision_test."""
+    paths = objective_paths(objective)
+    return column_of(paths[0]) if paths else None
 
 
-def compared_metrics(rows: list[dict], compare_on: list[str] | None, objective: str | None) -> list[str]:
+def compared_metrics(rows: list[dict], compare_on: list[str] | None, objective: Any) -> list[str]:
     """report.compare, else the sweep's objective, else the main metric (the last split's precision, or a rate)."""
     if compare_on:
         return list(compare_on)

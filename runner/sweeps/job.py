@@ -16,20 +16,24 @@ from runner.core.files import write_text
 from runner.core.signals import Interrupted
 from runner.run import rundir
 from runner.sweeps import sweep
+from runner.sweeps.search import Pruned
 
 log = logging.getLogger("runner")
+PRUNED = "pruned.txt"  # a search's job stopped by its study's pruner: why, and at which step
 
 
 def job(cfg: DictConfig, sweep_dir: Path, job_dir: Path, run: Callable[[DictConfig, str], Any]) -> Any:
     """One job of a sweep: skipped when the sweep was stopped or the job finished in an earlier run of the same
     sweep; a failure or a stop is recorded in the job dir (and in the report) and the sweep goes on or stops.
     ``run(cfg, job_dir)`` runs it (the command line's run: validated, then its mode)."""
-    failed = float("nan") if cfg.get("sweep_objective") else None
+    if (job_dir / PRUNED).is_file():  # its trial was pruned in an earlier run of this search: it stays pruned
+        log.info("Job %s was pruned in an earlier run of this search: skipped", job_dir.name)
+        return {"status": "pruned"}
     for name in ("error.txt", "interrupted.txt"):
         (job_dir / name).unlink(missing_ok=True)
     if sweep.interrupted(sweep_dir) is not None:
         _note(job_dir / "interrupted.txt", "not started: the sweep was stopped\n")
-        return failed if failed is not None else {"status": "interrupted"}
+        return {"status": "interrupted"}
     finished = _finished(cfg, job_dir)
     if finished is not None:
         log.info("Job %s finished in an earlier run of this sweep: skipped", job_dir.name)
@@ -39,12 +43,16 @@ def job(cfg: DictConfig, sweep_dir: Path, job_dir: Path, run: Callable[[DictConf
             return run(cfg, str(job_dir))
         except RunDirInUse as err:  # the same sweep running in another process has this job: it is left to it
             log.warning("Job %s: %s; left to that process", job_dir.name, err)
-            return failed if failed is not None else {"status": "busy"}
+            return {"status": "busy"}
+        except Pruned as err:
+            log.info("Job %s: %s; its checkpoint is kept", job_dir.name, err)
+            _note(job_dir / PRUNED, f"{err}\n")
+            return {"status": "pruned"}
         except Interrupted as err:
             sweep.mark(sweep_dir, err.signum)
             log.error("stopped: %s", err)
             _note(job_dir / "interrupted.txt", f"{err}\n")
-            return failed if failed is not None else {"status": "interrupted"}
+            return {"status": "interrupted"}
         except Exception as err:
             # Record the failure in the job dir and let the sweep go on; the report lists it and the sweep's exit
             # status says some jobs failed.
@@ -54,7 +62,7 @@ def job(cfg: DictConfig, sweep_dir: Path, job_dir: Path, run: Callable[[DictConf
             message = f"{type(err).__name__}: {err}".strip().splitlines()[-1]
             log.error("error: %s", message)
             _note(job_dir / "error.txt", message + "\n")
-            return failed if failed is not None else {"status": "failed", "error": message}
+            return {"status": "failed", "error": message}
 
 
 def _note(path: Path, text: str) -> None:

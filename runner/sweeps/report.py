@@ -32,7 +32,9 @@ from runner.core.errors import ConfigError, describe_os_error
 from runner.core.files import write_json, write_text
 from runner.core.results import BENCH, SUMMARY, columns
 from runner.sweeps import groups as grouping
-from runner.sweeps import hparams, plots, sweep
+from runner.sweeps import hparams, plots, study_report, sweep
+from runner.sweeps.job import PRUNED
+from runner.sweeps.search import check_search
 
 log = logging.getLogger("runner")
 
@@ -160,6 +162,8 @@ def collect(sweep_dir: str | Path, replicate_over: tuple[str, ...] = ("seed",), 
             row.update(status="failed", error=_last_line(error))
         elif stopped.is_file():
             row.update(status="interrupted", error=_last_line(stopped))
+        elif (job / PRUNED).is_file():
+            row.update(status="pruned", error=_last_line(job / PRUNED))
         rows.append(row)
     return rows
 
@@ -265,13 +269,16 @@ def write(sweep_dirs: str | Path | list, out: str | Path | None = None, settings
         plots.plot(found, param, compared[0], path, log_scale=True if override_key(param) in logs else None)
         plotted.append(path.name)
     counts = {status: sum(r["status"] == status for r in rows)
-              for status in ("completed", "failed", "interrupted", "unreadable")}
+              for status in ("completed", "pruned", "failed", "interrupted", "unreadable")}
     title = f"# Sweep report: {dirs[0]}" if len(dirs) == 1 else f"# Report of {len(dirs)} sweeps: " + ", ".join(
         f"{d} ({label})" for d, label in zip(dirs, labels))
     lines = [title, "",
-             f"{len(rows)} jobs, {counts['completed']} completed, {counts['failed']} failed, "
+             f"{len(rows)} jobs, {counts['completed']} completed, "
+             + (f"{counts['pruned']} pruned, " if counts["pruned"] else "") + f"{counts['failed']} failed, "
              f"{counts['interrupted']} interrupted, {len(rows) - sum(counts.values())} incomplete"
              + (f", {counts['unreadable']} unreadable (listed below)" if counts["unreadable"] else "") + ".", ""]
+    if len(dirs) == 1:
+        lines += study_report.section(dirs[0], out, rows)
     stats = grouping.stats_metrics(metrics)
     if repeated:
         lines += grouping.markdown(found, stats, compared, list(settings.replicate_over)) + [""]
@@ -304,6 +311,7 @@ class SweepReport(Callback):
     def on_multirun_start(self, config, **kwargs) -> None:
         try:  # what the whole sweep reports on is checked once, before any job or sweep dir
             check_report(config)
+            check_search(config, list(config.hydra.overrides.task))
         except ConfigError as err:
             print(f"error: {err}", file=sys.stderr, flush=True)
             sys.exit(2)

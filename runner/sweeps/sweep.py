@@ -18,8 +18,10 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from runner.core.errors import ConfigError
+from runner.core.results import objective_paths
 from runner.core.signals import SIGNALS, raise_interrupted, raise_on_signals
 
 MARKER = ".interrupted"
@@ -39,14 +41,22 @@ def sweep_key(overrides) -> str:
     return "sweep-" + hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
-def objective(summary: dict, path: str) -> float:
-    """The number at a dotted path of summary.json (``sweep_objective``, for sweepers that optimize one value)."""
+def objective(summary: dict, objective: Any) -> float | list[float]:
+    """``sweep_objective``'s number(s) in a summary: one, or a list for several objectives."""
+    values = [value_at(summary, path) for path in objective_paths(objective)]
+    return values[0] if isinstance(objective, str) else values
+
+
+def value_at(summary: dict, path: str) -> float:
+    """The number at a dotted path of summary.json."""
     value = summary
     for key in path.split("."):
         if not isinstance(value, dict) or key not in value:
             raise ConfigError(f"sweep_objective={path}: summary.json has no {key!r}; try final_precision.test or "
                               f"examples_per_sec")
         value = value[key]
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise ConfigError(f"sweep_objective={path}: summary.json holds {value!r} there, not a number")
     return float(value)
 
 

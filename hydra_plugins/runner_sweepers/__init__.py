@@ -1,0 +1,1 @@
+"""runner's Hydra sweeper plug-ins (Hydra finds sweepers only in the ``hydra_plugins`` namespace package)."""
