@@ -35,11 +35,13 @@ def payload(tmp_path):
     return {"env": {"PYTHONPATH": str(code)}, "marker": marker, "cwd": work}
 
 
-def refused(proc: subprocess.CompletedProcess, payload: dict, where: str, key: str) -> None:
-    """Exit 2, one line naming where the key was set and the key, nothing imported, nothing written."""
+def refused(proc: subprocess.CompletedProcess, payload: dict, where: str | None, key: str) -> None:
+    """Exit 2, one line naming where the key was set and the key (``where`` None: a key the config's schema does
+    not have, refused by it), nothing imported, nothing written."""
     assert proc.returncode == 2, proc.stdout + proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith("(-m with --cfg")]
-    assert len(lines) == 1 and lines[0].startswith(f"error: {where}: {key}: "), proc.stderr
+    said = f"error: {where}: {key}: " if where else f"error: {key}: Key "
+    assert len(lines) == 1 and lines[0].startswith(said), proc.stderr
     assert "Traceback" not in proc.stderr
     assert not payload["marker"].exists(), "the payload ran"
     assert not [p for p in payload["cwd"].iterdir() if p.name not in ("experiments",)]  # no run dir, no sweep dir
@@ -134,7 +136,7 @@ def test_6_another_config_dir_or_name(tmp_path, payload, flags):
 def test_7_a_target_inside_a_dict_value(payload):
     proc = run_cli("-m", "hydra/sweeper=optuna", "hydra.sweeper.sampler={_target_: payload.Sampler}",
                    "batch_size=choice(50,100)", cwd=payload["cwd"], env=payload["env"])
-    refused(proc, payload, "the command line", "hydra.sweeper.sampler._target_")
+    refused(proc, payload, None, "hydra.sweeper.sampler._target_")  # runner's sweeper: a sampler by name, no code
 
 
 # More ways past it, found by a second probe.
@@ -153,7 +155,7 @@ def test_7_a_target_inside_a_dict_value(payload):
 ])
 def test_more_ways_on_the_command_line(payload, args, key):
     proc = run_cli(*args, "max_steps=1", cwd=payload["cwd"], env=payload["env"])
-    refused(proc, payload, "the command line", key)
+    refused(proc, payload, None if "sweeper" in key else "the command line", key)  # runner's sweeper has no such key
 
 
 def test_a_group_option_that_is_a_path_in_any_group(tmp_path, payload):
@@ -262,9 +264,11 @@ def test_runners_own_configs_name_no_code_but_its_callbacks_and_launcher():
         if keys:
             found[str(path.relative_to(ROOT))] = keys
     assert found == {"conf/config.yaml": ["hydra.callbacks.validate._target_", "hydra.callbacks.report._target_"],
-                     "conf/hydra/launcher/parallel.yaml": ["_target_"]}
+                     "conf/hydra/launcher/parallel.yaml": ["_target_"], "conf/hydra/sweeper/optuna.yaml": ["_target_"]}
     launcher = yaml.safe_load((ROOT / "conf" / "hydra" / "launcher" / "parallel.yaml").read_text())
     assert launcher["_target_"] == "hydra_plugins.runner_launchers.parallel.ParallelLauncher"  # runner's own
+    sweeper = yaml.safe_load((ROOT / "conf" / "hydra" / "sweeper" / "optuna.yaml").read_text())
+    assert sweeper["_target_"] == "hydra_plugins.runner_sweepers.optuna.OptunaSweeper"
     callbacks = yaml.safe_load((ROOT / "conf" / "config.yaml").read_text())["hydra"]["callbacks"]
     assert {name: c["_target_"] for name, c in callbacks.items()} == {
         "validate": "runner.cli.app.ValidateBeforeRun", "report": "runner.sweeps.report.SweepReport"}

@@ -127,6 +127,18 @@ def test_srun_tasks_train_one_cluster_and_leave_no_process(cluster, tmp_path):
     assert not left.strip() and not cluster.jobs()
 
 
+def test_a_search_on_slurm_prunes_through_the_study_in_the_sweep_dir(cluster, tmp_path):
+    """hydra/sweeper=optuna with the SLURM launcher: each trial a SLURM job that reports its evals to the study's
+    journal in the sweep dir and stops when the median pruner says so."""
+    from tests.test_search import PRUNED_SEARCH, check_pruned, study_of
+
+    proc = run_cli(*SWEEP, *PRUNED_SEARCH[1:], cwd=tmp_path, env=cluster.env, unset=AS_USER, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (sweep,) = sweep_dirs(tmp_path)
+    check_pruned(sweep, study_of(sweep))
+    assert "pruned by the study's median pruner" in submitit_logs(tmp_path)
+
+
 def test_a_request_slurm_refuses_is_one_line_and_exit_2(cluster, tmp_path):
     proc = run_cli(*SWEEP, "hydra.launcher.mem_gb=100000", "batch_size=50,100", *SHORT, cwd=tmp_path, env=cluster.env,
                    timeout=300)

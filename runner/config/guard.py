@@ -49,6 +49,8 @@ IMPORTS = ("sweeper.custom_search_space",)
 # The environment variables a job may be given: TensorFlow's (not the ones naming a library to load) and the devices'.
 ENV = re.compile(r"(?!\w*(LIBRARY|PLUGIN))TF_\w+|CUDA_VISIBLE_DEVICES|CUDA_DEVICE_ORDER|OMP_NUM_THREADS|XLA_FLAGS")
 COMMAND_LINE = "the command line"
+SEARCH_SYNTAX = ("interval(0.001, 0.1), tag(log, interval(0.001, 0.1)), int(interval(16, 256)), choice(50, 100), "
+                 "range(1, 10)")  # hydra.sweeper.params of hydra/sweeper=optuna
 ALLOW_HINT = f"; to allow it, set {ALLOW}=1 in the environment"
 
 
@@ -175,7 +177,13 @@ class Guard:
             if str(key).lstrip("+~").startswith(("hydra.", "hydra/")) or "_target_" in str(key).split("."):
                 self.refuse(run, ("hydra", "sweeper", "params", str(key)),
                             "a sweep chooses runner's settings, not Hydra's or code")
-            found += self.parser.parse_overrides([f"{key}={value}"])
+            try:
+                found += self.parser.parse_overrides([f"{key}={value}"])
+            except Exception as err:  # noqa: BLE001  Hydra's parser says where
+                raise ConfigError(f"{self.origin(run, ('hydra', 'sweeper', 'params', str(key)))}: "
+                                  f"hydra.sweeper.params: {key}: {value} does not parse "
+                                  f"({str(err).splitlines()[0][:160]}); write each parameter as one of "
+                                  f"{SEARCH_SYNTAX}") from None
         _check_choices(found, self.hydra.config_loader.repository.group_exists)
         return found
 
@@ -285,8 +293,12 @@ class Guard:
                 continue
             where = loaded.path.replace("file://", "", 1)
             # The file as the user knows it: experiments/NAME.yaml, not the conf/experiment link to that folder.
-            source = (str((Path(where) / f"{default.config_path}.yaml").resolve()) if loaded.path.startswith("file://")
-                      else where)
+            if loaded.path.startswith("file://"):
+                source = str((Path(where) / f"{default.config_path}.yaml").resolve())
+            elif loaded.path.startswith("experiments:"):  # a folder of experiment files: experiment/NAME is NAME.yaml
+                source = str(Path(where.split(":", 1)[1]) / f"{default.config_path.split('/', 1)[-1]}.yaml")
+            else:
+                source = where
             yield shown(source), default.package or "", cast(dict, OmegaConf.to_container(loaded.config, resolve=False))
 
 

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from runner.config.guard import SEARCH_SYNTAX as SYNTAX
 from runner.core.errors import ConfigError
 from runner.core.files import write_json
 from runner.core.results import objective_paths
@@ -32,8 +33,6 @@ STUDY_FILE = "search.json"  # where the report finds the study: its storage, nam
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "nsgaii")
 PRUNERS = ("none", "median", "percentile", "successive_halving", "hyperband")
 DIRECTIONS = ("minimize", "maximize")
-SYNTAX = ("interval(0.001, 0.1), tag(log, interval(0.001, 0.1)), int(interval(16, 256)), choice(50, 100), "
-          "range(1, 10)")
 
 
 class Pruned(Exception):  # noqa: N818  a trial's stop, not an error
@@ -112,10 +111,13 @@ def parse_space(params: Mapping[str, Any] | None, arguments: Sequence[str]) -> S
 def _distribution(override: Any, where: str) -> Any:
     """An Optuna distribution from a sweep override (hydra-optuna-sweeper's mapping, but range() leaves out its stop
     as Hydra's range does)."""
-    from hydra.core.override_parser.types import Transformer
+    from hydra.core.override_parser.types import Glob, Transformer
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     value = override.value()
+    if isinstance(value, Glob):
+        raise ConfigError(f"{where}: a search draws from intervals, choices and ranges, not globs; write it as one "
+                          f"of {SYNTAX}")
     try:
         if override.is_choice_sweep() or (override.is_range_sweep() and value.shuffle):
             return CategoricalDistribution(list(override.sweep_iterator(transformer=Transformer.encode)))
@@ -134,8 +136,7 @@ def _distribution(override: Any, where: str) -> Any:
             return FloatDistribution(float(value.start), float(value.end), log=log_scale)
     except ValueError as err:
         raise ConfigError(f"{where}: {err}; write each parameter as one of {SYNTAX}") from None
-    raise ConfigError(f"{where}: a search draws from intervals, choices and ranges, not globs; write it as one of "
-                      f"{SYNTAX}")
+    raise ConfigError(f"{where}: not a search; write it as one of {SYNTAX}")
 
 
 # ------------------------------------------------------------------------------------------------ the study
