@@ -70,7 +70,7 @@ def test_a_spec_that_is_not_a_search_is_named(spec):
 def test_the_readmes_search_runs_and_a_stopped_search_continues_to_n_trials(tmp_path):
     """SIGTERM while trial 2 trains: exit 143, trial 2 left running; the same command resumes it from its
     checkpoint, then runs the rest: 4 trials in all, trials 0 and 1 not run again, no dir written twice."""
-    args = ["-m", "experiment=optuna_lr", *QUICK, "max_steps=400", "checkpoint_every=100", "hydra.sweeper.n_trials=4"]
+    args = ["-m", "experiment=optuna_lr", *TINY, "log_every=100", "max_steps=400", "hydra.sweeper.n_trials=4"]
     proc = subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=user_env())
     out, third = [], False
