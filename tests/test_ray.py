@@ -71,3 +71,15 @@ def test_a_ray_sweep_as_typed_on_a_local_head(ray_head, tmp_path):
     assert one_complete_sweep(tmp_path, 2, rerun) == sweep
     assert rerun.stdout.count("finished in an earlier run of this sweep: skipped") == 2
 
+
+
+def test_a_search_on_a_local_head_prunes_through_the_study_in_the_sweep_dir(ray_head, tmp_path):
+    """hydra/sweeper=optuna with the Ray launcher: each trial a Ray task reporting its evals to the study's journal
+    in the sweep dir, stopped when the median pruner says so."""
+    from tests.test_search import PRUNED_SEARCH, check_pruned, study_of
+
+    proc = run_cli(*PRUNED_SEARCH, "hydra/launcher=ray_local", f"hydra.launcher.ray.init.address={ray_head}",
+                   cwd=tmp_path, env=LOOPBACK, unset=AS_USER, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (sweep,) = [p for p in (tmp_path / "multirun").iterdir() if p.is_dir()]
+    check_pruned(sweep, study_of(sweep))

@@ -222,6 +222,8 @@ def _first_job(args: list[str]) -> list[str]:
         if arg.startswith("-") or arg.lstrip("+~").startswith("hydra") or "=" not in arg:
             continue
         override = parse(arg)
+        if override.is_interval_sweep():
+            continue  # a search's interval: the key keeps its configured value
         if override.is_sweep_override():
             arg = f"{arg.split('=', 1)[0]}={next(override.sweep_string_iterator())}"
         out.append(arg.replace("=DIR", "=/tmp/a-folder"))

@@ -163,20 +163,55 @@ def test_two_objectives_give_a_pareto_front_with_commands(tmp_path):
     assert (sweep / "search_front.png").is_file()
 
 
+@pytest.mark.slow  # a short search with each sampler
+@pytest.mark.parametrize("sampler,trials", [("random", 3), ("grid", 4), ("cmaes", 3), ("nsgaii", 3)])
+def test_each_sampler_searches_with_its_seed(tmp_path, sampler, trials):
+    space = (["batch_size=choice(50,100)", "optimizer.lr=choice(0.1,0.3)"] if sampler == "grid" else
+             ["batch_size=int(interval(20,200))", "optimizer.lr=tag(log,interval(0.01,0.5))"])
+    proc = run_cli(*SEARCH, f"hydra/sweeper/sampler={sampler}", "hydra.sweeper.sampler.seed=1",
+                   "hydra.sweeper.n_trials=10" if sampler == "grid" else f"hydra.sweeper.n_trials={trials}", *space,
+                   *QUICK, "max_steps=20", cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (sweep,) = sweep_dirs(tmp_path)
+    study = study_of(sweep)
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * trials  # the grid: its 4 points, not n_trials
+    if sampler == "grid":
+        assert "The grid has 4 points: 4 trials" in proc.stdout
+        assert sorted((t.params["batch_size"], t.params["optimizer.lr"]) for t in study.trials) == [
+            (50, 0.1), (50, 0.3), (100, 0.1), (100, 0.3)]
+
+
+@pytest.mark.parametrize("args,said", [
+    (["hydra.sweeper.sampler.name=sobol"],
+     "hydra.sweeper.sampler.name=sobol is not a sampler; choose one of: tpe, random, grid, cmaes, nsgaii"),
+    (["hydra.sweeper.pruner=early"], "hydra.sweeper.pruner=early is not a pruner; choose one of: none, median"),
+    (["sweep_objective=[precision_test,examples_per_sec]"],
+     "hydra.sweeper.direction=['maximize'] gives 1 direction(s) for 2 objective(s)"),
+    (["sweep_objective=[precision_test,examples_per_sec]", "hydra.sweeper.direction=[maximize,maximize]",
+      "hydra.sweeper.pruner=median"], "hydra.sweeper.pruner=median: Optuna prunes by one objective"),
+    (["seed=range(3)"], "seed is searched beside optimizer.lr: a search runs each trial once"),
+    (["hydra/sweeper/sampler=grid"], "hydra.sweeper.sampler.name=grid: optimizer.lr is a continuous interval"),
+    (["sweep_objective=null"], "hydra/sweeper=optuna maximizes or minimizes what each trial returns"),
+    (["optimizer.lr=0.1"], "hydra/sweeper=optuna has nothing to search"),
+])
+def test_a_bad_search_is_named_before_the_sweep_starts(args, said):
+    """What the sweep's first check says (runner.sweeps.search.check_search, on the config Hydra composes)."""
+    from runner.cli import app  # noqa: F401  runner's resolvers, as the command line registers them
+    from runner.config import guard
+    from runner.sweeps.search import check_search
+
+    typed = [*SEARCH[1:], "optimizer.lr=interval(0.01,0.1)", *args]
+    config = guard.Guard(guard._arguments(["-m", *typed])).compose(typed, sweep=True).cfg
+    with pytest.raises(ConfigError, match=re.escape(said)):
+        check_search(config, typed)
+
+
 @pytest.mark.parametrize("args,said", [
     (["optimizer.lr=interval(0.1"], "cannot read the override: no viable alternative at input 'interval(0.1'"),
     (["experiment=zz_search"], "zz_search.yaml: hydra.sweeper.params: optimizer.lr: interval(0.1 does not parse"),
-    (["optimizer.lr=interval(0.01,0.1)", "hydra.sweeper.sampler.name=sobol"],
-     "hydra.sweeper.sampler.name=sobol is not a sampler; choose one of: tpe, random, grid, cmaes, nsgaii"),
-    (["optimizer.lr=interval(0.01,0.1)", "hydra.sweeper.pruner=early"],
-     "hydra.sweeper.pruner=early is not a pruner; choose one of: none, median"),
-    (["optimizer.lr=interval(0.01,0.1)", "sweep_objective=[precision_test,examples_per_sec]"],
-     "hydra.sweeper.direction=['maximize'] gives 1 direction(s) for 2 objective(s)"),
     (["optimizer.lr=interval(0.01,0.1)", "hydra.sweeper.storage=postgresql://nobody@127.0.0.1:1/none"],
      "hydra.sweeper.storage=postgresql://nobody@127.0.0.1:1/none cannot be opened"),
-    (["optimizer.lr=interval(0.01,0.1)", "seed=range(3)"], "seed is searched: a search runs each trial once"),
-    (["optimizer.lr=interval(0.01,0.1)", "hydra/sweeper/sampler=grid"],
-     "hydra.sweeper.sampler.name=grid: optimizer.lr is a continuous interval"),
+    (["optimizer.lr=interval(0.01,0.1)", "hydra.sweeper.pruner=early"], "hydra.sweeper.pruner=early is not a pruner"),
 ])
 def test_a_bad_search_is_one_line_and_exit_2_with_no_sweep_dir(tmp_path, args, said):
     (tmp_path / "experiments").mkdir()

@@ -23,11 +23,12 @@ class OptunaSweeper(Sweeper):
 
     def sweep(self, arguments: list[str]) -> None:
         from runner.sweeps import sweep
-        from runner.sweeps.search import Runner, Search
+        from runner.sweeps.search import Runner, Search, repeat_keys
 
         assert self.config is not None
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweeper = OmegaConf.to_container(self.config.hydra.sweeper, resolve=True)
         search = Search.of(sweeper, OmegaConf.select(self.config, "sweep_objective"), sweep_dir)
         launch = lambda overrides, first: self.launcher.launch(overrides, initial_job_idx=first)  # noqa: E731
-        Runner(search, sweep_dir, launch, lambda: sweep.interrupted(sweep_dir) is not None).run(arguments)
+        stopped = lambda: sweep.interrupted(sweep_dir) is not None  # noqa: E731
+        Runner(search, sweep_dir, launch, stopped, repeat_keys(self.config)).run(arguments)

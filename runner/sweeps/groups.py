@@ -26,7 +26,7 @@ from runner.core.stats import (
 )
 
 NOT_STATS = ("steps",)  # numbers that say how long a job ran, not how well
-STATUSES = ("completed", "failed", "interrupted", "incomplete")
+STATUSES = ("completed", "pruned", "failed", "interrupted", "incomplete")  # pruned: a search's trial
 
 
 @dataclass
@@ -157,12 +157,13 @@ def markdown(groups: list[Group], metrics: list[str], compared: list[str], repli
     lines = [f"## Groups: jobs that differ only in {over}", "",
              f"Each metric: mean ± half its {CONFIDENCE:.0%} interval (Student's t), with the standard deviation; "
              f"failed, interrupted and incomplete jobs are counted, not averaged.", ""]
-    head = ["group", "n", *STATUSES[1:], *metrics]
+    shown = [s for s in STATUSES[1:] if s != "pruned" or any(g.counts()["pruned"] for g in groups)]
+    head = ["group", "n", *shown, *metrics]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for g in groups:
         counts = g.counts()
         lines.append("| " + " | ".join([g.label.replace("|", "\\|"), str(counts["completed"]),
-                                        *(str(counts[s]) for s in STATUSES[1:]),
+                                        *(str(counts[s]) for s in shown),
                                         *(cell(g.summary(m)) for m in metrics)]) + " |")
     for metric in compared:
         found = versus_best(groups, metric)

@@ -13,10 +13,11 @@ launcher, report each eval to the study and stop when its pruner says so, and wh
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence, Set
 from pathlib import Path
 from typing import Any
 
@@ -262,6 +263,13 @@ def load(study_file: Path) -> Any:
     return optuna.load_study(study_name=saved["study_name"], storage=storage), saved
 
 
+def repeat_keys(config: Any) -> set[str]:
+    """report.replicate_over: keys whose values are repeats of one setting (the seed), never searched."""
+    from omegaconf import OmegaConf
+
+    return {str(k) for k in OmegaConf.select(config, "report.replicate_over", default=None) or []}
+
+
 def check_search(config: Any, arguments: Sequence[str]) -> None:
     """A search's settings, space, sampler and storage, checked before any sweep dir or job: each problem one
     ConfigError (the sweep's config; ``arguments``: the command line's overrides)."""
@@ -277,12 +285,16 @@ def check_search(config: Any, arguments: Sequence[str]) -> None:
     sweep_dir = Path(str(config.hydra.sweep.dir))
     search = Search.of(sweeper, config.sweep_objective, sweep_dir)
     space = parse_space(search.params, arguments)
-    repeats = {str(k) for k in OmegaConf.select(config, "report.replicate_over", default=None) or []}
+    repeats = repeat_keys(config)
+    searched = [k for k in space.distributions if k.lstrip("+~") not in repeats]
     for key in space.distributions:
-        if key.lstrip("+~") in repeats:
-            raise ConfigError(f"{key} is searched: a search runs each trial once, so repeats over {key} cannot be "
-                              f"grouped; search without it, then repeat the best trial's command (the report gives "
-                              f"it) as a sweep: python -m runner -m ... {key}=range(5)")
+        if key.lstrip("+~") in repeats and searched:
+            raise ConfigError(f"{key} is searched beside {', '.join(searched)}: a search runs each trial once, so "
+                              f"repeats over {key} cannot be grouped; search without it, then repeat the best "
+                              f"trial's command (the report gives it) over {key}: python -m runner -m ... "
+                              f"'{key}=range(5)'")
+    if space.distributions and not searched:
+        space.grid()  # repeats alone: a grid of them
     if not space.distributions:
         raise ConfigError("hydra/sweeper=optuna has nothing to search: give hydra.sweeper.params (e.g. "
                           "optimizer.lr: tag(log, interval(0.001, 0.5))) or a sweep such as "
@@ -297,8 +309,10 @@ def check_search(config: Any, arguments: Sequence[str]) -> None:
 class Runner:
     """Runs a search through a Hydra launcher: ``launch(overrides, first_job_num)`` returns Hydra's JobReturns."""
 
-    def __init__(self, search: Search, sweep_dir: Path, launch: Callable, interrupted: Callable[[], bool]):
+    def __init__(self, search: Search, sweep_dir: Path, launch: Callable, interrupted: Callable[[], bool],
+                 repeats: Set[str] = frozenset()):
         self.search, self.sweep_dir, self.launch, self.interrupted = search, sweep_dir, launch, interrupted
+        self.repeats = repeats
 
     def run(self, arguments: Sequence[str]) -> None:
         import optuna
@@ -306,6 +320,9 @@ class Runner:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         search = self.search
         space = parse_space(search.params, arguments)
+        if space.distributions and all(k.lstrip("+~") in self.repeats for k in space.distributions):
+            self._repeat(space)
+            return
         study = optuna.create_study(study_name=search.study_name, storage=search.storage_of(self.sweep_dir),
                                     sampler=search.make_sampler(space), load_if_exists=True,
                                     directions=list(search.directions))
@@ -346,6 +363,17 @@ class Runner:
         trials = study.get_trials(deepcopy=False)
         log.info("Search: %d of %d trials (%s)%s", len(trials), total, _states(trials), _best(study))
 
+    def _repeat(self, space: Space) -> None:
+        """Only repeats left to sweep (the best trial's command with 'seed=range(5)'): their grid, as Hydra's basic
+        sweeper runs it, ``n_jobs`` at a time; no study."""
+        grid = space.grid()
+        jobs = [space.overrides(dict(zip(grid, values))) for values in itertools.product(*grid.values())]
+        log.info("Repeating: %d jobs over %s (nothing else to search: no study)", len(jobs), ", ".join(grid))
+        for first in range(0, len(jobs), self.search.n_jobs):
+            if self.interrupted():
+                break
+            self.launch(jobs[first:first + self.search.n_jobs], first)
+
     def _launch(self, space: Space, batch: list[tuple[int, dict]]) -> list[Any]:
         """Each trial as job ``number`` (consecutive numbers in one launch)."""
         outcomes: list[Any] = []
@@ -359,23 +387,33 @@ class Runner:
         from optuna.trial import TrialState
 
         if outcome.status != JobStatus.COMPLETED:
-            study.tell(number, state=TrialState.FAIL)
+            _told(study, number, state=TrialState.FAIL)
             return
         value = outcome.return_value
         if isinstance(value, dict):
             status = value.get("status")
             if status == "pruned":
-                study.tell(number, state=TrialState.PRUNED)
+                _told(study, number, state=TrialState.PRUNED)
             elif status in ("failed", None):
-                study.tell(number, state=TrialState.FAIL)
+                _told(study, number, state=TrialState.FAIL)
             return  # interrupted, or running in another process: the trial stays running, to be resumed
         values = [float(v) for v in (value if isinstance(value, (list, tuple)) else [value])]
         if len(values) != len(self.search.directions) or not all(math.isfinite(v) for v in values):
             log.error("Trial %d returned %s, not %d finite number(s): recorded as failed", number, value,
                       len(self.search.directions))
-            study.tell(number, state=TrialState.FAIL)
+            _told(study, number, state=TrialState.FAIL)
             return
-        study.tell(number, values)
+        _told(study, number, values=values)
+
+
+def _told(study: Any, number: int, **outcome: Any) -> None:
+    """``study.tell``; the grid sampler's wish to stop the study once every point is drawn (which Optuna refuses
+    outside its own optimize loop) is already this search's end."""
+    try:
+        study.tell(number, **outcome)
+    except RuntimeError as err:
+        if "Study.stop" not in str(err):
+            raise
 
 
 def _consecutive(batch: list[tuple[int, dict]]) -> Iterator[list[tuple[int, dict]]]:
