@@ -69,8 +69,8 @@ def test_a_spec_that_is_not_a_search_is_named(spec):
 # ------------------------------------------------------------------------------------------- as typed
 def test_the_readmes_search_runs_and_a_stopped_search_continues_to_n_trials(tmp_path):
     """SIGTERM while trial 2 trains: exit 143, trial 2 left running; the same command resumes it from its
-    checkpoint, then runs the rest: 4 trials in all, trials 0 and 1 not run again, no dir written twice."""
-    args = ["-m", "experiment=optuna_lr", *TINY, "log_every=100", "max_steps=400", "hydra.sweeper.n_trials=4"]
+    checkpoint: 3 trials in all, trials 0 and 1 not run again, no dir written twice."""
+    args = ["-m", "experiment=optuna_lr", *TINY, "log_every=100", "max_steps=300", "hydra.sweeper.n_trials=3"]
     proc = subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=user_env())
     out, third = [], False
@@ -89,17 +89,17 @@ def test_the_readmes_search_runs_and_a_stopped_search_continues_to_n_trials(tmp_
     again = run_cli(*args, cwd=tmp_path, timeout=300)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert sweep_dirs(tmp_path) == [sweep]
-    assert re.search(r"4 trials in all: 2 finished, 1 to resume, 1 to start", again.stdout)
+    assert re.search(r"3 trials in all: 2 finished, 1 to resume, 0 to start", again.stdout)
     assert re.search(r"Resuming from .*/2/checkpoints/model.ckpt-\d+", again.stdout)
     study = study_of(sweep)
-    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4 and [t.number for t in study.trials] == [0, 1, 2, 3]
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3 and [t.number for t in study.trials] == [0, 1, 2]
     assert {n: (sweep / str(n) / "summary.json").stat().st_mtime_ns for n in (0, 1)} == first
-    assert sorted(p.name for p in sweep.iterdir() if p.name.isdigit()) == ["0", "1", "2", "3"]
+    assert sorted(p.name for p in sweep.iterdir() if p.name.isdigit()) == ["0", "1", "2"]
     assert "Best: trial" in (sweep / "report.md").read_text()
 
     done = run_cli(*args, cwd=tmp_path, timeout=300)
-    assert done.returncode == 0 and "has its 4 trials (4 complete): nothing to run" in done.stdout
-    assert len(study_of(sweep).trials) == 4
+    assert done.returncode == 0 and "has its 3 trials (3 complete): nothing to run" in done.stdout
+    assert len(study_of(sweep).trials) == 3
 
 
 # A search whose learning rates below 1e-4 cannot learn in 300 steps (precision at chance): a median pruner told
