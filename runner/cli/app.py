@@ -242,8 +242,9 @@ def main() -> None:
         if guard.only_shows_config(sys.argv[1:]):
             _show_config(sys.argv[1:])
             return
-        guard.check(sys.argv[1:])
-        _task()
+        checked_by = guard.check(sys.argv[1:])
+        with checked_by.answering_get_mode() if checked_by else contextlib.nullcontext():
+            _task()
     except Interrupted as err:
         print(f"stopped: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
