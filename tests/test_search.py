@@ -168,13 +168,16 @@ def test_two_objectives_give_a_pareto_front_with_commands(tmp_path):
 def test_each_sampler_searches_with_its_seed(tmp_path, sampler, trials):
     space = (["batch_size=choice(50,100)", "optimizer.lr=choice(0.1,0.3)"] if sampler == "grid" else
              ["batch_size=int(interval(20,200))", "optimizer.lr=tag(log,interval(0.01,0.5))"])
-    proc = run_cli(*SEARCH, f"hydra/sweeper/sampler={sampler}", "hydra.sweeper.sampler.seed=1",
+    storage = [f"hydra.sweeper.storage=sqlite:///{tmp_path}/study.db"] if sampler == "random" else []  # an RDB
+    proc = run_cli(*SEARCH, f"hydra/sweeper/sampler={sampler}", "hydra.sweeper.sampler.seed=1", *storage,
                    "hydra.sweeper.n_trials=10" if sampler == "grid" else f"hydra.sweeper.n_trials={trials}", *space,
                    *QUICK, "max_steps=20", cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (sweep,) = sweep_dirs(tmp_path)
-    study = study_of(sweep)
+    study = optuna.load_study(study_name=sweep.name, storage=f"sqlite:///{tmp_path}/study.db") if storage else (
+        study_of(sweep))
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * trials  # the grid: its 4 points, not n_trials
+    assert "Best: trial" in (sweep / "report.md").read_text()
     if sampler == "grid":
         assert "The grid has 4 points: 4 trials" in proc.stdout
         assert sorted((t.params["batch_size"], t.params["optimizer.lr"]) for t in study.trials) == [

@@ -142,7 +142,7 @@ class Guard:
         from hydra._internal.hydra import Hydra
 
         real, mode = Hydra.get_mode, self.mode
-        Hydra.get_mode = lambda hydra, config_name, overrides: mode  # type: ignore[method-assign]
+        Hydra.get_mode = lambda hydra, config_name, overrides: mode  # type: ignore[method-assign,assignment]
         try:
             yield
         finally:
