@@ -329,6 +329,7 @@ class Runner:
         if [d.name.lower() for d in study.directions] != list(search.directions):
             raise ConfigError(f"the study {search.study_name} optimizes {[d.name.lower() for d in study.directions]}, "
                               f"not hydra.sweeper.direction={list(search.directions)}; use another study_name")
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
         write_json(self.sweep_dir / STUDY_FILE, {
             "storage": describe_storage(search, self.sweep_dir), "study_name": search.study_name,
             "objectives": list(search.objectives), "directions": list(search.directions),
