@@ -101,9 +101,10 @@ def test_runner_has_no_import_cycles():
 
 # Each folder of runner/ is a layer; a module imports only from its own layer or those below it. Parts of one rank
 # (the models, trainers, optimizers and pipelines) import none of each other.
-LAYERS = [{"cli"}, {"modes"}, {"sweeps"}, {"distributed"}, {"perf"}, {"run"}, {"engine"},
+LAYERS = [{"cli"}, {"modes"}, {"sweeps"}, {"records"}, {"distributed"}, {"perf"}, {"run"}, {"engine"},
           {"models", "trainers", "optim", "pipelines"}, {"ops"}, {"datasets"}, {"config"}, {"core"}]
-ENTRY_POINTS = {"__init__", "__main__", "viewer", "report", "service"}  # python -m runner and its commands
+# python -m runner and its commands
+ENTRY_POINTS = {"__init__", "__main__", "viewer", "report", "service", "diff", "runs"}
 
 
 def _layer(module: str) -> str:
