@@ -80,6 +80,15 @@ def objectives(splits: Iterable[str]) -> list[str]:
     return [m.path for m in metrics(splits) if m.file == SUMMARY]
 
 
+def as_text(value: Any) -> str:
+    """A value as a table shows it: 75,441 (not 75440.8), 0.9996, 4.2e-06; nothing for none."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+    return str(value)
+
+
 def objective_paths(objective: Any) -> tuple[str, ...]:
     """``sweep_objective`` (one name or a list) as summary.json paths: each given as a path (final_precision.test) or
     as its report column (precision_test)."""

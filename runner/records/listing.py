@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from runner.core.results import higher_is_better
+from runner.core.results import as_text, higher_is_better
 from runner.records.rundirs import find, flat, read
 
 SETTINGS = ("dataset", "pipeline", "model", "hardware", "batch_size", "seed")
@@ -35,18 +35,10 @@ def _matches(columns: dict, config: dict, where: list[tuple[str, str]]) -> bool:
     return True
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
-    return str(value)
-
-
 def table(rows: list[dict]) -> list[str]:
     keys = list(dict.fromkeys(k for r in rows for k in r))
     keys = [k for k in keys if any(r.get(k) is not None for r in rows)]
-    cells = [[_cell(r.get(k)) for k in keys] for r in rows]
+    cells = [[as_text(r.get(k)) for k in keys] for r in rows]
     widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
     line = lambda values: "  ".join(v.ljust(w) for v, w in zip(values, widths)).rstrip()  # noqa: E731
     return [line(keys), line(["-" * w for w in widths]), *(line(c) for c in cells)]

@@ -9,7 +9,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from runner.core.results import column_of
+from runner.core.results import as_text, column_of
 from runner.sweeps.search import STUDY_FILE, load
 
 log = logging.getLogger("runner")
@@ -57,8 +57,8 @@ def _best(study: Any, complete: list, name: str, commands: dict[str, str]) -> li
     if not complete:
         return ["No trial has completed yet.", ""]
     best = study.best_trial
-    return [f"Best: trial {best.number}, `{name}` = {_fmt(best.value)} "
-            f"({', '.join(f'{k}={_fmt(v)}' for k, v in best.params.items())}). Rerun it:", "",
+    return [f"Best: trial {best.number}, `{name}` = {as_text(best.value)} "
+            f"({', '.join(f'{k}={as_text(v)}' for k, v in best.params.items())}). Rerun it:", "",
             "```bash", commands.get(str(best.number), "(its job dir is missing)"), "```", ""]
 
 
@@ -70,8 +70,8 @@ def _front(study: Any, complete: list, names: list[str], directions: list[str], 
     lines = [f"Pareto front: {len(front)} of {len(complete)} complete trials (none of them beaten on every "
              f"objective by another).", "", "| trial | " + " | ".join(names) + " | command |",
              "|---|" + "---|" * len(names) + "---|"]
-    lines += [f"| {t.number} | " + " | ".join(_fmt(v) for v in t.values) + f" | `{commands.get(str(t.number), '')}` |"
-              for t in front]
+    lines += [f"| {t.number} | " + " | ".join(as_text(v) for v in t.values)
+              + f" | `{commands.get(str(t.number), '')}` |" for t in front]
     lines.append("")
     if len(names) == 2:
         _front_plot(complete, front, names, out / "search_front.png")
@@ -115,24 +115,16 @@ def _table(trials: list, names: list[str], directions: list[str]) -> list[str]:
              "|---|---|" + "---|" * (len(names) + len(params))]
     for t in sorted(trials, key=key):
         values = list(t.values) if t.values else [_last(t)] + [None] * (len(names) - 1)
-        shown = [_fmt(v) + (f" (step {max(t.intermediate_values)})" if t.state == TrialState.PRUNED and v is not None
+        shown = [as_text(v) + (f" (step {max(t.intermediate_values)})" if t.state == TrialState.PRUNED and v is not None
                             and t.intermediate_values else "") for v in values]
         lines.append(f"| {t.number} | {t.state.name.lower()} | " + " | ".join(shown) + " | "
-                     + " | ".join(_fmt(t.params.get(k)) for k in params) + " |")
+                     + " | ".join(as_text(t.params.get(k)) for k in params) + " |")
     return [*lines, ""]
 
 
 def _last(trial: Any) -> float | None:
     steps = trial.intermediate_values
     return steps[max(steps)] if steps else None
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
-    return str(value)
 
 
 def _history(trials: list, name: str, direction: str, path: Path) -> bool:
