@@ -139,9 +139,10 @@ def test_trials_that_cannot_learn_are_pruned_early_and_counted(tmp_path):
     check_pruned(*_pruned_search(tmp_path))
 
 
-@pytest.mark.slow  # each joblib worker loads TensorFlow
-def test_pruning_works_through_the_joblib_launcher(tmp_path):
-    check_pruned(*_pruned_search(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"))
+@pytest.mark.slow  # each worker loads TensorFlow
+@pytest.mark.parametrize("launcher", ["joblib", "parallel"])
+def test_pruning_works_through_the_local_parallel_launchers(tmp_path, launcher):
+    check_pruned(*_pruned_search(tmp_path, f"hydra/launcher={launcher}", "hydra.launcher.n_jobs=2"))
 
 
 @pytest.mark.slow  # 4 trials
