@@ -164,6 +164,20 @@ def test_two_objectives_give_a_pareto_front_with_commands(tmp_path):
     assert (sweep / "search_front.png").is_file()
 
 
+@pytest.mark.slow  # three short runs
+def test_the_best_trials_command_over_seeds_runs_the_repeats_as_a_grid(tmp_path):
+    """The report's command for a trial with -m 'seed=range(3)' (the experiment's search left with nothing but
+    repeats, its pruner set): three jobs, grouped by the report, no study."""
+    proc = run_cli("-m", "experiment=optuna_lr", "hydra.sweeper.pruner=median", *TINY, "max_steps=100",
+                   "optimizer.lr=0.3", "batch_size=100", "seed=range(3)", cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Repeating: 3 jobs over seed (nothing else to search: no study)" in proc.stdout
+    (sweep,) = sweep_dirs(tmp_path)
+    report = (sweep / "report.md").read_text()
+    assert "3 jobs, 3 completed" in report and "## Groups: jobs that differ only in seed" in report
+    assert not (sweep / JOURNAL).exists() and "## Search" not in report
+
+
 @pytest.mark.slow  # a short search with each sampler
 @pytest.mark.parametrize("sampler,trials", [("random", 3), ("grid", 4), ("cmaes", 3), ("nsgaii", 3)])
 def test_each_sampler_searches_with_its_seed(tmp_path, sampler, trials):

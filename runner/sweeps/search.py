@@ -454,6 +454,8 @@ def trial_reporter(sweeper: Mapping[str, Any], sweep_dir: Path, job_num: int, ob
     outside a search, or when the search prunes nothing."""
     if sweeper.get("_target_") != TARGET or str(sweeper.get("pruner") or "none") == "none":
         return None
+    if not (sweep_dir / STUDY_FILE).is_file():
+        return None  # repeats of one setting (a search left with nothing else to sweep): no study to report to
     search = Search.of(sweeper, objective, sweep_dir)
     path = search.objectives[0]
     state: dict[str, Any] = {}
