@@ -178,6 +178,13 @@ def test_a_readme_command_as_typed(command, tmp_path, request):
         first, made = request.getfixturevalue("first_run")
         _check_run(first, args, made)
         return
+    if "experiment=optuna_lr" in args or "hydra/sweeper=optuna" in args:  # a search: 3 short trials, then again
+        short = [*args, "max_steps=20", "hydra.sweeper.n_trials=3", *SIZES[_dataset(args)]]
+        sweep = one_complete_sweep(tmp_path, 3, run_cli(*short, cwd=tmp_path, timeout=900, unset=AS_USER))
+        assert "## Search" in (sweep / "report.md").read_text()
+        rerun = run_cli(*short, cwd=tmp_path, timeout=900)
+        assert rerun.returncode == 0 and "has its 3 trials (3 complete): nothing to run" in rerun.stdout
+        return
     proc = run_cli(*_short(args), cwd=tmp_path, timeout=900, unset=AS_USER)
     if "-m" not in args:
         _check_run(tmp_path, args, proc)
