@@ -96,10 +96,7 @@ def test_the_readmes_search_runs_and_a_stopped_search_continues_to_n_trials(tmp_
     assert {n: (sweep / str(n) / "summary.json").stat().st_mtime_ns for n in (0, 1)} == first
     assert sorted(p.name for p in sweep.iterdir() if p.name.isdigit()) == ["0", "1", "2"]
     assert "Best: trial" in (sweep / "report.md").read_text()
-
-    done = run_cli(*args, cwd=tmp_path, timeout=300)
-    assert done.returncode == 0 and "has its 3 trials (3 complete): nothing to run" in done.stdout
-    assert len(study_of(sweep).trials) == 3
+    # The same command once more runs nothing and says so: the docs' searches as typed (tests/test_readme.py).
 
 
 # A search whose learning rates below 1e-4 cannot learn in 300 steps (precision at chance): a median pruner told
@@ -224,12 +221,10 @@ def test_a_bad_search_is_named_before_the_sweep_starts(args, said):
         check_search(config, typed)
 
 
-@pytest.mark.parametrize("args,said", [
-    (["optimizer.lr=interval(0.1"], "cannot read the override: no viable alternative at input 'interval(0.1'"),
+@pytest.mark.parametrize("args,said", [  # the rest are checked in process above, through the same check
     (["experiment=zz_search"], "zz_search.yaml: hydra.sweeper.params: optimizer.lr: interval(0.1 does not parse"),
     (["optimizer.lr=interval(0.01,0.1)", "hydra.sweeper.storage=postgresql://nobody@127.0.0.1:1/none"],
      "hydra.sweeper.storage=postgresql://nobody@127.0.0.1:1/none cannot be opened"),
-    (["optimizer.lr=interval(0.01,0.1)", "hydra.sweeper.pruner=early"], "hydra.sweeper.pruner=early is not a pruner"),
 ])
 def test_a_bad_search_is_one_line_and_exit_2_with_no_sweep_dir(tmp_path, args, said):
     (tmp_path / "experiments").mkdir()

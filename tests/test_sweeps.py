@@ -16,6 +16,7 @@ from tests.helpers import (
     AS_USER,
     ROOT,
     TINY,
+    compose,
     one_complete_sweep,
     run_cli,
     steps_saved,
@@ -68,16 +69,21 @@ def test_joblib_sweep_runs_jobs_in_parallel_with_divided_threads(tmp_path):
         assert "[job " not in (tmp_path / str(job) / "runner.log").read_text()
 
 
-def test_provenance_records_what_made_the_run_and_a_progress_bar_replaces_the_tutorials_lines(tmp_path):
+def test_provenance_records_what_made_the_run_and_a_progress_bar_replaces_the_tutorials_lines(tmp_path, capsys,
+                                                                                              tiny_digits):
     """(Output that is not a terminal gets the tutorial's lines: tests/test_cli.py, tests/test_tensorboard.py.)"""
-    proc = run_cli(*QUICK, "seed=3", "progress=bar", f"run_dir={tmp_path}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    from runner.cli.app import run
+
+    typed = [*QUICK, "seed=3", "progress=bar"]
+    run(compose(*typed), str(tmp_path), typed)  # in this process, as the command line runs it
+    out = capsys.readouterr()
     record = json.loads((tmp_path / "provenance.json").read_text())
     assert record["seed"] == 3 and "seed=3" in record["overrides"]
     assert set(record["git"]) == {"sha", "dirty"} and record["packages"]["tensorflow"].startswith("2.21")
     assert record["devices"]["towers"] == ["/cpu:0"] and record["config"]["seed"] == 3
     assert record["tensorflow_build"]["is_cuda_build"] in ("True", "False")  # TensorFlow's own build record
-    assert "examples_per_sec=" in proc.stdout and "Step 10: loss" not in proc.stdout and "20/20" in proc.stdout
+    shown = out.out + out.err
+    assert "examples_per_sec=" in shown and "Step 10: loss" not in shown and "20/20" in shown, shown
 
 
 @pytest.mark.slow
