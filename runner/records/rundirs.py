@@ -14,6 +14,9 @@ import yaml
 from runner.core.results import BENCH, SUMMARY, columns
 
 CONFIG = Path(".hydra") / "config.yaml"
+PRUNED = "pruned.txt"  # a search's job stopped by its study's pruner: why, and at which step
+# What a sweep's job notes in its dir when it does not complete (runner.sweeps.job), in the order they count
+NOTES = (("error.txt", "failed"), ("interrupted.txt", "interrupted"), (PRUNED, "pruned"))
 _CKPT = re.compile(r"model\.ckpt-(\d+)\.index$")
 
 
@@ -27,9 +30,9 @@ class RunDir:
 
     @property
     def status(self) -> str:
-        for name, status in (("error.txt", "failed"), ("interrupted.txt", "interrupted"), ("pruned.txt", "pruned")):
-            if (self.path / name).is_file():
-                return status
+        note = noted(self.path)
+        if note is not None:
+            return note[0]
         if self.summary is not None and "interrupted" not in self.summary:
             return "completed"
         if self.bench is not None:
@@ -49,6 +52,11 @@ class RunDir:
         if self.summary is not None:
             return columns(self.summary, SUMMARY)
         return columns(self.bench, BENCH) if self.bench is not None else {}
+
+
+def noted(path: Path) -> tuple[str, Path] | None:
+    """The status a job's note gives it (failed, interrupted, pruned) and the note's file, if it left one."""
+    return next(((status, path / name) for name, status in NOTES if (path / name).is_file()), None)
 
 
 def _json(path: Path) -> dict | None:

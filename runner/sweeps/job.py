@@ -14,12 +14,12 @@ from omegaconf import DictConfig, OmegaConf
 from runner.core.errors import RunDirInUse, RunnerError, as_runner_error, describe_os_error
 from runner.core.files import write_text
 from runner.core.signals import Interrupted
+from runner.records.rundirs import PRUNED
 from runner.run import rundir
 from runner.sweeps import sweep
 from runner.sweeps.search import Pruned
 
 log = logging.getLogger("runner")
-PRUNED = "pruned.txt"  # a search's job stopped by its study's pruner: why, and at which step
 
 
 def job(cfg: DictConfig, sweep_dir: Path, job_dir: Path, run: Callable[[DictConfig, str], Any]) -> Any:

@@ -31,9 +31,9 @@ from runner.core import tfload
 from runner.core.errors import ConfigError, describe_os_error
 from runner.core.files import write_json, write_text
 from runner.core.results import BENCH, SUMMARY, columns
+from runner.records.rundirs import noted
 from runner.sweeps import groups as grouping
 from runner.sweeps import hparams, plots, study_report, sweep
-from runner.sweeps.job import PRUNED
 from runner.sweeps.search import check_search
 
 log = logging.getLogger("runner")
@@ -140,8 +140,7 @@ def collect(sweep_dir: str | Path, replicate_over: tuple[str, ...] = ("seed",), 
                "status": "incomplete", "error": "", "path": job,
                "replicate": tuple(str(by_key[k] if k in by_key else OmegaConf.select(
                    config, k, throw_on_resolution_failure=False)) for k in replicate_over)}
-        summary, bench, error, stopped = (job / "summary.json", job / "bench.json", job / "error.txt",
-                                          job / "interrupted.txt")
+        summary, bench = job / "summary.json", job / "bench.json"
         try:
             if summary.exists() or summary.is_symlink():
                 s = _read_result(summary, {"steps": int, "examples_per_sec": (int, float),
@@ -158,12 +157,9 @@ def collect(sweep_dir: str | Path, replicate_over: tuple[str, ...] = ("seed",), 
                 row.update(status="interrupted" if "interrupted" in b else "completed", **columns(b, BENCH))
         except Unreadable as err:
             row.update(status="unreadable", error=f"{err}; rerun the sweep to run this job again")
-        if error.is_file():
-            row.update(status="failed", error=_last_line(error))
-        elif stopped.is_file():
-            row.update(status="interrupted", error=_last_line(stopped))
-        elif (job / PRUNED).is_file():
-            row.update(status="pruned", error=_last_line(job / PRUNED))
+        note = noted(job)
+        if note is not None:
+            row.update(status=note[0], error=_last_line(note[1]))
         rows.append(row)
     return rows
 
