@@ -11,8 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 
 class OptunaSweeper(Sweeper):
-    def __init__(self, **settings: Any) -> None:
-        self.settings = settings
+    def __init__(self, **settings: Any) -> None:  # read again, resolved, from the config setup() is given
         self.config: DictConfig | None = None
         self.launcher: Any = None
 

@@ -204,12 +204,12 @@ def check_service_arms(cfg: DictConfig) -> None:
 def check_report(cfg: DictConfig) -> None:
     """sweep_objective and report.compare name numbers a job reports (checked once for a whole sweep too)."""
     objective = cfg.sweep_objective
-    if isinstance(objective, ListConfig) and not objective or objective is not None and not isinstance(
-            objective, (str, ListConfig)):
+    named = [objective] if isinstance(objective, str) else list(objective) if isinstance(objective, ListConfig) else []
+    if objective is not None and not named:
         raise ConfigError(f"sweep_objective={objective}: give a number a run reports (final_precision.test), or a "
                           f"list of them for a search of several objectives")
     allowed = objectives(cfg.eval_splits)
-    for path, given in zip(objective_paths(objective), [objective] if isinstance(objective, str) else objective or []):
+    for path, given in zip(objective_paths(objective), named):
         if path not in allowed:
             raise ConfigError(f"sweep_objective={given} is not a number a run reports; choose one of: "
                               f"{', '.join(allowed)} (or their report columns: precision_test, ...)")

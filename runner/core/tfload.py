@@ -29,8 +29,8 @@ def xla_on_cpu(xla: bool) -> None:
 def _keras_when_used() -> Iterator[None]:
     """While TensorFlow loads: its eager import of Keras's optimizers (for Keras models saved as SavedModels, which
     runner neither writes nor reads) is skipped, as TensorFlow skips it where Keras is missing. Keras, and the
-    matplotlib it brings, then load on the first use of ``tf.keras``: a third of TensorFlow's import time (1.4 of
-    4.4 s of CPU on the test machine) that no run of runner's graph needs."""
+    matplotlib it brings, then load on the first use of ``tf.keras``, which no run of runner's graph makes (on the
+    test machine, 0.3-1.4 s of the 3.5-4.5 s of CPU that loading TensorFlow takes)."""
     real = importlib.import_module
 
     def skipping(name: str, package: str | None = None):
