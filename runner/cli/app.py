@@ -22,11 +22,13 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from runner.cli.messages import composition_error, help_text, launcher_error
 from runner.cli.resolvers import register_resolvers
 from runner.config import guard, plugins
-from runner.config.checks import check_writable
+from runner.config.checks import check_writable, group_schema
 from runner.config.hydra import CONF_DIR, register_schemas, task_overrides
 from runner.core.closing import still_closing
 from runner.core.errors import ConfigError, RunnerError, as_runner_error, describe_os_error
 from runner.core.signals import Interrupted, raise_on_signals
+from runner.distributed.roles import writes_run_dir
+from runner.records.tracking import tracked
 from runner.run import rundir
 from runner.run.invocation import Invocation
 from runner.sweeps import sweep
@@ -80,10 +82,24 @@ def invocation(overrides: list[str] | None = None, objective: Any = None) -> Inv
 def _run_mode(cfg: DictConfig, run_dir: str, called: Invocation) -> dict | float | None:
     from runner.modes import MODES
 
-    result = MODES[cfg.mode](cfg, run_dir, called)
+    with tracked(cfg.tracking, cfg.mode, Path(run_dir), *_tracking_where(cfg)):
+        result = MODES[cfg.mode](cfg, run_dir, called)
     if cfg.mode == "train" and cfg.sweep_objective and result is not None:
         return sweep.objective(result, cfg.sweep_objective)
     return result
+
+
+def _tracking_where(cfg: DictConfig) -> tuple[Path, Path | None, bool]:
+    """For tracking: the folder the command runs in, the sweep dir of a sweep's job, and whether this process owns
+    the run dir (a cluster's other tasks leave it to the chief, or to local_cluster's launcher)."""
+    hardware = cfg.hardware
+    owner = writes_run_dir(group_schema(cfg, "hardware").processes, hardware.get("ps", 1),
+                           hardware.get("resolver", "auto"))
+    if not HydraConfig.initialized():
+        return Path.cwd(), None, owner
+    hydra_cfg = HydraConfig.get()
+    sweep_dir = Path(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else None
+    return Path(hydra_cfg.runtime.cwd), sweep_dir, owner
 
 
 class ValidateBeforeRun(Callback):

@@ -5,6 +5,7 @@ allowed. They read the schemas alone (the parts' facts are ClassVars on them), n
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
 import os
 import re
@@ -23,6 +24,7 @@ from runner.config.schema import (
     PRECISIONS,
     SCHEMAS,
     SPLITS,
+    TRACKING_SCHEMES,
     TRAINERS,
     RunnerConfig,
     keys_tagged,
@@ -144,6 +146,19 @@ def check_config(cfg: DictConfig) -> None:
                           f"(use hardware=cpu or a towers option)")
     check_service(cfg)
     check_report(cfg)
+    check_tracking(cfg.tracking)
+
+
+def check_tracking(tracking: DictConfig) -> None:
+    """tracking=mlflow needs MLflow installed and a store's URI (http://HOST:PORT, sqlite:///PATH, ...)."""
+    uri = tracking.uri
+    if uri is not None and ("://" not in uri or uri.split("://", 1)[0] not in TRACKING_SCHEMES):
+        raise ConfigError(f"tracking.uri={uri} is not a tracking store's URI; give http://HOST:PORT (an mlflow "
+                          f"server), sqlite:///PATH (a file), a database URL ({', '.join(TRACKING_SCHEMES[3:])}), "
+                          f"or null (sqlite:///mlflow.db in the folder the command runs in)")
+    if tracking.name == "mlflow" and importlib.util.find_spec("mlflow") is None:
+        raise ConfigError("tracking=mlflow needs MLflow, which is not installed: pip install -e '.[mlflow]' (make "
+                          "install includes it), or tracking=none")
 
 
 def check_service(cfg: DictConfig) -> None:

@@ -245,6 +245,19 @@ class ReportConfig:
     compare: Optional[list[str]] = MISSING  # metrics to compare groups on; null: sweep_objective, else precision
 
 
+# ---------------------------------------------------------------------------------------------- tracking
+TRACKING_SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql")  # tracking.uri's
+
+
+@dataclass
+class TrackingConfig:
+    """Where runs are recorded besides their run dirs (runner.records.tracking): tracking=none|mlflow."""
+
+    name: str = one_of("none", "mlflow")
+    uri: Optional[str] = MISSING  # null: an SQLite store, mlflow.db, in the folder the command runs in
+    experiment: Optional[str] = MISSING  # MLflow's experiment; null: experiment=NAME's name, else runner
+
+
 # ---------------------------------------------------------------------------------------------- top level
 @dataclass
 class RunnerConfig:
@@ -269,6 +282,7 @@ class RunnerConfig:
     bench: BenchConfig = setting(RESUME, default_factory=BenchConfig)
     tune: TuneConfig = setting(RESUME, default_factory=TuneConfig)
     report: ReportConfig = setting(RESUME, default_factory=ReportConfig)
+    tracking: TrackingConfig = setting(RESUME, EVAL, default_factory=TrackingConfig)
     # e.g. final_precision.test (or precision_test): a run returns that number; a list for a search of several
     sweep_objective: Any = setting(RESUME)
     progress: str = one_of("auto", "bar", "lines", tags=(RESUME, EVAL))  # auto: a bar on a terminal, else lines

@@ -1,3 +1,3 @@
-"""Run dirs read back after the fact: every run under a folder listed (runs.py, ``python -m runner.records.runs``)
-and two runs compared (diff.py, ``python -m runner.records.diff``), from the files a run leaves; no server, no
-TensorFlow."""
+"""Run dirs read back and kept findable: every run under a folder listed (runs.py, ``python -m runner.runs``), two
+runs compared (diff.py, ``python -m runner.diff``), and each run mirrored into MLflow while it runs and afterwards
+(tracking.py; track.py, ``python -m runner.track``), from the files a run leaves."""

@@ -14,6 +14,7 @@ import yaml
 from runner.core.results import BENCH, SUMMARY, columns
 
 CONFIG = Path(".hydra") / "config.yaml"
+STUDY_FILE = "search.json"  # a search's sweep dir: its study's storage, name, objectives and directions
 PRUNED = "pruned.txt"  # a search's job stopped by its study's pruner: why, and at which step
 # What a sweep's job notes in its dir when it does not complete (runner.sweeps.job), in the order they count
 NOTES = (("error.txt", "failed"), ("interrupted.txt", "interrupted"), (PRUNED, "pruned"))

@@ -31,6 +31,7 @@ from runner.core import tfload
 from runner.core.errors import ConfigError, describe_os_error
 from runner.core.files import write_json, write_text
 from runner.core.results import BENCH, SUMMARY, columns
+from runner.records import tracking
 from runner.records.rundirs import noted
 from runner.sweeps import groups as grouping
 from runner.sweeps import hparams, plots, study_report, sweep
@@ -318,6 +319,8 @@ class SweepReport(Callback):
         sweep.clear(sweep_dir)  # a rerun continues the sweep
         sweep.clear_stale(sweep_dir)
         sweep.forward_signals(sweep_dir)
+        tracking.sweep_started(config.tracking, sweep_dir, Path(config.hydra.runtime.cwd), _experiment(config),
+                               list(config.hydra.overrides.task))
 
     def on_multirun_end(self, config, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -327,6 +330,8 @@ class SweepReport(Callback):
         failed = [r for r in rows if r["status"] == "failed"]
         log.info("Sweep report: %s", sweep_dir / "report.md")
         signum = sweep.clear(sweep_dir)
+        tracking.sweep_ended(config.tracking, sweep_dir, Path(config.hydra.runtime.cwd), _experiment(config),
+                             stopped=signum is not None)
         if signum is not None:
             stopped = [r["job"] for r in rows if r["status"] == "interrupted"]
             log.error("stopped: %s; %d job(s) interrupted (%s). Rerun the same command to continue them.",
@@ -335,6 +340,11 @@ class SweepReport(Callback):
         if failed:
             log.error("%d of %d jobs failed: %s", len(failed), len(rows), ", ".join(r["job"] for r in failed))
             sys.exit(1)
+
+
+def _experiment(config) -> str | None:
+    """The experiment the sweep runs (experiment=NAME), if any."""
+    return config.hydra.runtime.choices.get("experiment")
 
 
 def main(argv: list[str] | None = None) -> None:

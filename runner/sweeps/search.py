@@ -25,12 +25,12 @@ from runner.config.guard import SEARCH_SYNTAX as SYNTAX
 from runner.core.errors import ConfigError
 from runner.core.files import write_json
 from runner.core.results import objective_paths
+from runner.records.rundirs import STUDY_FILE
 
 log = logging.getLogger("runner")
 
 TARGET = "hydra_plugins.runner_sweepers.optuna.OptunaSweeper"  # conf/hydra/sweeper/optuna.yaml
 JOURNAL = "optuna.journal"  # the study's file in the sweep dir (Optuna's journal storage), unless storage= is given
-STUDY_FILE = "search.json"  # where the report finds the study: its storage, name, objectives and directions
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "nsgaii")
 PRUNERS = ("none", "median", "percentile", "successive_halving", "hyperband")
 DIRECTIONS = ("minimize", "maximize")

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from runner.core.results import as_text, column_of
-from runner.sweeps.search import STUDY_FILE, load
+from runner.records.rundirs import STUDY_FILE
+from runner.sweeps.search import load
 
 log = logging.getLogger("runner")
 
