@@ -6,7 +6,7 @@ ARGS ?=
 PORT ?= 6006
 DOCS_PORT ?= 8000
 
-.PHONY: help install train eval convert bench bench-compare tensorboard docs test test-engines test-full lint format clean
+.PHONY: help install train eval convert bench bench-compare tensorboard mlflow docs test test-engines test-full lint format clean
 
 help:                     ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):[^#]*## /\1\t/' | awk -F'\t' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -38,6 +38,12 @@ convert: install          ## write the dataset's TFRecords (make convert ARGS="d
 
 tensorboard: install      ## TensorBoard on the newest run or sweep (RUN=DIR picks another, PORT=6006)
 	$(PY) -m runner.viewer $(RUN) --port $(PORT)
+
+# make mlflow: the runs tracked from this folder (tracking=mlflow's default store), or STORE=URI; PORT=5000
+STORE ?= sqlite:///$(CURDIR)/mlflow.db
+mlflow: install           ## the MLflow UI on 127.0.0.1 over the runs tracked here (STORE=sqlite:///PATH.db, PORT=5000)
+	$(PY) -m mlflow ui --backend-store-uri '$(STORE)' --host 127.0.0.1 --workers 1 \
+		--port $(if $(filter command line environment,$(origin PORT)),$(PORT),5000)
 
 docs: install             ## the documentation site on 127.0.0.1 (DOCS_PORT=8000), rebuilt as the pages change
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs serve --dev-addr 127.0.0.1:$(DOCS_PORT)

@@ -61,11 +61,11 @@ def main(argv: list[str] | None = None) -> None:
 
     def logged(path: Path, log) -> None:
         where = target(path)
-        before = tracking.logged_as(path, where.uri)
         run_id = log(where)
-        counts["matched" if before == run_id else "new"] += 1
-        print(f"{path}: {'matched' if before == run_id else 'logged as'} run {run_id} "
-              f"(experiment {where.experiment})", flush=True)
+        made = run_id in where.made
+        counts["new" if made else "matched"] += 1
+        print(f"{path}: {'logged as' if made else 'matched'} run {run_id} (experiment {where.experiment})",
+              flush=True)
 
     try:
         for sweep in sweeps:

@@ -24,7 +24,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,7 @@ class Target:
     experiment: str
     client: Any = None
     experiment_id: str = ""
+    made: set[str] = field(default_factory=set)  # the runs this target made (the others were found)
 
     @classmethod
     def open(cls, uri: str, experiment: str) -> Target:
@@ -355,6 +356,7 @@ def _sync(target: Target, path: Path, running: bool, parent: str | None, extra_t
             started = time.mktime(time.strptime(str(rd.provenance.get("time"))[:19], "%Y-%m-%dT%H:%M:%S"))
         run = client.create_run(target.experiment_id, start_time=int(started * 1000), run_name=run_name(path),
                                 tags={UID: uid})
+        target.made.add(run.info.run_id)
         _remember(path, target.uri, run.info.run_id)
     run_id, have = run.info.run_id, run.data.tags
     params = {k: _param(v) for k, v in flat(rd.config).items() if k not in run.data.params}
@@ -421,6 +423,7 @@ def _sync_parent(target: Target, sweep_dir: Path, running: bool, overrides: list
         uid = _uid(sweep_dir)
         run = client.create_run(target.experiment_id, start_time=int(sweep_dir.stat().st_ctime * 1000),
                                 run_name=sweep_dir.resolve().name, tags={UID: uid})
+        target.made.add(run.info.run_id)
         _remember(sweep_dir, target.uri, run.info.run_id)
     run_id, have = run.info.run_id, run.data.tags
     hydra = _sweep_record(sweep_dir).get("hydra") or {}
