@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -283,7 +285,7 @@ def test_a_server_killed_mid_run_costs_one_warning_and_track_fills_the_gap(tmp_p
         (done,) = _runs(uri)
         assert done.info.run_id == partial.info.run_id and done.info.status == "FINISHED"
         losses = _steps(uri, done.info.run_id, "loss")
-        assert losses == list(range(50, 3001, 50)) and len(losses) + 2 == len(lines)  # + 2 evals; none twice
+        assert losses == list(range(50, 3001, 50)) and len(losses) + 3 == len(lines)  # + 3 evals; none twice
         assert "summary.json" in _artifacts(uri, done.info.run_id)
         assert _track(cwd).stdout.splitlines()[-1].endswith("0 logged, 1 already there (brought up to date)")
         assert _steps(uri, done.info.run_id, "loss") == losses
@@ -321,8 +323,51 @@ def test_make_mlflow_shows_the_runs_in_a_real_browser(server_sweep, tmp_path_fac
         subprocess.run([*browser, f"--screenshot={shot}", page], capture_output=True, timeout=120)
     finally:
         _stop(ui)
+    text = " ".join(re.sub(r"<[^>]+>", " ", re.sub(r"<(script|style).*?</\1>", "", dom, flags=re.S)).split())
     sweep = next(cwd.glob("multirun/*")).name
-    assert "Training runs" in dom and sweep in dom, dom[-3000:]
-    assert "5 matching runs" in dom  # the parent and its 4 jobs
+    assert "Training runs" in text and sweep in text, text[:3000]
+    assert "5 matching runs" in text, text[:3000]  # the parent and its 4 jobs
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
     print(f"screenshot: {shot}")
+
+
+def _readme_line(needle: str) -> str:
+    section = (ROOT / "README.md").read_text().split("## Tracking and comparing runs")[1].split("\n## ")[0]
+    return next(line.split(" #", 1)[0].strip() for line in section.splitlines() if needle in line)
+
+
+@pytest.mark.slow
+@pytest.mark.engines
+def test_the_readme_sweep_as_typed_is_a_parent_and_its_jobs_in_the_default_store(tmp_path, tiny_digits):
+    args = shlex.split(_readme_line("-m tracking=mlflow"))[3:]  # python -m runner -m tracking=mlflow ...
+    proc = run_cli(*args, *SHORT, cwd=tmp_path, timeout=600)
+    assert not _warnings(proc.stdout + proc.stderr)
+    sweep_dir = one_complete_sweep(tmp_path, 6, proc)
+    runs = _runs(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (parent,) = [r for r in runs if r.data.tags.get("kind") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert parent.info.run_name == sweep_dir.name and len(children) == 6 and len(runs) == 7
+    groups = sorted(sorted(c.data.params["seed"] for c in children if c.data.tags["group"] == g)
+                    for g in {c.data.tags["group"] for c in children})
+    assert groups == [["0", "1", "2"], ["0", "1", "2"]]  # each learning rate's three seeds
+
+
+@pytest.mark.slow
+def test_bench_and_tune_are_runs_of_their_own_with_their_tables(tmp_path, tiny_digits):
+    quick = [*TINY, "tracking=mlflow", "bench.warmup_steps=2", "bench.windows=2", "bench.steps_per_window=5",
+             "bench.stages=false"]
+    bench = run_cli("mode=bench", "bench.pipelines=[feed_dict]", *quick, cwd=tmp_path, timeout=300)
+    tune = run_cli("mode=tune", "tune.budget_secs=15", "tune.confirm_rounds=0", "tune.name=tuned_here", *quick,
+                   cwd=tmp_path, timeout=300)
+    assert bench.returncode == 0 and tune.returncode == 0, bench.stderr[-2000:] + tune.stderr[-2000:]
+    assert not _warnings(bench.stdout + bench.stderr + tune.stdout + tune.stderr)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    by_mode = {r.data.tags["mode"]: r for r in _runs(uri)}
+    assert set(by_mode) == {"bench", "tune"} and {r.info.status for r in by_mode.values()} == {"FINISHED"}
+    measured = json.loads(next(tmp_path.glob("outputs/*/*/bench.json")).read_text())
+    assert by_mode["bench"].data.metrics["bound_examples_per_sec"] == measured["bound_examples_per_sec"]
+    assert {"bench.json", "bench.txt"} <= _artifacts(uri, by_mode["bench"].info.run_id)
+    tuned = json.loads(next(tmp_path.glob("outputs/*/*/tune.json")).read_text())["feed_dict"]
+    trials = _steps(uri, by_mode["tune"].info.run_id, "tune_examples_per_sec_feed_dict")
+    assert trials == [i for i, t in enumerate(tuned["trials"]) if t.get("examples_per_sec") is not None]
+    assert {"tune.json", "tune.txt", "tuned_here.yaml"} <= _artifacts(uri, by_mode["tune"].info.run_id)

@@ -28,6 +28,7 @@ class RunDir:
     summary: dict | None = None
     bench: dict | None = None
     provenance: dict = field(default_factory=dict)
+    tune: dict | None = None  # mode=tune's tune.json: each pipeline's search (a stopped one has no table)
 
     @property
     def status(self) -> str:
@@ -38,6 +39,9 @@ class RunDir:
             return "completed"
         if self.bench is not None:
             return "interrupted" if "interrupted" in self.bench else "completed"
+        if self.tune is not None:
+            finished = all(isinstance(t, dict) and "table" in t for t in self.tune.values())
+            return "completed" if finished else "interrupted"
         return "incomplete"
 
     @property
@@ -82,10 +86,11 @@ def read(path: Path) -> RunDir:
             config = None
     if not isinstance(config, dict):
         config = provenance.get("config") or (summary or {}).get("config") or {}
-    return RunDir(path, config if isinstance(config, dict) else {}, summary, _json(path / "bench.json"), provenance)
+    return RunDir(path, config if isinstance(config, dict) else {}, summary, _json(path / "bench.json"), provenance,
+                  _json(path / "tune.json"))
 
 
-MARKERS = (str(CONFIG), ".hydra/*/config.yaml", "provenance.json", "summary.json", "bench.json")
+MARKERS = (str(CONFIG), ".hydra/*/config.yaml", "provenance.json", "summary.json", "bench.json", "tune.json")
 
 
 def is_run_dir(path: Path) -> bool:

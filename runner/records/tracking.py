@@ -41,8 +41,8 @@ DB = "mlflow.db"  # the default store, in the folder the command runs in
 ARTIFACTS = "mlartifacts"  # the default store's artifacts, beside it
 SWEEP = "multirun.yaml"  # Hydra's record of a sweep, in its dir
 UID, LINES = "runner_uid", "runner_metrics_lines"  # tags: the run dir's identity; metrics.jsonl's lines logged
-RUN_FILES = (".hydra/config.yaml", "summary.json", "provenance.json", "eval.json", "bench.json", "tune.json",
-             "tune.txt", "history.jsonl")
+RUN_FILES = (".hydra/config.yaml", "summary.json", "provenance.json", "eval.json", "bench.json", "bench.txt",
+             "tune.json", "tune.txt", "history.jsonl")
 SWEEP_FILES = ("report.md", "report.json", "report.csv", STUDY_FILE, SWEEP)
 # runner's status of a run dir -> MLflow's; and a search's trial state
 STATUS = {"completed": "FINISHED", "pruned": "KILLED", "interrupted": "KILLED", "failed": "FAILED",
@@ -109,7 +109,7 @@ def _client(uri: str):
     """MLflow's client for ``uri``, quiet, and quick to give up on a server that does not answer (MLflow's own
     defaults retry for minutes)."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0.5")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -286,7 +286,7 @@ def _file_metrics(rd: RunDir, path: Path, have: dict[str, str]) -> tuple[list, d
     out: list = []
     tags: dict[str, str] = {}
     results = {"summary.json": rd.summary, "bench.json": rd.bench, "eval.json": _read(path, "eval.json"),
-               "tune.json": _read(path, "tune.json")}
+               "tune.json": rd.tune}
     for name, result in results.items():
         if result is None:
             continue
