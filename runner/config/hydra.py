@@ -81,6 +81,16 @@ def recorded(run: RunnerConfig) -> dict:
     return dataclasses.asdict(run)
 
 
+def flat(node: Any, prefix: str = "") -> dict[str, Any]:
+    """A config as dotted keys: {"pipeline.name": "queue", "eval_splits": ["test"], ...}."""
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(flat(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: node}
+
+
 def override_key(override: str) -> str:
     """The key an override sets, without Hydra's +, ++ or ~ (a group's name when it chooses an option):
     ``+dataset.root=/d`` -> ``dataset.root``. Every reader of typed overrides asks this one function."""

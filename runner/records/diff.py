@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from runner.records.rundirs import flat, is_run_dir, read
+from runner.config.hydra import flat
+from runner.records.rundirs import is_run_dir, read
 
 # What provenance.json says of how a run was made (not when: its time and command line are always different)
 PROVENANCE = ("git.sha", "git.dirty", "packages", "python", "platform", "host", "devices", "tensorflow_build")

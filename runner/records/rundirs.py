@@ -109,13 +109,3 @@ def find(roots: list[Path]) -> Iterator[Path]:
                  marker_file.parent
                  for marker in MARKERS for marker_file in root.glob(f"**/{marker}")}
         yield from sorted(run for run in found if run != root and ".hydra" not in run.relative_to(root).parts)
-
-
-def flat(node: Any, prefix: str = "") -> dict[str, Any]:
-    """A config as dotted keys: {"pipeline.name": "queue", "eval_splits": ["test"], ...}."""
-    if isinstance(node, dict):
-        out: dict[str, Any] = {}
-        for key, value in node.items():
-            out.update(flat(value, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: node}

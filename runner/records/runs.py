@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from runner.config.hydra import flat
 from runner.core.results import as_text, higher_is_better
-from runner.records.rundirs import find, flat, read
+from runner.records.rundirs import find, read
 
 SETTINGS = ("dataset", "pipeline", "model", "hardware", "batch_size", "seed")
 

@@ -30,9 +30,10 @@ from typing import Any
 
 import yaml
 
+from runner.config.hydra import flat
 from runner.core.files import write_json
 from runner.core.results import BENCH, SUMMARY, columns
-from runner.records.rundirs import STUDY_FILE, RunDir, find, flat, read
+from runner.records.rundirs import STUDY_FILE, RunDir, find, read
 
 log = logging.getLogger("runner")
 

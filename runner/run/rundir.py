@@ -19,7 +19,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from runner.config.fields import EVAL, RESUME
-from runner.config.hydra import override_key, recorded, settings, typed
+from runner.config.hydra import flat, override_key, recorded, settings, typed
 from runner.config.schema import GROUPS, keys_tagged
 from runner.core.errors import ConfigError, RunDirInUse
 from runner.core.files import write_json
@@ -30,15 +30,6 @@ SAVED_CONFIG = Path(".hydra") / "config.yaml"
 
 def has_checkpoints(run_dir: str | Path) -> bool:
     return any((Path(run_dir) / "checkpoints").glob("*.index"))
-
-
-def _flat(node, prefix: str = "") -> dict:
-    if isinstance(node, dict):
-        out = {}
-        for key, value in node.items():
-            out.update(_flat(value, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: node}
 
 
 def _container(cfg: DictConfig) -> dict:
@@ -57,7 +48,7 @@ def saved_config(run_dir: str | Path) -> DictConfig:
 
 def changes(saved: DictConfig, new: DictConfig) -> dict[str, list]:
     """{key: [saved value, new value]} for every leaf that differs."""
-    old, cur = _flat(_container(saved)), _flat(_container(new))
+    old, cur = flat(_container(saved)), flat(_container(new))
     return {k: [old.get(k), cur.get(k)] for k in sorted(set(old) | set(cur)) if old.get(k) != cur.get(k)}
 
 
