@@ -371,3 +371,18 @@ def test_bench_and_tune_are_runs_of_their_own_with_their_tables(tmp_path, tiny_d
     trials = _steps(uri, by_mode["tune"].info.run_id, "tune_examples_per_sec_feed_dict")
     assert trials == [i for i, t in enumerate(tuned["trials"]) if t.get("examples_per_sec") is not None]
     assert {"tune.json", "tune.txt", "tuned_here.yaml"} <= _artifacts(uri, by_mode["tune"].info.run_id)
+
+
+@pytest.mark.slow  # 8 trials
+def test_a_searchs_jobs_carry_their_trials_number_and_state(tmp_path):
+    from tests.test_search import PRUNED_SEARCH, study_of
+
+    proc = run_cli(*PRUNED_SEARCH, "tracking=mlflow", cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0 and not _warnings(proc.stdout + proc.stderr), proc.stdout[-3000:]
+    sweep = next(tmp_path.glob("multirun/*"))
+    states = {str(t.number): t.state.name for t in study_of(sweep).trials}
+    assert "PRUNED" in states.values() and "COMPLETE" in states.values()
+    children = [r for r in _runs(f"sqlite:///{tmp_path / 'mlflow.db'}") if "trial" in r.data.tags]
+    assert {r.data.tags["trial"]: r.data.tags["trial_state"] for r in children} == states
+    assert all(r.info.status == ("KILLED" if states[r.data.tags["trial"]] == "PRUNED" else "FINISHED")
+               for r in children)

@@ -97,13 +97,25 @@ class Target:
 
 
 def _shown(uri: str) -> str:
-    return uri.split("@")[-1] if "@" in uri else uri  # a database URL's password is not printed
+    """The store's URI as said in messages: a database URL without its user and password."""
+    scheme, sep, rest = uri.partition("://")
+    return f"{scheme}{sep}{rest.rpartition('@')[2]}" if sep else uri
+
+
+# What a store's failures come down to, said in a few words instead of the HTTP client's whole exception
+_CAUSES = (("Connection refused", "nothing answers there (connection refused)"),
+           ("Read timed out", "it did not answer in time"), ("timed out", "it did not answer in time"),
+           ("Name or service not known", "the host name is not known"),
+           ("database is locked", "the SQLite file is locked by another writer"))
 
 
 def _brief(err: Exception) -> str:
-    text = str(err).strip().splitlines()
-    line = text[0] if text else type(err).__name__
-    return line[:300]
+    text = str(err).strip()
+    said = next((cause for marker, cause in _CAUSES if marker in text), None)
+    if said is not None:
+        return said
+    lines = text.splitlines()
+    return (lines[0] if lines else type(err).__name__)[:300]
 
 
 def _client(uri: str):
