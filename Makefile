@@ -39,10 +39,11 @@ convert: install          ## write the dataset's TFRecords (make convert ARGS="d
 tensorboard: install      ## TensorBoard on the newest run or sweep (RUN=DIR picks another, PORT=6006)
 	$(PY) -m runner.viewer $(RUN) --port $(PORT)
 
-# make mlflow: the runs tracked from this folder (tracking=mlflow's default store), or STORE=URI; PORT=5000
+# make mlflow: the runs tracked from this folder (tracking=mlflow's default store), or STORE=URI; PORT=5000. Without
+# MLflow's job runner (its GenAI jobs: seven more processes, 1.7 GB, that runs never use).
 STORE ?= sqlite:///$(CURDIR)/mlflow.db
 mlflow: install           ## the MLflow UI on 127.0.0.1 over the runs tracked here (STORE=sqlite:///PATH.db, PORT=5000)
-	$(PY) -m mlflow ui --backend-store-uri '$(STORE)' --host 127.0.0.1 --workers 1 \
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(PY) -m mlflow ui --backend-store-uri '$(STORE)' --host 127.0.0.1 --workers 1 \
 		--port $(if $(filter command line environment,$(origin PORT)),$(PORT),5000)
 
 docs: install             ## the documentation site on 127.0.0.1 (DOCS_PORT=8000), rebuilt as the pages change

@@ -130,7 +130,7 @@ def test_each_value_lives_in_one_place():
             for f in dataclasses.fields(schema):
                 if group != "hardware" or f.name in ("name", "device_type", "num_devices"):
                     assert f.default is MISSING, (schema.__name__, f.name)
-    sections = ("bench", "tune", "report", "tracking")
+    sections = ("bench", "tune", "report", "tracking", "early_stopping", "checkpoint", "recovery")
     assert all(f.default is MISSING for f in dataclasses.fields(RunnerConfig) if f.name not in sections)
     registries = (DATASETS, PIPELINES, MODELS, OPTIMIZERS, SCHEDULES)
     parts = [*(registry.get(n) for registry in registries for n in registry.names()), place, evaluate]

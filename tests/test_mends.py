@@ -18,7 +18,7 @@ import pytest
 
 from runner.cli.app import run
 from runner.core.errors import DataError, TrainingError
-from runner.engine.hooks import Clock, NanHook
+from runner.engine.hooks import Clock, DivergenceHook
 from runner.run.data import build_dataset
 from tests.helpers import TINY, compose, project_copy, pull, run_cli, user_env
 from tests.test_own_data import overrides_for
@@ -72,7 +72,7 @@ def test_the_nan_message_says_no_checkpoint_was_written_when_none_was(tmp_path, 
     checkpoints = tmp_path / "kept" / "checkpoints"
     checkpoints.mkdir(parents=True)
     (checkpoints / "model.ckpt-10.index").write_bytes(b"")
-    hook = NanHook(None, Clock(step=11), checkpoints)
+    hook = DivergenceHook(None, Clock(step=11), checkpoints)
     with pytest.raises(TrainingError, match=r"\(the checkpoints in .*/kept/checkpoints are kept\)"):
         hook.after_run(None, SimpleNamespace(results=float("nan")))
 

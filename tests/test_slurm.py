@@ -124,7 +124,8 @@ def test_srun_tasks_train_one_cluster_and_leave_no_process(cluster, tmp_path):
     assert summary["steps"] >= 200 and summary["final_precision"]["test"] > 0.2  # chance: 0.1
     assert not noise(proc.stdout + proc.stderr), noise(proc.stdout + proc.stderr)
     left = subprocess.run(["pgrep", "-f", "runner hardware=cluster"], capture_output=True, text=True).stdout
-    assert not left.strip() and not cluster.jobs()
+    assert not left.strip()
+    cluster.wait_for(lambda: not cluster.jobs(), 60, "the queue to empty (a job COMPLETING: slurmd's clean-up)")
 
 
 def test_a_search_on_slurm_prunes_through_the_study_in_the_sweep_dir(cluster, tmp_path):
@@ -176,4 +177,5 @@ def test_an_sbatch_script_runs_a_dispatcher_two_input_workers_and_the_trainer(cl
     assert summary["steps"] == 300 and summary["final_precision"]["test"] > 0.5  # chance: 0.1
     assert not noise(out), noise(out)
     left = subprocess.run(["pgrep", "-f", "runner.service"], capture_output=True, text=True).stdout
-    assert not left.strip() and not cluster.jobs()
+    assert not left.strip()
+    cluster.wait_for(lambda: not cluster.jobs(), 60, "the queue to empty (a job COMPLETING: slurmd's clean-up)")

@@ -177,12 +177,12 @@ def test_track_names_a_store_that_does_not_answer_and_a_bad_path(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- a real server
 def _start_server(folder: Path, port: int) -> subprocess.Popen:
-    """``mlflow server`` on 127.0.0.1, its store and artifacts in ``folder``, as its docs start it; up once it
-    answers /health."""
+    """``mlflow server`` on 127.0.0.1, its store and artifacts in ``folder``, as its docs start it (without its job
+    runner for GenAI jobs: seven processes this machine's tests need not carry); up once it answers /health."""
     proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
                              f"sqlite:///{folder / 'server.db'}", "--host", "127.0.0.1", "--port", str(port),
                              "--workers", "1"], cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+                            start_new_session=True, env=user_env({"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}))
     _wait_for(f"http://127.0.0.1:{port}/health", proc)
     return proc
 

@@ -147,6 +147,40 @@ def check_config(cfg: DictConfig) -> None:
     check_service(cfg)
     check_report(cfg)
     check_tracking(cfg.tracking)
+    check_schedule(cfg.schedule)
+    check_watch(cfg)
+
+
+def check_schedule(schedule: DictConfig) -> None:
+    """piecewise_constant: increasing boundaries (steps) and one more multiplier than boundaries, each above 0."""
+    if schedule.name != "piecewise_constant":
+        return
+    bounds, factors = list(schedule.boundaries), list(schedule.multipliers)
+    if not bounds or any(b < 1 for b in bounds) or any(b >= c for b, c in zip(bounds, bounds[1:])):
+        raise ConfigError(f"schedule.boundaries={bounds}: give increasing global steps of at least 1, e.g. "
+                          f"[30000,60000]")
+    if len(factors) != len(bounds) + 1 or any(not f > 0 for f in factors):
+        raise ConfigError(f"schedule.multipliers={factors}: give {len(bounds) + 1} multipliers above 0 of "
+                          f"optimizer.lr, one more than schedule.boundaries={bounds}")
+
+
+def check_watch(cfg: DictConfig) -> None:
+    """early_stopping.metric and checkpoint.keep_best name a metric this run's evals give (precision_SPLIT of
+    eval_splits), in a training loop of one process (a cluster's chief alone evaluates: not yet)."""
+    given = [f"precision_{split}" for split in cfg.eval_splits]
+    for key, metric in (("early_stopping.metric", cfg.early_stopping.metric),
+                        ("checkpoint.keep_best", cfg.checkpoint.keep_best)):
+        if metric is None:
+            continue
+        if metric not in given:
+            raise ConfigError(f"{key}={metric} is not a metric this run's evals give; choose one of: "
+                              f"{', '.join(given)} (precision_SPLIT of eval_splits={list(cfg.eval_splits)}), or null")
+        if group_schema(cfg, "hardware").processes != "one":
+            raise ConfigError(f"{key}={metric} with hardware={cfg.hardware.name}: early stopping and the best "
+                              f"checkpoint run in one process's training loop, not yet on a cluster; use {key}=null")
+    if cfg.recovery.max_trials and group_schema(cfg, "hardware").processes != "one":
+        raise ConfigError(f"recovery.max_trials={cfg.recovery.max_trials} with hardware={cfg.hardware.name}: recovery "
+                          f"runs in one process's training loop, not yet on a cluster; use recovery.max_trials=0")
 
 
 def check_tracking(tracking: DictConfig) -> None:

@@ -167,6 +167,12 @@ class ExponentialDecayConfig(ScheduleConfig):
     staircase: bool = MISSING
 
 
+@dataclass
+class PiecewiseConstantConfig(ScheduleConfig):
+    boundaries: list[int] = MISSING  # global steps at which the rate changes, increasing
+    multipliers: list[float] = MISSING  # optimizer.lr times each: before the first boundary, ..., after the last
+
+
 # ---------------------------------------------------------------------------------------------- hardware
 @dataclass
 class HardwareConfig:
@@ -245,6 +251,34 @@ class ReportConfig:
     compare: Optional[list[str]] = MISSING  # metrics to compare groups on; null: sweep_objective, else precision
 
 
+# ---------------------------------------------------------------------------------------------- the training loop
+@dataclass
+class EarlyStoppingConfig:
+    """A stop when an eval metric stops improving, checked at each eval (runner.engine.watch)."""
+
+    metric: Optional[str] = MISSING  # precision_SPLIT of an eval split (precision_validation); null: off
+    mode: str = one_of("max", "min")  # max: higher is better
+    patience: int = bounded(0)  # evals in a row without an improvement of more than min_delta before the stop
+    min_delta: float = bounded(0.0)
+
+
+@dataclass
+class RecoveryConfig:
+    """A diverged step (a NaN loss, or one above loss_upper_bound): the last checkpoint's weights restored and training
+    going on from the next step and the next batches, up to max_trials times (runner.engine.hooks.DivergenceHook)."""
+
+    loss_upper_bound: Optional[float] = MISSING  # a loss above it counts as diverged; null: NaN or infinite only
+    max_trials: int = bounded(0, 1000)  # recoveries before the run stops (one line, exit 2); 0: the first stops it
+
+
+@dataclass
+class CheckpointConfig:
+    """checkpoint=latest|best: which checkpoint mode=eval evaluates; keep_best: the metric training keeps one by."""
+
+    name: str = one_of("latest", "best")
+    keep_best: Optional[str] = MISSING  # precision_SPLIT: the best checkpoint by it kept apart, in checkpoints/best/
+
+
 # ---------------------------------------------------------------------------------------------- tracking
 TRACKING_SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql")  # tracking.uri's
 
@@ -283,6 +317,9 @@ class RunnerConfig:
     tune: TuneConfig = setting(RESUME, default_factory=TuneConfig)
     report: ReportConfig = setting(RESUME, default_factory=ReportConfig)
     tracking: TrackingConfig = setting(RESUME, EVAL, default_factory=TrackingConfig)
+    early_stopping: EarlyStoppingConfig = setting(RESUME, default_factory=EarlyStoppingConfig)
+    recovery: RecoveryConfig = setting(RESUME, default_factory=RecoveryConfig)
+    checkpoint: CheckpointConfig = setting(RESUME, EVAL, default_factory=CheckpointConfig)
     # e.g. final_precision.test (or precision_test): a run returns that number; a list for a search of several
     sweep_objective: Any = setting(RESUME)
     progress: str = one_of("auto", "bar", "lines", tags=(RESUME, EVAL))  # auto: a bar on a terminal, else lines
@@ -306,7 +343,8 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "pipeline": {"feed_dict": FeedDictConfig, "preloaded": PreloadedConfig, "queue": QueueConfig,
                  "tf_data": TfDataConfig},
     "optimizer": {"base": OptimizerConfig, "momentum": MomentumConfig, "adam": AdamConfig},
-    "schedule": {"base": ScheduleConfig, "exponential_decay": ExponentialDecayConfig},
+    "schedule": {"base": ScheduleConfig, "exponential_decay": ExponentialDecayConfig,
+                 "piecewise_constant": PiecewiseConstantConfig},
     "hardware": {"base": HardwareConfig, "cluster": ClusterConfig, "local_cluster": LocalClusterConfig},
 }
 """Schemas by group, stored as ``schema/<group>/<name>``; several options may share one (``base``). The keys of

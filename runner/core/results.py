@@ -28,6 +28,9 @@ class TrainSummary(TypedDict):
     trainer: str
     devices: list[str]
     config: dict
+    stopped_early: bool  # early_stopping stopped it before max_steps
+    early_stopping: dict | None  # then: step, metric, best, best_step, patience
+    best_checkpoint: dict | None  # checkpoint.keep_best's: metric, value, step, checkpoint (in checkpoints/best/)
 
 
 class BenchResult(TypedDict, total=False):

@@ -18,16 +18,18 @@ from runner.engine.checkpoints import latest_checkpoint, make_saver
 from runner.engine.evals import build_evals, run_eval
 from runner.engine.model import Parts
 from runner.engine.session import session
+from runner.engine.watch import best_checkpoint
 from runner.ops.summaries import EVAL_DIR, file_writer, write_scalars
 
 log = logging.getLogger("runner")
 
 
 def evaluate(parts: Parts, run_dir: str, batch_size: int, splits: list[str], moving_average_decay: float | None,
-             once: bool, interval_secs: float, until_step: int | None = None) -> dict | None:
+             once: bool, interval_secs: float, which: str, until_step: int | None = None) -> dict | None:
     """Evaluates the latest checkpoint once, or (``once=False``) each new one until a signal; with
     ``until_step`` (a cluster's evaluator) it waits for the first checkpoint and ends after evaluating one of
-    that step or later."""
+    that step or later. ``which="best"``: the best checkpoint the run kept (checkpoint.keep_best), once."""
+    best = best_checkpoint(run_dir) if which == "best" else None
     graph = tf.Graph()
     with graph.as_default():
         global_step = v1.train.get_or_create_global_step()
@@ -43,12 +45,12 @@ def evaluate(parts: Parts, run_dir: str, batch_size: int, splits: list[str], mov
     with StopSignals() as stop, contextlib.closing(writer):
         try:
             while True:
-                latest = latest_checkpoint(run_dir)
+                latest = best[0] if best else latest_checkpoint(run_dir)
                 if (latest != last or once) and (latest or until_step is None):
                     out = _evaluate_checkpoint(graph, parts, batches, scaffold, run_dir, global_step, evals, stop,
-                                               moving_average_decay, writer)
+                                               moving_average_decay, writer, best)
                     last = out["checkpoint"]
-                if once or (until_step is not None and out and out["step"] >= until_step):
+                if once or best or (until_step is not None and out and out["step"] >= until_step):
                     return out
                 deadline = time.time() + interval_secs
                 while time.time() < deadline:
@@ -65,18 +67,21 @@ def evaluate(parts: Parts, run_dir: str, batch_size: int, splits: list[str], mov
 
 
 def _evaluate_checkpoint(graph, parts: Parts, batches, scaffold, run_dir: str, global_step, evals,
-                         stop: StopSignals, moving_average_decay: float | None, writer) -> dict:
-    """One pass of every eval split over the latest checkpoint; writes eval.json and the precisions at the
-    checkpoint's step to ``writer``."""
+                         stop: StopSignals, moving_average_decay: float | None, writer,
+                         best: tuple[str, dict] | None) -> dict:
+    """One pass of every eval split over the latest checkpoint (or the ``best`` one); writes eval.json and the
+    precisions at the checkpoint's step to ``writer``."""
     with session(graph, parts.session_config, batches, scaffold.saver, run_dir, must_restore=True, stop=stop,
-                 scaffold=scaffold) as (sess, ckpt):
+                 scaffold=scaffold, checkpoint=best[0] if best else None) as (sess, ckpt):
         step = int(sess.run(global_step))
-        log.info("Evaluating %s (step %d%s)", ckpt, step, ", moving averages" if moving_average_decay else "")
+        kept = f", the best by {best[1]['metric']}" if best else ""
+        log.info("Evaluating %s (step %d%s%s)", ckpt, step, kept, ", moving averages" if moving_average_decay else "")
         results = {split: run_eval(sess, op, stop) for split, op in evals.items()}
     for split, result in results.items():
         log.info("%s: precision @ 1 = %.3f (%s)", datetime.datetime.now(), result["precision"], split)
     write_scalars(writer, step, **{f"precision/{split}": r["precision"] for split, r in results.items()})
     writer.flush()
-    out = {"checkpoint": ckpt, "step": step, "time": time.time(), "results": results}
+    out = {"checkpoint": ckpt, "step": step, "time": time.time(), "results": results, "which": "best" if best else
+           "latest"}
     write_json(Path(run_dir) / "eval.json", out)
     return out

@@ -64,22 +64,48 @@ class FeedHook(Hook):
         return Args(None, feed_dict=merged_feed(self.batches))
 
 
-class NanHook(Hook):
-    """Stops the run on a loss that is NaN or infinite, before anything is written for that step."""
+class Recovered(Exception):
+    """A diverged step whose weights were restored: the step's other hooks are skipped and the loop goes on."""
 
-    def __init__(self, loss: tf.Tensor, clock: Clock, checkpoints: Path):
-        self.loss, self.clock, self.checkpoints = loss, clock, checkpoints
+
+class DivergenceHook(Hook):
+    """A loss that is NaN or infinite (or above ``bound``) is a diverged step, caught before anything is written for
+    it. With ``max_trials`` recoveries left and a checkpoint written, ``restore(session)`` puts back the last
+    checkpoint's weights (its step returned) and training goes on from the next step with the next batches (the
+    global step and the input are not rewound), said in one line and in metrics.jsonl; otherwise the run stops,
+    saying what is kept."""
+
+    def __init__(self, loss: tf.Tensor, clock: Clock, checkpoints: Path, bound: float | None = None,
+                 max_trials: int = 0, restore: Callable | None = None, metrics: Metrics | None = None):
+        self.loss, self.clock, self.checkpoints, self.bound = loss, clock, checkpoints, bound
+        self.max_trials, self.restore, self.metrics = max_trials, restore, metrics
+        self.recoveries = 0
 
     def before_run(self, run_context):
         return Args(self.loss)
 
     def after_run(self, run_context, run_values):
-        if not math.isfinite(run_values.results):
-            kept = (f"the checkpoints in {self.checkpoints} are kept" if any(self.checkpoints.glob("*.index"))
-                    else "no checkpoint was written before it")
-            raise TrainingError(f"loss is {run_values.results} at step {self.clock.step}; nothing was saved from "
-                                f"this step on ({kept}). Lower the learning rate (optimizer.lr) or check the input "
-                                f"data.")
+        loss, step = run_values.results, self.clock.step
+        if math.isfinite(loss) and (self.bound is None or loss <= self.bound):
+            return
+        what = (f"loss is {loss}" if not math.isfinite(loss) else
+                f"loss {loss:.4g} is above recovery.loss_upper_bound={self.bound:g}")
+        saved = any(self.checkpoints.glob("*.index"))
+        if self.recoveries < self.max_trials and saved and self.restore is not None:
+            restored = self.restore(run_context.session)
+            self.recoveries += 1
+            log.warning("%s at step %d: the weights of the checkpoint of step %d restored; training goes on from "
+                        "step %d with the next batches (recovery %d of %d)", what, step, restored, step,
+                        self.recoveries, self.max_trials)
+            if self.metrics is not None:
+                self.metrics.write(step, recovery=self.recoveries, restored_step=restored, reason=what)
+            raise Recovered(what)
+        kept = (f"the checkpoints in {self.checkpoints} are kept" if saved
+                else "no checkpoint was written before it")
+        tried = f" after {self.recoveries} recoveries (recovery.max_trials)" if self.max_trials else ""
+        raise TrainingError(f"{what} at step {step}{tried}; nothing was saved from this step on ({kept}). Lower the "
+                            f"learning rate (optimizer.lr) or check the input data"
+                            + ("" if self.max_trials else ", or let the run recover: recovery.max_trials=N") + ".")
 
 
 def _due(step: int, every: int, last: int) -> bool:

@@ -39,14 +39,16 @@ IN_PROCESS = SessionTarget()
 def session(graph: tf.Graph, config: v1.ConfigProto | None, batches: list[Batch], saver: v1.train.Saver | None = None,
             run_dir: str | Path | None = None, must_restore: bool = False, stop: StopSignals | None = None,
             hooks: Sequence[v1.train.SessionRunHook] = (), task: SessionTarget = IN_PROCESS,
-            scaffold: v1.train.Scaffold | None = None) -> Iterator[tuple[v1.train.MonitoredSession, str | None]]:
+            scaffold: v1.train.Scaffold | None = None, checkpoint: str | None = None
+            ) -> Iterator[tuple[v1.train.MonitoredSession, str | None]]:
     """A MonitoredSession on ``graph``: the chief restores the latest checkpoint of run_dir (or initializes), a
     worker waits for the chief; then the queue runners start under the session's Coordinator and the pipelines of
     ``batches`` start (:class:`StartPipelines`). Without a saver nothing is restored. A stop signal
     stops the Coordinator at once, which closes the input queues, so a step waiting for input returns; a data file
     changing under the run stops it too (:class:`WatchFiles`). TensorFlow errors become one-line errors naming the
-    input or the checkpoint."""
+    input or the checkpoint. ``checkpoint``: the one to restore instead of the latest (an eval of the best)."""
     ckpt = latest_checkpoint(run_dir) if saver is not None and run_dir is not None and task.is_chief else None
+    ckpt = checkpoint or ckpt
     if must_restore and not ckpt:
         raise RunnerError(f"no checkpoint in {checkpoint_dir(run_dir or '.')}; train first "
                           f"(python -m runner run_dir={run_dir}) or point run_dir at a trained run")
@@ -59,7 +61,7 @@ def session(graph: tf.Graph, config: v1.ConfigProto | None, batches: list[Batch]
         else:
             creator = _WorkerSessionCreator(scaffold, task.target, config, task.wait_secs)
         creator = _QuickClose(creator)
-        if ckpt and saver is not None and run_dir is not None:
+        if ckpt and saver is not None and run_dir is not None and checkpoint is None:
             saver.recover_last_checkpoints([str(p) for p in checkpoints(run_dir)])
         # Errors are said inside the session (MonitoredSession would take an OutOfRangeError for the end of the
         # input) and around it (closing it re-raises a failed input thread's error).

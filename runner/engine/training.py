@@ -15,6 +15,7 @@ from typing import Any
 import tensorflow as tf
 import tensorflow.compat.v1 as v1
 
+from runner.config.schema import CheckpointConfig, EarlyStoppingConfig, RecoveryConfig
 from runner.core.files import write_json
 from runner.core.results import TrainSummary
 from runner.core.signals import Interrupted, StopSignals, signal_name
@@ -25,16 +26,18 @@ from runner.engine.hooks import (
     CheckpointEvalHook,
     Clock,
     ClockHook,
+    DivergenceHook,
     FeedHook,
     Metrics,
-    NanHook,
     ProgressHook,
+    Recovered,
     SummaryHook,
 )
 from runner.engine.model import Parts, count_parameters, moving_average_getter
 from runner.engine.profile import TraceHook, XlaReportHook
 from runner.engine.progress import Progress
 from runner.engine.session import IN_PROCESS, SessionTarget, session
+from runner.engine.watch import Watch
 from runner.ops.summaries import EVAL_DIR, TrainingSummaries, file_writer, write_scalars
 
 log = logging.getLogger("runner")
@@ -66,6 +69,9 @@ class TrainSettings:
     profile: list[int] | None
     progress: str
     log_style: str
+    early_stopping: EarlyStoppingConfig
+    checkpoint: CheckpointConfig
+    recovery: RecoveryConfig
 
     @classmethod
     def of(cls, config: Any) -> TrainSettings:
@@ -81,6 +87,7 @@ class _Built:
     evals: dict
     summaries: TrainingSummaries | None  # None: the graph has none
     saver: v1.train.Saver
+    weights_saver: v1.train.Saver | None  # every variable but the global step: recovery's restore
     num_params: int
     writer: Any
     eval_writer: Any
@@ -91,16 +98,19 @@ def _build(parts: Parts, run: TrainSettings, run_dir: Path, chief: bool, sharded
     with train_graph.scope():
         getter = moving_average_getter(train_graph.ema) if train_graph.ema and run.eval_moving_average else None
         evals = build_evals(parts, run.eval_splits, run.batch_size, getter) if chief else {}
+        weights = [v for v in v1.global_variables() if v.op.name != train_graph.global_step.op.name]
         return _Built(train_graph, evals, TrainingSummaries.of(train_graph.graph),
-                      make_saver(max_to_keep=run.keep_checkpoints, sharded=sharded), count_parameters(),
+                      make_saver(max_to_keep=run.keep_checkpoints, sharded=sharded),
+                      make_saver(var_list=weights) if run.recovery.max_trials else None, count_parameters(),
                       file_writer(run_dir, train_graph.graph) if chief else None,
                       file_writer(run_dir / EVAL_DIR) if evals else None)
 
 
-def _evaluate(built: _Built, metrics: Metrics, final: dict, stop: StopSignals, after: Callable | None, sess,
-              step: int) -> None:
-    """Every eval split at ``step``: its precision into ``final``, metrics.jsonl and the eval events; then
-    ``after(step, results)`` (a search's trial, which may stop the run: its checkpoint is written)."""
+def _evaluate(built: _Built, metrics: Metrics, final: dict, stop: StopSignals, watch: Watch, after: Callable | None,
+              sess, step: int) -> None:
+    """Every eval split at ``step``: its precision into ``final``, metrics.jsonl and the eval events; then the
+    ``watch`` (the best checkpoint, early stopping) and ``after(step, results)`` (a search's trial, which may stop
+    the run: its checkpoint is written)."""
     for split, op in built.evals.items():
         result = run_eval(sess, op, stop)
         final[split] = result["precision"]
@@ -109,6 +119,7 @@ def _evaluate(built: _Built, metrics: Metrics, final: dict, stop: StopSignals, a
     built.writer.flush()
     if built.eval_writer is not None:
         built.eval_writer.flush()
+    watch.after_eval(step, final)
     if after is not None:
         after(step, {"final_precision": dict(final), "steps": step})
 
@@ -133,7 +144,9 @@ def _hooks(built: _Built, parts: Parts, run: TrainSettings, run_dir: Path, chief
     summaries, checkpoints and evals; the profiler and XLA's report where asked."""
     graph = built.train_graph
     hooks = [ClockHook(clock, graph.global_step, graph.step_after), FeedHook(graph.batches),
-             NanHook(graph.loss, clock, checkpoint_dir(run_dir)),
+             DivergenceHook(graph.loss, clock, checkpoint_dir(run_dir), run.recovery.loss_upper_bound,
+                            run.recovery.max_trials, functools.partial(_restore_weights, built.weights_saver, run_dir),
+                            metrics),
              ProgressHook(progress, graph.loss, graph.learning_rate, clock, metrics, run.log_every, run.max_steps,
                           graph.examples_per_step),
              v1.train.StopAtStepHook(last_step=run.max_steps)]
@@ -150,10 +163,20 @@ def _hooks(built: _Built, parts: Parts, run: TrainSettings, run_dir: Path, chief
     return hooks
 
 
-def _loop(sess, graph: TrainGraph, clock: Clock, max_steps: int, stop: StopSignals, chief: bool) -> None:
+def _restore_weights(saver: v1.train.Saver | None, run_dir: Path, session) -> int:
+    """The latest checkpoint's variables but the global step, restored in ``session``; that checkpoint's step."""
+    path = latest_checkpoint(run_dir)
+    assert saver is not None and path is not None  # the hook restores only with recovery on and a checkpoint
+    saver.restore(session, path)
+    return int(path.rsplit("-", 1)[1])
+
+
+def _loop(sess, graph: TrainGraph, clock: Clock, max_steps: int, stop: StopSignals, chief: bool, watch: Watch
+          ) -> None:
     try:
-        while clock.step < max_steps and not sess.should_stop():
-            sess.run(graph.train_op)
+        while clock.step < max_steps and not sess.should_stop() and not watch.stopped:
+            with contextlib.suppress(Recovered):  # a diverged step, its weights restored: the next step
+                sess.run(graph.train_op)
     except (tf.errors.OutOfRangeError, tf.errors.CancelledError):
         # A stop closed the input queues, or (sync replicas) the chief ended and closed the token queue this
         # worker waited on. Anything else is an input error: the session says which.
@@ -171,13 +194,14 @@ def train(parts: Parts, run: TrainSettings, run_dir: str | Path, config: dict, t
     built = _build(parts, run, run_dir, chief, sharded=bool(task.target))
     metrics, clock, started = Metrics(run_dir, built.writer), Clock(), time.time()
     final: dict[str, float] = {}
+    watch = Watch.of(run_dir, run.checkpoint.keep_best, run.early_stopping)
     with contextlib.ExitStack() as stack:
         for w in (built.writer, built.eval_writer):
             if w is not None:
                 stack.callback(w.close)
         stop = stack.enter_context(StopSignals())
         progress = stack.enter_context(Progress(run.progress, run.max_steps, run.log_style))
-        evaluate = functools.partial(_evaluate, built, metrics, final, stop, _before_the_end(
+        evaluate = functools.partial(_evaluate, built, metrics, final, stop, watch, _before_the_end(
             after_eval, clock, run.max_steps, built.train_graph.examples_per_step))
         hooks = [*_hooks(built, parts, run, run_dir, chief, clock, metrics, progress, evaluate, stop), *extra_hooks,
                  *built.train_graph.hooks(chief)]  # last: the other workers are released after the last checkpoint
@@ -187,7 +211,7 @@ def train(parts: Parts, run: TrainSettings, run_dir: str | Path, config: dict, t
         if ckpt:
             log.info("Resuming from %s at step %d", ckpt, clock.step)
         progress.start(clock.step)
-        _loop(sess, built.train_graph, clock, run.max_steps, stop, chief)
+        _loop(sess, built.train_graph, clock, run.max_steps, stop, chief, watch)
     if stop.signum is not None:
         stop.acknowledge()
         where = f"checkpoint saved in {checkpoint_dir(run_dir)}; " if chief else ""
@@ -195,14 +219,15 @@ def train(parts: Parts, run: TrainSettings, run_dir: str | Path, config: dict, t
                           f"to resume", stop.signum)
     if not chief:
         return None
-    summary = _summary(built, parts, clock, final, time.time() - started, config)
+    summary = _summary(built, parts, clock, final, time.time() - started, config, watch)
     write_json(run_dir / "summary.json", summary)
     log.info("Results in %s (summary.json, metrics.jsonl, checkpoints/, TensorBoard events)", run_dir)
     return summary
 
 
-def _summary(built: _Built, parts: Parts, clock: Clock, final: dict, wall_time: float, config: dict) -> TrainSummary:
-    """summary.json: the final precisions, the steps, the training rate, and what ran."""
+def _summary(built: _Built, parts: Parts, clock: Clock, final: dict, wall_time: float, config: dict, watch: Watch
+             ) -> TrainSummary:
+    """summary.json: the final precisions, the steps, the training rate, what ran, and what its evals decided."""
     train_time, trained_steps = clock.run_secs, clock.step - clock.first_step
     per_step = built.train_graph.examples_per_step
     names = parts.names
@@ -218,4 +243,7 @@ def _summary(built: _Built, parts: Parts, clock: Clock, final: dict, wall_time: 
         "trainer": names["trainer"],
         "devices": parts.devices,
         "config": config,
+        "stopped_early": watch.stopped is not None,
+        "early_stopping": watch.stopped,
+        "best_checkpoint": watch.best,
     }

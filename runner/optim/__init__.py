@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from runner.config.schema import AdamConfig, ExponentialDecayConfig, MomentumConfig, OptimizerConfig, ScheduleConfig
+from runner.config.schema import (
+    AdamConfig,
+    ExponentialDecayConfig,
+    MomentumConfig,
+    OptimizerConfig,
+    PiecewiseConstantConfig,
+    ScheduleConfig,
+)
 from runner.core.registry import Registry
 
 v1 = tf.compat.v1
@@ -37,3 +44,9 @@ def exponential_decay(config: ExponentialDecayConfig, lr: float, global_step, st
     decay_steps = max(1, int(steps_per_epoch * config.decay_epochs))
     return v1.train.exponential_decay(lr, global_step, decay_steps, config.decay_rate, staircase=config.staircase,
                                       name="schedule")
+
+
+@SCHEDULES.register("piecewise_constant")
+def piecewise_constant(config: PiecewiseConstantConfig, lr: float, global_step, steps_per_epoch: float):
+    return v1.train.piecewise_constant(global_step, [int(b) for b in config.boundaries],
+                                       [lr * m for m in config.multipliers], name="schedule")

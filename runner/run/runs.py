@@ -62,4 +62,5 @@ def eval_run(cfg: DictConfig, run_dir: str, dataset: Dataset, once: bool, until_
     decay = run.moving_average_decay if run.eval_moving_average else None
     with naming_damaged_records(dataset, invocation.overrides):
         return evaluate(parts, run_dir, run.batch_size, list(run.eval_splits), moving_average_decay=decay,
-                        once=once, interval_secs=run.eval_interval_secs, until_step=until_step)
+                        once=once, interval_secs=run.eval_interval_secs, until_step=until_step,
+                        which=run.checkpoint.name)

@@ -87,7 +87,7 @@ def _finished(cfg: DictConfig, job_dir: Path) -> dict | float | None:
     except (OSError, ValueError) as err:
         log.warning("Job %s: %s cannot be read (%s): the job runs again", job_dir.name, summary_path.name, err)
         return None
-    if cfg.mode == "train" and not summary.get("steps", 0) >= cfg.max_steps:
+    if cfg.mode == "train" and not (summary.get("steps", 0) >= cfg.max_steps or summary.get("stopped_early")):
         return None
     if "interrupted" in summary:
         return None

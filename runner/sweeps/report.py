@@ -150,6 +150,8 @@ def collect(sweep_dir: str | Path, replicate_over: tuple[str, ...] = ("seed",), 
                 if not isinstance(precision, dict) or not all(isinstance(v, (int, float)) for v in precision.values()):
                     raise Unreadable("summary.json: final_precision is not a mapping of splits to numbers")
                 row.update(status="completed", **columns(s, SUMMARY))
+                if isinstance(s.get("early_stopping"), dict):  # completed before max_steps: the step it stopped at
+                    row["stopped_early_at"] = s["early_stopping"].get("step")
             elif bench.exists() or bench.is_symlink():
                 b = _read_result(bench, {"bound_examples_per_sec": (int, float)})
                 pipelines = b.get("pipelines")

@@ -1,0 +1,154 @@
+"""The training loop's decisions at each eval: early stopping on a planted plateau, the best checkpoint kept apart
+from the last N and evaluated, and their bad settings."""
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from omegaconf import OmegaConf
+
+from runner.cli.app import run
+from runner.core.errors import ConfigError, RunnerError, TrainingError
+from runner.run.validate import validate
+from tests.helpers import TINY, compose, run_cli, sweep_dirs
+
+# A plateau: a learning rate so small that no eval improves on the first (ties do not count as improvements)
+PLATEAU = [*TINY, "optimizer.lr=1e-9", "checkpoint_every=10", "log_every=10", "eval_splits=[validation,test]"]
+
+
+def _evals(run_dir, split: str) -> dict[int, float]:
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return {line["step"]: line["precision"] for line in lines if line.get("split") == split}
+
+
+def test_a_plateau_stops_early_with_its_checkpoint_and_says_why(tmp_path, tiny_digits, caplog):
+    args = [*PLATEAU, "max_steps=200", "early_stopping.metric=precision_validation", "early_stopping.patience=2",
+            "early_stopping.min_delta=0.01"]
+    with caplog.at_level(logging.INFO, logger="runner"):
+        summary = run(compose(*args), str(tmp_path))
+    assert summary["stopped_early"] is True and summary["steps"] == 30  # evals at 10, 20, 30: two without a gain
+    assert summary["early_stopping"] == {"step": 30, "metric": "precision_validation",
+                                         "best": _evals(tmp_path, "validation")[10], "best_step": 10, "patience": 2}
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Stopping early")]
+    assert said == ["Stopping early at step 30: precision_validation has not improved by more than 0.01 in 2 "
+                    f"eval(s) (best {summary['early_stopping']['best']:.4f} at step 10)"]
+    assert (tmp_path / "checkpoints" / "model.ckpt-30.index").exists()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="runner"):
+        again = run(compose(*args), str(tmp_path))  # the same command again: it stays stopped
+    assert again["steps"] == 30 and again["stopped_early"] is True
+    assert any(r.getMessage().startswith("This run stopped early at step 30") for r in caplog.records)
+
+
+def test_without_a_plateau_the_run_reaches_max_steps(tmp_path, tiny_digits):
+    summary = run(compose(*TINY, "max_steps=40", "checkpoint_every=10", "early_stopping.metric=precision_test",
+                          "early_stopping.patience=3"), str(tmp_path))
+    assert summary["steps"] == 40 and summary["stopped_early"] is False and summary["early_stopping"] is None
+
+
+def test_the_best_checkpoint_outlives_keep_checkpoints_and_is_evaluated(tmp_path, tiny_digits):
+    run_dir = tmp_path / "run"
+    args = [*PLATEAU, "max_steps=50", "keep_checkpoints=1", "checkpoint.keep_best=precision_validation"]
+    summary = run(compose(*args), str(run_dir))
+    best = {"metric": "precision_validation", "value": _evals(run_dir, "validation")[10], "step": 10,
+            "checkpoint": "model.ckpt-10"}
+    assert summary["best_checkpoint"] == best
+    assert json.loads((run_dir / "checkpoints" / "best" / "best.json").read_text()) == best
+    assert (run_dir / "checkpoints" / "best" / "model.ckpt-10.index").exists()
+    assert sorted(p.name for p in (run_dir / "checkpoints").glob("*.index")) == ["model.ckpt-50.index"]
+    (run_dir / ".hydra").mkdir()
+    OmegaConf.save(compose(*args), run_dir / ".hydra" / "config.yaml")  # as Hydra saves it
+    overrides = ["mode=eval", "checkpoint=best", "eval_splits=[validation]", f"run_dir={run_dir}"]
+    out = run(compose(*overrides), str(run_dir), overrides)
+    assert out["step"] == 10 and out["which"] == "best" and out["checkpoint"].endswith("best/model.ckpt-10")
+    assert out["results"]["validation"]["precision"] == best["value"]  # the same weights, the same examples
+    latest = run(compose("mode=eval", "eval_splits=[validation]"), str(run_dir), ["mode=eval"])
+    assert latest["step"] == 50 and latest["which"] == "latest"
+    resumed = run(compose(*args, "max_steps=60"), str(run_dir))  # a resume continues from the latest
+    assert resumed["steps"] == 60 and resumed["steps_this_run"] == 10
+
+
+def test_eval_of_the_best_checkpoint_of_a_run_that_kept_none_says_how(tmp_path, tiny_digits):
+    run_dir = tmp_path / "run"
+    run(compose(*TINY, "max_steps=10", "checkpoint_every=10"), str(run_dir))
+    (run_dir / ".hydra").mkdir()
+    OmegaConf.save(compose(*TINY, "max_steps=10"), run_dir / ".hydra" / "config.yaml")
+    with pytest.raises(RunnerError, match=r"kept no best checkpoint .*: train it with checkpoint.keep_best=METRIC"):
+        run(compose("mode=eval", "checkpoint=best"), str(run_dir), ["mode=eval", "checkpoint=best"])
+
+
+@pytest.mark.parametrize("override,message", [
+    ("early_stopping.metric=precision_dev", r"early_stopping.metric=precision_dev is not a metric this run's evals "
+                                            r"give; choose one of: precision_train, precision_validation, "
+                                            r"precision_test \(precision_SPLIT of eval_splits="),
+    ("early_stopping.patience=-1", r"early_stopping.patience=-1 is out of range; allowed: \[0, "),
+    ("early_stopping.mode=up", r"early_stopping.mode='up' is not allowed; choose one of: max, min"),
+    ("checkpoint.keep_best=precision_train", r"checkpoint.keep_best=precision_train is not a metric this run's evals "
+                                             r"give; choose one of: precision_test"),
+])
+def test_bad_early_stopping_and_keep_best_settings_name_the_key(override, message):
+    splits = ["eval_splits=[test]"] if "keep_best" in override else []
+    with pytest.raises(ConfigError, match=message):
+        validate(compose(override, *splits))
+
+
+def test_a_bad_setting_is_one_line_and_exit_2_as_typed(tmp_path):
+    proc = run_cli("early_stopping.metric=loss", cwd=tmp_path)
+    assert proc.returncode == 2 and not list(tmp_path.iterdir())
+    assert proc.stdout.startswith("error: early_stopping.metric=loss is not a metric this run's evals give")
+
+
+@pytest.mark.slow  # a sweep of two
+def test_a_sweep_report_shows_the_jobs_that_stopped_early(tmp_path):
+    proc = run_cli("-m", *TINY, "optimizer.lr=1e-9,0.1", "max_steps=100", "checkpoint_every=10",
+                   "early_stopping.metric=precision_validation", "early_stopping.patience=2",
+                   "early_stopping.min_delta=0.01", cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (sweep,) = sweep_dirs(tmp_path)
+    report = (sweep / "report.md").read_text()
+    assert "2 jobs, 2 completed" in report and "stopped_early_at" in report, report
+    rows = {line.split("|")[1].strip(): line for line in report.splitlines() if line.startswith("| 0 ") or
+            line.startswith("| 1 ")}
+    assert "30" in rows["0"].split("|")[-3:][0] or "| 30 |" in rows["0"], rows
+
+
+# A planted divergence: the learning rate x1e9 for one step (piecewise_constant), after the checkpoint of step 20
+SPIKE = [*TINY, "optimizer.lr=0.1", "schedule=piecewise_constant", "schedule.boundaries=[30,31]",
+         "schedule.multipliers=[1,1e9,1]", "max_steps=60", "checkpoint_every=20", "log_every=10",
+         "eval_splits=[test]", "recovery.loss_upper_bound=50"]
+
+
+def test_a_planted_divergence_is_recovered_from_the_last_checkpoint(tmp_path, tiny_digits, caplog):
+    with caplog.at_level(logging.INFO, logger="runner"):
+        summary = run(compose(*SPIKE, "recovery.max_trials=2"), str(tmp_path))
+    said = [r.getMessage() for r in caplog.records if "restored" in r.getMessage()]
+    assert len(said) == 1 and said[0].endswith("the weights of the checkpoint of step 20 restored; training goes on "
+                                               f"from step {said[0].split(' at step ')[1].split(':')[0]} with the "
+                                               "next batches (recovery 1 of 2)"), said
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    (entry,) = [line for line in lines if "recovery" in line]
+    assert entry["recovery"] == 1 and entry["restored_step"] == 20 and 31 <= entry["step"] <= 34  # the spike's
+    losses = [line["loss"] for line in lines if "loss" in line and line["step"] > entry["step"]]
+    assert losses and all(loss < 2.3 for loss in losses)  # learning again, below chance (ln 10)
+    assert summary["steps"] == 60 and summary["final_precision"]["test"] > 0.3
+
+
+def test_a_divergence_that_keeps_coming_back_stops_after_max_trials(tmp_path, tiny_digits):
+    with pytest.raises(TrainingError, match=r"at step \d+ after 2 recoveries \(recovery.max_trials\); nothing was "
+                                            r"saved from this step on \(the checkpoints in .* are kept\)"):
+        run(compose(*SPIKE, "schedule.boundaries=[30]", "schedule.multipliers=[1,1e9]", "recovery.max_trials=2"),
+            str(tmp_path))
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [line["recovery"] for line in lines if "recovery" in line] == [1, 2]
+    assert (tmp_path / "checkpoints" / "model.ckpt-20.index").exists()
+
+
+@pytest.mark.parametrize("override,message", [
+    ("schedule.boundaries=[30,20]", r"schedule.boundaries=\[30, 20\]: give increasing global steps"),
+    ("schedule.multipliers=[1,0.1]", r"schedule.multipliers=\[1.0, 0.1\]: give 3 multipliers above 0"),
+    ("recovery.max_trials=-1", r"recovery.max_trials=-1 is out of range"),
+])
+def test_bad_schedule_and_recovery_settings_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        validate(compose("schedule=piecewise_constant", override))
