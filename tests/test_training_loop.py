@@ -107,10 +107,10 @@ def test_a_sweep_report_shows_the_jobs_that_stopped_early(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (sweep,) = sweep_dirs(tmp_path)
     report = (sweep / "report.md").read_text()
-    assert "2 jobs, 2 completed" in report and "stopped_early_at" in report, report
-    rows = {line.split("|")[1].strip(): line for line in report.splitlines() if line.startswith("| 0 ") or
-            line.startswith("| 1 ")}
-    assert "30" in rows["0"].split("|")[-3:][0] or "| 30 |" in rows["0"], rows
+    assert "2 jobs, 2 completed" in report and "| stopped_early_at |" in report, report
+    jobs = {job["job"]: job for job in json.loads((sweep / "report.json").read_text())["jobs"]}
+    assert jobs["0"]["stopped_early_at"] == jobs["0"]["steps"] == 30  # lr 1e-9: the plateau
+    assert "stopped_early_at" not in jobs["1"] and jobs["1"]["steps"] == 100
 
 
 # A planted divergence: the learning rate x1e9 for one step (piecewise_constant), after the checkpoint of step 20
@@ -152,3 +152,19 @@ def test_a_divergence_that_keeps_coming_back_stops_after_max_trials(tmp_path, ti
 def test_bad_schedule_and_recovery_settings_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message):
         validate(compose("schedule=piecewise_constant", override))
+
+
+@pytest.mark.slow  # 4 trials
+def test_a_trial_that_stops_early_is_complete_not_pruned(tmp_path):
+    from tests.test_search import SEARCH, study_of
+
+    proc = run_cli(*SEARCH, "hydra.sweeper.n_trials=4", "hydra/sweeper/sampler=random", "hydra.sweeper.sampler.seed=0",
+                   "optimizer.lr=choice(1e-9,0.1)", *TINY, "max_steps=100", "checkpoint_every=10",
+                   "early_stopping.metric=precision_validation", "early_stopping.patience=2",
+                   "early_stopping.min_delta=0.01", cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (sweep,) = sweep_dirs(tmp_path)
+    trials = study_of(sweep).trials
+    stopped = [t for t in trials if json.loads((sweep / str(t.number) / "summary.json").read_text())["stopped_early"]]
+    assert stopped and all(t.state.name == "COMPLETE" for t in trials), [(t.number, t.state.name) for t in trials]
+    assert not list(sweep.glob("*/pruned.txt"))
