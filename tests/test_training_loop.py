@@ -168,3 +168,62 @@ def test_a_trial_that_stops_early_is_complete_not_pruned(tmp_path):
     stopped = [t for t in trials if json.loads((sweep / str(t.number) / "summary.json").read_text())["stopped_early"]]
     assert stopped and all(t.state.name == "COMPLETE" for t in trials), [(t.number, t.state.name) for t in trials]
     assert not list(sweep.glob("*/pruned.txt"))
+
+
+# ---------------------------------------------------------------------------------------------- deterministic=true
+def _losses(run_dir) -> list[float]:
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [line["loss"] for line in lines if "loss" in line]
+
+
+def _twice(tmp_path, *args: str) -> tuple:
+    """The same command run twice (side by side), each in its own process: TensorFlow's op determinism is a
+    process's setting."""
+    import subprocess
+    import sys
+
+    from tests.helpers import user_env
+
+    procs = [subprocess.Popen([sys.executable, "-m", "runner", *args, f"run_dir={tmp_path / name}"], cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=user_env())
+             for name in ("a", "b")]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs[0][-2000:] + outs[1][-2000:]
+    return tuple(json.loads((tmp_path / name / "summary.json").read_text()) for name in ("a", "b"))
+
+
+EQUAL = [*TINY, "deterministic=true", "max_steps=60", "log_every=1", "checkpoint_every=30", "eval_splits=[test]"]
+
+
+def test_two_deterministic_runs_on_towers_are_equal_bit_for_bit(tmp_path):
+    a, b = _twice(tmp_path, *EQUAL, "pipeline=tf_data", "hardware=cpu2", "pipeline.num_parallel_calls=-1")
+    assert _losses(tmp_path / "a") == _losses(tmp_path / "b") and len(_losses(tmp_path / "a")) == 60
+    assert a["final_precision"] == b["final_precision"] and a["devices"] == ["/cpu:0", "/cpu:1"]
+
+
+@pytest.mark.slow  # two runs per pipeline and trainer
+@pytest.mark.parametrize("pipeline", ["feed_dict", "tf_data", "preloaded"])
+@pytest.mark.parametrize("hardware", ["cpu", "cpu2"])
+def test_deterministic_runs_are_equal_for_each_pipeline_and_trainer(tmp_path, pipeline, hardware):
+    a, b = _twice(tmp_path, *EQUAL, f"pipeline={pipeline}", f"hardware={hardware}")
+    assert _losses(tmp_path / "a") == _losses(tmp_path / "b")
+    assert a["final_precision"] == b["final_precision"]
+
+
+@pytest.mark.slow  # the CIFAR-10 CNN's distortions in tf.data's parallel map, on two towers
+def test_deterministic_runs_of_the_cnn_with_distortions_are_equal(tmp_path):
+    a, b = _twice(tmp_path, "deterministic=true", "dataset=shapes", "model=cifar10_cnn", "pipeline=tf_data",
+                  "hardware=cpu2", "batch_size=16", "dataset.num_train=500", "dataset.num_test=100", "max_steps=40",
+                  "log_every=1", "checkpoint_every=40", "eval_splits=[test]")
+    assert _losses(tmp_path / "a") == _losses(tmp_path / "b") and a["final_precision"] == b["final_precision"]
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["pipeline=queue"], r"deterministic=true with pipeline=queue: shuffle_batch takes each batch from what its "
+                         r"threads have queued by then"),
+    (["pipeline=tf_data", "pipeline.deterministic=false"], r"deterministic=true with pipeline.deterministic=false"),
+    (["pipeline=tf_data", "pipeline.service=local"], r"deterministic=true with pipeline.service=local"),
+])
+def test_deterministic_refuses_an_input_whose_order_timing_decides(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        validate(compose("deterministic=true", *overrides))

@@ -148,7 +148,29 @@ def check_config(cfg: DictConfig) -> None:
     check_report(cfg)
     check_tracking(cfg.tracking)
     check_schedule(cfg.schedule)
+    check_deterministic(cfg)
     check_watch(cfg)
+
+
+def check_deterministic(cfg: DictConfig) -> None:
+    """deterministic=true needs an input whose order is the same in every run: refused, naming the setting, where
+    timing decides it."""
+    if not cfg.deterministic:
+        return
+    pipeline = cfg.pipeline
+    why = None
+    if pipeline.name == "queue":
+        why = ("pipeline=queue: shuffle_batch takes each batch from what its threads have queued by then, which "
+               "timing decides; use pipeline=tf_data, feed_dict or preloaded")
+    elif pipeline.get("deterministic") is False:
+        why = "pipeline.deterministic=false: tf.data hands out batches as they are ready; set it to true"
+    elif pipeline.get("service") is not None:
+        why = (f"pipeline.service={pipeline.service}: the service's workers hand out batches as they make them; use "
+               f"pipeline.service=null")
+    elif group_schema(cfg, "hardware").processes != "one":
+        why = f"hardware={cfg.hardware.name}: a cluster's workers update the variables in the order they reach the ps"
+    if why is not None:
+        raise ConfigError(f"deterministic=true with {why} (or deterministic=false)")
 
 
 def check_schedule(schedule: DictConfig) -> None:

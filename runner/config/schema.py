@@ -326,6 +326,7 @@ class RunnerConfig:
     log_style: str = one_of("mnist", "cifar10")  # the progress line of fully_connected_feed or of cifar10_train
     profile: Optional[list[int]] = MISSING  # [first, last]: trace those steps (TensorBoard profiler, timelines)
     verbose: bool = setting(RESUME, EVAL)  # show TensorFlow's C++ logs and deprecation warnings
+    deterministic: bool = setting(RESUME)  # op determinism and a fixed input order: two runs of one seed, equal bits
     force_resume: bool = setting(RESUME)  # continue a run dir's training even if the config changed in ways that matter
     dataset: Any = MISSING  # its keys tagged in runner.config.datasets
     model: Any = MISSING

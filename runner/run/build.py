@@ -49,12 +49,23 @@ def placement(hardware: HardwareConfig, parallel_jobs: int = 1, replicas: Replic
     return placed
 
 
+def deterministic_ops() -> None:
+    """deterministic=true: TensorFlow's op determinism (each op's deterministic kernel, or an error naming an op that
+    has none), for the rest of this process; the config's checks keep the input order fixed."""
+    import tensorflow as tf
+
+    tf.config.experimental.enable_op_determinism()
+    _say_once("deterministic=true: TensorFlow's op determinism is on (runs of one seed are equal bit for bit)")
+
+
 def build_parts(run: RunnerConfig, dataset: Dataset, topology: Topology | None = None) -> Parts:
     """The parts of a run (runner.config.hydra.settings: each group its schema's instance, a part made from its own)
     on a prepared dataset (runner.run.data.prepared_dataset), where ``topology`` says (this process alone by
     default; a cluster worker's reads its shard of the training split)."""
     model_fn = MODELS.get(run.model.name)
     schedule_fn, optimizer_fn = SCHEDULES.get(run.schedule.name), OPTIMIZERS.get(run.optimizer.name)
+    if run.deterministic:
+        deterministic_ops()
     topology = topology or Topology(placement(run.hardware))
     placed = topology.placement
     check_hardware(run.hardware.precision, placed.devices)
