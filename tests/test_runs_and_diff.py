@@ -1,4 +1,4 @@
-"""``python -m runner.runs`` and ``python -m runner.diff`` as typed in the folder runs were made in,
+"""``python -m runner.records.runs`` and ``python -m runner.records.diff`` as typed in the folder runs were made in,
 on real run dirs: two finished runs (trained here) and one stopped early."""
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def _typed(cwd, module: str, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_runs_lists_every_run_with_its_status_settings_and_metrics(runs):
-    proc = _typed(runs, "runner.runs")
+    proc = _typed(runs, "runner.records.runs")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     head = lines[0].split()
@@ -44,21 +44,21 @@ def test_runs_lists_every_run_with_its_status_settings_and_metrics(runs):
 
 
 def test_runs_sorts_best_first_and_filters_by_a_column_or_any_config_key(runs):
-    proc = _typed(runs, "runner.runs", "--sort", "precision_test")
+    proc = _typed(runs, "runner.records.runs", "--sort", "precision_test")
     rows = [line.split()[0] for line in proc.stdout.splitlines()[2:-1]]
     assert rows[-1] == "outputs/c"  # no precision: last
     precision = {line.split()[0]: float(line.split()[-3]) for line in proc.stdout.splitlines()[2:4]}
     assert list(precision.values()) == sorted(precision.values(), reverse=True)
-    proc = _typed(runs, "runner.runs", "--where", "pipeline=queue")
+    proc = _typed(runs, "runner.records.runs", "--where", "pipeline=queue")
     assert [line.split()[0] for line in proc.stdout.splitlines()[2:-1]] == ["outputs/b"]
-    proc = _typed(runs, "runner.runs", "--where", "optimizer.lr=0.05", "--where", "status=completed")
+    proc = _typed(runs, "runner.records.runs", "--where", "optimizer.lr=0.05", "--where", "status=completed")
     assert [line.split()[0] for line in proc.stdout.splitlines()[2:-1]] == ["outputs/b"]
-    bad = _typed(runs, "runner.runs", "--sort", "precision_tst")
+    bad = _typed(runs, "runner.records.runs", "--sort", "precision_tst")
     assert bad.returncode == 2 and bad.stderr.startswith("error: --sort precision_tst: not a column; the columns")
 
 
 def test_diff_says_what_differs_in_config_provenance_and_results(runs):
-    proc = _typed(runs, "runner.diff", "outputs/a", "outputs/b")
+    proc = _typed(runs, "runner.records.diff", "outputs/a", "outputs/b")
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "config: " in out and "difference(s)" in out, out
@@ -66,7 +66,7 @@ def test_diff_says_what_differs_in_config_provenance_and_results(runs):
     assert "  + pipeline.min_fraction_of_examples_in_queue = 0.4   (only in B)" in out
     assert "provenance: the same" in out  # one machine, one checkout
     assert "results:" in out and "precision_test:" in out
-    same = _typed(runs, "runner.diff", "outputs/a", "outputs/a")
+    same = _typed(runs, "runner.records.diff", "outputs/a", "outputs/a")
     assert "config: the same" in same.stdout and "results: the same" in same.stdout
-    bad = _typed(runs, "runner.diff", "outputs/a", "nowhere")
+    bad = _typed(runs, "runner.records.diff", "outputs/a", "nowhere")
     assert bad.returncode == 2 and bad.stderr.startswith("error: nowhere is not a run dir")

@@ -104,7 +104,7 @@ def test_runner_has_no_import_cycles():
 LAYERS = [{"cli"}, {"modes"}, {"sweeps"}, {"records"}, {"distributed"}, {"perf"}, {"run"}, {"engine"},
           {"models", "trainers", "optim", "pipelines"}, {"ops"}, {"datasets"}, {"config"}, {"core"}]
 # python -m runner and its commands
-ENTRY_POINTS = {"__init__", "__main__", "viewer", "report", "service", "runs", "diff", "track"}
+ENTRY_POINTS = {"__init__", "__main__", "viewer", "report", "service"}
 
 
 def _layer(module: str) -> str:

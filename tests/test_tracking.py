@@ -1,5 +1,5 @@
-"""tracking=mlflow and ``python -m runner.track``: runs, resumes, evals and sweeps read back through MLflow's own
-client, from the default SQLite store as typed and (engines tier) from a real ``mlflow server`` on 127.0.0.1, one
+"""tracking=mlflow and ``python -m runner.records.track``: runs, resumes, evals and sweeps read back through MLflow's
+own client, from the default SQLite store as typed and (engines tier) from a real ``mlflow server`` on 127.0.0.1, one
 killed mid-run, and the UI of ``make mlflow`` in headless Chromium."""
 from __future__ import annotations
 
@@ -48,8 +48,8 @@ def _steps(uri: str, run_id: str, key: str) -> list[int]:
 
 
 def _track(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "runner.track", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=120, env=user_env())
+    return subprocess.run([sys.executable, "-m", "runner.records.track", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=120, env=user_env())
 
 
 def _warnings(text: str) -> list[str]:
@@ -140,7 +140,8 @@ def test_a_store_that_does_not_answer_is_one_warning_and_the_run_finishes(tmp_pa
     proc = run_cli("tracking=mlflow", f"tracking.uri=http://127.0.0.1:{port}", *SHORT, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     warned = _warnings(proc.stdout + proc.stderr)
-    assert len(warned) == 1 and f"127.0.0.1:{port}" in warned[0] and "python -m runner.track" in warned[0], warned
+    assert len(warned) == 1 and f"127.0.0.1:{port}" in warned[0], warned
+    assert "python -m runner.records.track" in warned[0], warned
     assert len(list(tmp_path.glob("outputs/*/*/summary.json"))) == 1
 
 
@@ -272,7 +273,7 @@ def test_a_server_killed_mid_run_costs_one_warning_and_track_fills_the_gap(tmp_p
         proc.kill()
     assert proc.returncode == 0, out[-2000:]
     warned = _warnings(out)
-    assert len(warned) == 1 and "python -m runner.track" in warned[0], warned
+    assert len(warned) == 1 and "python -m runner.records.track" in warned[0], warned
     run_dir = next(cwd.glob("outputs/*/*"))
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     server = _start_server(folder, port)  # back, on the same store

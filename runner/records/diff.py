@@ -1,4 +1,4 @@
-"""``python -m runner.diff A B``: what differs between two run dirs, from their files alone: the config (keys
+"""``python -m runner.records.diff A B``: what differs between two run dirs, from their files alone: the config (keys
 changed, added, removed), the provenance (code version, packages, devices, machine) and the final metrics."""
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def _section(title: str, rows: list[tuple[str, Any, Any]], a: dict, b: dict) -> 
 
 
 def diff(a_dir: Path, b_dir: Path) -> list[str]:
-    """The lines ``python -m runner.diff`` prints."""
+    """The lines ``python -m runner.records.diff`` prints."""
     a, b = read(a_dir), read(b_dir)
     config_a, config_b = flat(a.config), flat(b.config)
     config_a.pop("run_dir", None)
@@ -62,7 +62,7 @@ def diff(a_dir: Path, b_dir: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m runner.diff", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m runner.records.diff", description=__doc__.split("\n\n")[0])
     parser.add_argument("a", type=Path, metavar="A", help="a run dir")
     parser.add_argument("b", type=Path, metavar="B", help="another run dir")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)

@@ -1,4 +1,4 @@
-"""``python -m runner.runs [DIR ...]``: every run under outputs/ and multirun/ (or the folders given) as one
+"""``python -m runner.records.runs [DIR ...]``: every run under outputs/ and multirun/ (or the folders given) as one
 table: status, steps, key settings and final metrics, sorted by a column (``--sort precision_test``) and filtered by any
 column or config key (``--where pipeline=queue``)."""
 from __future__ import annotations
@@ -46,7 +46,7 @@ def table(rows: list[dict]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m runner.runs", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m runner.records.runs", description=__doc__.split("\n\n")[0])
     parser.add_argument("dirs", nargs="*", type=Path, metavar="DIR",
                         help="folders to look in (default: outputs and multirun here)")
     parser.add_argument("--sort", metavar="COLUMN", help="sort by a column, best first for a metric "

@@ -1,6 +1,6 @@
-"""``python -m runner.track [PATH ...]``: run dirs and sweep dirs logged to MLflow afterwards: runs made before tracking
-was on, and whatever a run could not log while it ran (a store that was down). Idempotent: a run already logged is
-matched (by its dir's tracking.json, or the uid its MLflow run carries) and given only what it lacks.
+"""``python -m runner.records.track [PATH ...]``: run dirs and sweep dirs logged to MLflow afterwards: runs made before
+tracking was on, and whatever a run could not log while it ran (a store that was down). Idempotent: a run already
+logged is matched (by its dir's tracking.json, or the uid its MLflow run carries) and given only what it lacks.
 
 Each dir goes to the store and experiment it was run with (its tracking.uri and tracking.experiment, else the
 default store, mlflow.db in this folder, and the experiment it ran, else ``runner``); --uri and --experiment name
@@ -29,7 +29,7 @@ def _sweeps(roots: list[Path]) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m runner.track", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m runner.records.track", description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="*", type=Path, metavar="PATH",
                         help="run dirs, sweep dirs, or folders holding them (default: outputs and multirun here)")
     parser.add_argument("--uri", help="the store (default: each run's tracking.uri, else sqlite:///mlflow.db here)")

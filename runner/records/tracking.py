@@ -3,7 +3,7 @@
 The run dir is the record; its MLflow run is a copy that can always be made again from it. One function,
 :func:`sync`, copies what the store lacks (the config as params, tags, the lines of metrics.jsonl it has not had,
 eval.json, the summary or bench.json, the artifacts, the status), so logging while a run trains (a thread of the run,
-:func:`tracked`) and logging afterwards (``python -m runner.track``) are the same code, and neither duplicates:
+:func:`tracked`) and logging afterwards (``python -m runner.records.track``) are the same code, and neither duplicates:
 
 - ``tracking.json`` in the run dir holds its uid and its MLflow run in each store it was logged to; the MLflow run
   carries the uid as a tag, so a run dir whose tracking.json lost the run (a kill between the two writes) is
@@ -498,8 +498,8 @@ def sweep_started(tracking: Any, sweep_dir: Path, cwd: Path, experiment: str | N
         sync_parent(Target.open(uri, tracking.experiment or experiment or "runner"), sweep_dir, running=True,
                     overrides=overrides)
     except (StoreError, OSError) as err:
-        log.warning("tracking: %s; the sweep goes on and its dir keeps everything: python -m runner.track %s logs "
-                    "it later", err, sweep_dir)
+        log.warning("tracking: %s; the sweep goes on and its dir keeps everything: python -m runner.records.track %s "
+                    "logs it later", err, sweep_dir)
 
 
 def sweep_ended(tracking: Any, sweep_dir: Path, cwd: Path, experiment: str | None, stopped: bool) -> None:
@@ -514,15 +514,15 @@ def sweep_ended(tracking: Any, sweep_dir: Path, cwd: Path, experiment: str | Non
         for job_dir in jobs_of(sweep_dir):
             sync_job(target, sweep_dir, job_dir)
     except StoreError as err:
-        log.warning("tracking: %s; the sweep dir keeps everything: python -m runner.track %s logs it later", err,
-                    sweep_dir)
+        log.warning("tracking: %s; the sweep dir keeps everything: python -m runner.records.track %s logs it later",
+                    err, sweep_dir)
 
 
 # ---------------------------------------------------------------------------------------------- while a run runs
 class Tracker(threading.Thread):
     """Mirrors a run dir while its run goes on: a sync every ``every`` seconds in this thread, and one at the end.
     The run never waits on the store: a store that fails is one warning line, and the thread stops trying (the run
-    dir keeps everything; python -m runner.track logs it later)."""
+    dir keeps everything; python -m runner.records.track logs it later)."""
 
     def __init__(self, uri: str, experiment: str, path: Path, sweep_dir: Path | None, every: float):
         super().__init__(name="runner-tracking", daemon=True)
@@ -545,7 +545,7 @@ class Tracker(threading.Thread):
             self._sync(target, running=False)
         except Exception as err:  # noqa: BLE001  a store down or refusing: said once, never raised into the run
             self.failed = True
-            log.warning("tracking: %s; the run goes on and its dir keeps everything: python -m runner.track %s "
+            log.warning("tracking: %s; the run goes on and its dir keeps everything: python -m runner.records.track %s "
                         "logs it later", str(err) if isinstance(err, StoreError) else _brief(err), self.path)
 
     def finish(self, wait_secs: float) -> None:
@@ -553,7 +553,7 @@ class Tracker(threading.Thread):
         self.join(wait_secs)
         if self.is_alive() and not self.failed:
             log.warning("tracking: %s did not answer within %.0f s; the run dir keeps everything: python -m "
-                        "runner.track %s logs it", _shown(self.uri), wait_secs, self.path)
+                        "runner.records.track %s logs it", _shown(self.uri), wait_secs, self.path)
 
 
 @contextlib.contextmanager
