@@ -91,7 +91,8 @@ class Watch:
                      watch._why())
         return watch
 
-    def _better(self, value: float, than: float, delta: float, mode: str) -> bool:
+    @staticmethod
+    def _better(value: float, than: float, delta: float, mode: str) -> bool:
         return value - than > delta if mode == "max" else than - value > delta
 
     def after_eval(self, step: int, precision: dict[str, float]) -> None:
@@ -142,6 +143,8 @@ class Watch:
                             "best_step": best_step, "patience": early.patience}
 
     def _why(self) -> str:
-        s = self.stopped or {}
+        """Why the run stopped (called once it has: ``early`` and ``stopped`` are set)."""
+        assert self.early is not None and self.stopped is not None
+        s = self.stopped
         return (f"{s['metric']} has not improved by more than {self.early.min_delta:g} in {s['patience']} eval(s) "
-                f"(best {s['best']:.4f} at step {s['best_step']})" if self.early else "")
+                f"(best {s['best']:.4f} at step {s['best_step']})")

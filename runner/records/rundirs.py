@@ -64,7 +64,8 @@ def noted(path: Path) -> tuple[str, Path] | None:
     return next(((status, path / name) for name, status in NOTES if (path / name).is_file()), None)
 
 
-def _json(path: Path) -> dict | None:
+def read_json(path: Path) -> dict | None:
+    """A JSON object file, or None when it is missing, unreadable or not an object."""
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -76,7 +77,7 @@ def read(path: Path) -> RunDir:
     """A run dir's files; what is missing or unreadable is left empty (a run stopped early has no summary). Its
     config: the one Hydra saved (.hydra/config.yaml, .hydra/MODE/ for a bench), else the one provenance.json or
     summary.json recorded (a run made from Python, not the command line)."""
-    summary, provenance = _json(path / "summary.json"), _json(path / "provenance.json") or {}
+    summary, provenance = read_json(path / "summary.json"), read_json(path / "provenance.json") or {}
     saved = next((p for p in [path / CONFIG, *sorted(path.glob(".hydra/*/config.yaml"))] if p.is_file()), None)
     config: Any = None
     if saved is not None:
@@ -86,8 +87,8 @@ def read(path: Path) -> RunDir:
             config = None
     if not isinstance(config, dict):
         config = provenance.get("config") or (summary or {}).get("config") or {}
-    return RunDir(path, config if isinstance(config, dict) else {}, summary, _json(path / "bench.json"), provenance,
-                  _json(path / "tune.json"))
+    return RunDir(path, config if isinstance(config, dict) else {}, summary, read_json(path / "bench.json"), provenance,
+                  read_json(path / "tune.json"))
 
 
 MARKERS = (str(CONFIG), ".hydra/*/config.yaml", "provenance.json", "summary.json", "bench.json", "tune.json")

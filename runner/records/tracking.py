@@ -33,7 +33,7 @@ import yaml
 from runner.config.hydra import flat
 from runner.core.files import write_json
 from runner.core.results import BENCH, SUMMARY, columns
-from runner.records.rundirs import STUDY_FILE, RunDir, find, read
+from runner.records.rundirs import STUDY_FILE, RunDir, find, read, read_json
 
 log = logging.getLogger("runner")
 
@@ -133,11 +133,7 @@ def _client(uri: str):
 
 # ---------------------------------------------------------------------------------------------- identity
 def _state(path: Path) -> dict:
-    try:
-        data = json.loads((path / STATE).read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    return read_json(path / STATE) or {}
 
 
 def _uid(path: Path) -> str:
@@ -298,7 +294,7 @@ def _file_metrics(rd: RunDir, path: Path, have: dict[str, str]) -> tuple[list, d
     eval_precision_SPLIT at the evaluated step, tune.json's trials as tune_examples_per_sec by trial."""
     out: list = []
     tags: dict[str, str] = {}
-    results = {"summary.json": rd.summary, "bench.json": rd.bench, "eval.json": _read(path, "eval.json"),
+    results = {"summary.json": rd.summary, "bench.json": rd.bench, "eval.json": read_json(path / "eval.json"),
                "tune.json": rd.tune}
     for name, result in results.items():
         if result is None:
@@ -322,14 +318,6 @@ def _file_metrics(rd: RunDir, path: Path, have: dict[str, str]) -> tuple[list, d
                     for i, t in enumerate(pipeline.get("trials") or [])
                     if isinstance(t, dict) and isinstance(t.get("examples_per_sec"), (int, float))]
     return out, tags
-
-
-def _read(path: Path, name: str) -> dict | None:
-    try:
-        data = json.loads((path / name).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _artifacts(target: Target, run_id: str, path: Path, names: tuple[str, ...], have: dict, extra: list[Path] = ()
