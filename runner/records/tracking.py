@@ -313,9 +313,9 @@ def _file_metrics(rd: RunDir, path: Path, have: dict[str, str]) -> tuple[list, d
             out += [_metric(f"eval_precision_{split}", r["precision"], result.get("step", 0), result.get("time", when))
                     for split, r in (result.get("results") or {}).items() if "precision" in r]
         else:
-            out += [_metric(f"tune_examples_per_sec_{name}", t["examples_per_sec"], i, when)
-                    for name, pipeline in result.items() if isinstance(pipeline, dict)
-                    for i, t in enumerate(pipeline.get("trials") or [])
+            out += [_metric(f"tune_examples_per_sec_{tuned}", t["examples_per_sec"], i, when)
+                    for tuned, search in result.items() if isinstance(search, dict)
+                    for i, t in enumerate(search.get("trials") or [])
                     if isinstance(t, dict) and isinstance(t.get("examples_per_sec"), (int, float))]
     return out, tags
 
