@@ -227,3 +227,31 @@ def test_deterministic_runs_of_the_cnn_with_distortions_are_equal(tmp_path):
 def test_deterministic_refuses_an_input_whose_order_timing_decides(overrides, message):
     with pytest.raises(ConfigError, match=message):
         validate(compose("deterministic=true", *overrides))
+
+
+@pytest.mark.slow  # the README's four commands, and deterministic=true's, one after another
+def test_the_readmes_training_loop_commands_as_typed(tmp_path):
+    import shlex
+
+    from tests.helpers import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### Early stopping, the best checkpoint")[1].split("\n### ")[0]
+    typed = [shlex.split(line.split(" #", 1)[0])[3:] for line in section.splitlines()
+             if line.startswith("python -m runner ")]
+    assert len(typed) == 4
+    short = [*TINY, "max_steps=40", "checkpoint_every=10"]  # only what makes it short
+    for args in typed:
+        if "mode=eval" in args:
+            (kept,) = [p for p in tmp_path.glob("outputs/*/*") if (p / "checkpoints" / "best").is_dir()]
+            args = [f"run_dir={kept}" if a.startswith("run_dir=") else a for a in args]
+            proc = run_cli(*args, cwd=tmp_path)
+            assert proc.returncode == 0, proc.stdout[-2000:]
+            assert json.loads((kept / "eval.json").read_text())["which"] == "best"
+            continue
+        proc = run_cli(*args, *short, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stdout[-2000:]
+    deterministic = readme.split("### Runs that are equal bit for bit")[1].split("`")[1]
+    assert deterministic == "python -m runner deterministic=true"
+    proc = run_cli(*shlex.split(deterministic)[3:], *short, cwd=tmp_path)
+    assert proc.returncode == 0 and "op determinism is on" in proc.stdout, proc.stdout[-2000:]
