@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from runner.cli.messages import composition_error, help_text, launcher_error
 from runner.cli.resolvers import register_resolvers
-from runner.config import guard, plugins
+from runner.config import guard, packages, plugins
 from runner.config.checks import check_writable, group_schema
 from runner.config.hydra import CONF_DIR, register_schemas, task_overrides
 from runner.core.closing import still_closing
@@ -248,6 +248,11 @@ def _show_config(argv: list[str]) -> None:
 
 def main() -> None:
     in_utf8_mode()
+    try:
+        packages.check()  # an installed package of parts that is broken: one line
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     if any(arg in ("--help", "-h") for arg in sys.argv[1:]):
         print(help_text(), end="")
         return

@@ -11,6 +11,7 @@ from pathlib import Path
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from runner.config import packages
 from runner.config.hydra import CONF_DIR, experiments_folder
 from runner.config.schema import SCHEMAS, RunnerConfig
 from runner.core.files import shown
@@ -37,15 +38,20 @@ Top-level keys (conf/config.yaml):
 
 
 def help_text() -> str:
-    """The app's help, read straight from conf/ (Hydra's own --help composes every group and takes seconds)."""
+    """The app's help, read straight from conf/ and installed packages' option folders (Hydra's own --help composes
+    every group and takes seconds)."""
     conf = Path(CONF_DIR)
-    def options(folder: Path) -> set[str]:
+    def options(folder: Path) -> list[str]:
         found = {p.stem for p in folder.glob("*.yaml")}
-        return found | {p.stem for p in experiments_folder().glob("*.yaml")} if folder.name == "experiment" else found
+        if folder.name == "experiment":
+            found |= {p.stem for p in experiments_folder().glob("*.yaml")}
+        for package in packages.installed():  # an installed package's options, named with it
+            found |= {f"{p.stem} ({package.dist})" for p in (package.conf / folder.name).glob("*.yaml")}
+        return sorted(found)
 
     # presets are chosen by the datasets
     shown_groups = [d for d in sorted(conf.iterdir()) if d.is_dir() and d.name not in ("preset", "hydra")]
-    groups = "".join(f"  {d.name:<11} {', '.join(sorted(options(d)))}\n" for d in shown_groups)
+    groups = "".join(f"  {d.name:<11} {', '.join(options(d))}\n" for d in shown_groups)
     lines = (conf / "config.yaml").read_text().splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("mode:"))
     end = next(i for i, line in enumerate(lines) if line.startswith("hydra:"))
@@ -118,8 +124,8 @@ def _in_a_file(text: str) -> str | None:
     if not where or not key:
         return None
     group, _, option = where.group(1).rpartition("/")
-    path = Path(CONF_DIR) / group / f"{option}.yaml"
-    file = f"conf/{group}/{option}.yaml"
+    path = packages.option_file(group, option)
+    file = f"conf/{group}/{option}.yaml" if path.parent.parent == packages.OWN_CONF else shown(path)
     if group == "experiment":  # runner's own, else the user's experiments folder
         file = f"experiments/{option}.yaml"
         if not path.exists():

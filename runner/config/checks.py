@@ -15,6 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from runner.config import packages
 from runner.config.fields import POOL
 from runner.config.hydra import CONF_DIR, experiments_folder, with_pipeline
 from runner.config.schema import (
@@ -25,7 +26,6 @@ from runner.config.schema import (
     SCHEMAS,
     SPLITS,
     TRACKING_SCHEMES,
-    TRAINERS,
     RunnerConfig,
     keys_tagged,
 )
@@ -119,7 +119,7 @@ def check_config(cfg: DictConfig) -> None:
         if cfg[group].name not in known(group):
             raise ConfigError(f"{group}.name={cfg[group].name!r} is not known; choose one of: "
                               f"{', '.join(known(group))}")
-    trainers = ["auto", *TRAINERS]
+    trainers = ["auto", *packages.trainer_names()]
     if cfg.trainer not in trainers:
         raise ConfigError(f"trainer={cfg.trainer!r} is not known; choose one of: {', '.join(trainers)}")
     if cfg.trainer == "single" and cfg.hardware.num_devices > 1:

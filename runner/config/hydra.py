@@ -13,10 +13,11 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from runner.config import packages
 from runner.config.schema import BENCH_ARMS, GROUPS, SCHEMAS, RunnerConfig
 from runner.core.errors import ConfigError
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")  # runner/conf: package data
+CONF_DIR = str(packages.OWN_CONF)  # runner/conf: package data; installed packages add theirs
 EXPERIMENTS_SCHEME = "experiments://"  # hydra_plugins.runner_experiments: a folder of experiment files
 
 
@@ -24,6 +25,7 @@ EXPERIMENTS_SCHEME = "experiments://"  # hydra_plugins.runner_experiments: a fol
 def register_schemas() -> None:
     """The schemas in Hydra's ConfigStore: ``runner_schema`` (conf/config.yaml's first default) and
     ``schema/GROUP/NAME`` (each option YAML's)."""
+    packages.found()  # installed packages' schemas join runner's
     store = ConfigStore.instance()
     store.store(name="runner_schema", node=RunnerConfig)
     for group, options in SCHEMAS.items():
@@ -48,12 +50,12 @@ def compose_group(group: str, option: str) -> DictConfig:
 
 def schema_of(group: str, option: str) -> Any:
     """The schema an option's YAML starts from (its ``/schema/GROUP/NAME@_here_`` default)."""
-    path = Path(CONF_DIR) / group / f"{option}.yaml"
+    path = packages.option_file(group, option)
     entries = cast(DictConfig, OmegaConf.load(path)).get("defaults", []) if path.exists() else []
     for entry in entries:
         if isinstance(entry, str) and entry.startswith(f"/schema/{group}/"):
             return SCHEMAS[group][entry[len(f"/schema/{group}/"):].split("@")[0]]
-    raise ConfigError(f"{group}={option} has no schema: conf/{group}/{option}.yaml must start from one")
+    raise ConfigError(f"{group}={option} has no schema: {path} must start from one")
 
 
 def typed(cfg: DictConfig) -> DictConfig:

@@ -10,13 +10,14 @@ from typing import Any
 
 def core_only() -> None:
     """Hydra's plug-in registry, holding Hydra's own plug-ins only (its config sources, basic launcher and
-    sweeper) and runner's experiments config source, in place of the scan of every installed one that its first
-    use would make."""
+    sweeper), runner's experiments config source and installed packages' options, in place of the scan of every
+    installed one that its first use would make."""
     import hydra._internal.core_plugins as core
     from hydra.core.plugins import Plugins
     from hydra.core.singleton import Singleton
 
     from hydra_plugins.runner_experiments import ExperimentsConfigSource
+    from hydra_plugins.runner_parts import PackagesSearchPath
 
     class CorePlugins(Plugins):
         def _initialize(self) -> None:
@@ -26,6 +27,7 @@ def core_only() -> None:
             for plugin in scanned:
                 self._register(plugin)
             self._register(ExperimentsConfigSource)  # and runner's experiments:// (conf/config.yaml)
+            self._register(PackagesSearchPath)  # and installed packages' options (runner.config.packages)
 
     registry: Any = object.__new__(CorePlugins)
     registry.__init__()

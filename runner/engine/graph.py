@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import random
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import tensorflow as tf
 import tensorflow.compat.v1 as v1
 
@@ -73,6 +75,15 @@ class ReleaseWorkers(v1.train.SessionRunHook):
         threading.excepthook = quiet
 
 
+def seeded(seed: int) -> None:
+    """The graph's random ops and the process's Python and numpy generators seeded, as tf_keras.utils.set_random_seed
+    does: Keras layers draw their ops' seeds from Python's generator, so a seed repeats their initial weights and
+    dropout masks too."""
+    v1.set_random_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+
+
 def build_train_graph(parts: Parts, batch_size: int, seed: int, moving_average_decay: float | None,
                       make_batches: Callable[[], list[Batch]] | None = None) -> TrainGraph:
     """The training graph of a run, in a new graph. ``make_batches`` replaces the pipeline's training batches
@@ -81,7 +92,7 @@ def build_train_graph(parts: Parts, batch_size: int, seed: int, moving_average_d
     replicas = parts.replicas
     device_fn = replicas.device_setter() if replicas else None
     with graph.as_default(), (v1.device(device_fn) if device_fn else contextlib.nullcontext()):
-        v1.set_random_seed(seed)
+        seeded(seed)
         global_step = v1.train.get_or_create_global_step()
         with tf.device(parts.input_device):  # input work stays on the CPU (of this worker), as the tutorials'
             batches = make_batches() if make_batches else tower_batches(parts, batch_size)

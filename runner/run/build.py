@@ -7,6 +7,7 @@ import functools
 import inspect
 import logging
 
+from runner.config import packages
 from runner.config.schema import HardwareConfig, RunnerConfig
 from runner.core.system import cores, cores_given
 from runner.datasets.base import Dataset
@@ -62,6 +63,7 @@ def build_parts(run: RunnerConfig, dataset: Dataset, topology: Topology | None =
     """The parts of a run (runner.config.hydra.settings: each group its schema's instance, a part made from its own)
     on a prepared dataset (runner.run.data.prepared_dataset), where ``topology`` says (this process alone by
     default; a cluster worker's reads its shard of the training split)."""
+    packages.import_parts()  # installed packages register their parts
     model_fn = MODELS.get(run.model.name)
     schedule_fn, optimizer_fn = SCHEDULES.get(run.schedule.name), OPTIMIZERS.get(run.optimizer.name)
     if run.deterministic:

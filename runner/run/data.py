@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf
 
+from runner.config import packages
 from runner.core.errors import ConfigError, DataError
 from runner.core.tfload import load_tensorflow
 from runner.datasets import DATASETS
@@ -13,6 +14,8 @@ from runner.datasets.base import Dataset
 
 def build_dataset(cfg: DictConfig) -> Dataset:
     """The dataset the config names, made from its schema instance; making it reads no data."""
+    if packages.owner("dataset", cfg.dataset.name):  # an installed package's: its modules register it
+        packages.import_parts()
     return DATASETS.get(cfg.dataset.name)(OmegaConf.to_object(cfg.dataset))
 
 
