@@ -180,7 +180,8 @@ def test_showing_a_config_that_chooses_a_plug_in_launcher_loads_it(tmp_path):
 
 # ------------------------------------------------------------------------------- names in the words
 DOTTED = re.compile(r"(?<![\w./$-])runner(?:\.[A-Za-z_]\w*)+")
-NOT_CODE = {"runner.log", "runner.subdir", "runner.sweep_key", "runner.cwd"}  # a run dir's file; the resolvers
+# a run dir's file; the resolvers; the entry-point group of packages of parts
+NOT_CODE = {"runner.log", "runner.subdir", "runner.sweep_key", "runner.cwd", "runner.parts"}
 
 
 def _defined(path: Path) -> dict[str, set[str]]:

@@ -11,4 +11,6 @@ class PackagesSearchPath(SearchPathPlugin):
         from runner.config import packages
 
         for package in packages.installed():
-            search_path.append(provider=f"package {package.dist}", path=f"file://{package.conf}")
+            if package.conf is not None:
+                search_path.append(provider=f"package {package.dist}",
+                                   path=f"file://{package.conf}")

@@ -46,7 +46,7 @@ def help_text() -> str:
         if folder.name == "experiment":
             found |= {p.stem for p in experiments_folder().glob("*.yaml")}
         for package in packages.installed():  # an installed package's options, named with it
-            found |= {f"{p.stem} ({package.dist})" for p in (package.conf / folder.name).glob("*.yaml")}
+            found |= {f"{name} ({package.dist})" for name in packages.options_of(package, folder.name)}
         return sorted(found)
 
     # presets are chosen by the datasets

@@ -39,7 +39,8 @@ OWN_CONF = Path(__file__).resolve().parent.parent / "conf"  # runner's own optio
 class Package:
     """What an installed package adds: option YAMLs, their schemas, and the modules that register the parts."""
 
-    conf: str | Path  # a folder of GROUP/OPTION.yaml files, each starting from its schema as runner's own do
+    conf: str | Path | None = None  # a folder of GROUP/OPTION.yaml files, each starting from its schema as runner's
+    # own do; None: no options (a package of trainers)
     schemas: dict[str, dict[str, type]] = field(default_factory=dict)  # group -> option name -> schema dataclass
     modules: tuple[str, ...] = ()  # imported when a run builds its parts: they register with runner's registries
     trainers: tuple[str, ...] = ()  # trainer names its modules register (trainer=NAME)
@@ -54,8 +55,8 @@ class Installed:
     package: Package
 
     @property
-    def conf(self) -> Path:
-        return Path(self.package.conf).resolve()
+    def conf(self) -> Path | None:
+        return None if self.package.conf is None else Path(self.package.conf).resolve()
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,8 @@ def _uninstall(entry: EntryPoint) -> str:
     return f"pip uninstall {entry.dist.name}" if entry.dist is not None else "remove it from the path"
 
 
-def _options(conf: Path, group: str) -> set[str]:
-    return {p.stem for p in (conf / group).glob("*.yaml")}
+def _options(conf: Path | None, group: str) -> set[str]:
+    return set() if conf is None else {p.stem for p in (conf / group).glob("*.yaml")}
 
 
 def _clash(kind: str, name: str, owner: str, dist: str, entry: EntryPoint) -> str:
@@ -108,10 +109,10 @@ def found() -> Found:
             for name, schema in options.items():
                 SCHEMAS[group][name] = schema
                 owners[(group, name)] = dist
-        conf = Path(package.conf).resolve()
-        owners |= {(g, n): dist for g in SCHEMAS for n in _options(conf, g)}
+        joined = Installed(dist, declared, package)
+        owners |= {(g, n): dist for g in SCHEMAS for n in _options(joined.conf, g)}
         owners |= {("trainer", n): dist for n in package.trainers}
-        packages.append(Installed(dist, declared, package))
+        packages.append(joined)
     return Found(tuple(packages), tuple(problems))
 
 
@@ -122,8 +123,8 @@ def _check(package: object, dist: str, declared: str, entry: EntryPoint,
     if not isinstance(package, Package):
         return (f"{where} names a {type(package).__name__}, not a runner.config.packages.Package; point the "
                 f"entry point at one")
-    conf = Path(package.conf).resolve()
-    if not conf.is_dir():
+    conf = None if package.conf is None else Path(package.conf).resolve()
+    if conf is not None and not conf.is_dir():
         return f"{where}: its conf folder {conf} does not exist; ship it with the package (package data)"
     for group, options in package.schemas.items():
         if group not in SCHEMAS or group == "hardware":
@@ -157,9 +158,14 @@ def check() -> None:
         raise ConfigError(problems()[0])
 
 
+def options_of(package: Installed, group: str) -> list[str]:
+    """The options a package's conf folder gives a group."""
+    return sorted(_options(package.conf, group))
+
+
 def conf_dirs() -> list[Path]:
     """The packages' option folders, after runner's own on Hydra's search path."""
-    return [p.conf for p in installed()]
+    return [p.conf for p in installed() if p.conf is not None]
 
 
 def option_file(group: str, option: str) -> Path:
@@ -176,7 +182,7 @@ def trainer_names() -> tuple[str, ...]:
 
 def owner(group: str, name: str) -> str | None:
     """The package an option comes from (None: runner's own)."""
-    return next((p.dist for p in installed() if (p.conf / group / f"{name}.yaml").is_file()
+    return next((p.dist for p in installed() if name in _options(p.conf, group)
                  or name in p.package.schemas.get(group, {})), None)
 
 
