@@ -97,7 +97,8 @@ def test_the_package_is_found_listed_and_composed(site, tmp_path):
 def test_the_tf_keras_model_trains_on_towers_with_one_set_of_variables(site, tmp_path, tiny_digits):
     run_dir = tmp_path / "run"
     proc = run_cli("model=keras_mlp", "optimizer=rmsprop", "optimizer.lr=0.01", "hardware=cpu2",
-                   "model.weight_decay=0.0001", "max_steps=60", "log_every=20", "moving_average_decay=0.99", f"run_dir={run_dir}", *TINY,
+                   "model.weight_decay=0.0001", "max_steps=60", "log_every=20", "moving_average_decay=0.99",
+                   f"run_dir={run_dir}", *TINY,
                    cwd=tmp_path, env=on_path(site))
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())
