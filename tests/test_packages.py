@@ -180,3 +180,40 @@ def test_a_module_of_a_package_that_fails_when_a_run_builds_its_parts(tmp_path, 
     assert said == [(
         "error: the package late-parts 1.0 (entry point runner.parts: late_parts = late_parts:PARTS): its module "
         "late_parts.models fails to import: RuntimeError: the weights file is missing")]
+
+
+@pytest.mark.slow
+def test_the_pages_commands_as_typed_in_an_empty_folder(site, tmp_path, data_root):
+    """docs/packages.md's and the README's commands, as written, with the example installed."""
+    from tests.test_readme import commands
+
+    typed = commands("Parts from your own package")
+    readme = (ROOT / "README.md").read_text().split("### Parts from your own package", 1)[1].split("\n#", 1)[0]
+    assert typed[-1] in readme and "pip install ./examples/keras_parts" in readme
+    assert typed == ["python -m runner --help", "python -m runner model=keras_mlp optimizer=rmsprop hardware=cpu2"]
+    shown = run_cli("--help", cwd=tmp_path, env=on_path(site))
+    assert f"keras_mlp ({DIST})" in shown.stdout
+    proc = run_cli(*typed[-1].split()[3:], cwd=tmp_path, env=on_path(site), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (summary_file,) = (tmp_path / "outputs").glob("*/*/summary.json")
+    summary = json.loads(summary_file.read_text())
+    assert summary["steps"] == 2000 and summary["trainer"] == "towers" and summary["model"] == "keras_mlp"
+    assert summary["config"]["optimizer"]["name"] == "rmsprop"
+    assert summary["final_precision"]["test"] > 0.9  # the digits, 2,000 steps: 0.97 here
+
+
+@pytest.mark.slow
+def test_the_keras_model_on_towers_repeats_bit_for_bit(site, tmp_path, tiny_digits):
+    """deterministic=true: two runs of one seed (dropout and batch norm included) equal at every step."""
+    runs = []
+    for name in ("a", "b", "other_seed"):
+        proc = run_cli("model=keras_mlp", "model.dropout=0.2", "model.batch_norm=true", "hardware=cpu2",
+                       "deterministic=true", "max_steps=40", "log_every=5", "eval_splits=[test]",
+                       f"seed={1 if name == 'other_seed' else 0}", f"run_dir={tmp_path / name}", *TINY,
+                       cwd=tmp_path, env=on_path(site))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        lines = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        runs.append(([line["loss"] for line in lines if "loss" in line],
+                     json.loads((tmp_path / name / "summary.json").read_text())["final_precision"]))
+    assert len(runs[0][0]) == 8 and runs[0] == runs[1]
+    assert runs[2][0] != runs[0][0]  # the seed decides the weights and the dropout masks

@@ -48,14 +48,15 @@ def build_evals(parts: Parts, splits: list[str], batch_size: int, getter: Callab
 
 def _check_shared(parts: Parts, before: set) -> None:
     """An eval uses the trained variables: building the model again must create none (a model that makes its own
-    variables, as Keras layers do, would be evaluated with a second, untrained copy)."""
+    variables in a model function, as Keras layers do, would be evaluated with a second, untrained copy)."""
     created = [v.name for v in v1.trainable_variables() if v not in before]
     if before and created:
         raise RunnerError(f"model={parts.names.get('model', '?')} made new variables when built again for evaluation "
                           f"({', '.join(created[:3])}{', ...' if len(created) > 3 else ''}), so it would be "
-                          f"evaluated untrained: runner shares a model's variables between training and evaluation by "
-                          f"name, so a model must create them with tf.compat.v1.get_variable (Keras layers make "
-                          f"their own and are not supported)")
+                          f"evaluated untrained: runner shares a model function's variables between training and "
+                          f"evaluation by name, so it must create them with tf.compat.v1.get_variable; a model that "
+                          f"makes its own (Keras layers) registers as a class, which runner builds once per graph "
+                          f"(docs/packages.md)")
 
 
 def run_eval(sess: v1.Session, op: EvalOp, stop: StopSignals | None = None) -> dict:
