@@ -162,8 +162,8 @@ def test_composing_any_mode_loads_no_tensorflow():
         imported = {line.split("|")[-1].strip() for line in hydra.stderr.splitlines() if "|" in line}
         assert "runner.cli.app" in imported and "tensorflow" not in imported
         # Nor numpy, nor a launcher's or sweeper's plug-in module: Hydra's own plug-ins alone (runner.config.plugins),
-        # and runner's experiments:// config source
-        own = {"hydra_plugins", "hydra_plugins.runner_experiments"}
+        # runner's experiments:// config source and installed packages' options on the search path
+        own = {"hydra_plugins", "hydra_plugins.runner_experiments", "hydra_plugins.runner_parts"}
         assert not {m for m in imported - own
                     if m.split(".")[0] in ("numpy", "joblib", "ray", "optuna", "hydra_plugins")}
 
