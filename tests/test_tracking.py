@@ -114,6 +114,7 @@ def test_a_resumed_run_continues_its_mlflow_run_and_an_eval_adds_to_it(tmp_path,
     assert _steps(uri, first.info.run_id, "eval_precision_test") == [40]
 
 
+@pytest.mark.slow  # make test-engines backfills after a real server's kill; this one moves the dir and loses the id
 def test_track_backfills_runs_made_without_tracking_once_even_moved(tmp_path, tiny_digits):
     run(compose(*SHORT), str(tmp_path / "outputs" / "a"))
     run(compose(*SHORT, "max_steps=20", "optimizer.lr=0.05"), str(tmp_path / "outputs" / "b"))
