@@ -195,6 +195,7 @@ def _twice(tmp_path, *args: str) -> tuple:
 EQUAL = [*TINY, "deterministic=true", "max_steps=60", "log_every=1", "checkpoint_every=30", "eval_splits=[test]"]
 
 
+@pytest.mark.slow  # the grid below runs tf_data on two towers too; test_packages runs a Keras model's twice (slow)
 def test_two_deterministic_runs_on_towers_are_equal_bit_for_bit(tmp_path):
     a, b = _twice(tmp_path, *EQUAL, "pipeline=tf_data", "hardware=cpu2", "pipeline.num_parallel_calls=-1")
     assert _losses(tmp_path / "a") == _losses(tmp_path / "b") and len(_losses(tmp_path / "a")) == 60

@@ -231,16 +231,26 @@ def test_a_signal_stops_the_search_at_once_keeping_its_trials(tmp_path):
     assert not (copy / "experiments" / "tuned_digits_mlp.yaml").exists()
 
 
-@pytest.mark.parametrize("args,said", [
+def test_a_tune_name_is_checked_before_the_search(tmp_path):
+    proc = run_cli("mode=tune", "tune.name=../elsewhere", cwd=tmp_path)
+    said_all = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "give a name without a path" in said_all and "Traceback" not in said_all, said_all
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("args,said", [  # the same checks, in process
     (["tune.name=" + "x" * 300], "at most 100 characters"),
-    (["tune.name=../elsewhere"], "give a name without a path"),
     (["tune.name=mnist_fully_connected_feed"], "exists and mode=tune did not write it"),
     (["pipeline=tf_data", "tune.knobs=[shuffle_buffer]"], "pipeline.shuffle_buffer not in the search space"),
 ])
-def test_a_tune_name_is_checked_before_the_search(tmp_path, args, said):
-    proc = run_cli("mode=tune", *args, cwd=tmp_path)
-    said_all = proc.stdout + proc.stderr
-    assert proc.returncode == 2 and said in said_all and "Traceback" not in said_all, said_all
+def test_tune_settings_are_checked_before_the_search(tmp_path, monkeypatch, args, said):
+    from runner.core.errors import ConfigError
+    from runner.run.validate import validate
+    from tests.helpers import compose
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=re.escape(said)):
+        validate(compose("mode=tune", *args))
     assert not any(tmp_path.iterdir())
 
 

@@ -51,6 +51,9 @@ def compose_group(group: str, option: str) -> DictConfig:
 def schema_of(group: str, option: str) -> Any:
     """The schema an option's YAML starts from (its ``/schema/GROUP/NAME@_here_`` default)."""
     path = packages.option_file(group, option)
+    if not path.exists():
+        raise ConfigError(f"{group}={option} is an option of neither runner nor an installed package: a run made "
+                          f"with a package's parts needs that package installed (docs/packages.md)")
     entries = cast(DictConfig, OmegaConf.load(path)).get("defaults", []) if path.exists() else []
     for entry in entries:
         if isinstance(entry, str) and entry.startswith(f"/schema/{group}/"):
