@@ -118,6 +118,11 @@ def test_the_tf_keras_model_trains_on_towers_with_one_set_of_variables(site, tmp
     assert {f"{n}/ExponentialMovingAverage" for n in weights} <= names
     # each tower's loss has the model's weight decay (Keras's regularization losses); tower 0's is summarized
     assert "tower_0/keras_mlp/dense/kernel/Regularizer/mul/avg" in names
+    # the package uninstalled: evaluating the run says what it needs
+    gone = run_cli("mode=eval", f"run_dir={run_dir}", cwd=tmp_path)
+    assert gone.returncode == 2 and (gone.stdout + gone.stderr).strip().splitlines()[-1] == (
+        "error: model=keras_mlp is an option of neither runner nor an installed package: a run made with a package's "
+        "parts needs that package installed (docs/packages.md)")
 
 
 @pytest.mark.slow
