@@ -58,6 +58,15 @@ class Installed:
     def conf(self) -> Path | None:
         return None if self.package.conf is None else Path(self.package.conf).resolve()
 
+    @property
+    def where(self) -> str:
+        return _where(self.dist, self.entry)
+
+
+def _where(dist: str, entry: str) -> str:
+    """How a line names a package: ``the package NAME VERSION (entry point runner.parts: NAME = VALUE)``."""
+    return f"the package {dist} (entry point {GROUP}: {entry})"
+
 
 @dataclass(frozen=True)
 class Found:
@@ -97,33 +106,34 @@ def found() -> Found:
         try:
             package = entry.load()
         except Exception as err:  # noqa: BLE001  any error of the package's code is the package's
-            first = (str(err).strip().splitlines() or [""])[0]
-            problems.append(f"the package {dist} (entry point {GROUP}: {declared}) fails to import: "
-                            f"{type(err).__name__}: {first}; fix it or uninstall it ({_uninstall(entry)})")
+            problems.append(f"{_where(dist, declared)} fails to import: {_first_line(err)}; fix it or uninstall it "
+                            f"({_uninstall(entry)})")
             continue
-        problem = _check(package, dist, declared, entry, owners)
+        if not isinstance(package, Package):
+            problems.append(f"{_where(dist, declared)} names a {type(package).__name__}, not a "
+                            f"runner.config.packages.Package; point the entry point at one")
+            continue
+        joined = Installed(dist, declared, package)
+        problem = _check(joined, entry, owners)
         if problem:
             problems.append(problem)
             continue
         for group, options in package.schemas.items():
-            for name, schema in options.items():
-                SCHEMAS[group][name] = schema
-                owners[(group, name)] = dist
-        joined = Installed(dist, declared, package)
+            SCHEMAS[group].update(options)
+        owners |= {(g, n): dist for g, options in package.schemas.items() for n in options}
         owners |= {(g, n): dist for g in SCHEMAS for n in _options(joined.conf, g)}
         owners |= {("trainer", n): dist for n in package.trainers}
         packages.append(joined)
     return Found(tuple(packages), tuple(problems))
 
 
-def _check(package: object, dist: str, declared: str, entry: EntryPoint,
-           owners: dict[tuple[str, str], str]) -> str | None:
+def _first_line(err: Exception) -> str:
+    return f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0]}"
+
+
+def _check(joined: Installed, entry: EntryPoint, owners: dict[tuple[str, str], str]) -> str | None:
     """Why the package cannot join (one line), or None."""
-    where = f"the package {dist} (entry point {GROUP}: {declared})"
-    if not isinstance(package, Package):
-        return (f"{where} names a {type(package).__name__}, not a runner.config.packages.Package; point the "
-                f"entry point at one")
-    conf = None if package.conf is None else Path(package.conf).resolve()
+    where, package, conf = joined.where, joined.package, joined.conf
     if conf is not None and not conf.is_dir():
         return f"{where}: its conf folder {conf} does not exist; ship it with the package (package data)"
     for group, options in package.schemas.items():
@@ -139,7 +149,7 @@ def _check(package: object, dist: str, declared: str, entry: EntryPoint,
     for group, name in dict.fromkeys(declared_names):
         owner = owners.get((group, name))
         if owner is not None:
-            return _clash(group, name, owner, dist, entry)
+            return _clash(group, name, owner, joined.dist, entry)
     return None
 
 
@@ -195,6 +205,5 @@ def import_parts() -> None:
             try:
                 importlib.import_module(module)
             except Exception as err:  # noqa: BLE001  any error of the package's code is the package's
-                first = (str(err).strip().splitlines() or [""])[0]
-                raise ConfigError(f"the package {package.dist} (entry point {GROUP}: {package.entry}): its module "
-                                  f"{module} fails to import: {type(err).__name__}: {first}") from None
+                raise ConfigError(f"{package.where}: its module {module} fails to import: "
+                                  f"{_first_line(err)}") from None
