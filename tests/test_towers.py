@@ -234,3 +234,43 @@ def test_a_model_that_makes_its_own_variables_is_refused_when_its_eval_is_built(
     tg = build_train_graph(plain, 50, 0, None)
     with tg.graph.as_default():
         assert set(build_evals(plain, ["train", "test"], 50)) == {"train", "test"}
+
+
+def test_a_model_class_is_built_once_per_graph_and_shared_by_the_towers_and_the_evals(tiny_digits):
+    """A model registered as a class owns its variables (as Keras layers do, made at the first call): one instance
+    per graph serves both towers and the evals, its variables are named without a tower, on the variable device,
+    and an eval with moving averages reads them through a second instance."""
+    from runner.config.hydra import settings
+    from runner.engine.evals import build_evals
+    from runner.engine.graph import build_train_graph
+    from runner.engine.model import moving_average_getter
+    from runner.run.build import build_parts
+
+    v1 = tf.compat.v1
+    made = []
+
+    class Linear:
+        def __init__(self, config, *, num_classes, precision):
+            made.append(precision)
+            self.num_classes, self.weights = num_classes, None
+
+        def __call__(self, images, *, training):
+            x = tf.reshape(images, [-1, int(np.prod(images.shape[1:]))])
+            if self.weights is None:
+                with tf.name_scope("linear"):
+                    self.weights = tf.Variable(tf.zeros([x.shape[1], self.num_classes]), name="w")
+            return tf.matmul(x, self.weights)
+
+    parts = build_parts(settings(compose(*TINY, "hardware=cpu2")), tiny_digits)
+    parts.model = shared_model(Linear, 10, None, "fp32")
+    tg = build_train_graph(parts, 50, 0, 0.99)
+    with tg.graph.as_default():
+        build_evals(parts, ["test", "validation"], 50, moving_average_getter(tg.ema))
+    variables = tg.graph.get_collection(v1.GraphKeys.TRAINABLE_VARIABLES)
+    assert [(v.op.name, v.device.lower().replace("device:", "")) for v in variables] == [("linear/w", "/cpu:0")]
+    assert made == ["fp32", "fp32"]  # the towers' and the evals' instances: the evals share one
+    matmuls = [op for op in tg.graph.get_operations() if op.type == "MatMul" and "gradients" not in op.name]
+    assert {op.name.split("/")[0] for op in matmuls} == {"tower_0", "tower_1", "eval_test", "eval_validation"}
+    for op in matmuls:  # each reads the one variable; an eval, its moving average
+        read = op.inputs[1].op.inputs[0].op.name
+        assert read == ("linear/w/ExponentialMovingAverage" if op.name.startswith("eval") else "linear/w"), op.name
