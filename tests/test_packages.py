@@ -233,3 +233,36 @@ def test_the_keras_model_on_towers_repeats_bit_for_bit(site, tmp_path, tiny_digi
                      json.loads((tmp_path / name / "summary.json").read_text())["final_precision"]))
     assert len(runs[0][0]) == 8 and runs[0] == runs[1]
     assert runs[2][0] != runs[0][0]  # the seed decides the weights and the dropout masks
+
+
+@pytest.mark.slow
+def test_a_package_of_a_trainer_is_chosen_by_name(tmp_path, tiny_digits):
+    """A package with no options that registers a trainer: trainer=NAME is known with it, and unknown without."""
+    project = package(tmp_path / "src", "clip_parts", """\
+        from runner.config.packages import Package
+
+        PARTS = Package(modules=("clip_parts.trainers",), trainers=("clipped",))
+        """, {"trainers.py": """\
+        import tensorflow as tf
+
+        from runner.trainers import TRAINERS
+        from runner.trainers.losses import total_loss
+
+
+        @TRAINERS.register("clipped")
+        def clipped(model, batches, optimizer, global_step, devices, variable_device):
+            (batch,) = batches
+            with tf.device(devices[0]):
+                loss = total_loss(model(batch.images, training=True), batch.labels)
+                grads = [(tf.clip_by_norm(g, 1.0), v) for g, v in optimizer.compute_gradients(loss)]
+                return loss, grads, optimizer.apply_gradients(grads, global_step=global_step)
+        """})
+    site = tmp_path / "site"
+    pip_install(project, site)
+    run_dir = tmp_path / "run"
+    proc = run_cli("trainer=clipped", *TINY, "max_steps=20", f"run_dir={run_dir}", cwd=tmp_path, env=on_path(site))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((run_dir / "summary.json").read_text())["trainer"] == "clipped"
+    gone = run_cli("trainer=clipped", *TINY, "max_steps=20", cwd=tmp_path)
+    said = gone.stdout + gone.stderr
+    assert gone.returncode == 2 and "trainer='clipped' is not known; choose one of: auto, single, towers" in said
