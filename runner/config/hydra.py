@@ -54,7 +54,7 @@ def schema_of(group: str, option: str) -> Any:
     if not path.exists():
         raise ConfigError(f"{group}={option} is an option of neither runner nor an installed package: a run made "
                           f"with a package's parts needs that package installed (docs/packages.md)")
-    entries = cast(DictConfig, OmegaConf.load(path)).get("defaults", []) if path.exists() else []
+    entries = cast(DictConfig, OmegaConf.load(path)).get("defaults", [])
     for entry in entries:
         if isinstance(entry, str) and entry.startswith(f"/schema/{group}/"):
             return SCHEMAS[group][entry[len(f"/schema/{group}/"):].split("@")[0]]

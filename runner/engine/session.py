@@ -47,8 +47,8 @@ def session(graph: tf.Graph, config: v1.ConfigProto | None, batches: list[Batch]
     stops the Coordinator at once, which closes the input queues, so a step waiting for input returns; a data file
     changing under the run stops it too (:class:`WatchFiles`). TensorFlow errors become one-line errors naming the
     input or the checkpoint. ``checkpoint``: the one to restore instead of the latest (an eval of the best)."""
-    ckpt = latest_checkpoint(run_dir) if saver is not None and run_dir is not None and task.is_chief else None
-    ckpt = checkpoint or ckpt
+    ckpt = checkpoint or (latest_checkpoint(run_dir) if saver is not None and run_dir is not None and task.is_chief
+                          else None)
     if must_restore and not ckpt:
         raise RunnerError(f"no checkpoint in {checkpoint_dir(run_dir or '.')}; train first "
                           f"(python -m runner run_dir={run_dir}) or point run_dir at a trained run")
